@@ -1,0 +1,83 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+/// Every Swift target builds in Swift 6 mode with the same upcoming features, so the rules are one.
+let strictSettings: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "xpmem-userspace",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "XPMEM", targets: ["XPMEM"]),
+        .executable(name: "xpmemd", targets: ["xpmemd"]),
+        .executable(name: "xpmemctl", targets: ["xpmemctl"]),
+        .executable(name: "xpmem-bench", targets: ["xpmem-bench"]),
+        .executable(name: "share", targets: ["share"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C declarations that `import Glibc` lacks (memfd, seals, CMSG_*, ucred, epoll, pidfd, getrandom...).
+        .target(name: "CXPMEMShim"),
+        // libnuma, found through the numa.pc that libnuma-dev ships.
+        .systemLibrary(name: "CNuma", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        // The only layer that calls libc: owned descriptors and mappings, errno as typed errors.
+        .target(
+            name: "XPMEMSystem",
+            dependencies: ["CXPMEMShim", "CNuma", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strictSettings
+        ),
+        // Messages and their bounds-checked encoding; no I/O.
+        .target(name: "XPMEMWire", swiftSettings: strictSettings),
+        // The broker's decisions: registry, grants, attachments, permissions. No sockets.
+        .target(name: "XPMEMBrokerCore", dependencies: ["XPMEMWire"], swiftSettings: strictSettings),
+        // The client library applications link.
+        .target(name: "XPMEM", dependencies: ["XPMEMSystem", "XPMEMWire"], swiftSettings: strictSettings),
+        .executableTarget(
+            name: "xpmemd",
+            dependencies: [
+                "XPMEMSystem", "XPMEMWire", "XPMEMBrokerCore",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "xpmemctl",
+            dependencies: ["XPMEM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "xpmem-bench",
+            dependencies: [
+                "XPMEM", "XPMEMSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(
+            name: "share",
+            dependencies: ["XPMEM", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Examples/share",
+            swiftSettings: strictSettings
+        ),
+        .testTarget(name: "XPMEMWireTests", dependencies: ["XPMEMWire"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "XPMEMBrokerCoreTests", dependencies: ["XPMEMBrokerCore"], swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "XPMEMSystemTests", dependencies: ["XPMEMSystem"], swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "XPMEMIntegrationTests",
+            dependencies: ["XPMEM", "XPMEMSystem", "XPMEMWire"],
+            swiftSettings: strictSettings
+        ),
+    ]
+)

@@ -1,0 +1,66 @@
+// Declarations the Swift side cannot get from `import Glibc` on Linux: GNU-only calls, function-like
+// macros (CMSG_*), packed structs (epoll_event) and raw syscalls. Every name is prefixed `cxpmem_`.
+// The definitions live in shim.c, which is compiled with _GNU_SOURCE.
+#ifndef CXPMEM_SHIM_H
+#define CXPMEM_SHIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+// memfd and seals
+extern const unsigned int cxpmem_MFD_CLOEXEC;
+extern const unsigned int cxpmem_MFD_ALLOW_SEALING;
+extern const int cxpmem_F_ADD_SEALS;
+extern const int cxpmem_F_GET_SEALS;
+extern const int cxpmem_F_SEAL_SEAL;
+extern const int cxpmem_F_SEAL_SHRINK;
+extern const int cxpmem_F_SEAL_GROW;
+extern const int cxpmem_F_SEAL_WRITE;
+extern const int cxpmem_F_SEAL_FUTURE_WRITE;
+int cxpmem_memfd_create(const char *name, unsigned int flags);
+
+// Ancillary data (the CMSG_* macros as functions).
+struct cmsghdr *cxpmem_CMSG_FIRSTHDR(const struct msghdr *msg);
+struct cmsghdr *cxpmem_CMSG_NXTHDR(const struct msghdr *msg, const struct cmsghdr *cmsg);
+unsigned char *cxpmem_CMSG_DATA(const struct cmsghdr *cmsg);
+size_t cxpmem_CMSG_SPACE(size_t length);
+size_t cxpmem_CMSG_LEN(size_t length);
+extern const int cxpmem_SCM_RIGHTS;
+extern const int cxpmem_MSG_CMSG_CLOEXEC;
+
+// Peer credentials of a Unix socket (struct ucred and SO_PEERGROUPS).
+int cxpmem_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+/// Fills up to `capacity` supplementary group ids; returns the count, or -1 with errno.
+int cxpmem_peer_groups(int fd, gid_t *groups, int capacity);
+
+// epoll, with the packed epoll_event unpacked into two plain arrays.
+extern const uint32_t cxpmem_EPOLLIN;
+extern const uint32_t cxpmem_EPOLLOUT;
+extern const uint32_t cxpmem_EPOLLERR;
+extern const uint32_t cxpmem_EPOLLHUP;
+extern const uint32_t cxpmem_EPOLLRDHUP;
+int cxpmem_epoll_create(void);
+int cxpmem_epoll_add(int epfd, int fd, uint32_t events, uint64_t token);
+int cxpmem_epoll_modify(int epfd, int fd, uint32_t events, uint64_t token);
+int cxpmem_epoll_remove(int epfd, int fd);
+int cxpmem_epoll_wait(int epfd, uint32_t *events, uint64_t *tokens, int capacity, int timeout_ms);
+
+/// accept4 with SOCK_CLOEXEC | SOCK_NONBLOCK.
+int cxpmem_accept(int fd);
+
+// Process handles, signals, randomness.
+int cxpmem_pidfd_open(pid_t pid);
+int cxpmem_signalfd_for(const int *signals, int count);
+/// Reads one pending signal from a signalfd; returns its number, 0 if none is pending, -1 with errno.
+int cxpmem_signalfd_read(int fd);
+ssize_t cxpmem_getrandom(void *buffer, size_t length);
+ssize_t cxpmem_process_vm_readv(pid_t pid, void *local, size_t length, const void *remote);
+
+// Memory mapping constants that Glibc's module map does not carry everywhere.
+extern const int cxpmem_MAP_FIXED_NOREPLACE;
+extern const int cxpmem_MAP_POPULATE;
+
+#endif

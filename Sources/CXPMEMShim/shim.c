@@ -1,0 +1,122 @@
+// GNU-only definitions behind CXPMEMShim.h. _GNU_SOURCE must come before any system header.
+#define _GNU_SOURCE
+#include "CXPMEMShim.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+const unsigned int cxpmem_MFD_CLOEXEC = MFD_CLOEXEC;
+const unsigned int cxpmem_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
+const int cxpmem_F_ADD_SEALS = F_ADD_SEALS;
+const int cxpmem_F_GET_SEALS = F_GET_SEALS;
+const int cxpmem_F_SEAL_SEAL = F_SEAL_SEAL;
+const int cxpmem_F_SEAL_SHRINK = F_SEAL_SHRINK;
+const int cxpmem_F_SEAL_GROW = F_SEAL_GROW;
+const int cxpmem_F_SEAL_WRITE = F_SEAL_WRITE;
+#ifdef F_SEAL_FUTURE_WRITE
+const int cxpmem_F_SEAL_FUTURE_WRITE = F_SEAL_FUTURE_WRITE;
+#else
+const int cxpmem_F_SEAL_FUTURE_WRITE = 0x0010;
+#endif
+
+int cxpmem_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+
+struct cmsghdr *cxpmem_CMSG_FIRSTHDR(const struct msghdr *msg) { return CMSG_FIRSTHDR(msg); }
+struct cmsghdr *cxpmem_CMSG_NXTHDR(const struct msghdr *msg, const struct cmsghdr *cmsg) {
+    return CMSG_NXTHDR((struct msghdr *)msg, (struct cmsghdr *)cmsg);
+}
+unsigned char *cxpmem_CMSG_DATA(const struct cmsghdr *cmsg) { return CMSG_DATA((struct cmsghdr *)cmsg); }
+size_t cxpmem_CMSG_SPACE(size_t length) { return CMSG_SPACE(length); }
+size_t cxpmem_CMSG_LEN(size_t length) { return CMSG_LEN(length); }
+const int cxpmem_SCM_RIGHTS = SCM_RIGHTS;
+const int cxpmem_MSG_CMSG_CLOEXEC = MSG_CMSG_CLOEXEC;
+
+int cxpmem_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
+    struct ucred cred;
+    socklen_t length = sizeof(cred);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) return -1;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
+int cxpmem_peer_groups(int fd, gid_t *groups, int capacity) {
+    socklen_t length = (socklen_t)(sizeof(gid_t) * (size_t)capacity);
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &length) != 0) return -1;
+    return (int)(length / sizeof(gid_t));
+}
+
+const uint32_t cxpmem_EPOLLIN = EPOLLIN;
+const uint32_t cxpmem_EPOLLOUT = EPOLLOUT;
+const uint32_t cxpmem_EPOLLERR = EPOLLERR;
+const uint32_t cxpmem_EPOLLHUP = EPOLLHUP;
+const uint32_t cxpmem_EPOLLRDHUP = EPOLLRDHUP;
+
+int cxpmem_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+static int epoll_control(int epfd, int op, int fd, uint32_t events, uint64_t token) {
+    struct epoll_event event;
+    memset(&event, 0, sizeof(event));
+    event.events = events;
+    event.data.u64 = token;
+    return epoll_ctl(epfd, op, fd, &event);
+}
+int cxpmem_epoll_add(int epfd, int fd, uint32_t events, uint64_t token) {
+    return epoll_control(epfd, EPOLL_CTL_ADD, fd, events, token);
+}
+int cxpmem_epoll_modify(int epfd, int fd, uint32_t events, uint64_t token) {
+    return epoll_control(epfd, EPOLL_CTL_MOD, fd, events, token);
+}
+int cxpmem_epoll_remove(int epfd, int fd) { return epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NULL); }
+
+int cxpmem_epoll_wait(int epfd, uint32_t *events, uint64_t *tokens, int capacity, int timeout_ms) {
+    struct epoll_event ready[64];
+    if (capacity > 64) capacity = 64;
+    int count = epoll_wait(epfd, ready, capacity, timeout_ms);
+    for (int i = 0; i < count; i++) {
+        events[i] = ready[i].events;
+        tokens[i] = ready[i].data.u64;
+    }
+    return count;
+}
+
+int cxpmem_accept(int fd) { return accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK); }
+
+int cxpmem_pidfd_open(pid_t pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+int cxpmem_signalfd_for(const int *signals, int count) {
+    sigset_t mask;
+    sigemptyset(&mask);
+    for (int i = 0; i < count; i++) sigaddset(&mask, signals[i]);
+    // The signals must be blocked so that they queue on the descriptor instead of running a handler.
+    if (pthread_sigmask(SIG_BLOCK, &mask, NULL) != 0) return -1;
+    return signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+}
+
+int cxpmem_signalfd_read(int fd) {
+    struct signalfd_siginfo info;
+    ssize_t n = read(fd, &info, sizeof(info));
+    if (n < 0) return errno == EAGAIN ? 0 : -1;
+    if ((size_t)n != sizeof(info)) { errno = EIO; return -1; }
+    return (int)info.ssi_signo;
+}
+
+ssize_t cxpmem_getrandom(void *buffer, size_t length) { return getrandom(buffer, length, 0); }
+
+ssize_t cxpmem_process_vm_readv(pid_t pid, void *local, size_t length, const void *remote) {
+    struct iovec mine = {.iov_base = local, .iov_len = length};
+    struct iovec theirs = {.iov_base = (void *)remote, .iov_len = length};
+    return process_vm_readv(pid, &mine, 1, &theirs, 1, 0);
+}
+
+const int cxpmem_MAP_FIXED_NOREPLACE = MAP_FIXED_NOREPLACE;
+const int cxpmem_MAP_POPULATE = MAP_POPULATE;

@@ -1,0 +1,57 @@
+import XPMEMWire
+
+/// An exported segment as the registry knows it. The memfd itself is kept by the daemon.
+public struct SegmentRecord: Equatable, Sendable {
+    public var id: SegmentID
+    public var owner: ClientID
+    public var ownerCredentials: Credentials
+    public var size: UInt64
+    public var permit: Permit
+    public var name: String
+}
+
+/// A right to attach one segment, held by one client (XPMEM's apid).
+public struct GrantRecord: Equatable, Sendable {
+    public var handle: AccessHandle
+    public var client: ClientID
+    public var segment: SegmentID
+    public var access: AccessMode
+}
+
+/// One mapping a client made of part of a segment.
+public struct AttachmentRecord: Equatable, Sendable {
+    public var id: AttachmentID
+    public var client: ClientID
+    public var handle: AccessHandle
+    public var segment: SegmentID
+    public var offset: UInt64
+    public var length: UInt64
+    public var access: AccessMode
+
+    /// Whether this mapping covers any byte of `offset..<offset+length`.
+    public func overlaps(offset other: UInt64, length otherLength: UInt64) -> Bool {
+        offset < other &+ otherLength && other < offset &+ length
+    }
+}
+
+/// A connected client and what it holds.
+public struct ClientRecord: Equatable, Sendable {
+    public var id: ClientID
+    public var credentials: Credentials
+    public var name: String
+    public var segments: Set<SegmentID> = []
+    public var grants: Set<AccessHandle> = []
+    public var attachments: Set<AttachmentID> = []
+}
+
+/// Caps that keep one client from exhausting the broker's memory.
+public struct RegistryLimits: Sendable {
+    public var segmentsPerClient = 4096
+    public var grantsPerClient = 16384
+    public var attachmentsPerClient = 65536
+    /// 1 TiB: larger than any node's memory, small enough that offsets never overflow.
+    public var maximumSegmentSize: UInt64 = 1 << 40
+    public var pageSize: UInt64 = 4096
+
+    public init() {}
+}

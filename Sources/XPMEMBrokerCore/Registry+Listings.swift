@@ -1,0 +1,27 @@
+import XPMEMWire
+
+extension Registry {
+    /// Segments in id order after `after`, at most `limit`, and whether more follow.
+    public func segmentSummaries(after: SegmentID?, limit: Int) -> (list: [SegmentSummary], more: Bool) {
+        let ordered = segments.keys.filter { after == nil || $0 > after! }.sorted()
+        let page = ordered.prefix(limit).compactMap { id -> SegmentSummary? in
+            guard let record = segments[id] else { return nil }
+            let onSegment = grants.values.filter { $0.segment == id }
+            let importers = Set(onSegment.map(\.client)).count
+            let mapped = attachments.values.filter { $0.segment == id }.count
+            return SegmentSummary(id: id, ownerPID: record.ownerCredentials.pid, ownerUID: record.ownerCredentials.uid,
+                                  size: record.size, permit: record.permit, name: record.name,
+                                  importers: UInt32(importers), attachments: UInt32(mapped))
+        }
+        return (page, ordered.count > limit)
+    }
+
+    /// Every connected client in connection order.
+    public func clientSummaries() -> [ClientSummary] {
+        clients.values.sorted { $0.id.rawValue < $1.id.rawValue }.map { client in
+            ClientSummary(id: client.id.rawValue, pid: client.credentials.pid, uid: client.credentials.uid,
+                          gid: client.credentials.gid, name: client.name, segments: UInt32(client.segments.count),
+                          grants: UInt32(client.grants.count), attachments: UInt32(client.attachments.count))
+        }
+    }
+}

@@ -1,0 +1,185 @@
+import XPMEMWire
+
+/// The broker's state and every decision about it: which segments exist, who may access them, who
+/// maps what. It performs no I/O; the daemon applies its answers to sockets and descriptors, and tests
+/// drive it directly.
+public struct Registry: Sendable {
+    public private(set) var clients: [ClientID: ClientRecord] = [:]
+    public private(set) var segments: [SegmentID: SegmentRecord] = [:]
+    public private(set) var grants: [AccessHandle: GrantRecord] = [:]
+    public private(set) var attachments: [AttachmentID: AttachmentRecord] = [:]
+    public let limits: RegistryLimits
+
+    /// Every segment id ever issued, so an id is never reused while the broker runs.
+    private var issuedSegmentIDs: Set<UInt64> = []
+    private var nextClient: UInt64 = 1
+    private var nextHandle: UInt64 = 1
+    private var nextAttachment: UInt64 = 1
+    private let randomSource: @Sendable () -> UInt64
+
+    /// - Parameter randomSource: where segment ids come from; the daemon passes the kernel's CSPRNG.
+    public init(limits: RegistryLimits = RegistryLimits(), randomSource: @escaping @Sendable () -> UInt64) {
+        self.limits = limits
+        self.randomSource = randomSource
+    }
+
+    // MARK: Clients
+
+    public mutating func connect(_ credentials: Credentials, name: String) -> ClientID {
+        let id = ClientID(rawValue: nextClient)
+        nextClient += 1
+        clients[id] = ClientRecord(id: id, credentials: credentials, name: name)
+        return id
+    }
+
+    /// What went away with a client.
+    public struct Departure: Equatable, Sendable {
+        public var removedSegments: [SegmentID] = []
+        public var releasedGrants = 0
+        public var detachedAttachments = 0
+    }
+
+    /// Forgets a client that disconnected or died: its segments are removed, its grants and attachments freed.
+    public mutating func disconnect(_ client: ClientID) -> Departure {
+        guard let record = clients.removeValue(forKey: client) else { return Departure() }
+        var departure = Departure()
+        for attachment in record.attachments where attachments.removeValue(forKey: attachment) != nil {
+            departure.detachedAttachments += 1
+        }
+        for handle in record.grants where grants.removeValue(forKey: handle) != nil {
+            departure.releasedGrants += 1
+        }
+        for segment in record.segments.sorted() where segments.removeValue(forKey: segment) != nil {
+            departure.removedSegments.append(segment)
+        }
+        return departure
+    }
+
+    // MARK: Exporting
+
+    /// Registers a new segment owned by `client` and returns its fresh, random id.
+    public mutating func make(
+        by client: ClientID, size: UInt64, permit: Permit, name: String
+    ) throws(BrokerError) -> SegmentID {
+        guard var owner = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
+        guard size > 0, size % limits.pageSize == 0 else {
+            throw BrokerError(.invalidArgument, "segment size \(size) is not a positive multiple of the page size \(limits.pageSize)")
+        }
+        guard size <= limits.maximumSegmentSize else {
+            throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(limits.maximumSegmentSize) bytes")
+        }
+        guard permit.rawValue & ~Permit.validBits == 0 else {
+            throw BrokerError(.invalidArgument, "permit \(permit) has bits other than read/write for owner, group, other")
+        }
+        guard owner.segments.count < limits.segmentsPerClient else {
+            throw BrokerError(.resourceExhausted, "this client already exports \(owner.segments.count) segments")
+        }
+        var raw: UInt64
+        repeat { raw = randomSource() } while raw == 0 || issuedSegmentIDs.contains(raw)
+        issuedSegmentIDs.insert(raw)
+        let id = SegmentID(rawValue: raw)
+        segments[id] = SegmentRecord(id: id, owner: client, ownerCredentials: owner.credentials, size: size,
+                                     permit: permit, name: name)
+        owner.segments.insert(id)
+        clients[client] = owner
+        return id
+    }
+
+    /// Removes a segment; only its owner may. Grants and attachments on it stay until released or
+    /// detached, but no new attach succeeds.
+    public mutating func remove(_ segment: SegmentID, by client: ClientID) throws(BrokerError) {
+        guard let record = segments[segment] else { throw Registry.segmentNotFound(segment) }
+        guard record.owner == client else {
+            throw BrokerError(.permissionDenied, "segment \(segment) belongs to another client (pid \(record.ownerCredentials.pid))")
+        }
+        segments[segment] = nil
+        clients[client]?.segments.remove(segment)
+    }
+
+    // MARK: Importing
+
+    /// Checks `client`'s right to `access` the segment and grants a handle for it.
+    public mutating func get(
+        _ segment: SegmentID, access: AccessMode, by client: ClientID
+    ) throws(BrokerError) -> GrantRecord {
+        guard var importer = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
+        guard let record = segments[segment] else { throw Registry.segmentNotFound(segment) }
+        guard PermissionPolicy.allows(importer.credentials, access: access, owner: record.ownerCredentials,
+                                      permit: record.permit)
+        else {
+            throw BrokerError(.permissionDenied,
+                "uid \(importer.credentials.uid) may not get segment \(segment) \(access): its mode is \(record.permit), owner uid \(record.ownerCredentials.uid)")
+        }
+        guard importer.grants.count < limits.grantsPerClient else {
+            throw BrokerError(.resourceExhausted, "this client already holds \(importer.grants.count) grants")
+        }
+        let grant = GrantRecord(handle: AccessHandle(rawValue: nextHandle), client: client, segment: segment,
+                                access: access)
+        nextHandle += 1
+        grants[grant.handle] = grant
+        importer.grants.insert(grant.handle)
+        clients[client] = importer
+        return grant
+    }
+
+    /// Gives up a handle and every attachment made through it; returns the attachments dropped.
+    @discardableResult
+    public mutating func release(_ handle: AccessHandle, by client: ClientID) throws(BrokerError) -> [AttachmentID] {
+        guard let grant = grants[handle], grant.client == client else { throw Registry.handleNotFound(handle) }
+        grants[handle] = nil
+        clients[client]?.grants.remove(handle)
+        let dropped = attachments.values.filter { $0.handle == handle }.map(\.id)
+        for attachment in dropped {
+            attachments[attachment] = nil
+            clients[client]?.attachments.remove(attachment)
+        }
+        return dropped
+    }
+
+    /// Validates a request to map `length` bytes at `offset` through `handle` and records the mapping.
+    public mutating func attach(
+        _ handle: AccessHandle, offset: UInt64, length: UInt64, by client: ClientID
+    ) throws(BrokerError) -> AttachmentRecord {
+        guard let grant = grants[handle], grant.client == client else { throw Registry.handleNotFound(handle) }
+        guard let segment = segments[grant.segment] else {
+            throw BrokerError(.notFound, "segment \(grant.segment) was removed; release \(handle)")
+        }
+        guard offset % limits.pageSize == 0, length % limits.pageSize == 0, length > 0 else {
+            throw BrokerError(.invalidArgument,
+                "offset \(offset) and length \(length) must be multiples of the page size \(limits.pageSize), length non-zero")
+        }
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= segment.size else {
+            throw BrokerError(.invalidArgument,
+                "range \(offset)+\(length) lies outside segment \(segment.id) of \(segment.size) bytes")
+        }
+        guard let importer = clients[client], importer.attachments.count < limits.attachmentsPerClient else {
+            throw BrokerError(.resourceExhausted, "this client already has too many attachments")
+        }
+        let record = AttachmentRecord(id: AttachmentID(rawValue: nextAttachment), client: client, handle: handle,
+                                      segment: segment.id, offset: offset, length: length, access: grant.access)
+        nextAttachment += 1
+        attachments[record.id] = record
+        clients[client]?.attachments.insert(record.id)
+        return record
+    }
+
+    /// Forgets a mapping the client has unmapped.
+    public mutating func detach(_ attachment: AttachmentID, by client: ClientID) throws(BrokerError) {
+        guard let record = attachments[attachment], record.client == client else {
+            throw BrokerError(.notFound, "no \(attachment) on this connection")
+        }
+        attachments[attachment] = nil
+        clients[client]?.attachments.remove(attachment)
+    }
+
+    // MARK: Errors
+
+    static func segmentNotFound(_ segment: SegmentID) -> BrokerError {
+        BrokerError(.notFound, "no segment \(segment): it was never made, was removed, or its exporter exited")
+    }
+
+    static func handleNotFound(_ handle: AccessHandle) -> BrokerError {
+        BrokerError(.notFound, "no \(handle) on this connection (handles are valid only where they were obtained)")
+    }
+}

@@ -1,0 +1,51 @@
+@preconcurrency import Glibc
+import CXPMEMShim
+import SystemPackage
+
+/// File seals (`F_SEAL_*`): restrictions on a memfd's inode that apply to every descriptor of it.
+public struct FileSeals: OptionSet, Sendable {
+    public let rawValue: CInt
+    public init(rawValue: CInt) { self.rawValue = rawValue }
+    public static let seal = FileSeals(rawValue: cxpmem_F_SEAL_SEAL)
+    public static let shrink = FileSeals(rawValue: cxpmem_F_SEAL_SHRINK)
+    public static let grow = FileSeals(rawValue: cxpmem_F_SEAL_GROW)
+    public static let write = FileSeals(rawValue: cxpmem_F_SEAL_WRITE)
+    public static let futureWrite = FileSeals(rawValue: cxpmem_F_SEAL_FUTURE_WRITE)
+    /// What every segment's memfd carries: nobody may truncate it under the processes mapping it.
+    public static let fixedSize: FileSeals = [.shrink, .grow]
+}
+
+/// Operations on memory-backed files (memfd) through an owned descriptor.
+public enum MemoryFile {
+    /// Creates a sealable, close-on-exec memfd of `size` bytes. The corresponding C function is `memfd_create`.
+    public static func create(name: String, size: Int) throws(Errno) -> OwnedDescriptor {
+        let raw = try valueOrErrno {
+            cxpmem_memfd_create(name, cxpmem_MFD_CLOEXEC | cxpmem_MFD_ALLOW_SEALING)
+        }
+        let file = OwnedDescriptor(adopting: raw)
+        _ = try valueOrErrno { ftruncate(file.rawValue, off_t(size)) }
+        return file
+    }
+
+    /// The seals in force. Fails with `EINVAL` when the file is not a memfd (or other sealable shmem).
+    public static func seals(of file: borrowing OwnedDescriptor) throws(Errno) -> FileSeals {
+        FileSeals(rawValue: try valueOrErrno { fcntl(file.rawValue, cxpmem_F_GET_SEALS) })
+    }
+
+    /// Adds seals; needs a descriptor open for writing. The corresponding C call is `fcntl(F_ADD_SEALS)`.
+    public static func addSeals(_ seals: FileSeals, to file: borrowing OwnedDescriptor) throws(Errno) {
+        _ = try valueOrErrno { fcntl(file.rawValue, cxpmem_F_ADD_SEALS, seals.rawValue) }
+    }
+
+    /// Sets the inode's permission bits. The corresponding C function is `fchmod`.
+    public static func setMode(_ mode: mode_t, of file: borrowing OwnedDescriptor) throws(Errno) {
+        _ = try valueOrErrno { fchmod(file.rawValue, mode) }
+    }
+
+    /// Opens the same file again through `/proc/self/fd` with the given access mode; this is how a
+    /// read-only descriptor of a memfd is made. The inode's mode bits are checked, as for any open.
+    public static func reopen(_ file: borrowing OwnedDescriptor, flags: CInt) throws(Errno) -> OwnedDescriptor {
+        let raw = try valueOrErrno { open("/proc/self/fd/\(file.rawValue)", flags | O_CLOEXEC) }
+        return OwnedDescriptor(adopting: raw)
+    }
+}

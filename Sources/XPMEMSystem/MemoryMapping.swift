@@ -1,0 +1,120 @@
+@preconcurrency import Glibc
+import CXPMEMShim
+import SystemPackage
+
+/// Page protections for a mapping.
+public struct MemoryProtection: OptionSet, Sendable {
+    public let rawValue: CInt
+    public init(rawValue: CInt) { self.rawValue = rawValue }
+    public static let none = MemoryProtection([])
+    public static let read = MemoryProtection(rawValue: PROT_READ)
+    public static let write = MemoryProtection(rawValue: PROT_WRITE)
+    public static let readWrite: MemoryProtection = [.read, .write]
+}
+
+/// Where a new mapping goes.
+public enum MappingPlacement {
+    /// Anywhere the kernel chooses.
+    case anywhere
+    /// Exactly here, failing with `EEXIST` if anything is mapped there (`MAP_FIXED_NOREPLACE`).
+    case exactlyIfFree(UnsafeMutableRawPointer)
+    /// Exactly here, replacing whatever was mapped (`MAP_FIXED`): only for ranges this process owns.
+    case replacing(UnsafeMutableRawPointer)
+}
+
+/// A range of address space this process mapped: unmapped exactly once, by `unmap()` or on drop.
+public struct MemoryMapping: ~Copyable {
+    public let base: UnsafeMutableRawPointer
+    public let length: Int
+
+    private init(base: UnsafeMutableRawPointer, length: Int) {
+        self.base = base
+        self.length = length
+    }
+
+    /// The mapped bytes; valid while `self` is alive.
+    public var bytes: UnsafeMutableRawBufferPointer { UnsafeMutableRawBufferPointer(start: base, count: length) }
+
+    /// Maps `length` bytes of `file` from `offset`, shared. The corresponding C function is `mmap`.
+    public static func mapShared(
+        _ file: borrowing OwnedDescriptor,
+        offset: Int = 0,
+        length: Int,
+        protection: MemoryProtection,
+        placement: MappingPlacement = .anywhere,
+        populate: Bool = false
+    ) throws(Errno) -> MemoryMapping {
+        try map(file.rawValue, offset: offset, length: length, protection: protection,
+                flags: MAP_SHARED | (populate ? cxpmem_MAP_POPULATE : 0), placement: placement)
+    }
+
+    /// Reserves `length` bytes of inaccessible private address space.
+    public static func reserve(length: Int, placement: MappingPlacement = .anywhere) throws(Errno) -> MemoryMapping {
+        try map(-1, offset: 0, length: length, protection: .none,
+                flags: MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, placement: placement)
+    }
+
+    /// Maps private anonymous zero-filled memory.
+    public static func anonymous(length: Int, protection: MemoryProtection = .readWrite) throws(Errno) -> MemoryMapping {
+        try map(-1, offset: 0, length: length, protection: protection, flags: MAP_PRIVATE | MAP_ANONYMOUS,
+                placement: .anywhere)
+    }
+
+    private static func map(
+        _ descriptor: CInt, offset: Int, length: Int, protection: MemoryProtection, flags: CInt,
+        placement: MappingPlacement
+    ) throws(Errno) -> MemoryMapping {
+        guard length > 0 else { throw Errno.invalidArgument }
+        var hint: UnsafeMutableRawPointer? = nil
+        var allFlags = flags
+        switch placement {
+        case .anywhere: break
+        case .exactlyIfFree(let address):
+            hint = address
+            allFlags |= cxpmem_MAP_FIXED_NOREPLACE
+        case .replacing(let address):
+            hint = address
+            allFlags |= MAP_FIXED
+        }
+        guard let base = mmap(hint, length, protection.rawValue, allFlags, descriptor, off_t(offset)),
+              base != MAP_FAILED
+        else { throw Errno(rawValue: errno) }
+        // Kernels before 4.17 ignore MAP_FIXED_NOREPLACE and treat the address as a hint.
+        if let hint, base != hint {
+            munmap(base, length)
+            throw Errno.fileExists
+        }
+        return MemoryMapping(base: base, length: length)
+    }
+
+    /// Changes the protection of the whole mapping. The corresponding C function is `mprotect`.
+    public func protect(_ protection: MemoryProtection) throws(Errno) {
+        _ = try valueOrErrno { mprotect(base, length, protection.rawValue) }
+    }
+
+    /// Unmaps now. The corresponding C function is `munmap`.
+    public consuming func unmap() {
+        let (base, length) = (self.base, self.length)
+        discard self
+        MemoryMapping.unmapOnce(base, length)
+    }
+
+    /// Gives up ownership without unmapping, when the range has become another owner's
+    /// (for example after mapping a file over it with `.replacing`).
+    public consuming func relinquish() -> UnsafeMutableRawBufferPointer {
+        let bytes = self.bytes
+        discard self
+        return bytes
+    }
+
+    /// Takes ownership of a range this process mapped some other way.
+    public static func adopting(_ bytes: UnsafeMutableRawBufferPointer) -> MemoryMapping {
+        MemoryMapping(base: bytes.baseAddress!, length: bytes.count)
+    }
+
+    deinit { MemoryMapping.unmapOnce(base, length) }
+
+    private static func unmapOnce(_ base: UnsafeMutableRawPointer, _ length: Int) {
+        if munmap(base, length) == -1 { preconditionAcceptable(Errno(rawValue: errno), "munmap") }
+    }
+}

@@ -1,0 +1,73 @@
+/// One segment as `xpmemctl segments` shows it.
+public struct SegmentSummary: Equatable, Sendable, Codable {
+    public var id: String
+    public var ownerPID: Int32
+    public var ownerUID: UInt32
+    public var size: UInt64
+    public var mode: String
+    public var name: String
+    public var importers: UInt32
+    public var attachments: UInt32
+
+    public init(id: SegmentID, ownerPID: Int32, ownerUID: UInt32, size: UInt64, permit: Permit, name: String,
+                importers: UInt32, attachments: UInt32) {
+        self.id = id.description
+        self.ownerPID = ownerPID
+        self.ownerUID = ownerUID
+        self.size = size
+        self.mode = permit.description
+        self.name = name
+        self.importers = importers
+        self.attachments = attachments
+    }
+}
+
+/// One connected client as `xpmemctl clients` shows it.
+public struct ClientSummary: Equatable, Sendable, Codable {
+    public var id: UInt64
+    public var pid: Int32
+    public var uid: UInt32
+    public var gid: UInt32
+    public var name: String
+    public var segments: UInt32
+    public var grants: UInt32
+    public var attachments: UInt32
+
+    public init(id: UInt64, pid: Int32, uid: UInt32, gid: UInt32, name: String, segments: UInt32, grants: UInt32,
+                attachments: UInt32) {
+        self.id = id
+        self.pid = pid
+        self.uid = uid
+        self.gid = gid
+        self.name = name
+        self.segments = segments
+        self.grants = grants
+        self.attachments = attachments
+    }
+}
+
+/// The broker's overall state, as `xpmemctl status` shows it.
+public struct BrokerStatus: Equatable, Sendable, Codable {
+    public var protocolVersion: UInt16
+    public var pid: Int32
+    public var uptimeMilliseconds: UInt64
+    public var clients: UInt32
+    public var segments: UInt32
+    public var grants: UInt32
+    public var attachments: UInt32
+    public var openDescriptors: UInt32
+    public var numaNodes: UInt32
+
+    public init(protocolVersion: UInt16, pid: Int32, uptimeMilliseconds: UInt64, clients: UInt32, segments: UInt32,
+                grants: UInt32, attachments: UInt32, openDescriptors: UInt32, numaNodes: UInt32) {
+        self.protocolVersion = protocolVersion
+        self.pid = pid
+        self.uptimeMilliseconds = uptimeMilliseconds
+        self.clients = clients
+        self.segments = segments
+        self.grants = grants
+        self.attachments = attachments
+        self.openDescriptors = openDescriptors
+        self.numaNodes = numaNodes
+    }
+}

@@ -1,0 +1,202 @@
+extension Message {
+    /// Appends this message's fields (not the header).
+    func encodePayload(into writer: inout WireWriter) {
+        switch self {
+        case .hello(let name):
+            writer.write(name, maximumLength: 256)
+        case .make(let size, let permit, let name):
+            writer.write(size)
+            writer.write(permit.rawValue)
+            writer.write(name, maximumLength: 256)
+        case .remove(let id), .made(let id):
+            writer.write(id.rawValue)
+        case .get(let id, let access):
+            writer.write(id.rawValue)
+            writer.write(access.rawValue)
+        case .release(let handle):
+            writer.write(handle.rawValue)
+        case .attach(let handle, let offset, let length):
+            writer.write(handle.rawValue)
+            writer.write(offset)
+            writer.write(length)
+        case .detach(let attachment), .attached(let attachment):
+            writer.write(attachment.rawValue)
+        case .listSegments(let after):
+            writer.write(after?.rawValue ?? 0)
+        case .listClients, .queryStatus, .done:
+            break
+        case .welcome(let client, let pid):
+            writer.write(client.rawValue)
+            writer.write(pid)
+        case .granted(let handle, let size, let access):
+            writer.write(handle.rawValue)
+            writer.write(size)
+            writer.write(access.rawValue)
+        case .failure(let code, let text):
+            writer.write(code.rawValue)
+            writer.write(text)
+        case .segments(let list, let more):
+            writer.write(more)
+            writer.write(UInt32(list.count))
+            for segment in list { segment.encode(into: &writer) }
+        case .clients(let list):
+            writer.write(UInt32(list.count))
+            for client in list { client.encode(into: &writer) }
+        case .status(let status):
+            status.encode(into: &writer)
+        }
+    }
+
+    /// Decodes the payload of a message of `type`, refusing trailing bytes.
+    static func decode(type: MessageType, payload: UnsafeRawBufferPointer) throws(DecodingError) -> Message {
+        var reader = WireReader(payload)
+        let message: Message
+        switch type {
+        case .hello:
+            message = .hello(clientName: try reader.readString("clientName", maximumLength: 256))
+        case .make:
+            let size = try reader.read(UInt64.self, "size")
+            let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
+            message = .make(size: size, permit: permit, name: try reader.readString("name", maximumLength: 256))
+        case .remove:
+            message = .remove(SegmentID(rawValue: try reader.read(UInt64.self, "segid")))
+        case .get:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            message = .get(id, try reader.readAccessMode())
+        case .release:
+            message = .release(AccessHandle(rawValue: try reader.read(UInt64.self, "apid")))
+        case .attach:
+            let handle = AccessHandle(rawValue: try reader.read(UInt64.self, "apid"))
+            let offset = try reader.read(UInt64.self, "offset")
+            message = .attach(handle, offset: offset, length: try reader.read(UInt64.self, "length"))
+        case .detach:
+            message = .detach(AttachmentID(rawValue: try reader.read(UInt64.self, "attachment")))
+        case .listSegments:
+            let after = try reader.read(UInt64.self, "after")
+            message = .listSegments(after: after == 0 ? nil : SegmentID(rawValue: after))
+        case .listClients:
+            message = .listClients
+        case .queryStatus:
+            message = .queryStatus
+        case .welcome:
+            let client = ClientID(rawValue: try reader.read(UInt64.self, "clientID"))
+            message = .welcome(client, brokerPID: try reader.read(Int32.self, "brokerPID"))
+        case .made:
+            message = .made(SegmentID(rawValue: try reader.read(UInt64.self, "segid")))
+        case .granted:
+            let handle = AccessHandle(rawValue: try reader.read(UInt64.self, "apid"))
+            let size = try reader.read(UInt64.self, "size")
+            message = .granted(handle, size: size, access: try reader.readAccessMode())
+        case .attached:
+            message = .attached(AttachmentID(rawValue: try reader.read(UInt64.self, "attachment")))
+        case .done:
+            message = .done
+        case .failure:
+            let code = ErrorCode(wireValue: try reader.read(UInt16.self, "code"))
+            message = .failure(code, try reader.readString("message"))
+        case .segments:
+            let more = try reader.readBool("more")
+            let count = try reader.readCount("segments", minimumRecordSize: 40)
+            var list: [SegmentSummary] = []
+            for _ in 0..<count { list.append(try SegmentSummary.decode(from: &reader)) }
+            message = .segments(list, more: more)
+        case .clients:
+            let count = try reader.readCount("clients", minimumRecordSize: 40)
+            var list: [ClientSummary] = []
+            for _ in 0..<count { list.append(try ClientSummary.decode(from: &reader)) }
+            message = .clients(list)
+        case .status:
+            message = .status(try BrokerStatus.decode(from: &reader))
+        }
+        try reader.finish()
+        return message
+    }
+}
+
+extension WireReader {
+    mutating func readAccessMode() throws(DecodingError) -> AccessMode {
+        guard let mode = AccessMode(rawValue: try read(UInt8.self, "access")) else {
+            throw .invalidValue(field: "access")
+        }
+        return mode
+    }
+}
+
+extension SegmentSummary {
+    func encode(into writer: inout WireWriter) {
+        writer.write(SegmentID(id)?.rawValue ?? 0)
+        writer.write(ownerPID)
+        writer.write(ownerUID)
+        writer.write(size)
+        writer.write(Permit(octal: mode)?.rawValue ?? 0)
+        writer.write(importers)
+        writer.write(attachments)
+        writer.write(name, maximumLength: 256)
+    }
+
+    static func decode(from reader: inout WireReader) throws(DecodingError) -> SegmentSummary {
+        let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+        let pid = try reader.read(Int32.self, "ownerPID")
+        let uid = try reader.read(UInt32.self, "ownerUID")
+        let size = try reader.read(UInt64.self, "size")
+        let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
+        let importers = try reader.read(UInt32.self, "importers")
+        let attachments = try reader.read(UInt32.self, "attachments")
+        let name = try reader.readString("name", maximumLength: 256)
+        return SegmentSummary(id: id, ownerPID: pid, ownerUID: uid, size: size, permit: permit, name: name,
+                              importers: importers, attachments: attachments)
+    }
+}
+
+extension ClientSummary {
+    func encode(into writer: inout WireWriter) {
+        writer.write(id)
+        writer.write(pid)
+        writer.write(uid)
+        writer.write(gid)
+        writer.write(segments)
+        writer.write(grants)
+        writer.write(attachments)
+        writer.write(name, maximumLength: 256)
+    }
+
+    static func decode(from reader: inout WireReader) throws(DecodingError) -> ClientSummary {
+        let id = try reader.read(UInt64.self, "id")
+        let pid = try reader.read(Int32.self, "pid")
+        let uid = try reader.read(UInt32.self, "uid")
+        let gid = try reader.read(UInt32.self, "gid")
+        let segments = try reader.read(UInt32.self, "segments")
+        let grants = try reader.read(UInt32.self, "grants")
+        let attachments = try reader.read(UInt32.self, "attachments")
+        let name = try reader.readString("name", maximumLength: 256)
+        return ClientSummary(id: id, pid: pid, uid: uid, gid: gid, name: name, segments: segments, grants: grants,
+                             attachments: attachments)
+    }
+}
+
+extension BrokerStatus {
+    func encode(into writer: inout WireWriter) {
+        writer.write(protocolVersion)
+        writer.write(pid)
+        writer.write(uptimeMilliseconds)
+        writer.write(clients)
+        writer.write(segments)
+        writer.write(grants)
+        writer.write(attachments)
+        writer.write(openDescriptors)
+        writer.write(numaNodes)
+    }
+
+    static func decode(from reader: inout WireReader) throws(DecodingError) -> BrokerStatus {
+        BrokerStatus(
+            protocolVersion: try reader.read(UInt16.self, "protocolVersion"),
+            pid: try reader.read(Int32.self, "pid"),
+            uptimeMilliseconds: try reader.read(UInt64.self, "uptime"),
+            clients: try reader.read(UInt32.self, "clients"),
+            segments: try reader.read(UInt32.self, "segments"),
+            grants: try reader.read(UInt32.self, "grants"),
+            attachments: try reader.read(UInt32.self, "attachments"),
+            openDescriptors: try reader.read(UInt32.self, "openDescriptors"),
+            numaNodes: try reader.read(UInt32.self, "numaNodes"))
+    }
+}

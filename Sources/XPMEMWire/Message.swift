@@ -1,0 +1,84 @@
+/// Every message of the broker protocol, requests and replies alike.
+///
+/// Each message travels as one `SOCK_SEQPACKET` record: a `FrameHeader` followed by the payload this
+/// type encodes. Requests come from clients; each is answered by exactly one reply carrying the same
+/// request id.
+public enum Message: Equatable, Sendable {
+    // Requests
+    /// The first message on a connection; the header carries the client's protocol version.
+    case hello(clientName: String)
+    /// Export a memfd (XPMEM `make`): the frame carries two descriptors, read-write then read-only.
+    case make(size: UInt64, permit: Permit, name: String)
+    /// Remove an exported segment (XPMEM `remove`).
+    case remove(SegmentID)
+    /// Ask for access to a segment (XPMEM `get`).
+    case get(SegmentID, AccessMode)
+    /// Give up an access handle and every attachment made through it (XPMEM `release`).
+    case release(AccessHandle)
+    /// Ask for a mapping of `length` bytes at `offset` (XPMEM `attach`).
+    case attach(AccessHandle, offset: UInt64, length: UInt64)
+    /// Tell the broker a mapping is gone (XPMEM `detach`).
+    case detach(AttachmentID)
+    /// Page through segments in id order, starting after `after` (nil: from the first).
+    case listSegments(after: SegmentID?)
+    case listClients
+    case queryStatus
+
+    // Replies
+    case welcome(ClientID, brokerPID: Int32)
+    case made(SegmentID)
+    case granted(AccessHandle, size: UInt64, access: AccessMode)
+    /// The frame carries the segment's descriptor, read-only or read-write as granted.
+    case attached(AttachmentID)
+    case done
+    case failure(ErrorCode, String)
+    case segments([SegmentSummary], more: Bool)
+    case clients([ClientSummary])
+    case status(BrokerStatus)
+
+    /// How many descriptors travel with this message; a frame with any other number is malformed.
+    public var descriptorCount: Int {
+        switch self {
+        case .make: 2
+        case .attached: 1
+        default: 0
+        }
+    }
+
+    /// Whether this is a request a client sends (as opposed to a reply).
+    public var isRequest: Bool { type.rawValue < MessageType.firstReply }
+}
+
+/// The numeric type in a frame header.
+public enum MessageType: UInt16, Sendable {
+    static let firstReply: UInt16 = 0x8000
+
+    case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
+    case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status
+}
+
+extension Message {
+    public var type: MessageType {
+        switch self {
+        case .hello: .hello
+        case .make: .make
+        case .remove: .remove
+        case .get: .get
+        case .release: .release
+        case .attach: .attach
+        case .detach: .detach
+        case .listSegments: .listSegments
+        case .listClients: .listClients
+        case .queryStatus: .queryStatus
+        case .welcome: .welcome
+        case .made: .made
+        case .granted: .granted
+        case .attached: .attached
+        case .done: .done
+        case .failure: .failure
+        case .segments: .segments
+        case .clients: .clients
+        case .status: .status
+        }
+    }
+}
