@@ -23,7 +23,10 @@ public enum MappingPlacement {
 }
 
 /// A range of address space this process mapped: unmapped exactly once, by `unmap()` or on drop.
-public struct MemoryMapping: ~Copyable {
+///
+/// Sendable because it is unique (`~Copyable`): moving the one owner to another thread cannot race.
+/// What the bytes hold is the user's business, as with any shared memory.
+public struct MemoryMapping: ~Copyable, @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let length: Int
 

@@ -5,7 +5,7 @@ import SystemPackage
 ///
 /// Being `~Copyable`, a descriptor cannot be closed twice or used after it was handed on; borrowed
 /// use goes through `rawValue` or `fileDescriptor` while the owner is alive.
-public struct OwnedDescriptor: ~Copyable {
+public struct OwnedDescriptor: ~Copyable, Sendable {
     public let rawValue: CInt
 
     /// Takes ownership of `rawValue`, which must be an open descriptor nobody else will close.

@@ -1,0 +1,152 @@
+@preconcurrency import Glibc
+import Synchronization
+import XPMEMSystem
+import XPMEMWire
+
+/// A range of this process's memory that others may get and attach (XPMEM's `make`).
+///
+/// The segment lives until `remove()` or until this object goes away; either way the exporter's own
+/// memory stays mapped and usable. Its pages are a memfd's, so a `fork()` child now *shares* them with
+/// the parent instead of getting a copy-on-write copy.
+public final class ExportedSegment: Sendable {
+    public let broker: XPMEMBroker
+    public let id: SegmentID
+    /// The size in bytes, a multiple of the page size.
+    public let size: Int
+    public let permit: Permit
+    private let baseAddress: UInt
+    private let state: Mutex<State>
+
+    private struct State: ~Copyable {
+        var removed = false
+        /// The memfd, kept for later operations on the segment's pages.
+        var file: OwnedDescriptor?
+        /// Set when the library allocated the memory and so unmaps it when the segment goes.
+        var ownedMapping: MemoryMapping?
+    }
+
+    /// The segment's bytes in this process. Valid while this object lives (and, for `exportRange`, as
+    /// long as the caller's range).
+    public var bytes: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: baseAddress), count: size)
+    }
+
+    fileprivate init(broker: XPMEMBroker, id: SegmentID, size: Int, permit: Permit, baseAddress: UInt,
+                     file: consuming OwnedDescriptor, ownedMapping: consuming MemoryMapping?) {
+        self.broker = broker
+        self.id = id
+        self.size = size
+        self.permit = permit
+        self.baseAddress = baseAddress
+        self.state = Mutex(State(file: .some(file), ownedMapping: ownedMapping))
+    }
+
+    /// Withdraws the segment (XPMEM's `remove`): no new get or attach succeeds. Idempotent.
+    public func remove() throws(XPMEMError) {
+        let alreadyRemoved = state.withLock { state in
+            defer { state.removed = true }
+            return state.removed
+        }
+        if alreadyRemoved { return }
+        try broker.channel.requestDone(.remove(id))
+    }
+
+    deinit { try? remove() }
+}
+
+extension XPMEMBroker {
+    /// Allocates `size` bytes (rounded up to whole pages) of shared memory and exports them
+    /// (XPMEM's `make` on fresh memory).
+    /// - Parameters:
+    ///   - permit: who may get it, as IPC mode bits (0o600: this user; 0o644: others read-only).
+    ///   - name: shown in `xpmemctl segments`.
+    public func makeSegment(size: Int, permit: Permit = Permit(rawValue: 0o600), name: String = "") throws(XPMEMError)
+        -> ExportedSegment
+    {
+        guard size > 0 else { throw XPMEMError(.invalidArgument, "a segment needs a positive size, not \(size)") }
+        let rounded = (size + pageSize - 1) & ~(pageSize - 1)
+        let file = try Self.makeFile(name: name, size: rounded)
+        let mapping: MemoryMapping
+        do {
+            mapping = try MemoryMapping.mapShared(file, length: rounded, protection: .readWrite)
+        } catch {
+            throw XPMEMError.system("mmap of \(rounded) bytes", error)
+        }
+        let id = try register(file, size: rounded, permit: permit, name: name)
+        let base = UInt(bitPattern: mapping.base)
+        return ExportedSegment(broker: self, id: id, size: rounded, permit: permit, baseAddress: base, file: file,
+                               ownedMapping: .some(mapping))
+    }
+
+    /// Exports an existing page-aligned range of private anonymous memory (XPMEM's `make` on an
+    /// address range). Its contents and address are kept: the bytes are copied into a memfd that is
+    /// then mapped over the same addresses.
+    ///
+    /// No other thread may write the range during this call (those writes could be lost). Afterwards
+    /// the range is shared memory: `fork()` children share it rather than copying it on write.
+    public func exportRange(_ range: UnsafeMutableRawBufferPointer, permit: Permit = Permit(rawValue: 0o600),
+                            name: String = "") throws(XPMEMError) -> ExportedSegment {
+        guard let base = range.baseAddress, range.count > 0 else {
+            throw XPMEMError(.invalidArgument, "cannot export an empty range")
+        }
+        guard isPageAligned(Int(bitPattern: base)), isPageAligned(range.count) else {
+            throw XPMEMError(.invalidArgument, "range \(base)+\(range.count) is not page-aligned (page size \(pageSize))")
+        }
+        do {
+            guard try AddressSpace.isPrivateAnonymous(start: UInt(bitPattern: base), length: range.count) else {
+                throw XPMEMError(.invalidArgument,
+                    "range \(base)+\(range.count) is not entirely private anonymous read-write memory")
+            }
+        } catch let error as XPMEMError {
+            throw error
+        } catch {
+            throw XPMEMError(.systemCallFailed, "cannot read /proc/self/maps: \(error)")
+        }
+        let file = try Self.makeFile(name: name, size: range.count)
+        do {
+            let staging = try MemoryMapping.mapShared(file, length: range.count, protection: .readWrite)
+            staging.bytes.copyMemory(from: UnsafeRawBufferPointer(range))
+            staging.unmap()
+            // The memfd replaces the anonymous pages at the same address; the caller keeps owning the range.
+            let replaced = try MemoryMapping.mapShared(file, length: range.count, protection: .readWrite,
+                                                       placement: .replacing(base))
+            _ = replaced.relinquish()
+        } catch {
+            throw XPMEMError.system("moving the range into a memfd", error)
+        }
+        let id = try register(file, size: range.count, permit: permit, name: name)
+        return ExportedSegment(broker: self, id: id, size: range.count, permit: permit,
+                               baseAddress: UInt(bitPattern: base), file: file, ownedMapping: nil)
+    }
+
+    /// Creates the memfd: sealable, and mode 0600 so that no other uid can reopen it writable through
+    /// `/proc/PID/fd` (memfds start as 0777).
+    private static func makeFile(name: String, size: Int) throws(XPMEMError) -> OwnedDescriptor {
+        do {
+            let file = try MemoryFile.create(name: "xpmem:\(name)", size: size)
+            try MemoryFile.setMode(0o600, of: file)
+            return file
+        } catch {
+            throw XPMEMError.system("memfd_create of \(size) bytes", error)
+        }
+    }
+
+    /// Sends the memfd (read-write and a read-only reopening) to the broker and returns the new id.
+    private func register(_ file: borrowing OwnedDescriptor, size: Int, permit: Permit, name: String) throws(XPMEMError)
+        -> SegmentID
+    {
+        guard permit.rawValue & ~Permit.validBits == 0 else {
+            throw XPMEMError(.invalidArgument, "permit \(permit) may only have read/write bits (0o666)")
+        }
+        let readOnly: OwnedDescriptor
+        do {
+            readOnly = try MemoryFile.reopen(file, flags: O_RDONLY)
+        } catch {
+            throw XPMEMError.system("reopening the memfd read-only", error)
+        }
+        let message = Message.make(size: UInt64(size), permit: permit, name: name)
+        let reply = try channel.request(message, descriptors: [file.rawValue, readOnly.rawValue])
+        guard case .made(let id) = reply.message else { throw BrokerChannel.unexpected(reply.message, for: message) }
+        return id
+    }
+}
