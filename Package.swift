@@ -67,6 +67,15 @@ let package = Package(
             path: "Examples/share",
             swiftSettings: strictSettings
         ),
+        // A test-only program: runs as another uid and tries what an importer should not be able to do.
+        .executableTarget(
+            name: "xpmem-probe",
+            dependencies: [
+                "XPMEM", "XPMEMSystem", "XPMEMWire", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Tests/Probe",
+            swiftSettings: strictSettings
+        ),
         .testTarget(name: "XPMEMWireTests", dependencies: ["XPMEMWire"], swiftSettings: strictSettings),
         .testTarget(
             name: "XPMEMBrokerCoreTests", dependencies: ["XPMEMBrokerCore"], swiftSettings: strictSettings

@@ -1,0 +1,86 @@
+@preconcurrency import Glibc
+import Foundation
+import XPMEM
+
+/// A real `xpmemd` on a socket in a fresh temporary directory, stopped when the test is done.
+final class TestBroker: @unchecked Sendable {
+    let directory: String
+    let socketPath: String
+    private let child: ChildProcess
+
+    /// Starts the broker and waits until it accepts connections.
+    /// - Parameters:
+    ///   - mode: the socket file's mode (`--mode`); 0666 with an open directory lets other uids in.
+    ///   - openDirectory: make the directory reachable by every user (for tests as another uid).
+    init(mode: String = "0600", openDirectory: Bool = false) throws {
+        var template = Array("/tmp/xpmem-test-XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
+        directory = String(cString: made)
+        if openDirectory { chmod(directory, 0o755) }
+        socketPath = directory + "/broker.sock"
+        child = try ChildProcess("xpmemd", ["--socket", socketPath, "--mode", mode, "--log-level", "warning"])
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            if (try? XPMEMBroker.connect(socketPath: socketPath, name: "readiness check")) != nil { return }
+            usleep(10_000)
+        }
+        throw XPMEMError(.brokerUnavailable, "xpmemd did not start at \(socketPath)")
+    }
+
+    var pid: pid_t { child.pid }
+
+    /// A new client connection to this broker.
+    func connect(name: String = "test") throws -> XPMEMBroker {
+        try XPMEMBroker.connect(socketPath: socketPath, name: name)
+    }
+
+    /// How many descriptors the broker process has open right now.
+    func openDescriptorCount() -> Int {
+        ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
+    }
+
+    /// Polls until the broker's descriptor count is `expected` (clean-up after a client exits is
+    /// asynchronous), returning the last count seen.
+    func waitForDescriptorCount(_ expected: Int, timeout: Double = 5) -> Int {
+        let deadline = Date().addingTimeInterval(timeout)
+        var count = openDescriptorCount()
+        while count != expected && Date() < deadline {
+            usleep(10_000)
+            count = openDescriptorCount()
+        }
+        return count
+    }
+
+    /// Polls `condition` against the broker's status until it holds or `timeout` passes.
+    func waitForStatus(timeout: Double = 5, _ condition: (BrokerStatus) -> Bool) throws -> BrokerStatus {
+        let broker = try connect(name: "status poll")
+        let deadline = Date().addingTimeInterval(timeout)
+        var status = try broker.status()
+        while !condition(status) && Date() < deadline {
+            usleep(10_000)
+            status = try broker.status()
+        }
+        return status
+    }
+
+    var isRunning: Bool { child.process.isRunning }
+
+    /// Stops the broker with SIGTERM and returns its exit status.
+    @discardableResult
+    func stop() -> Int32? {
+        child.signal(SIGTERM)
+        return child.waitForExit(timeout: 10)
+    }
+
+    deinit {
+        if child.process.isRunning { stop() }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// Whether the tests can act as another uid (they run as root in CI and drop to `nobody`).
+enum OtherUser {
+    static let uid: UInt32 = 65534
+    static let gid: UInt32 = 65534
+    static var available: Bool { getuid() == 0 }
+}
