@@ -183,3 +183,49 @@ public struct Registry: Sendable {
         BrokerError(.notFound, "no \(handle) on this connection (handles are valid only where they were obtained)")
     }
 }
+
+// MARK: Invalidation support
+
+extension Registry {
+    /// Checks that `client` may invalidate a range of `segment` (its owner, or the owner's uid, or the
+    /// superuser) and that the range is page-aligned and inside the segment.
+    public func authorizeInvalidation(
+        of segment: SegmentID, offset: UInt64, length: UInt64, by client: ClientID
+    ) throws(BrokerError) {
+        guard let requester = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
+        guard let record = segments[segment] else { throw Registry.segmentNotFound(segment) }
+        guard record.owner == client || requester.credentials.uid == record.ownerCredentials.uid
+                || requester.credentials.isSuperuser
+        else {
+            throw BrokerError(.permissionDenied, "only the owner of segment \(segment) (uid \(record.ownerCredentials.uid)) may invalidate it")
+        }
+        guard offset % limits.pageSize == 0, length % limits.pageSize == 0, length > 0 else {
+            throw BrokerError(.invalidArgument, "offset \(offset) and length \(length) must be page-aligned, length non-zero")
+        }
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        guard !overflow, end <= record.size else {
+            throw BrokerError(.invalidArgument, "range \(offset)+\(length) lies outside segment \(segment) of \(record.size) bytes")
+        }
+    }
+
+    /// Clients with an attachment overlapping the range, in id order.
+    public func importers(of segment: SegmentID, overlapping offset: UInt64, length: UInt64) -> [ClientID] {
+        let clients = attachments.values.filter { $0.segment == segment && $0.overlaps(offset: offset, length: length) }
+            .map(\.client)
+        return Set(clients).sorted { $0.rawValue < $1.rawValue }
+    }
+
+    /// Clients holding a grant on the segment (who must hear that it is gone), in id order.
+    public func grantHolders(of segment: SegmentID) -> [ClientID] {
+        Set(grants.values.filter { $0.segment == segment }.map(\.client)).sorted { $0.rawValue < $1.rawValue }
+    }
+
+    /// Takes away `client`'s grants on `segment` and the attachments made through them (an importer
+    /// that missed an invalidation deadline). Returns how many grants went.
+    @discardableResult
+    public mutating func revokeGrants(of client: ClientID, on segment: SegmentID) -> Int {
+        let revoked = grants.values.filter { $0.client == client && $0.segment == segment }.map(\.handle)
+        for handle in revoked { _ = try? release(handle, by: client) }
+        return revoked.count
+    }
+}

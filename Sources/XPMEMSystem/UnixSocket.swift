@@ -149,6 +149,18 @@ public enum UnixSocket {
         }
     }
 
+    /// Whether `socket` is a `SOCK_SEQPACKET` Unix-domain socket (checked before trusting a descriptor a
+    /// peer sent as a socket). The corresponding C call is `getsockopt(SO_TYPE, SO_DOMAIN)`.
+    public static func isSequencedPacketSocket(_ socket: borrowing OwnedDescriptor) -> Bool {
+        var type: CInt = 0
+        var domain: CInt = 0
+        var length = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(socket.rawValue, SOL_SOCKET, SO_TYPE, &type, &length) == 0 else { return false }
+        length = socklen_t(MemoryLayout<CInt>.size)
+        guard getsockopt(socket.rawValue, SOL_SOCKET, SO_DOMAIN, &domain, &length) == 0 else { return false }
+        return type == CInt(SOCK_SEQPACKET.rawValue) && domain == AF_UNIX
+    }
+
     /// Sets how long a blocking receive waits before failing with `EAGAIN`.
     public static func setReceiveTimeout(_ socket: borrowing OwnedDescriptor, milliseconds: Int) throws(Errno) {
         var time = timeval(tv_sec: milliseconds / 1000, tv_usec: (milliseconds % 1000) * 1000)

@@ -23,8 +23,34 @@ extension Message {
             writer.write(attachment.rawValue)
         case .listSegments(let after):
             writer.write(after?.rawValue ?? 0)
-        case .listClients, .queryStatus, .done:
+        case .listClients, .queryStatus, .done, .subscribe:
             break
+        case .invalidate(let id, let offset, let length, let deadline, let reason, let hold):
+            writer.write(id.rawValue)
+            writer.write(offset)
+            writer.write(length)
+            writer.write(deadline)
+            writer.write(reason.rawValue)
+            writer.write(hold)
+        case .endInvalidation(let id, let sequence), .acknowledge(let id, let sequence):
+            writer.write(id.rawValue)
+            writer.write(sequence)
+        case .invalidateBegin(let id, let offset, let length, let sequence, let reason):
+            writer.write(id.rawValue)
+            writer.write(offset)
+            writer.write(length)
+            writer.write(sequence)
+            writer.write(reason.rawValue)
+        case .invalidateEnd(let id, let offset, let length, let sequence):
+            writer.write(id.rawValue)
+            writer.write(offset)
+            writer.write(length)
+            writer.write(sequence)
+        case .released(let id, let reason):
+            writer.write(id.rawValue)
+            writer.write(reason.rawValue)
+        case .invalidated(let report):
+            report.encode(into: &writer)
         case .welcome(let client, let pid):
             writer.write(client.rawValue)
             writer.write(pid)
@@ -107,6 +133,42 @@ extension Message {
             message = .clients(list)
         case .status:
             message = .status(try BrokerStatus.decode(from: &reader))
+        case .subscribe:
+            message = .subscribe
+        case .invalidate:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            let offset = try reader.read(UInt64.self, "offset")
+            let length = try reader.read(UInt64.self, "length")
+            let deadline = try reader.read(UInt32.self, "deadline")
+            let reason = try reader.readInvalidationReason()
+            message = .invalidate(id, offset: offset, length: length, deadlineMilliseconds: deadline, reason: reason,
+                                  holdForChange: try reader.readBool("holdForChange"))
+        case .endInvalidation:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            message = .endInvalidation(id, sequence: try reader.read(UInt64.self, "sequence"))
+        case .acknowledge:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            message = .acknowledge(id, sequence: try reader.read(UInt64.self, "sequence"))
+        case .invalidateBegin:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            let offset = try reader.read(UInt64.self, "offset")
+            let length = try reader.read(UInt64.self, "length")
+            let sequence = try reader.read(UInt64.self, "sequence")
+            message = .invalidateBegin(id, offset: offset, length: length, sequence: sequence,
+                                       reason: try reader.readInvalidationReason())
+        case .invalidateEnd:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            let offset = try reader.read(UInt64.self, "offset")
+            let length = try reader.read(UInt64.self, "length")
+            message = .invalidateEnd(id, offset: offset, length: length, sequence: try reader.read(UInt64.self, "sequence"))
+        case .released:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            guard let reason = ReleaseReason(rawValue: try reader.read(UInt8.self, "reason")) else {
+                throw .invalidValue(field: "reason")
+            }
+            message = .released(id, reason: reason)
+        case .invalidated:
+            message = .invalidated(try InvalidationReport.decode(from: &reader))
         }
         try reader.finish()
         return message
@@ -119,6 +181,53 @@ extension WireReader {
             throw .invalidValue(field: "access")
         }
         return mode
+    }
+}
+
+extension WireReader {
+    mutating func readInvalidationReason() throws(DecodingError) -> InvalidationReason {
+        guard let reason = InvalidationReason(rawValue: try read(UInt8.self, "reason")) else {
+            throw .invalidValue(field: "reason")
+        }
+        return reason
+    }
+}
+
+extension InvalidationReport {
+    func encode(into writer: inout WireWriter) {
+        writer.write(SegmentID(segment)?.rawValue ?? 0)
+        writer.write(sequence)
+        writer.write(offset)
+        writer.write(length)
+        writer.write(elapsedMicroseconds)
+        writer.write(UInt32(importers.count))
+        for importer in importers {
+            writer.write(importer.client)
+            writer.write(importer.pid)
+            writer.write(importer.outcome.rawValue)
+            writer.write(importer.elapsedMicroseconds)
+        }
+    }
+
+    static func decode(from reader: inout WireReader) throws(DecodingError) -> InvalidationReport {
+        let segment = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+        let sequence = try reader.read(UInt64.self, "sequence")
+        let offset = try reader.read(UInt64.self, "offset")
+        let length = try reader.read(UInt64.self, "length")
+        let elapsed = try reader.read(UInt64.self, "elapsed")
+        let count = try reader.readCount("importers", minimumRecordSize: 21)
+        var importers: [ImporterAcknowledgement] = []
+        for _ in 0..<count {
+            let client = try reader.read(UInt64.self, "client")
+            let pid = try reader.read(Int32.self, "pid")
+            guard let outcome = ImporterOutcome(rawValue: try reader.read(UInt8.self, "outcome")) else {
+                throw .invalidValue(field: "outcome")
+            }
+            importers.append(ImporterAcknowledgement(client: client, pid: pid, outcome: outcome,
+                                                     elapsedMicroseconds: try reader.read(UInt64.self, "elapsed")))
+        }
+        return InvalidationReport(segment: segment, sequence: sequence, offset: offset, length: length,
+                                  elapsedMicroseconds: elapsed, importers: importers)
     }
 }
 

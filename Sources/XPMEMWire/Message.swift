@@ -23,6 +23,28 @@ public enum Message: Equatable, Sendable {
     case listSegments(after: SegmentID?)
     case listClients
     case queryStatus
+    /// Hands the broker its end of this client's event channel (the frame carries one descriptor): a
+    /// socket on which the broker sends invalidation events and the client acknowledges them.
+    case subscribe
+    /// Tell every importer mapping the range to stop access and wait for their acknowledgements (or
+    /// the deadline). With `holdForChange`, the range stays invalid until `endInvalidation`; without,
+    /// the broker ends it as soon as the acknowledgements are in (an operator's invalidation).
+    case invalidate(SegmentID, offset: UInt64, length: UInt64, deadlineMilliseconds: UInt32,
+                    reason: InvalidationReason, holdForChange: Bool)
+    /// The change is done: importers may map the range again.
+    case endInvalidation(SegmentID, sequence: UInt64)
+
+    // Sent by a client on its event channel
+    /// The importer has stopped access to the range of invalidation `sequence`.
+    case acknowledge(SegmentID, sequence: UInt64)
+
+    // Events, sent by the broker on a client's event channel
+    /// Stop access to this range of the segment, then acknowledge.
+    case invalidateBegin(SegmentID, offset: UInt64, length: UInt64, sequence: UInt64, reason: InvalidationReason)
+    /// The range may be accessed again.
+    case invalidateEnd(SegmentID, offset: UInt64, length: UInt64, sequence: UInt64)
+    /// The segment is gone for this client; its mappings must be revoked.
+    case released(SegmentID, reason: ReleaseReason)
 
     // Replies
     case welcome(ClientID, brokerPID: Int32)
@@ -35,26 +57,34 @@ public enum Message: Equatable, Sendable {
     case segments([SegmentSummary], more: Bool)
     case clients([ClientSummary])
     case status(BrokerStatus)
+    case invalidated(InvalidationReport)
 
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
         switch self {
         case .make: 2
-        case .attached: 1
+        case .attached, .subscribe: 1
         default: 0
         }
     }
 
-    /// Whether this is a request a client sends (as opposed to a reply).
-    public var isRequest: Bool { type.rawValue < MessageType.firstReply }
+    /// Whether this is a request a client sends on its main connection.
+    public var isRequest: Bool { type.rawValue < MessageType.firstClientEvent }
+
+    /// Whether this is a message a client sends on its event channel.
+    public var isClientEvent: Bool { type.rawValue >= MessageType.firstClientEvent && type.rawValue < MessageType.firstBrokerEvent }
 }
 
 /// The numeric type in a frame header.
 public enum MessageType: UInt16, Sendable {
-    static let firstReply: UInt16 = 0x8000
+    static let firstClientEvent: UInt16 = 0x2000
+    static let firstBrokerEvent: UInt16 = 0x4000
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
-    case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status
+    case subscribe, invalidate, endInvalidation
+    case acknowledge = 0x2001
+    case invalidateBegin = 0x4001, invalidateEnd, released
+    case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
 }
 
 extension Message {
@@ -79,6 +109,14 @@ extension Message {
         case .segments: .segments
         case .clients: .clients
         case .status: .status
+        case .subscribe: .subscribe
+        case .invalidate: .invalidate
+        case .endInvalidation: .endInvalidation
+        case .acknowledge: .acknowledge
+        case .invalidateBegin: .invalidateBegin
+        case .invalidateEnd: .invalidateEnd
+        case .released: .released
+        case .invalidated: .invalidated
         }
     }
 }

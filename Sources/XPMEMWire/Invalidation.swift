@@ -1,0 +1,106 @@
+/// Why an exporter is invalidating a range; importers see it in their callbacks.
+public enum InvalidationReason: UInt8, Sendable, CustomStringConvertible {
+    /// An operator asked (`xpmemctl invalidate`).
+    case requestedByOperator = 1
+    /// The exporter is about to put other data in the range.
+    case reuse = 2
+    /// The segment is shrinking past the range.
+    case shrink = 3
+    /// The segment is being removed.
+    case remove = 4
+    /// The range's pages are moving to another NUMA node.
+    case migrate = 5
+    /// The range's pages are being discarded.
+    case discard = 6
+
+    public var description: String {
+        switch self {
+        case .requestedByOperator: "operator"
+        case .reuse: "reuse"
+        case .shrink: "shrink"
+        case .remove: "remove"
+        case .migrate: "migrate"
+        case .discard: "discard"
+        }
+    }
+}
+
+/// Why a segment is gone for an importer.
+public enum ReleaseReason: UInt8, Sendable, CustomStringConvertible {
+    /// The exporter removed it.
+    case removed = 1
+    /// The exporter's process or connection ended.
+    case exporterExited = 2
+    /// This importer missed an invalidation deadline, so its grants on the segment were revoked.
+    case deadlineMissed = 3
+
+    public var description: String {
+        switch self {
+        case .removed: "removed"
+        case .exporterExited: "exporter exited"
+        case .deadlineMissed: "deadline missed"
+        }
+    }
+}
+
+/// How one importer took part in an invalidation.
+public enum ImporterOutcome: UInt8, Sendable, Codable, CustomStringConvertible {
+    /// It stopped access and acknowledged.
+    case acknowledged = 1
+    /// Its process or connection ended before it acknowledged (counted as acknowledged).
+    case exited = 2
+    /// It did not acknowledge before the deadline; its grants on the segment were revoked.
+    case missedDeadline = 3
+    /// It maps the range but never opened an event channel, so it could not be told.
+    case notSubscribed = 4
+
+    public var description: String {
+        switch self {
+        case .acknowledged: "acked"
+        case .exited: "exited"
+        case .missedDeadline: "missed deadline"
+        case .notSubscribed: "not subscribed"
+        }
+    }
+}
+
+/// One importer's line in an invalidation report.
+public struct ImporterAcknowledgement: Equatable, Sendable, Codable {
+    public var client: UInt64
+    public var pid: Int32
+    public var outcome: ImporterOutcome
+    /// From begin to the acknowledgement (or to the deadline, or to the exit).
+    public var elapsedMicroseconds: UInt64
+
+    public init(client: UInt64, pid: Int32, outcome: ImporterOutcome, elapsedMicroseconds: UInt64) {
+        self.client = client
+        self.pid = pid
+        self.outcome = outcome
+        self.elapsedMicroseconds = elapsedMicroseconds
+    }
+}
+
+/// What an invalidation's begin phase achieved: who acknowledged, how long each took, who missed.
+public struct InvalidationReport: Equatable, Sendable, Codable {
+    public var segment: String
+    /// The segment's sequence number while the invalidation is in flight (odd).
+    public var sequence: UInt64
+    public var offset: UInt64
+    public var length: UInt64
+    /// From the request's arrival at the broker to the last acknowledgement or the deadline.
+    public var elapsedMicroseconds: UInt64
+    public var importers: [ImporterAcknowledgement]
+
+    public init(segment: SegmentID, sequence: UInt64, offset: UInt64, length: UInt64, elapsedMicroseconds: UInt64,
+                importers: [ImporterAcknowledgement]) {
+        self.segment = segment.description
+        self.sequence = sequence
+        self.offset = offset
+        self.length = length
+        self.elapsedMicroseconds = elapsedMicroseconds
+        self.importers = importers
+    }
+
+    /// Whether some importer failed to acknowledge in time.
+    public var anyMissedDeadline: Bool { importers.contains { $0.outcome == .missedDeadline } }
+}
