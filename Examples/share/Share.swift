@@ -18,6 +18,17 @@ extension ByteCount: ExpressibleByArgument {
     public init?(argument: String) { self.init(argument) }
 }
 
+/// Prints a line at once, even when standard output is a pipe.
+func say(_ line: String) {
+    print(line)
+    fflush(stdout)
+}
+
+enum PolicyArgument: String, ExpressibleByArgument, CaseIterable {
+    case block, revoke
+    var policy: AccessPolicy { self == .block ? .block : .revoke }
+}
+
 struct BrokerOptions: ParsableArguments {
     @Option(name: .long, help: "Broker socket (default: $XPMEM_SOCKET, else the per-user default).")
     var socket: String?
@@ -59,6 +70,12 @@ extension Share {
         @Flag(help: "Ask for read-only access (XPMEM_RDONLY).") var readonly = false
         @Option(help: "Attach from this page-aligned offset.") var offset: ByteCount = ByteCount(0)
         @Option(help: "Attach this many bytes (default: to the end).") var length: ByteCount?
+        @Flag(help: "After verifying, keep the attachment and print each invalidation event until killed.")
+        var hold = false
+        @Option(help: "With --hold: how long the invalidation callback sleeps, in milliseconds.")
+        var callbackSleep: Int = 0
+        @Option(help: "With --hold: what touches do during an invalidation (block: sleep until it ends; revoke: fault).")
+        var policy: PolicyArgument = .block
 
         func validate() throws {
             if readonly && write != nil { throw ValidationError("--write needs read-write access; drop --readonly") }
@@ -68,7 +85,16 @@ extension Share {
         func run() throws {
             let connection = try XPMEMBroker.connect(socketPath: broker.socket, name: "share import")
             let grant = try connection.get(SegmentID(segment)!, access: readonly ? .readOnly : .readWrite)
-            let attachment = try grant.attach(offset: offset.value, length: length?.value)
+            let sleepMilliseconds = callbackSleep
+            let handlers = InvalidationHandlers(
+                willInvalidate: { notice in
+                    say("begin \(notice.sequence) \(notice.offset) \(notice.length)")
+                    if sleepMilliseconds > 0 { usleep(UInt32(sleepMilliseconds) * 1000) }
+                },
+                didInvalidate: { notice in say("end \(notice.sequence)") },
+                released: { _, reason in say("release \(reason)") })
+            let attachment = try grant.attach(offset: offset.value, length: length?.value, policy: policy.policy,
+                                              handlers: handlers)
             let bytes = UnsafeRawBufferPointer(attachment.bytes)
             var mismatches = 0
             var firstMismatch: Int?
@@ -80,10 +106,14 @@ extension Share {
                 print("MISMATCH: \(mismatches) of \(bytes.count) bytes differ from \(verify); first at offset \(offset.value + firstMismatch) holds \(bytes[firstMismatch])")
                 throw ExitCode.failure
             }
-            print("OK: \(bytes.count) bytes at offset \(offset.value) all hold \(verify)")
+            say("OK: \(bytes.count) bytes at offset \(offset.value) all hold \(verify)")
             if let write {
                 attachment.bytes.initializeMemory(as: UInt8.self, repeating: write)
                 print("wrote \(write) to \(bytes.count) bytes")
+            }
+            if hold {
+                say("holding with policy \(attachment.policy)")
+                while true { pause() }
             }
             try attachment.detach()
             try grant.release()

@@ -5,13 +5,18 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <pthread.h>
+#include <sys/ioctl.h>
+#include <linux/userfaultfd.h>
 
 const unsigned int cxpmem_MFD_CLOEXEC = MFD_CLOEXEC;
 const unsigned int cxpmem_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
@@ -120,3 +125,70 @@ ssize_t cxpmem_process_vm_readv(pid_t pid, void *local, size_t length, const voi
 
 const int cxpmem_MAP_FIXED_NOREPLACE = MAP_FIXED_NOREPLACE;
 const int cxpmem_MAP_POPULATE = MAP_POPULATE;
+
+int cxpmem_uffd_open(void) {
+    int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (fd < 0) return -1;
+    struct uffdio_api api = {.api = UFFD_API, .features = UFFD_FEATURE_MINOR_SHMEM};
+    if (ioctl(fd, UFFDIO_API, &api) != 0 || !(api.features & UFFD_FEATURE_MINOR_SHMEM)) {
+        int saved = errno ? errno : EOPNOTSUPP;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int cxpmem_uffd_register_minor(int uffd, void *address, size_t length) {
+    struct uffdio_register request = {
+        .range = {.start = (unsigned long)address, .len = length},
+        .mode = UFFDIO_REGISTER_MODE_MINOR,
+    };
+    return ioctl(uffd, UFFDIO_REGISTER, &request);
+}
+
+int cxpmem_uffd_unregister(int uffd, void *address, size_t length) {
+    struct uffdio_range range = {.start = (unsigned long)address, .len = length};
+    return ioctl(uffd, UFFDIO_UNREGISTER, &range);
+}
+
+int cxpmem_uffd_wake(int uffd, void *address, size_t length) {
+    struct uffdio_range range = {.start = (unsigned long)address, .len = length};
+    return ioctl(uffd, UFFDIO_WAKE, &range);
+}
+
+struct thread_start {
+    void (*body)(void *);
+    void *context;
+};
+
+static void *thread_trampoline(void *argument) {
+    struct thread_start start = *(struct thread_start *)argument;
+    free(argument);
+    start.body(start.context);
+    return NULL;
+}
+
+int cxpmem_start_detached_thread(void (*body)(void *), void *context) {
+    struct thread_start *start = malloc(sizeof(*start));
+    if (!start) return ENOMEM;
+    start->body = body;
+    start->context = context;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int result = pthread_create(&thread, &attributes, thread_trampoline, start);
+    pthread_attr_destroy(&attributes);
+    if (result != 0) free(start);
+    return result;
+}
+
+uint64_t cxpmem_volatile_load64(const void *address) { return *(const volatile uint64_t *)address; }
+void cxpmem_volatile_store64(void *address, uint64_t value) { *(volatile uint64_t *)address = value; }
+
+uint64_t cxpmem_monotonic_nanoseconds(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
+}

@@ -4,28 +4,30 @@ import XPMEMWire
 ///
 /// The bytes are the exporter's very pages: writes are visible to it and to other importers at
 /// once. A read-only attachment faults on any write. Unmapped by `detach()`, by releasing its grant,
-/// or when this object goes away.
+/// or when this object goes away; after the segment is released it stays an inaccessible reservation
+/// until then.
 public final class Attachment: Sendable {
     public let grant: SegmentGrant
-    public let id: AttachmentID
-    /// Where in the segment this mapping starts.
-    public let offset: Int
     private let range: AttachedRange
 
-    init(grant: SegmentGrant, id: AttachmentID, offset: Int, range: AttachedRange) {
+    init(grant: SegmentGrant, range: AttachedRange) {
         self.grant = grant
-        self.id = id
-        self.offset = offset
         self.range = range
     }
+
+    public var id: AttachmentID { range.id }
+    /// Where in the segment this mapping starts.
+    public var offset: Int { range.segmentOffset }
+    public var length: Int { range.length }
+    /// The policy in force for touches during an invalidation (`.block` falls back to `.revoke` where
+    /// the kernel does not allow userfaultfd).
+    public var policy: AccessPolicy { range.policy }
+    public var isAttached: Bool { range.isMapped }
 
     /// The mapped bytes, valid until detached.
     public var bytes: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: range.base), count: range.length)
     }
-
-    public var length: Int { range.length }
-    public var isAttached: Bool { range.isMapped }
 
     /// Unmaps exactly this attachment and tells the broker (XPMEM's `detach`). Idempotent.
     public func detach() throws(XPMEMError) {

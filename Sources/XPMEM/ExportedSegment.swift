@@ -41,13 +41,17 @@ public final class ExportedSegment: Sendable {
         self.state = Mutex(State(file: .some(file), ownedMapping: ownedMapping))
     }
 
-    /// Withdraws the segment (XPMEM's `remove`): no new get or attach succeeds. Idempotent.
-    public func remove() throws(XPMEMError) {
+    /// Withdraws the segment (XPMEM's `remove`): importers that map it first get to stop access
+    /// (an invalidation of the whole segment with reason `.remove`, waiting up to `deadline`), then
+    /// they are told it is released and their mappings become inaccessible. No new get or attach
+    /// succeeds. Idempotent.
+    public func remove(deadline: Duration = .seconds(5)) throws(XPMEMError) {
         let alreadyRemoved = state.withLock { state in
             defer { state.removed = true }
             return state.removed
         }
         if alreadyRemoved { return }
+        _ = try beginInvalidation(deadline: deadline, reason: .remove)
         try broker.channel.requestDone(.remove(id))
     }
 

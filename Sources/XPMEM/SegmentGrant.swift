@@ -34,11 +34,15 @@ public final class SegmentGrant: Sendable {
     ///   - offset: page-aligned start within the segment.
     ///   - length: page-aligned length; nil means to the end of the segment.
     ///   - address: where to map it, page-aligned and currently unmapped; nil lets the kernel choose.
+    ///   - policy: what touches do while the exporter invalidates the range (see `AccessPolicy`);
+    ///     `attachment.policy` says which one is in force.
+    ///   - handlers: callbacks run on the library's event thread around invalidations.
     /// - Throws: `invalidArgument` for a range outside the segment, unaligned values or an address in
     ///   use; `notFound` when the segment was removed or this grant released.
-    public func attach(offset: Int = 0, length: Int? = nil, at address: UnsafeMutableRawPointer? = nil)
-        throws(XPMEMError) -> Attachment
-    {
+    public func attach(
+        offset: Int = 0, length: Int? = nil, at address: UnsafeMutableRawPointer? = nil,
+        policy: AccessPolicy = .block, handlers: InvalidationHandlers = InvalidationHandlers()
+    ) throws(XPMEMError) -> Attachment {
         let length = length ?? (size - offset)
         guard offset >= 0, length > 0 else {
             throw XPMEMError(.invalidArgument, "offset \(offset) and length \(length) must be non-negative and positive")
@@ -46,16 +50,18 @@ public final class SegmentGrant: Sendable {
         if let address, !isPageAligned(Int(bitPattern: address)) {
             throw XPMEMError(.invalidArgument, "attach address \(address) is not page-aligned")
         }
+        // Invalidation events must be able to reach this mapping from the moment it exists.
+        let events = try broker.subscription()
         let message = Message.attach(handle, offset: UInt64(offset), length: UInt64(length))
         let reply = try broker.channel.request(message)
         guard case .attached(let id) = reply.message, let file = reply.descriptors.takeFirst() else {
             throw BrokerChannel.unexpected(reply.message, for: message)
         }
+        let protection: MemoryProtection = access == .readWrite ? .readWrite : .read
         let mapping: MemoryMapping
         do {
-            mapping = try MemoryMapping.mapShared(
-                file, offset: offset, length: length, protection: access == .readWrite ? .readWrite : .read,
-                placement: address.map { .exactlyIfFree($0) } ?? .anywhere)
+            mapping = try MemoryMapping.mapShared(file, offset: offset, length: length, protection: protection,
+                                                  placement: address.map { .exactlyIfFree($0) } ?? .anywhere)
         } catch {
             try? broker.channel.requestDone(.detach(id))
             if error == .fileExists {
@@ -63,8 +69,8 @@ public final class SegmentGrant: Sendable {
             }
             throw XPMEMError.system("mmap of the segment", error)
         }
-        file.close()
-        let range = AttachedRange(mapping: mapping)
+        let range = AttachedRange(id: id, segment: segment, segmentOffset: offset, mapping: mapping, file: file,
+                                  protection: protection, policy: policy, handlers: handlers, gate: events.gate)
         let accepted = state.withLock { state in
             if state.released { return false }
             state.attachments[id] = range
@@ -74,7 +80,8 @@ public final class SegmentGrant: Sendable {
             range.unmap()
             throw XPMEMError(.alreadyClosed, "\(handle) was released while attaching")
         }
-        return Attachment(grant: self, id: id, offset: offset, range: range)
+        events.table.insert(range)
+        return Attachment(grant: self, range: range)
     }
 
     /// Gives up the handle (XPMEM's `release`), unmapping every attachment made through it. Idempotent.
@@ -86,13 +93,17 @@ public final class SegmentGrant: Sendable {
             return Array(state.attachments.values)
         }
         guard let ranges else { return }
-        for range in ranges { range.unmap() }
+        for range in ranges {
+            range.unmap()
+            broker.attachmentTable?.remove(range.id)
+        }
         try broker.channel.requestDone(.release(handle))
     }
 
     /// Called by `Attachment.detach`.
     func forget(_ attachment: AttachmentID) -> Bool {
-        state.withLock { $0.attachments.removeValue(forKey: attachment) != nil }
+        broker.attachmentTable?.remove(attachment)
+        return state.withLock { $0.attachments.removeValue(forKey: attachment) != nil }
     }
 
     deinit { try? release() }
@@ -111,29 +122,4 @@ extension XPMEMBroker {
         else { throw BrokerChannel.unexpected(reply.message, for: message) }
         return SegmentGrant(broker: self, segment: segment, handle: handle, size: Int(size), access: access)
     }
-}
-
-/// The mapping behind one attachment, shared by the `Attachment` and its grant so that either a
-/// detach or a release unmaps it, exactly once.
-final class AttachedRange: Sendable {
-    let base: UInt
-    let length: Int
-    private let mapping: Mutex<MemoryMapping?>
-
-    init(mapping: consuming MemoryMapping) {
-        base = UInt(bitPattern: mapping.base)
-        length = mapping.length
-        self.mapping = Mutex(.some(mapping))
-    }
-
-    /// Unmaps if still mapped; returns whether it was.
-    @discardableResult
-    func unmap() -> Bool {
-        let taken = mapping.withLock { $0.take() }
-        guard let taken else { return false }
-        taken.unmap()
-        return true
-    }
-
-    var isMapped: Bool { mapping.withLock { $0 != nil } }
 }

@@ -1,4 +1,5 @@
 @preconcurrency import Glibc
+import Synchronization
 @_exported import XPMEMWire
 import XPMEMSystem
 
@@ -22,6 +23,8 @@ public final class XPMEMBroker: Sendable {
     public let brokerPID: Int32
     /// The socket this connection went to.
     public var socketPath: String { channel.path }
+    /// The event channel, opened with the first attachment.
+    private let events = Mutex<EventSubscription?>(nil)
 
     private init(channel: BrokerChannel, clientID: ClientID, brokerPID: Int32) {
         self.channel = channel
@@ -42,6 +45,22 @@ public final class XPMEMBroker: Sendable {
         }
         return XPMEMBroker(channel: channel, clientID: id, brokerPID: pid)
     }
+
+    /// The event channel, opening it on first use.
+    func subscription() throws(XPMEMError) -> EventSubscription {
+        let result: Result<EventSubscription, XPMEMError> = events.withLock { current in
+            if let current { return .success(current) }
+            return Result { () throws(XPMEMError) -> EventSubscription in
+                let subscription = try EventSubscription(channel: channel)
+                current = subscription
+                return subscription
+            }
+        }
+        return try result.get()
+    }
+
+    /// The attachments of this connection, if any were ever made.
+    var attachmentTable: AttachmentTable? { events.withLock { $0?.table } }
 
     /// Closes the connection now. The broker then removes this client's segments and frees its grants
     /// and attachments, as it does when the process exits; mappings already made stay readable.

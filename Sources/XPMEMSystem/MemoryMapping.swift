@@ -95,6 +95,31 @@ public struct MemoryMapping: ~Copyable, @unchecked Sendable {
         _ = try valueOrErrno { mprotect(base, length, protection.rawValue) }
     }
 
+    /// Replaces `length` bytes from `offset` of this mapping with an inaccessible private reservation,
+    /// so touching them faults while the addresses stay taken. The corresponding call is `mmap(MAP_FIXED)`.
+    public func replaceWithReservation(offset: Int, length: Int) throws(Errno) {
+        let address = try subrange(offset: offset, length: length)
+        let result = mmap(address, length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+        guard result != MAP_FAILED else { throw Errno(rawValue: errno) }
+    }
+
+    /// Maps `file` from `fileOffset` back over `length` bytes from `offset` of this mapping, shared.
+    public func restoreFile(
+        _ file: borrowing OwnedDescriptor, fileOffset: Int, offset: Int, length: Int, protection: MemoryProtection
+    ) throws(Errno) {
+        let address = try subrange(offset: offset, length: length)
+        let result = mmap(address, length, protection.rawValue, MAP_SHARED | MAP_FIXED, file.rawValue, off_t(fileOffset))
+        guard result != MAP_FAILED else { throw Errno(rawValue: errno) }
+    }
+
+    /// The address of a page-aligned part of this mapping, checked to lie inside it.
+    private func subrange(offset: Int, length: Int) throws(Errno) -> UnsafeMutableRawPointer {
+        guard offset >= 0, length > 0, offset <= self.length - length, isPageAligned(offset), isPageAligned(length) else {
+            throw Errno.invalidArgument
+        }
+        return base + offset
+    }
+
     /// Unmaps now. The corresponding C function is `munmap`.
     public consuming func unmap() {
         let (base, length) = (self.base, self.length)

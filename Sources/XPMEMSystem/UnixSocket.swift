@@ -15,7 +15,7 @@ public struct ReceivedMessage: ~Copyable {
 }
 
 /// Two connected sockets.
-public struct SocketPair: ~Copyable {
+@frozen public struct SocketPair: ~Copyable {
     public var first: OwnedDescriptor
     public var second: OwnedDescriptor
 }

@@ -7,7 +7,8 @@ public struct SegmentID: RawRepresentable, Hashable, Sendable, Comparable, Custo
     /// Parses the printed form, with or without a `0x` prefix.
     public init?(_ text: String) {
         let digits = text.hasPrefix("0x") ? String(text.dropFirst(2)) : text
-        guard !digits.isEmpty, digits.count <= 16, let value = UInt64(digits, radix: 16) else { return nil }
+        guard !digits.isEmpty, digits.count <= 16, digits.allSatisfy(\.isHexDigit),
+              let value = UInt64(digits, radix: 16) else { return nil }
         rawValue = value
     }
 
@@ -58,7 +59,9 @@ public struct Permit: RawRepresentable, Hashable, Sendable, CustomStringConverti
 
     /// Parses an octal string such as "0600" or "644".
     public init?(octal text: String) {
-        guard let value = UInt32(text, radix: 8), value & ~Permit.validBits == 0 else { return nil }
+        // `UInt32(_:radix:)` alone would also take a leading sign ("+644", "-0").
+        guard text.utf8.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "7")).contains($0) }),
+              let value = UInt32(text, radix: 8), value & ~Permit.validBits == 0 else { return nil }
         rawValue = value
     }
 

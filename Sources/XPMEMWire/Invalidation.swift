@@ -44,7 +44,7 @@ public enum ReleaseReason: UInt8, Sendable, CustomStringConvertible {
 }
 
 /// How one importer took part in an invalidation.
-public enum ImporterOutcome: UInt8, Sendable, Codable, CustomStringConvertible {
+public enum ImporterOutcome: UInt8, Sendable, CustomStringConvertible {
     /// It stopped access and acknowledged.
     case acknowledged = 1
     /// Its process or connection ended before it acknowledged (counted as acknowledged).
@@ -103,4 +103,21 @@ public struct InvalidationReport: Equatable, Sendable, Codable {
 
     /// Whether some importer failed to acknowledge in time.
     public var anyMissedDeadline: Bool { importers.contains { $0.outcome == .missedDeadline } }
+}
+
+extension ImporterOutcome: Codable {
+    /// JSON carries the words (`"acked"`), not the wire number.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(description)
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        let all: [ImporterOutcome] = [.acknowledged, .exited, .missedDeadline, .notSubscribed]
+        guard let match = all.first(where: { $0.description == text }) else {
+            throw DecodingError.invalidValue(field: "outcome \(text)")
+        }
+        self = match
+    }
 }

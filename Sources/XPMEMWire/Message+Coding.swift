@@ -122,12 +122,12 @@ extension Message {
             message = .failure(code, try reader.readString("message"))
         case .segments:
             let more = try reader.readBool("more")
-            let count = try reader.readCount("segments", minimumRecordSize: 40)
+            let count = try reader.readCount("segments", minimumRecordSize: 38)  // fixed fields and an empty name
             var list: [SegmentSummary] = []
             for _ in 0..<count { list.append(try SegmentSummary.decode(from: &reader)) }
             message = .segments(list, more: more)
         case .clients:
-            let count = try reader.readCount("clients", minimumRecordSize: 40)
+            let count = try reader.readCount("clients", minimumRecordSize: 34)  // fixed fields and an empty name
             var list: [ClientSummary] = []
             for _ in 0..<count { list.append(try ClientSummary.decode(from: &reader)) }
             message = .clients(list)

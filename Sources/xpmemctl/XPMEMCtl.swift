@@ -8,7 +8,7 @@ struct XPMEMCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xpmemctl",
         abstract: "Inspect and steer a running xpmemd broker.",
-        subcommands: [Status.self, Segments.self, Clients.self])
+        subcommands: [Status.self, Segments.self, Clients.self, Invalidate.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -90,4 +90,45 @@ extension XPMEMCtl {
                                       "\($0.grants)", "\($0.attachments)", $0.name] })
         }
     }
+}
+
+extension XPMEMCtl {
+    struct Invalidate: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make every importer of a range stop access and acknowledge, then give it back.",
+            discussion: "Prints who acknowledged and how long each took. Exits 1 if any importer missed the deadline.")
+        @OptionGroup var options: CommonOptions
+        @Argument(help: "The segment id.") var segment: String
+        @Option(help: "Page-aligned start of the range.") var offset: ByteCount = ByteCount(0)
+        @Option(help: "Page-aligned length of the range (default: to the end of the segment).") var length: ByteCount?
+        @Option(help: "Milliseconds importers get to acknowledge.") var deadline: Int = 5000
+
+        func run() throws {
+            guard let id = SegmentID(segment) else { throw ValidationError("'\(segment)' is not a segment id") }
+            let broker = try options.connect()
+            var length = length?.value
+            if length == nil {
+                guard let summary = try broker.segments().first(where: { $0.id == id.description }) else {
+                    throw ValidationError("no segment \(id)")
+                }
+                length = Int(summary.size) - offset.value
+            }
+            let report = try broker.invalidate(id, offset: offset.value, length: length ?? 0,
+                                               deadline: .milliseconds(deadline))
+            if options.json {
+                try printJSON(report)
+            } else {
+                print("segment \(report.segment) sequence \(report.sequence) range \(report.offset)+\(report.length): "
+                      + "\(report.importers.count) importers in \(Double(report.elapsedMicroseconds) / 1000) ms")
+                printTable(["CLIENT", "PID", "OUTCOME", "MS"], report.importers.map {
+                    ["\($0.client)", "\($0.pid)", $0.outcome.description, "\(Double($0.elapsedMicroseconds) / 1000)"]
+                })
+            }
+            if report.anyMissedDeadline { throw ExitCode.failure }
+        }
+    }
+}
+
+extension ByteCount: ExpressibleByArgument {
+    public init?(argument: String) { self.init(argument) }
 }

@@ -12,7 +12,9 @@ struct Probe: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xpmem-probe",
         abstract: "Test helper: acts as an importer or exporter and reports what it could do.",
-        subcommands: [ReadOnlyEscape.self, Truncate.self, Get.self, Hold.self, ExportRange.self])
+        subcommands: [
+            ReadOnlyEscape.self, Truncate.self, Get.self, Hold.self, ExportRange.self, Watch.self, ExportAndInvalidate.self,
+        ])
 }
 
 struct ProbeOptions: ParsableArguments {

@@ -63,4 +63,22 @@ ssize_t cxpmem_process_vm_readv(pid_t pid, void *local, size_t length, const voi
 extern const int cxpmem_MAP_FIXED_NOREPLACE;
 extern const int cxpmem_MAP_POPULATE;
 
+// userfaultfd in minor-fault mode on shmem: the mechanism behind the `.block` access policy.
+/// Opens a user-mode-only userfaultfd with UFFD_FEATURE_MINOR_SHMEM negotiated; -1 with errno if the
+/// kernel or its settings do not allow it (EOPNOTSUPP when the feature is missing).
+int cxpmem_uffd_open(void);
+int cxpmem_uffd_register_minor(int uffd, void *address, size_t length);
+int cxpmem_uffd_unregister(int uffd, void *address, size_t length);
+int cxpmem_uffd_wake(int uffd, void *address, size_t length);
+
+/// A load the compiler may not hoist out of a loop: for tests and benchmarks that watch memory
+/// another process writes.
+uint64_t cxpmem_volatile_load64(const void *address);
+void cxpmem_volatile_store64(void *address, uint64_t value);
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes on this machine.
+uint64_t cxpmem_monotonic_nanoseconds(void);
+
+// Threads: starts a detached pthread running `body(context)`.
+int cxpmem_start_detached_thread(void (*body)(void *), void *context);
+
 #endif

@@ -1,0 +1,75 @@
+import XPMEMWire
+
+extension ExportedSegment {
+    /// Changes a range that importers may map, the safe way (like an mmu notifier's
+    /// `invalidate_range_start`/`end`): every importer mapping part of the range runs its
+    /// `willInvalidate` callback and stops access, then acknowledges; once all have (or `deadline`
+    /// has passed, and the laggards' grants were revoked), `change` runs; then importers get access
+    /// back and run `didInvalidate`.
+    ///
+    /// - Parameters:
+    ///   - offset, length: the page-aligned range; by default the whole segment.
+    ///   - deadline: how long importers get to acknowledge. The call never waits much longer.
+    ///   - reason: passed to the importers' callbacks.
+    ///   - change: the modification, made while no importer can see the range.
+    /// - Returns: who acknowledged, how long each took, who missed the deadline.
+    @discardableResult
+    public func invalidate(
+        offset: Int = 0, length: Int? = nil, deadline: Duration = .seconds(5), reason: InvalidationReason = .reuse,
+        during change: () throws -> Void = {}
+    ) throws -> InvalidationReport {
+        let report = try beginInvalidation(offset: offset, length: length, deadline: deadline, reason: reason)
+        do {
+            try change()
+        } catch {
+            try? endInvalidation(report)
+            throw error
+        }
+        try endInvalidation(report)
+        return report
+    }
+
+    /// The first half of `invalidate`: returns once every affected importer has acknowledged or the
+    /// deadline passed. The range stays invalid for importers until `endInvalidation(report)`.
+    public func beginInvalidation(
+        offset: Int = 0, length: Int? = nil, deadline: Duration = .seconds(5), reason: InvalidationReason = .reuse
+    ) throws(XPMEMError) -> InvalidationReport {
+        let length = length ?? (size - offset)
+        let message = Message.invalidate(
+            id, offset: UInt64(max(offset, 0)), length: UInt64(max(length, 0)),
+            deadlineMilliseconds: deadline.milliseconds, reason: reason, holdForChange: true)
+        let reply = try broker.channel.request(message)
+        guard case .invalidated(let report) = reply.message else { throw BrokerChannel.unexpected(reply.message, for: message) }
+        return report
+    }
+
+    /// The second half of `invalidate`: importers may access the range again.
+    public func endInvalidation(_ report: InvalidationReport) throws(XPMEMError) {
+        try broker.channel.requestDone(.endInvalidation(id, sequence: report.sequence))
+    }
+}
+
+extension XPMEMBroker {
+    /// An operator's invalidation of someone's segment (`xpmemctl invalidate`): importers of the range
+    /// stop access and acknowledge, then get it back at once. Needs the segment owner's uid or root.
+    public func invalidate(
+        _ segment: SegmentID, offset: Int, length: Int, deadline: Duration = .seconds(5),
+        reason: InvalidationReason = .requestedByOperator
+    ) throws(XPMEMError) -> InvalidationReport {
+        let message = Message.invalidate(
+            segment, offset: UInt64(max(offset, 0)), length: UInt64(max(length, 0)),
+            deadlineMilliseconds: deadline.milliseconds, reason: reason, holdForChange: false)
+        let reply = try channel.request(message)
+        guard case .invalidated(let report) = reply.message else { throw BrokerChannel.unexpected(reply.message, for: message) }
+        return report
+    }
+}
+
+extension Duration {
+    /// Whole milliseconds, clamped to what the wire carries.
+    var milliseconds: UInt32 {
+        let (seconds, attoseconds) = components
+        guard seconds >= 0 else { return 0 }
+        return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+    }
+}
