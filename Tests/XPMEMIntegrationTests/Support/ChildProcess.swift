@@ -17,6 +17,7 @@ final class ChildProcess: @unchecked Sendable {
     let process = Process()
     private let output = Pipe()
     private let errors = Pipe()
+    private let input = Pipe()
     private var buffered: [UInt8] = []
 
     /// Starts `product` (a built executable name) with `arguments`.
@@ -28,6 +29,7 @@ final class ChildProcess: @unchecked Sendable {
         process.environment = merged
         process.standardOutput = output
         process.standardError = errors
+        process.standardInput = input
         try process.run()
     }
 
@@ -68,6 +70,11 @@ final class ChildProcess: @unchecked Sendable {
     /// What the child wrote to standard error (read after it exits).
     func standardError() -> String {
         String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
+    /// Writes a line to the child's standard input.
+    func send(_ line: String) {
+        input.fileHandleForWriting.write(Data((line + "\n").utf8))
     }
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }

@@ -1,0 +1,259 @@
+@preconcurrency import Glibc
+import Foundation
+import Synchronization
+import Testing
+import XPMEM
+import XPMEMSystem
+
+/// What `xpmem-probe watch` reports about the reads its watcher thread made.
+struct WatchSummary {
+    var reads: Int
+    var tornReads: Int
+    var lastValue: UInt64
+    /// Gaps longer than 20 ms between two completed reads, with the value the later read saw.
+    var pauses: [(from: UInt64, to: UInt64, valueAfter: UInt64)]
+
+    init?(_ line: String?) {
+        guard let fields = line?.split(separator: " ").map(String.init), fields.count == 8, fields[0] == "reads",
+              let reads = Int(fields[1]), let torn = Int(fields[3]), let value = UInt64(fields[5])
+        else { return nil }
+        self.reads = reads
+        tornReads = torn
+        lastValue = value
+        pauses = fields[7] == "none" ? [] : fields[7].split(separator: ",").compactMap { pause in
+            let parts = pause.split(separator: ":")
+            let span = parts[0].split(separator: "-")
+            guard parts.count == 2, span.count == 2, let from = UInt64(span[0]), let to = UInt64(span[1]),
+                  let after = UInt64(parts[1]) else { return nil }
+            return (from, to, after)
+        }
+    }
+}
+
+/// Fills the first 64 bytes (the record the watcher reads) with one value.
+func writeRecord(_ value: UInt64, words: Range<Int> = 0..<8, in segment: ExportedSegment) {
+    for word in words { SharedMemoryAccess.store(value, to: segment.bytes.baseAddress! + word * 8) }
+}
+
+@Suite("Invalidation", .serialized)
+struct InvalidationTests {
+    @Test("With .block, an importer reading during the window sleeps and then sees the new data, never a torn record")
+    func blockPolicyPausesReaders() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)
+        writeRecord(1, in: segment)
+        let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)"])
+        #expect(importer.readLine() == "attached block")
+        usleep(100_000)
+        var window: (start: UInt64, end: UInt64) = (0, 0)
+        let report = try segment.invalidate(deadline: .seconds(10)) {
+            window.start = SharedMemoryAccess.monotonicNanoseconds()
+            // Half the record now, half later: a reader that could see the range would catch it torn.
+            writeRecord(2, words: 0..<4, in: segment)
+            usleep(150_000)
+            writeRecord(2, words: 4..<8, in: segment)
+            window.end = SharedMemoryAccess.monotonicNanoseconds()
+        }
+        #expect(report.importers.map(\.outcome) == [.acknowledged])
+        usleep(100_000)
+        importer.send("summary")
+        let lines = [importer.readLine(), importer.readLine(), importer.readLine()]
+        #expect(lines.contains { $0?.hasPrefix("begin 1 0 65536") == true })
+        #expect(lines.contains("end 1"))
+        let summary = try #require(WatchSummary(lines.first { $0?.hasPrefix("reads") == true } ?? nil))
+        #expect(summary.tornReads == 0)
+        #expect(summary.lastValue == 2)
+        let covering = summary.pauses.first { $0.from <= window.start && $0.to >= window.end }
+        #expect(covering != nil, "no read may complete inside the window; pauses: \(summary.pauses)")
+        #expect(covering?.valueAfter == 2)
+    }
+
+    @Test("A callback that sleeps 300 ms delays the exporter by at least that, while other segments are served")
+    func sleepingCallbackDelaysOnlyItsSegment() throws {
+        let broker = try TestBroker()
+        let exporter = try broker.connect(name: "exporter")
+        let slow = try exporter.makeSegment(size: 64 << 10)
+        let other = try exporter.makeSegment(size: 64 << 10)
+        other.bytes.initializeMemory(as: UInt8.self, repeating: 5)
+        let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(slow.id)",
+                                                        "--callback-sleep", "300", "--idle"])
+        #expect(importer.readLine() == "attached block")
+
+        let clock = ContinuousClock()
+        let invalidationEnded = Mutex<ContinuousClock.Instant?>(nil)
+        let start = clock.now
+        let thread = try DetachedJoin {
+            _ = try? slow.invalidate(deadline: .seconds(10))
+            invalidationEnded.withLock { $0 = clock.now }
+        }
+        usleep(50_000)
+        let third = try ChildProcess("share", ["import", "--socket", broker.socketPath, "\(other.id)", "--verify", "5"])
+        #expect(third.waitForExit() == 0)
+        let thirdDone = clock.now
+        thread.join()
+        let ended = try #require(invalidationEnded.withLock { $0 })
+        #expect(ended - start >= .milliseconds(300))
+        #expect(thirdDone < ended, "the other segment's importer must not wait for the invalidation")
+    }
+
+    @Test("With .revoke, touching the range during the window kills the importer with SIGSEGV or SIGBUS")
+    func revokePolicyFaults() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)
+        let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
+                                                        "--policy", "revoke"])
+        #expect(importer.readLine() == "attached revoke")
+        _ = try segment.invalidate(deadline: .seconds(10)) { usleep(200_000) }
+        importer.waitForExit(timeout: 10)
+        #expect([SIGSEGV, SIGBUS].contains(importer.terminationSignal ?? 0),
+                "the importer should have died of a fault, not \(String(describing: importer.terminationSignal))")
+    }
+
+    @Test("An importer whose callback never returns is reported and revoked; the exporter returns on time")
+    func missedDeadlineIsReportedAndRevoked() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)
+        let stuck = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
+                                                     "--callback-sleep=-1", "--idle"])
+        let prompt = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)", "--idle"])
+        #expect(stuck.readLine() == "attached block")
+        #expect(prompt.readLine() == "attached block")
+        let clock = ContinuousClock()
+        let start = clock.now
+        let report = try segment.invalidate(deadline: .milliseconds(300))
+        let elapsed = clock.now - start
+        #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(3))
+        let outcomes = Dictionary(uniqueKeysWithValues: report.importers.map { ($0.pid, $0.outcome) })
+        #expect(outcomes[stuck.pid] == .missedDeadline)
+        #expect(outcomes[prompt.pid] == .acknowledged)
+        #expect(report.anyMissedDeadline)
+        let status = try broker.waitForStatus { $0.grants == 1 && $0.attachments == 1 }
+        #expect(status.grants == 1, "the stuck importer's grant is revoked, the prompt one's kept")
+    }
+
+    @Test("An importer killed mid-invalidation counts as acknowledged at once")
+    func importerKilledMidInvalidation() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)
+        let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
+                                                        "--callback-sleep=-1", "--idle"])
+        #expect(importer.readLine() == "attached block")
+        let killer = try DetachedJoin {
+            _ = importer.readLine()  // "begin ..."
+            importer.signal(SIGKILL)
+        }
+        let clock = ContinuousClock()
+        let start = clock.now
+        let report = try segment.invalidate(deadline: .seconds(20))
+        killer.join()
+        #expect(clock.now - start < .seconds(5))
+        #expect(report.importers.map(\.outcome) == [.exited])
+        #expect(try broker.waitForStatus { $0.grants == 0 }.grants == 0)
+    }
+
+    @Test("An exporter killed mid-invalidation: importers are told the segment is released and it is gone")
+    func exporterKilledMidInvalidation() throws {
+        let broker = try TestBroker()
+        let exporter = try ChildProcess("xpmem-probe", ["export-and-invalidate", "--socket", broker.socketPath])
+        let id = try #require(exporter.readLine())
+        let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, id, "--idle"])
+        #expect(importer.readLine() == "attached block")
+        exporter.send("go")
+        #expect(exporter.readLine() == "invalidating")
+        #expect(importer.readLine()?.hasPrefix("begin 1 0") == true)
+        exporter.signal(SIGKILL)
+        exporter.waitForExit()
+        #expect(importer.readLine() == "release exporter exited")
+        let status = try broker.waitForStatus { $0.segments == 0 }
+        #expect(status.segments == 0)
+        let late = try broker.connect(name: "late importer")
+        #expect(throws: XPMEMError.self) { try late.get(SegmentID(id)!) }
+    }
+
+    @Test("Only importers whose attachments overlap the range are told")
+    func onlyOverlappingImportersAreMessaged() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 128 << 10)
+        let low = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
+                                                   "--length", "\(64 << 10)", "--idle"])
+        let high = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
+                                                    "--offset", "\(64 << 10)", "--idle"])
+        #expect(low.readLine() == "attached block")
+        #expect(high.readLine() == "attached block")
+        let report = try segment.invalidate(offset: 64 << 10, length: 4096, deadline: .seconds(10))
+        #expect(report.importers.map(\.pid) == [high.pid])
+        #expect(high.readLine() == "begin 1 0 4096 reuse")
+        #expect(high.readLine() == "end 1")
+        // The low importer heard nothing: the next thing it reports is the summary we ask for.
+        low.send("summary")
+        #expect(low.readLine()?.hasPrefix("reads") == true)
+    }
+
+    @Test("Remove: importers run their release callback and touching the mapping then faults")
+    func removeReleasesAndTouchingFaults() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)
+        let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
+                                                        "--idle", "--touch-after-release"])
+        #expect(importer.readLine() == "attached block")
+        try segment.remove(deadline: .seconds(10))
+        let lines = importer.remainingLines(timeout: 10)
+        #expect(lines.contains { $0.hasPrefix("begin 1 0 65536 remove") })
+        #expect(lines.contains("release removed"))
+        #expect(lines.contains("touching"))
+        #expect(!lines.contains("touch survived"))
+        importer.waitForExit()
+        #expect([SIGSEGV, SIGBUS].contains(importer.terminationSignal ?? 0))
+    }
+
+    @Test("An attach overlapping a range being invalidated waits for the end; other attaches do not")
+    func attachWaitsForTheEnd() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 128 << 10)
+        segment.bytes.initializeMemory(as: UInt8.self, repeating: 3)
+        let holder = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)", "--idle"])
+        #expect(holder.readLine() == "attached block")
+        let report = try segment.beginInvalidation(offset: 0, length: 64 << 10, deadline: .seconds(10))
+        let overlapping = try ChildProcess("share", ["import", "--socket", broker.socketPath, "\(segment.id)",
+                                                     "--verify", "4", "--length", "64K"])
+        let disjoint = try ChildProcess("share", ["import", "--socket", broker.socketPath, "\(segment.id)",
+                                                  "--verify", "3", "--offset", "64K"])
+        #expect(disjoint.waitForExit() == 0, "a range outside the invalidation is served at once")
+        #expect(overlapping.readLine(timeout: 0.5) == nil, "the overlapping attach must wait for the end")
+        segment.bytes.initializeMemory(as: UInt8.self, repeating: 4)
+        try segment.endInvalidation(report)
+        #expect(overlapping.waitForExit() == 0, "after the end it attaches and sees the new bytes")
+    }
+
+    @Test("64 importers of one segment all acknowledge")
+    func sixtyFourImporters() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)
+        var importers: [ChildProcess] = []
+        for _ in 0..<64 {
+            importers.append(try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath,
+                                                              "\(segment.id)", "--idle"]))
+        }
+        for importer in importers { #expect(importer.readLine(timeout: 60) == "attached block") }
+        let report = try segment.invalidate(deadline: .seconds(30))
+        #expect(report.importers.count == 64)
+        #expect(report.importers.allSatisfy { $0.outcome == .acknowledged })
+        #expect(Set(report.importers.map(\.pid)) == Set(importers.map(\.pid)))
+    }
+}
+
+/// A thread for a test to run something beside its own and wait for it.
+final class DetachedJoin: Sendable {
+    private let finished = Mutex(false)
+
+    init(_ body: @escaping @Sendable () throws -> Void) throws {
+        try DetachedThread.start { [self] in
+            try? body()
+            finished.withLock { $0 = true }
+        }
+    }
+
+    func join() {
+        while !finished.withLock({ $0 }) { usleep(1000) }
+    }
+}
