@@ -138,7 +138,9 @@ public enum UnixSocket {
                     cmsg = cxpmem_CMSG_NXTHDR(&header, current)
                 }
                 let descriptors = OwnedDescriptorList(adopting: received)
-                if header.msg_flags & CInt(MSG_CTRUNC) != 0 {
+                // The control buffer is rounded up to 8 bytes, so one more descriptor than asked for can
+                // fit without MSG_CTRUNC; that counts as too many as well.
+                if header.msg_flags & CInt(MSG_CTRUNC) != 0 || received.count > maximumDescriptors {
                     // The kernel closed what did not fit; close what did and report it.
                     descriptors.closeAll()
                     throw Errno.messageTooLong

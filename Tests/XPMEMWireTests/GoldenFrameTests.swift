@@ -1,0 +1,62 @@
+import Testing
+import XPMEMWire
+
+/// Frames written out byte by byte: they pin the wire format, so an accidental change to field order,
+/// width or endianness breaks these even when encoder and decoder change together.
+struct GoldenFrameTests {
+    @Test func getFrame() throws {
+        let frame = Frame(requestID: 5, message: .get(SegmentID(rawValue: 0x0102_0304_0506_0708), .readOnly))
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D,  // magic "XPMM"
+            0x01, 0x00,  // version 1
+            0x04, 0x00,  // type get
+            0x05, 0x00, 0x00, 0x00,  // request id 5
+            0x09, 0x00, 0x00, 0x00,  // payload length 9
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // segment id
+            0x01,  // read-only
+        ]
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
+
+    @Test func failureFrame() throws {
+        let frame = Frame(requestID: 0xA1B2_C3D4, message: .failure(.permissionDenied, "no"))
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D,
+            0x01, 0x00,
+            0x06, 0x80,  // type failure (0x8006)
+            0xD4, 0xC3, 0xB2, 0xA1,
+            0x06, 0x00, 0x00, 0x00,
+            0x02, 0x00,  // code permissionDenied
+            0x02, 0x00, 0x6E, 0x6F,  // "no"
+        ]
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
+
+    @Test func makeFrameWithMultibyteName() throws {
+        let frame = Frame(requestID: 1, message: .make(size: 0x2000, permit: Permit(rawValue: 0o640), name: "é"))
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D,
+            0x01, 0x00,
+            0x02, 0x00,  // type make
+            0x01, 0x00, 0x00, 0x00,
+            0x10, 0x00, 0x00, 0x00,  // payload length 16
+            0x00, 0x20, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // size 8 KiB
+            0xA0, 0x01, 0x00, 0x00,  // permit 0o640
+            0x02, 0x00, 0xC3, 0xA9,  // "é" in UTF-8
+        ]
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
+
+    @Test func listSegmentsFromTheStartSendsZero() throws {
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x01, 0x00, 0x08, 0x00, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ]
+        let frame = Frame(requestID: 3, message: .listSegments(after: nil))
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
+}

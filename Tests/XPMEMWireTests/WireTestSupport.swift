@@ -1,0 +1,116 @@
+import XPMEMWire
+
+/// Decodes through the public entry point. A helper because `Array.withUnsafeBytes` does not carry
+/// typed throws, and every test wants the `DecodingError` itself.
+func decodeFrame(_ bytes: [UInt8]) throws(DecodingError) -> Frame {
+    let result = bytes.withUnsafeBytes { raw in
+        Result { () throws(DecodingError) in try Frame.decode(raw) }
+    }
+    return try result.get()
+}
+
+func decodeHeader(_ bytes: [UInt8]) throws(DecodingError) -> FrameHeader {
+    let result = bytes.withUnsafeBytes { raw in
+        Result { () throws(DecodingError) in try FrameHeader.decode(raw) }
+    }
+    return try result.get()
+}
+
+extension FixedWidthInteger {
+    /// The value's little-endian bytes, written out independently of `WireWriter`.
+    var littleEndianBytes: [UInt8] {
+        (0..<(Self.bitWidth / 8)).map { UInt8(truncatingIfNeeded: self >> ($0 * 8)) }
+    }
+}
+
+/// Builds a frame byte by byte, without `Frame.encoded`, so that malformed-input tests control every
+/// field, including the ones the encoder would get right.
+func handmadeFrame(
+    type: UInt16, requestID: UInt32 = 1, payload: [UInt8], declaredLength: UInt32? = nil,
+    magic: UInt32 = WireProtocol.magic, version: UInt16 = WireProtocol.version
+) -> [UInt8] {
+    magic.littleEndianBytes + version.littleEndianBytes + type.littleEndianBytes + requestID.littleEndianBytes
+        + (declaredLength ?? UInt32(payload.count)).littleEndianBytes + payload
+}
+
+/// The payload of an encoded frame (everything after the header).
+func payload(of frame: [UInt8]) -> [UInt8] { Array(frame[FrameHeader.size...]) }
+
+/// At least one example of every message, with edge values: empty and non-ASCII strings, empty and
+/// non-empty lists, extreme integers.
+enum WireSamples {
+    static let segment = SegmentID(rawValue: 0x8877_6655_4433_2211)
+
+    static let segmentSummaries = [
+        // An empty name makes this the smallest possible record.
+        SegmentSummary(id: segment, ownerPID: 1, ownerUID: 0, size: 4096, permit: Permit(rawValue: 0o600), name: "",
+                       importers: 0, attachments: 0),
+        SegmentSummary(id: SegmentID(rawValue: UInt64.max), ownerPID: Int32.max, ownerUID: UInt32.max,
+                       size: 1 << 40, permit: Permit(rawValue: 0o666), name: "matrix ∑ weights",
+                       importers: 3, attachments: UInt32.max),
+    ]
+
+    static let clientSummaries = [
+        ClientSummary(id: 1, pid: 100, uid: 1000, gid: 1000, name: "", segments: 0, grants: 0, attachments: 0),
+        ClientSummary(id: UInt64.max, pid: Int32.max, uid: UInt32.max, gid: 0, name: "xpmemctl", segments: 2,
+                      grants: 5, attachments: 7),
+    ]
+
+    static let report = InvalidationReport(
+        segment: segment, sequence: 7, offset: 8192, length: 4096, elapsedMicroseconds: 1234,
+        importers: [
+            ImporterAcknowledgement(client: 2, pid: 200, outcome: .acknowledged, elapsedMicroseconds: 10),
+            ImporterAcknowledgement(client: 3, pid: -1, outcome: .exited, elapsedMicroseconds: 0),
+            ImporterAcknowledgement(client: 4, pid: 400, outcome: .missedDeadline, elapsedMicroseconds: UInt64.max),
+            ImporterAcknowledgement(client: 5, pid: 500, outcome: .notSubscribed, elapsedMicroseconds: 0),
+        ])
+
+    static let messages: [Message] = [
+        .hello(clientName: "importer"),
+        .hello(clientName: ""),
+        .make(size: 1 << 21, permit: Permit(rawValue: 0o640), name: "weights ü"),
+        .remove(segment),
+        .get(segment, .readOnly),
+        .get(segment, .readWrite),
+        .release(AccessHandle(rawValue: 7)),
+        .attach(AccessHandle(rawValue: 7), offset: 4096, length: UInt64.max),
+        .detach(AttachmentID(rawValue: 9)),
+        .listSegments(after: nil),
+        .listSegments(after: segment),
+        .listClients,
+        .queryStatus,
+        .subscribe,
+        .invalidate(segment, offset: 8192, length: 4096, deadlineMilliseconds: 250, reason: .migrate,
+                    holdForChange: true),
+        .invalidate(segment, offset: 0, length: 1 << 20, deadlineMilliseconds: UInt32.max,
+                    reason: .requestedByOperator, holdForChange: false),
+        .endInvalidation(segment, sequence: 3),
+        .acknowledge(segment, sequence: 1),
+        .invalidateBegin(segment, offset: 0, length: 4096, sequence: 5, reason: .discard),
+        .invalidateEnd(segment, offset: 0, length: 4096, sequence: 5),
+        .released(segment, reason: .exporterExited),
+        .released(segment, reason: .deadlineMissed),
+        .welcome(ClientID(rawValue: 3), brokerPID: 4242),
+        .made(segment),
+        .granted(AccessHandle(rawValue: 1), size: 1 << 30, access: .readWrite),
+        .granted(AccessHandle(rawValue: UInt64.max), size: 4096, access: .readOnly),
+        .attached(AttachmentID(rawValue: 2)),
+        .done,
+        .failure(.resourceExhausted, "too many segments"),
+        .failure(.busy, ""),
+        .segments([], more: false),
+        .segments(segmentSummaries, more: true),
+        .segments([segmentSummaries[0]], more: false),
+        .clients([clientSummaries[0]]),
+        .clients([]),
+        .clients(clientSummaries),
+        .status(BrokerStatus(protocolVersion: 1, pid: 77, uptimeMilliseconds: 123_456, clients: 2, segments: 3,
+                             grants: 4, attachments: 5, openDescriptors: 6, numaNodes: 2)),
+        .invalidated(report),
+        .invalidated(InvalidationReport(segment: segment, sequence: 1, offset: 0, length: 4096,
+                                        elapsedMicroseconds: 0, importers: [])),
+    ]
+
+    /// Every type number the protocol defines, found by asking `MessageType` about each 16-bit value.
+    static let allMessageTypes: Set<UInt16> = Set((UInt16.min...UInt16.max).filter { MessageType(rawValue: $0) != nil })
+}
