@@ -21,7 +21,7 @@ public struct FrameHeader: Equatable, Sendable {
 
     /// Decodes and checks the header of a `frameLength`-byte frame. The version is returned, not
     /// checked, so the receiver can answer a mismatch in words.
-    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(DecodingError) -> FrameHeader {
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(FrameDecodingError) -> FrameHeader {
         var reader = WireReader(bytes)
         let magic = try reader.read(UInt32.self, "magic")
         guard magic == WireProtocol.magic else { throw .badMagic(magic) }
@@ -62,7 +62,7 @@ public struct Frame: Equatable, Sendable {
     }
 
     /// Decodes a whole frame whose version has already been accepted.
-    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(DecodingError) -> Frame {
+    public static func decode(_ bytes: UnsafeRawBufferPointer) throws(FrameDecodingError) -> Frame {
         let header = try FrameHeader.decode(bytes)
         guard let type = MessageType(rawValue: header.type) else { throw .unknownType(header.type) }
         let payload = UnsafeRawBufferPointer(rebasing: bytes[FrameHeader.size...])

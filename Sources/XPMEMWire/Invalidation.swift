@@ -113,10 +113,11 @@ extension ImporterOutcome: Codable {
     }
 
     public init(from decoder: any Decoder) throws {
-        let text = try decoder.singleValueContainer().decode(String.self)
+        let container = try decoder.singleValueContainer()
+        let text = try container.decode(String.self)
         let all: [ImporterOutcome] = [.acknowledged, .exited, .missedDeadline, .notSubscribed]
         guard let match = all.first(where: { $0.description == text }) else {
-            throw DecodingError.invalidValue(field: "outcome \(text)")
+            throw Swift.DecodingError.dataCorruptedError(in: container, debugDescription: "unknown outcome \(text)")
         }
         self = match
     }

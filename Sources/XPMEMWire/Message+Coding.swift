@@ -74,7 +74,7 @@ extension Message {
     }
 
     /// Decodes the payload of a message of `type`, refusing trailing bytes.
-    static func decode(type: MessageType, payload: UnsafeRawBufferPointer) throws(DecodingError) -> Message {
+    static func decode(type: MessageType, payload: UnsafeRawBufferPointer) throws(FrameDecodingError) -> Message {
         var reader = WireReader(payload)
         let message: Message
         switch type {
@@ -176,7 +176,7 @@ extension Message {
 }
 
 extension WireReader {
-    mutating func readAccessMode() throws(DecodingError) -> AccessMode {
+    mutating func readAccessMode() throws(FrameDecodingError) -> AccessMode {
         guard let mode = AccessMode(rawValue: try read(UInt8.self, "access")) else {
             throw .invalidValue(field: "access")
         }
@@ -185,7 +185,7 @@ extension WireReader {
 }
 
 extension WireReader {
-    mutating func readInvalidationReason() throws(DecodingError) -> InvalidationReason {
+    mutating func readInvalidationReason() throws(FrameDecodingError) -> InvalidationReason {
         guard let reason = InvalidationReason(rawValue: try read(UInt8.self, "reason")) else {
             throw .invalidValue(field: "reason")
         }
@@ -209,7 +209,7 @@ extension InvalidationReport {
         }
     }
 
-    static func decode(from reader: inout WireReader) throws(DecodingError) -> InvalidationReport {
+    static func decode(from reader: inout WireReader) throws(FrameDecodingError) -> InvalidationReport {
         let segment = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
         let sequence = try reader.read(UInt64.self, "sequence")
         let offset = try reader.read(UInt64.self, "offset")
@@ -243,7 +243,7 @@ extension SegmentSummary {
         writer.write(name, maximumLength: 256)
     }
 
-    static func decode(from reader: inout WireReader) throws(DecodingError) -> SegmentSummary {
+    static func decode(from reader: inout WireReader) throws(FrameDecodingError) -> SegmentSummary {
         let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
         let pid = try reader.read(Int32.self, "ownerPID")
         let uid = try reader.read(UInt32.self, "ownerUID")
@@ -269,7 +269,7 @@ extension ClientSummary {
         writer.write(name, maximumLength: 256)
     }
 
-    static func decode(from reader: inout WireReader) throws(DecodingError) -> ClientSummary {
+    static func decode(from reader: inout WireReader) throws(FrameDecodingError) -> ClientSummary {
         let id = try reader.read(UInt64.self, "id")
         let pid = try reader.read(Int32.self, "pid")
         let uid = try reader.read(UInt32.self, "uid")
@@ -296,7 +296,7 @@ extension BrokerStatus {
         writer.write(numaNodes)
     }
 
-    static func decode(from reader: inout WireReader) throws(DecodingError) -> BrokerStatus {
+    static func decode(from reader: inout WireReader) throws(FrameDecodingError) -> BrokerStatus {
         BrokerStatus(
             protocolVersion: try reader.read(UInt16.self, "protocolVersion"),
             pid: try reader.read(Int32.self, "pid"),

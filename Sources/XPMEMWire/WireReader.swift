@@ -1,6 +1,6 @@
 /// Why a frame could not be decoded. Every byte from a socket is untrusted, so decoding never traps:
 /// it throws one of these, and the broker answers with an error or drops the client.
-public enum DecodingError: Error, Equatable, Sendable {
+public enum FrameDecodingError: Error, Equatable, Sendable {
     /// The frame ended before a field did.
     case truncated(field: String)
     /// Bytes were left after the last field.
@@ -26,7 +26,7 @@ public struct WireReader: ~Copyable {
 
     public var remaining: Int { bytes.count - position }
 
-    public mutating func read<T: FixedWidthInteger>(_: T.Type, _ field: String) throws(DecodingError) -> T {
+    public mutating func read<T: FixedWidthInteger>(_: T.Type, _ field: String) throws(FrameDecodingError) -> T {
         let size = MemoryLayout<T>.size
         guard remaining >= size else { throw .truncated(field: field) }
         let value = bytes.loadUnaligned(fromByteOffset: position, as: T.self)
@@ -34,7 +34,7 @@ public struct WireReader: ~Copyable {
         return T(littleEndian: value)
     }
 
-    public mutating func readBool(_ field: String) throws(DecodingError) -> Bool {
+    public mutating func readBool(_ field: String) throws(FrameDecodingError) -> Bool {
         switch try read(UInt8.self, field) {
         case 0: return false
         case 1: return true
@@ -43,7 +43,7 @@ public struct WireReader: ~Copyable {
     }
 
     /// A string of at most `maximumLength` UTF-8 bytes behind a 16-bit length.
-    public mutating func readString(_ field: String, maximumLength: Int = 1024) throws(DecodingError) -> String {
+    public mutating func readString(_ field: String, maximumLength: Int = 1024) throws(FrameDecodingError) -> String {
         let length = Int(try read(UInt16.self, field))
         guard length <= maximumLength else { throw .invalidValue(field: field) }
         guard remaining >= length else { throw .truncated(field: field) }
@@ -54,14 +54,14 @@ public struct WireReader: ~Copyable {
     }
 
     /// A count of following records, refused if it could not possibly fit in what is left.
-    public mutating func readCount(_ field: String, minimumRecordSize: Int) throws(DecodingError) -> Int {
+    public mutating func readCount(_ field: String, minimumRecordSize: Int) throws(FrameDecodingError) -> Int {
         let count = Int(try read(UInt32.self, field))
         guard count <= remaining / max(minimumRecordSize, 1) else { throw .invalidValue(field: field) }
         return count
     }
 
     /// Checks that every byte was consumed.
-    public func finish() throws(DecodingError) {
+    public func finish() throws(FrameDecodingError) {
         guard remaining == 0 else { throw .trailingBytes(remaining) }
     }
 }

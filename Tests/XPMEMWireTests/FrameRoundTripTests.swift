@@ -29,12 +29,12 @@ struct FrameRoundTripTests {
         #expect(Frame(requestID: 1, message: message).encoded().count <= limit)
     }
 
-    @Test("Cutting a frame anywhere gives a DecodingError, never a crash or a different message",
+    @Test("Cutting a frame anywhere gives a FrameDecodingError, never a crash or a different message",
           arguments: WireSamples.messages)
     func everyTruncationFails(_ message: Message) {
         let bytes = Frame(requestID: 9, message: message).encoded()
         for length in 0..<bytes.count {
-            #expect(throws: DecodingError.self, "first \(length) of \(bytes.count) bytes") {
+            #expect(throws: FrameDecodingError.self, "first \(length) of \(bytes.count) bytes") {
                 try decodeFrame(Array(bytes[..<length]))
             }
         }
@@ -47,7 +47,7 @@ struct FrameRoundTripTests {
         let body = payload(of: Frame(requestID: 9, message: message).encoded())
         for length in 0..<body.count {
             let frame = handmadeFrame(type: message.type.rawValue, payload: Array(body[..<length]))
-            #expect(throws: DecodingError.self, "first \(length) of \(body.count) payload bytes") {
+            #expect(throws: FrameDecodingError.self, "first \(length) of \(body.count) payload bytes") {
                 try decodeFrame(frame)
             }
         }

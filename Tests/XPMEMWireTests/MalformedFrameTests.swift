@@ -15,60 +15,60 @@ struct MalformedFrameTests {
     }
 
     @Test func trailingBytesAreRejected() {
-        #expect(throws: DecodingError.trailingBytes(1)) {
+        #expect(throws: FrameDecodingError.trailingBytes(1)) {
             try decodeFrame(handmadeFrame(type: Self.getType, payload: Self.getPayload + [0]))
         }
-        #expect(throws: DecodingError.trailingBytes(3)) {
+        #expect(throws: FrameDecodingError.trailingBytes(3)) {
             try decodeFrame(handmadeFrame(type: MessageType.done.rawValue, payload: [1, 2, 3]))
         }
     }
 
     @Test func badMagicIsRejected() {
-        #expect(throws: DecodingError.badMagic(0x4D4D_5059)) {
+        #expect(throws: FrameDecodingError.badMagic(0x4D4D_5059)) {
             try decodeFrame(handmadeFrame(type: Self.getType, payload: Self.getPayload, magic: 0x4D4D_5059))
         }
         // The magic is checked first: a short, foreign frame names the magic, not the length.
-        #expect(throws: DecodingError.badMagic(0x5454_4547)) {
+        #expect(throws: FrameDecodingError.badMagic(0x5454_4547)) {
             try decodeFrame(Array("GETT".utf8))
         }
     }
 
     @Test func payloadLengthMustMatchTheFrame() {
-        #expect(throws: DecodingError.lengthMismatch(declared: 10, actual: 9)) {
+        #expect(throws: FrameDecodingError.lengthMismatch(declared: 10, actual: 9)) {
             try decodeFrame(handmadeFrame(type: Self.getType, payload: Self.getPayload, declaredLength: 10))
         }
-        #expect(throws: DecodingError.lengthMismatch(declared: 8, actual: 9)) {
+        #expect(throws: FrameDecodingError.lengthMismatch(declared: 8, actual: 9)) {
             try decodeFrame(handmadeFrame(type: Self.getType, payload: Self.getPayload, declaredLength: 8))
         }
-        #expect(throws: DecodingError.lengthMismatch(declared: UInt32.max, actual: 9)) {
+        #expect(throws: FrameDecodingError.lengthMismatch(declared: UInt32.max, actual: 9)) {
             try decodeFrame(handmadeFrame(type: Self.getType, payload: Self.getPayload, declaredLength: UInt32.max))
         }
     }
 
     @Test func headerShorterThanSixteenBytesIsTruncated() {
         let header = handmadeFrame(type: MessageType.done.rawValue, payload: [])
-        #expect(throws: DecodingError.truncated(field: "payloadLength")) {
+        #expect(throws: FrameDecodingError.truncated(field: "payloadLength")) {
             try decodeFrame(Array(header[..<15]))
         }
-        #expect(throws: DecodingError.truncated(field: "magic")) { try decodeFrame([]) }
+        #expect(throws: FrameDecodingError.truncated(field: "magic")) { try decodeFrame([]) }
     }
 
     @Test("Type numbers the protocol does not define are refused",
           arguments: [UInt16(0), 0x000E, 0x2000, 0x2002, 0x4004, 0x8000, 0x800B, 0x7777, 0xFFFF])
     func unknownTypeIsRejected(_ type: UInt16) {
         #expect(!WireSamples.allMessageTypes.contains(type))
-        #expect(throws: DecodingError.unknownType(type)) {
+        #expect(throws: FrameDecodingError.unknownType(type)) {
             try decodeFrame(handmadeFrame(type: type, payload: []))
         }
     }
 
     @Test("An access mode byte other than 1 or 2 is refused", arguments: [UInt8(0), 3, 0x80, 0xFF])
     func invalidAccessModeIsRejected(_ access: UInt8) {
-        #expect(throws: DecodingError.invalidValue(field: "access")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "access")) {
             try decodeFrame(handmadeFrame(type: Self.getType, payload: Array(Self.getPayload.dropLast()) + [access]))
         }
         let granted = 7.littleEndianBytes + UInt64(4096).littleEndianBytes + [access]
-        #expect(throws: DecodingError.invalidValue(field: "access")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "access")) {
             try decodeFrame(handmadeFrame(type: MessageType.granted.rawValue, payload: granted))
         }
     }
@@ -78,21 +78,21 @@ struct MalformedFrameTests {
     ])
     func invalidUTF8IsRejected(_ text: [UInt8]) {
         let body = UInt16(text.count).littleEndianBytes + text
-        #expect(throws: DecodingError.invalidValue(field: "clientName")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "clientName")) {
             try decodeFrame(handmadeFrame(type: MessageType.hello.rawValue, payload: body))
         }
     }
 
     @Test func stringLongerThanItsFieldIsRejected() {
         let name = [UInt8](repeating: 0x61, count: 257)
-        #expect(throws: DecodingError.invalidValue(field: "clientName")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "clientName")) {
             try decodeFrame(handmadeFrame(type: MessageType.hello.rawValue,
                                           payload: UInt16(257).littleEndianBytes + name))
         }
     }
 
     @Test func stringLengthBeyondTheFrameIsTruncated() {
-        #expect(throws: DecodingError.truncated(field: "clientName")) {
+        #expect(throws: FrameDecodingError.truncated(field: "clientName")) {
             try decodeFrame(handmadeFrame(type: MessageType.hello.rawValue,
                                           payload: UInt16(10).littleEndianBytes + Array("abc".utf8)))
         }
@@ -100,11 +100,11 @@ struct MalformedFrameTests {
 
     @Test func countClaimingMoreRecordsThanBytesRemainIsRejected() {
         // Refused from the count alone, before any allocation sized by it.
-        #expect(throws: DecodingError.invalidValue(field: "clients")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "clients")) {
             try decodeFrame(handmadeFrame(type: MessageType.clients.rawValue, payload: UInt32.max.littleEndianBytes))
         }
         let oneShortRecord = [0] + UInt32(1).littleEndianBytes + [UInt8](repeating: 0, count: 20)
-        #expect(throws: DecodingError.invalidValue(field: "segments")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "segments")) {
             try decodeFrame(handmadeFrame(type: MessageType.segments.rawValue, payload: oneShortRecord))
         }
         var report = WireSamples.report
@@ -112,13 +112,13 @@ struct MalformedFrameTests {
         let reportBody = payload(of: Frame(requestID: 1, message: .invalidated(report)).encoded())
         // The report's importer count is the four bytes before its (empty) list.
         let claimingTwo = Array(reportBody.dropLast(4)) + UInt32(2).littleEndianBytes + [UInt8](repeating: 1, count: 21)
-        #expect(throws: DecodingError.invalidValue(field: "importers")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "importers")) {
             try decodeFrame(handmadeFrame(type: MessageType.invalidated.rawValue, payload: claimingTwo))
         }
     }
 
     @Test func boolOtherThanZeroOrOneIsRejected() {
-        #expect(throws: DecodingError.invalidValue(field: "more")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "more")) {
             try decodeFrame(handmadeFrame(type: MessageType.segments.rawValue,
                                           payload: [2] + UInt32(0).littleEndianBytes))
         }
@@ -126,11 +126,11 @@ struct MalformedFrameTests {
 
     @Test func unknownEnumerationValuesAreRejected() {
         let segment = WireSamples.segment.rawValue.littleEndianBytes
-        #expect(throws: DecodingError.invalidValue(field: "reason")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "reason")) {
             try decodeFrame(handmadeFrame(type: MessageType.released.rawValue, payload: segment + [0]))
         }
         let begin = segment + UInt64(0).littleEndianBytes + UInt64(4096).littleEndianBytes + UInt64(1).littleEndianBytes
-        #expect(throws: DecodingError.invalidValue(field: "reason")) {
+        #expect(throws: FrameDecodingError.invalidValue(field: "reason")) {
             try decodeFrame(handmadeFrame(type: MessageType.invalidateBegin.rawValue, payload: begin + [7]))
         }
     }

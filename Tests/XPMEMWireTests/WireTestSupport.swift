@@ -1,17 +1,17 @@
 import XPMEMWire
 
 /// Decodes through the public entry point. A helper because `Array.withUnsafeBytes` does not carry
-/// typed throws, and every test wants the `DecodingError` itself.
-func decodeFrame(_ bytes: [UInt8]) throws(DecodingError) -> Frame {
+/// typed throws, and every test wants the `FrameDecodingError` itself.
+func decodeFrame(_ bytes: [UInt8]) throws(FrameDecodingError) -> Frame {
     let result = bytes.withUnsafeBytes { raw in
-        Result { () throws(DecodingError) in try Frame.decode(raw) }
+        Result { () throws(FrameDecodingError) in try Frame.decode(raw) }
     }
     return try result.get()
 }
 
-func decodeHeader(_ bytes: [UInt8]) throws(DecodingError) -> FrameHeader {
+func decodeHeader(_ bytes: [UInt8]) throws(FrameDecodingError) -> FrameHeader {
     let result = bytes.withUnsafeBytes { raw in
-        Result { () throws(DecodingError) in try FrameHeader.decode(raw) }
+        Result { () throws(FrameDecodingError) in try FrameHeader.decode(raw) }
     }
     return try result.get()
 }
