@@ -1,0 +1,112 @@
+@preconcurrency import Glibc
+import ArgumentParser
+import XPMEM
+import XPMEMSystem
+
+/// Cold get + attach + first touch of 1 MiB, next to the bare minimum for the same work: one raw
+/// SOCK_SEQPACKET round trip that brings back a memfd, then mmap and touch of the same 1 MiB.
+struct AttachBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "attach", abstract: "get+attach+touch vs a raw round trip with a memfd.")
+    @OptionGroup var options: BenchOptions
+
+    static let size = 1 << 20
+
+    func run() throws {
+        let environment = try BenchEnvironment(socket: options.socket)
+        defer { environment.stop() }
+        FigureGroup.emit([try Self.measure(environment, options)], json: options.json)
+    }
+
+    static func measure(_ environment: BenchEnvironment, _ options: BenchOptions) throws -> FigureGroup {
+        let iterations = options.iterations(300)
+        let exporterProcess = try environment.helper(["exporter-helper", "--socket", environment.socketPath, "--sizes", "\(size)"])
+        let segment = SegmentID(String(exporterProcess.readLine().split(separator: " ")[0]))!
+        let importer = try environment.connect("bench importer")
+        var ours = Samples()
+        for iteration in 0..<(iterations + 10) {
+            let start = SharedMemoryAccess.monotonicNanoseconds()
+            let grant = try importer.get(segment, access: .readWrite)
+            let attachment = try grant.attach()
+            touchEveryPage(UnsafeRawBufferPointer(attachment.bytes))
+            let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
+            try attachment.detach()
+            try grant.release()
+            if iteration >= 10 { ours.add(Double(elapsed) / 1000) }
+        }
+        exporterProcess.stop()
+
+        var raw = Samples()
+        let peer = try RawListener(environment: environment, memfdSize: size, peers: 1)
+        let request: [UInt8] = Array(repeating: 0, count: 24)
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+        defer { buffer.deallocate() }
+        for iteration in 0..<(iterations + 10) {
+            let start = SharedMemoryAccess.monotonicNanoseconds()
+            try UnixSocket.send(peer.sockets[0], bytes: request)
+            let received = try UnixSocket.receive(peer.sockets[0], into: buffer, maximumDescriptors: 1)
+            guard let file = received.descriptors.takeFirst() else { throw XPMEMError(.protocolError, "no memfd came back") }
+            let mapping = try MemoryMapping.mapShared(file, length: size, protection: .readWrite)
+            touchEveryPage(UnsafeRawBufferPointer(mapping.bytes))
+            let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
+            mapping.unmap()
+            if iteration >= 10 { raw.add(Double(elapsed) / 1000) }
+        }
+        peer.stop()
+        let ratio = ours.median / raw.median
+        return FigureGroup(
+            name: "attach",
+            note: "1 MiB, \(iterations) iterations, microseconds; importer and exporter are separate processes",
+            columns: ["what", "median µs", "p90 µs"],
+            rows: [
+                ["get + attach + touch 1 MiB (ours)", Format.micros(ours.median), Format.micros(ours.p90)],
+                ["raw round trip with memfd + mmap + touch", Format.micros(raw.median), Format.micros(raw.p90)],
+                ["ratio (ours / raw)", Format.ratio(ratio), ""],
+            ],
+            ratios: ["attach_vs_raw_roundtrip": ratio],
+            targets: ["attach_vs_raw_roundtrip <= 1.5"])
+    }
+
+    /// Reads one byte of every page, so every page is faulted in.
+    static func touchEveryPage(_ bytes: UnsafeRawBufferPointer) {
+        var sum: UInt64 = 0
+        var offset = 0
+        while offset < bytes.count {
+            sum &+= SharedMemoryAccess.load(bytes.baseAddress! + offset)
+            offset += pageSize
+        }
+        if sum == 1 { print("") }  // keeps the loads
+    }
+}
+
+/// A plain SOCK_SEQPACKET listener with `peers` raw-peer processes connected: the reference for
+/// what any socket-based design must pay.
+final class RawListener {
+    private(set) var sockets: [CInt] = []
+    private var helpers: [HelperProcess] = []
+    private let path: String
+
+    init(environment: BenchEnvironment, memfdSize: Int, peers: Int) throws {
+        path = "/tmp/xpmem-bench-raw-\(getpid())-\(peers).sock"
+        let listener = try UnixSocket.listen(at: path)
+        try listener.setNonBlocking(false)
+        for _ in 0..<peers {
+            helpers.append(try environment.helper(["raw-peer", "--path", path, "--memfd-size", "\(memfdSize)"]))
+            var socket: CInt = -1
+            while socket < 0 {
+                if let accepted = try UnixSocket.accept(on: listener) { socket = accepted.relinquish() } else { usleep(1000) }
+            }
+            sockets.append(socket)
+            _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) & ~O_NONBLOCK)
+        }
+    }
+
+    func stop() {
+        for socket in sockets { close(socket) }
+        sockets.removeAll()
+        helpers.forEach { $0.stop() }
+        unlink(path)
+    }
+
+    deinit { stop() }
+}
+

@@ -1,0 +1,87 @@
+@preconcurrency import Glibc
+import ArgumentParser
+import XPMEM
+import XPMEMSystem
+
+/// Reading 1, 16 and 256 MiB from an attached segment, next to `process_vm_readv` of the same bytes
+/// from the exporter process and a local memcpy, all into the same pre-faulted destination.
+struct CopyBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "copy", abstract: "attached copy vs process_vm_readv vs memcpy.")
+    @OptionGroup var options: BenchOptions
+
+    static let sizes = [1 << 20, 16 << 20, 256 << 20]
+
+    func run() throws {
+        let environment = try BenchEnvironment(socket: options.socket)
+        defer { environment.stop() }
+        FigureGroup.emit([try Self.measure(environment, options)], json: options.json)
+    }
+
+    static func measure(_ environment: BenchEnvironment, _ options: BenchOptions) throws -> FigureGroup {
+        let exporter = try environment.helper(["exporter-helper", "--socket", environment.socketPath, "--sizes"]
+                                              + sizes.map(String.init))
+        let exported = sizes.map { _ in exporter.readLine().split(separator: " ").map(String.init) }
+        let importer = try environment.connect("bench copier")
+        var rows: [[String]] = []
+        var ratios: [String: Double] = [:]
+        for (index, size) in sizes.enumerated() {
+            let iterations = options.iterations(size >= 256 << 20 ? 8 : size >= 16 << 20 ? 40 : 400)
+            let grant = try importer.get(SegmentID(exported[index][0])!, access: .readOnly)
+            let attachment = try grant.attach()
+            let exporterPID = pid_t(exported[index][1])!
+            let exporterAddress = UInt(exported[index][2])!
+            let destination = try MemoryMapping.anonymous(length: size)
+            let source = try MemoryMapping.anonymous(length: size)
+            destination.bytes.initializeMemory(as: UInt8.self, repeating: 1)
+            source.bytes.initializeMemory(as: UInt8.self, repeating: 0x5A)
+            // Fault the attachment in once: the figure is about copying, not about first touch.
+            AttachBenchmark.touchEveryPage(UnsafeRawBufferPointer(attachment.bytes))
+
+            let attached = bandwidth(size, iterations) {
+                destination.base.copyMemory(from: attachment.bytes.baseAddress!, byteCount: size)
+            }
+            var readFailure: String?
+            let crossMemory = bandwidth(size, iterations) {
+                do {
+                    _ = try ProcessHandle.readMemory(of: exporterPID, at: exporterAddress, into: destination.bytes)
+                } catch {
+                    readFailure = "process_vm_readv: \(error)"
+                }
+            }
+            if let readFailure { throw XPMEMError(.systemCallFailed, readFailure) }
+            let local = bandwidth(size, iterations) {
+                destination.base.copyMemory(from: source.base, byteCount: size)
+            }
+            guard destination.bytes.allSatisfy({ $0 == 0x5A }) else {
+                throw XPMEMError(.brokerInternal, "the copied bytes are wrong")
+            }
+            let label = "\(size >> 20)MiB"
+            ratios["copy_vs_process_vm_readv_\(label)"] = attached.median / crossMemory.median
+            ratios["copy_vs_memcpy_\(label)"] = attached.median / local.median
+            rows.append([label, Format.gigabytesPerSecond(attached.median), Format.gigabytesPerSecond(crossMemory.median),
+                         Format.gigabytesPerSecond(local.median), Format.ratio(attached.median / crossMemory.median),
+                         Format.ratio(attached.median / local.median)])
+            try attachment.detach()
+            try grant.release()
+        }
+        exporter.stop()
+        return FigureGroup(
+            name: "copy",
+            note: "median GB/s into the same pre-faulted buffer; exporter is another process",
+            columns: ["size", "attached memcpy", "process_vm_readv", "local memcpy", "vs readv", "vs memcpy"],
+            rows: rows, ratios: ratios,
+            targets: ["copy_vs_process_vm_readv_16MiB >= 3", "copy_vs_memcpy_16MiB >= 0.9"])
+    }
+
+    /// Median GB/s of `iterations` runs of `copy` moving `size` bytes, after two warm-up runs.
+    static func bandwidth(_ size: Int, _ iterations: Int, _ copy: () -> Void) -> Samples {
+        var samples = Samples()
+        for iteration in 0..<(iterations + 2) {
+            let start = SharedMemoryAccess.monotonicNanoseconds()
+            copy()
+            let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
+            if iteration >= 2 { samples.add(Double(size) / Double(elapsed)) }
+        }
+        return samples
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+
+/// One benchmark group's results: rows for the table, and the ratios the targets are stated in.
+struct FigureGroup: Encodable {
+    var name: String
+    var note: String
+    var columns: [String]
+    var rows: [[String]]
+    /// Ours divided by the reference (time for latencies, bandwidth for bandwidths).
+    var ratios: [String: Double]
+    /// The targets, as text, for the table.
+    var targets: [String]
+
+    func printTable() {
+        print("== \(name): \(note)")
+        let widths = columns.indices.map { column in ([columns] + rows).map { $0[column].count }.max() ?? 0 }
+        for row in [columns] + rows {
+            print(row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+                .joined(separator: "  "))
+        }
+        for (key, value) in ratios.sorted(by: { $0.key < $1.key }) { print("ratio \(key) = \(String(format: "%.3f", value))") }
+        for target in targets { print("target: \(target)") }
+        print("")
+    }
+
+    /// Prints the groups as tables, or as one JSON object `{groups: {...}, ratios: {...}}`.
+    static func emit(_ groups: [FigureGroup], json: Bool) {
+        guard json else {
+            groups.forEach { $0.printTable() }
+            return
+        }
+        struct Document: Encodable {
+            var groups: [String: FigureGroup]
+            var ratios: [String: Double]
+        }
+        var ratios: [String: Double] = [:]
+        for group in groups { ratios.merge(group.ratios) { first, _ in first } }
+        let document = Document(groups: Dictionary(uniqueKeysWithValues: groups.map { ($0.name, $0) }), ratios: ratios)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        print(String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self))
+    }
+}
+
+/// Medians and 90th percentiles of samples.
+struct Samples {
+    private(set) var values: [Double] = []
+
+    mutating func add(_ value: Double) { values.append(value) }
+
+    var median: Double { percentile(0.5) }
+    var p90: Double { percentile(0.9) }
+
+    func percentile(_ fraction: Double) -> Double {
+        guard !values.isEmpty else { return .nan }
+        let sorted = values.sorted()
+        return sorted[min(sorted.count - 1, Int(Double(sorted.count - 1) * fraction + 0.5))]
+    }
+}
+
+/// Formats microseconds and bandwidths for tables.
+enum Format {
+    static func micros(_ value: Double) -> String { String(format: "%.1f", value) }
+    static func gigabytesPerSecond(_ value: Double) -> String { String(format: "%.2f", value) }
+    static func ratio(_ value: Double) -> String { String(format: "%.2fx", value) }
+}

@@ -1,0 +1,88 @@
+// Hidden subcommands: the other processes of a measurement, started by the benchmark itself.
+@preconcurrency import Glibc
+import ArgumentParser
+import XPMEM
+import XPMEMSystem
+
+/// Exports one segment per size, filled, and prints `SEGID PID ADDRESS` for each; exits when its
+/// standard input closes.
+struct ExporterHelper: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "exporter-helper", shouldDisplay: false)
+    @Option var socket: String
+    @Option(parsing: .upToNextOption) var sizes: [Int]
+
+    func run() throws {
+        let broker = try XPMEMBroker.connect(socketPath: socket, name: "bench exporter")
+        var segments: [ExportedSegment] = []
+        for size in sizes {
+            let segment = try broker.makeSegment(size: size, permit: Permit(rawValue: 0o600))
+            segment.bytes.initializeMemory(as: UInt8.self, repeating: 0x5A)
+            segments.append(segment)
+            print("\(segment.id) \(getpid()) \(UInt(bitPattern: segment.bytes.baseAddress!))")
+        }
+        fflush(stdout)
+        while readLine() != nil {}
+        withExtendedLifetime(segments) {}
+    }
+}
+
+/// Attaches a segment with the `.block` policy and idles; with `--reader`, a thread reads the first
+/// word in a loop and, whenever a read completes after a pause, stores the time it resumed (monotonic
+/// nanoseconds) at byte 64, for the exporter to measure how fast blocked readers resume after `end`.
+struct ImporterHelper: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "importer-helper", shouldDisplay: false)
+    @Option var socket: String
+    @Option var segment: String
+    @Flag var reader = false
+
+    func run() throws {
+        let broker = try XPMEMBroker.connect(socketPath: socket, name: "bench importer")
+        let grant = try broker.get(SegmentID(segment)!)
+        let attachment = try grant.attach(policy: .block)
+        if reader {
+            let base = UInt(bitPattern: attachment.bytes.baseAddress!)
+            try DetachedThread.start {
+                let word = UnsafeMutableRawPointer(bitPattern: base)!
+                var last = SharedMemoryAccess.monotonicNanoseconds()
+                while true {
+                    _ = SharedMemoryAccess.load(word)
+                    let now = SharedMemoryAccess.monotonicNanoseconds()
+                    if now - last > 200_000 { SharedMemoryAccess.store(now, to: word + 64) }
+                    last = now
+                }
+            }
+        }
+        print("ready \(attachment.policy)")
+        fflush(stdout)
+        while readLine() != nil {}
+        withExtendedLifetime(attachment) {}
+    }
+}
+
+/// The reference peer: connects to a plain SOCK_SEQPACKET listener and answers every message with
+/// 8 bytes, plus a memfd of `--memfd-size` bytes when asked (the bare minimum an attach needs).
+struct RawPeerHelper: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "raw-peer", shouldDisplay: false)
+    @Option var path: String
+    @Option var memfdSize: Int = 0
+
+    func run() throws {
+        let socket = try UnixSocket.connect(to: path)
+        var descriptors: [CInt] = []
+        if memfdSize > 0 {
+            // Owned for the life of the process: every reply carries it.
+            let file = try MemoryFile.create(name: "raw-peer", size: memfdSize)
+            let filled = try MemoryMapping.mapShared(file, length: memfdSize, protection: .readWrite)
+            filled.bytes.initializeMemory(as: UInt8.self, repeating: 0x5A)
+            descriptors = [file.relinquish()]
+        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+        defer { buffer.deallocate() }
+        let reply: [UInt8] = Array(repeating: 1, count: 8)
+        while true {
+            let received = try UnixSocket.receive(socket.rawValue, into: buffer, maximumDescriptors: 0)
+            if received.isEndOfFile { return }
+            try UnixSocket.send(socket.rawValue, bytes: reply, descriptors: descriptors)
+        }
+    }
+}

@@ -1,0 +1,99 @@
+@preconcurrency import Glibc
+import ArgumentParser
+import XPMEM
+import XPMEMSystem
+
+/// The invalidation round trip (begin → every acknowledgement → end returned to the exporter) with
+/// 1, 8 and 64 importer processes, next to the same fan-out of raw SOCK_SEQPACKET round trips; and
+/// how long a reader blocked by `.block` takes to resume after `end`.
+struct InvalidateBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "invalidate", abstract: "invalidate fan-out vs raw round trips.")
+    @OptionGroup var options: BenchOptions
+
+    func run() throws {
+        let environment = try BenchEnvironment(socket: options.socket)
+        defer { environment.stop() }
+        FigureGroup.emit([try Self.measure(environment, options)], json: options.json)
+    }
+
+    static func measure(_ environment: BenchEnvironment, _ options: BenchOptions) throws -> FigureGroup {
+        let exporter = try environment.connect("bench exporter")
+        var rows: [[String]] = []
+        var ratios: [String: Double] = [:]
+        for importerCount in [1, 8, 64] {
+            let iterations = options.iterations(importerCount == 64 ? 40 : 200)
+            let segment = try exporter.makeSegment(size: 1 << 20)
+            var importers: [HelperProcess] = []
+            for _ in 0..<importerCount {
+                importers.append(try environment.helper(["importer-helper", "--socket", environment.socketPath,
+                                                         "--segment", "\(segment.id)"]))
+            }
+            for importer in importers { _ = importer.readLine() }
+            var ours = Samples()
+            for iteration in 0..<(iterations + 5) {
+                let start = SharedMemoryAccess.monotonicNanoseconds()
+                let report = try segment.invalidate(deadline: .seconds(10))
+                let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
+                guard report.importers.count == importerCount, !report.anyMissedDeadline else {
+                    throw XPMEMError(.brokerInternal, "an importer did not acknowledge: \(report)")
+                }
+                if iteration >= 5 { ours.add(Double(elapsed) / 1000) }
+            }
+            importers.forEach { $0.stop() }
+            try segment.remove()
+
+            let peers = try RawListener(environment: environment, memfdSize: 0, peers: importerCount)
+            var raw = Samples()
+            let request: [UInt8] = Array(repeating: 0, count: 48)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+            defer { buffer.deallocate() }
+            for iteration in 0..<(iterations + 5) {
+                let start = SharedMemoryAccess.monotonicNanoseconds()
+                for socket in peers.sockets { try UnixSocket.send(socket, bytes: request) }
+                for socket in peers.sockets { _ = try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 0) }
+                let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
+                if iteration >= 5 { raw.add(Double(elapsed) / 1000) }
+            }
+            peers.stop()
+            let ratio = ours.median / raw.median
+            ratios["invalidate_vs_raw_fanout_k\(importerCount)"] = ratio
+            rows.append(["\(importerCount)", Format.micros(ours.median), Format.micros(ours.p90), Format.micros(raw.median),
+                         Format.micros(raw.p90), Format.ratio(ratio)])
+        }
+        let resume = try resumeLatency(environment, exporter, iterations: options.iterations(100))
+        rows.append(["blocked reader resumes after end", Format.micros(resume.median), Format.micros(resume.p90), "", "", ""])
+        return FigureGroup(
+            name: "invalidate",
+            note: "microseconds; importers are separate processes, raw peers answer one SOCK_SEQPACKET message each",
+            columns: ["importers", "ours median", "ours p90", "raw fan-out median", "raw p90", "ratio"],
+            rows: rows, ratios: ratios,
+            targets: ["invalidate_vs_raw_fanout_k1/k8/k64 <= 1.5"])
+    }
+
+    /// From the exporter sending `end` to a reader thread of a `.block` importer completing the read it
+    /// slept in (both clocks are CLOCK_MONOTONIC).
+    static func resumeLatency(_ environment: BenchEnvironment, _ exporter: XPMEMBroker, iterations: Int) throws -> Samples {
+        let segment = try exporter.makeSegment(size: 1 << 20)
+        let importer = try environment.helper(["importer-helper", "--socket", environment.socketPath,
+                                               "--segment", "\(segment.id)", "--reader"])
+        _ = importer.readLine()
+        let stamp = segment.bytes.baseAddress! + 64
+        var samples = Samples()
+        for _ in 0..<iterations {
+            let report = try segment.beginInvalidation(deadline: .seconds(10))
+            usleep(2000)  // the reader is asleep in its fault now
+            SharedMemoryAccess.store(0, to: stamp)
+            let ended = SharedMemoryAccess.monotonicNanoseconds()
+            try segment.endInvalidation(report)
+            var resumed: UInt64 = 0
+            let deadline = ended + 1_000_000_000
+            while resumed == 0 && SharedMemoryAccess.monotonicNanoseconds() < deadline {
+                resumed = SharedMemoryAccess.load(stamp)
+            }
+            if resumed > ended { samples.add(Double(resumed - ended) / 1000) }
+        }
+        importer.stop()
+        try segment.remove()
+        return samples
+    }
+}
