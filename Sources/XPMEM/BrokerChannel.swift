@@ -75,7 +75,7 @@ final class BrokerChannel: Sendable {
         }
         let received: ReceivedMessage
         do {
-            received = try UnixSocket.receive(socket, into: state.buffer, maximumDescriptors: 4)
+            received = try receiveReply(socket, into: state.buffer)
         } catch {
             throw XPMEMError(.brokerUnavailable, "receiving the broker's reply failed: \(error)", errno: error)
         }
@@ -107,7 +107,36 @@ final class BrokerChannel: Sendable {
         return Reply(message: frame.message, descriptors: received.descriptors)
     }
 
+    /// How long a request polls for its reply before sleeping (`XPMEM_SPIN_US`, microseconds).
+    static let spinPolicy = SpinPolicy.fromEnvironment("XPMEM_SPIN_US", defaultMicroseconds: 50)
+
+    /// Polls for the reply for a few tens of microseconds (most replies come that fast), then blocks.
+    private static func receiveReply(_ socket: CInt, into buffer: UnsafeMutableRawBufferPointer) throws(Errno)
+        -> ReceivedMessage
+    {
+        var failure: Errno?
+        let polled: ReceivedBox? = spinPolicy.spin {
+            do throws(Errno) {
+                let message = try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 4, flags: CInt(MSG_DONTWAIT))
+                return ReceivedBox(message)
+            } catch {
+                if error != .wouldBlock { failure = error; return ReceivedBox(nil) }
+                return nil
+            }
+        }
+        if let failure { throw failure }
+        if let polled, let message = polled.take() { return message }
+        return try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 4)
+    }
+
     static func unexpected(_ reply: Message, for request: Message) -> XPMEMError {
         XPMEMError(.protocolError, "the broker answered \(request.type) with \(reply.type)")
     }
+}
+
+/// Carries a received message out of the spin closure (a `~Copyable` value cannot be a generic argument).
+final class ReceivedBox {
+    private var message: ReceivedMessage?
+    init(_ message: consuming ReceivedMessage?) { self.message = message }
+    func take() -> ReceivedMessage? { message.take() }
 }

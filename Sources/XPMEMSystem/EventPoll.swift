@@ -23,9 +23,19 @@ public struct PollEvent: Sendable {
 /// removes it from the set).
 public struct EventPoll: ~Copyable {
     private let descriptor: OwnedDescriptor
+    /// Reused by every `wait`, which a busy loop calls often.
+    private let readyEvents: UnsafeMutableBufferPointer<UInt32>
+    private let readyTokens: UnsafeMutableBufferPointer<UInt64>
 
-    public init() throws(Errno) {
+    public init(capacity: Int = 64) throws(Errno) {
         descriptor = OwnedDescriptor(adopting: try valueOrErrno { cxpmem_epoll_create() })
+        readyEvents = .allocate(capacity: capacity)
+        readyTokens = .allocate(capacity: capacity)
+    }
+
+    deinit {
+        readyEvents.deallocate()
+        readyTokens.deallocate()
     }
 
     public func add(_ fd: CInt, events: PollEvents, token: UInt64) throws(Errno) {
@@ -42,15 +52,15 @@ public struct EventPoll: ~Copyable {
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) for ready descriptors; an interrupted wait
     /// returns no events rather than retrying, so the caller can re-check its deadlines.
-    public func wait(timeoutMilliseconds: Int32, capacity: Int = 64) throws(Errno) -> [PollEvent] {
-        var events = [UInt32](repeating: 0, count: capacity)
-        var tokens = [UInt64](repeating: 0, count: capacity)
-        let count = cxpmem_epoll_wait(descriptor.rawValue, &events, &tokens, CInt(capacity), timeoutMilliseconds)
+    public func wait(timeoutMilliseconds: Int32) throws(Errno) -> [PollEvent] {
+        let count = cxpmem_epoll_wait(descriptor.rawValue, readyEvents.baseAddress, readyTokens.baseAddress,
+                                      CInt(readyEvents.count), timeoutMilliseconds)
         if count < 0 {
             let code = Errno(rawValue: errno)
             if code == .interrupted { return [] }
             throw code
         }
-        return (0..<Int(count)).map { PollEvent(token: tokens[$0], events: PollEvents(rawValue: events[$0])) }
+        if count == 0 { return [] }
+        return (0..<Int(count)).map { PollEvent(token: readyTokens[$0], events: PollEvents(rawValue: readyEvents[$0])) }
     }
 }

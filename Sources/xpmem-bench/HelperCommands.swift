@@ -65,6 +65,8 @@ struct RawPeerHelper: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "raw-peer", shouldDisplay: false)
     @Option var path: String
     @Option var memfdSize: Int = 0
+    @Flag(help: "Busy-poll for requests (for up to a millisecond at a time) instead of sleeping in recvmsg.")
+    var poll = false
 
     func run() throws {
         let socket = try UnixSocket.connect(to: path)
@@ -79,10 +81,30 @@ struct RawPeerHelper: ParsableCommand {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
         defer { buffer.deallocate() }
         let reply: [UInt8] = Array(repeating: 1, count: 8)
+        let spin = SpinPolicy(microseconds: poll ? 1000 : 0)
         while true {
-            let received = try UnixSocket.receive(socket.rawValue, into: buffer, maximumDescriptors: 0)
+            let received = try RawReceive.receive(socket.rawValue, into: buffer, maximumDescriptors: 0, spin: spin)
             if received.isEndOfFile { return }
             try UnixSocket.send(socket.rawValue, bytes: reply, descriptors: descriptors)
         }
+    }
+}
+
+/// The reference side's receive: optionally busy-polls like the library does, then blocks.
+enum RawReceive {
+    static func receive(_ socket: CInt, into buffer: UnsafeMutableRawBufferPointer, maximumDescriptors: Int,
+                        spin: SpinPolicy) throws -> ReceivedMessage {
+        final class Box {
+            var message: ReceivedMessage?
+            init(_ message: consuming ReceivedMessage) { self.message = .some(message) }
+        }
+        let polled: Box? = spin.spin {
+            guard let message = try? UnixSocket.receive(socket, into: buffer, maximumDescriptors: maximumDescriptors,
+                                                         flags: CInt(MSG_DONTWAIT))
+            else { return nil }
+            return Box(message)
+        }
+        if let polled, let message = polled.message.take() { return message }
+        return try UnixSocket.receive(socket, into: buffer, maximumDescriptors: maximumDescriptors)
     }
 }

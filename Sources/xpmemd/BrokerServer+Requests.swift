@@ -71,8 +71,11 @@ extension BrokerServer {
                 apply(coordinator.submit(request, targets: targets(of: request), now: arrival))
                 return nil
             case .endInvalidation(let id, let sequence):
-                apply(try coordinator.end(id, sequence: sequence, by: client))
-                return Outcome(message: .done)
+                let effects = try coordinator.end(id, sequence: sequence, by: client)
+                // The exporter need not wait while importers are told: answer it first.
+                send(.done, requestID: frame.requestID, on: connection.main, of: connection)
+                apply(effects)
+                return nil
             default:
                 throw BrokerError(.malformedFrame, "\(message.type) is not a request")
             }

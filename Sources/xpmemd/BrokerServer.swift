@@ -35,12 +35,14 @@ final class BrokerServer {
     private var nextConnection: UInt64 = 1
     let receiveBuffer: UnsafeMutableRawBufferPointer
     let startTime = ContinuousClock.now
+    let spinPolicy: SpinPolicy
     private var running = true
 
     /// Binds the socket at `socketPath` (refusing if another broker answers there) with `mode` and
     /// optionally `group`.
-    init(socketPath: String, mode: mode_t, group: gid_t?, logger: Logger) throws {
+    init(socketPath: String, mode: mode_t, group: gid_t?, spinPolicy: SpinPolicy, logger: Logger) throws {
         self.socketPath = socketPath
+        self.spinPolicy = spinPolicy
         self.logger = logger
         if FileSystem.isSocket(socketPath) {
             if (try? UnixSocket.connect(to: socketPath)) != nil {
@@ -79,7 +81,7 @@ final class BrokerServer {
     func run() throws {
         logger.info("xpmemd listening", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())"])
         while running {
-            for event in try poll.wait(timeoutMilliseconds: waitTimeout()) {
+            for event in try nextEvents() {
                 handle(event)
             }
             apply(coordinator.expire(now: now))
@@ -87,6 +89,20 @@ final class BrokerServer {
         logger.info("xpmemd stopping", metadata: ["clients": "\(connections.count)", "segments": "\(segmentFiles.count)"])
         for number in Array(connections.keys) { drop(number, reason: "broker stopping") }
         try? FileSystem.unlinkIfPresent(socketPath)
+    }
+
+    /// Ready descriptors: polled for a short while first (a client that just got a reply often sends its
+    /// next request within microseconds), then waited for in the kernel.
+    private func nextEvents() throws -> [PollEvent] {
+        let ready = try poll.wait(timeoutMilliseconds: 0)
+        if !ready.isEmpty { return ready }
+        if let polled = spinPolicy.spin({ () -> [PollEvent]? in
+            let events = (try? poll.wait(timeoutMilliseconds: 0)) ?? []
+            return events.isEmpty ? nil : events
+        }) {
+            return polled
+        }
+        return try poll.wait(timeoutMilliseconds: waitTimeout())
     }
 
     /// How long epoll may sleep: until the next invalidation deadline, or forever.

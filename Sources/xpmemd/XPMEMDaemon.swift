@@ -25,6 +25,9 @@ struct XPMEMDaemon: ParsableCommand {
     @Option(name: .long, help: "Group (name or gid) that owns the socket file, for use with --mode 0660.")
     var group: String?
 
+    @Option(name: .long, help: "Microseconds to busy-poll for the next request before sleeping (0: never poll).")
+    var spinMicroseconds: Int = 100
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -55,7 +58,7 @@ struct XPMEMDaemon: ParsableCommand {
         do {
             let server = try BrokerServer(
                 socketPath: path, mode: mode_t(UInt32(mode, radix: 8)!), group: group.flatMap(FileSystem.groupID(named:)),
-                logger: logger)
+                spinPolicy: SpinPolicy(microseconds: spinMicroseconds), logger: logger)
             try server.run()
         } catch let error as BrokerStartError {
             logger.critical("\(error.description)")

@@ -1,0 +1,30 @@
+@preconcurrency import Glibc
+
+/// How long a waiter busy-polls before it blocks in the kernel. On this class of machine a blocking
+/// cross-core wake-up costs tens of microseconds while polling notices a message in well under one,
+/// so a short spin right after sending a request (or serving one) catches the answer (or the next
+/// request) at polling speed; past the budget the waiter sleeps and costs nothing.
+public struct SpinPolicy: Sendable {
+    /// Zero disables spinning.
+    public var budgetNanoseconds: UInt64
+
+    public init(microseconds: Int) { budgetNanoseconds = UInt64(max(microseconds, 0)) * 1000 }
+
+    /// The budget from environment variable `name` (microseconds), else `defaultMicroseconds`.
+    public static func fromEnvironment(_ name: String, defaultMicroseconds: Int) -> SpinPolicy {
+        if let text = getenv(name).map({ String(cString: $0) }), let value = Int(text) {
+            return SpinPolicy(microseconds: value)
+        }
+        return SpinPolicy(microseconds: defaultMicroseconds)
+    }
+
+    /// Calls `attempt` until it returns a value or the budget is spent; nil means: now block.
+    public func spin<T>(_ attempt: () throws -> T?) rethrows -> T? {
+        guard budgetNanoseconds > 0 else { return nil }
+        let start = SharedMemoryAccess.monotonicNanoseconds()
+        repeat {
+            if let value = try attempt() { return value }
+        } while SharedMemoryAccess.monotonicNanoseconds() - start < budgetNanoseconds
+        return nil
+    }
+}
