@@ -24,9 +24,16 @@ public final class Attachment: Sendable {
     public var policy: AccessPolicy { range.policy }
     public var isAttached: Bool { range.isMapped }
 
-    /// The mapped bytes, valid until detached.
+    /// The mapped bytes, valid until detached — and only while this object is alive: the optimizer may
+    /// end an unused object's life early, so keep it alive (`withExtendedLifetime`) or use
+    /// `withUnsafeMutableBytes`.
     public var bytes: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: range.base), count: range.length)
+    }
+
+    /// Runs `body` with the mapped bytes, keeping the attachment alive meanwhile.
+    public func withUnsafeMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws -> Result) rethrows -> Result {
+        try withExtendedLifetime(self) { try body(bytes) }
     }
 
     /// Unmaps exactly this attachment and tells the broker (XPMEM's `detach`). Idempotent.

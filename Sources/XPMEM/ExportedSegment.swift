@@ -26,9 +26,14 @@ public final class ExportedSegment: Sendable {
     }
 
     /// The segment's bytes in this process. Valid while this object lives (and, for `exportRange`, as
-    /// long as the caller's range).
+    /// long as the caller's range); keep it alive (`withExtendedLifetime`) or use `withUnsafeMutableBytes`.
     public var bytes: UnsafeMutableRawBufferPointer {
         UnsafeMutableRawBufferPointer(start: UnsafeMutableRawPointer(bitPattern: baseAddress), count: size)
+    }
+
+    /// Runs `body` with the segment's bytes, keeping the segment alive meanwhile.
+    public func withUnsafeMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws -> Result) rethrows -> Result {
+        try withExtendedLifetime(self) { try body(bytes) }
     }
 
     fileprivate init(broker: XPMEMBroker, id: SegmentID, size: Int, permit: Permit, baseAddress: UInt,

@@ -39,6 +39,23 @@ final class TestBroker: @unchecked Sendable {
         ((try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd")) ?? []).count
     }
 
+    /// The broker's descriptor count once it has settled (no change for 200 ms): take it with no client
+    /// connected, after the start-up readiness check has been cleaned up.
+    func settledDescriptorCount() -> Int {
+        var count = openDescriptorCount()
+        var stableSince = Date()
+        let deadline = Date().addingTimeInterval(5)
+        while Date().timeIntervalSince(stableSince) < 0.2 && Date() < deadline {
+            usleep(10_000)
+            let now = openDescriptorCount()
+            if now != count {
+                count = now
+                stableSince = Date()
+            }
+        }
+        return count
+    }
+
     /// Polls until the broker's descriptor count is `expected` (clean-up after a client exits is
     /// asynchronous), returning the last count seen.
     func waitForDescriptorCount(_ expected: Int, timeout: Double = 5) -> Int {
