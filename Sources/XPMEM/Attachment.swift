@@ -32,6 +32,7 @@ public final class Attachment: Sendable {
     }
 
     /// Runs `body` with the mapped bytes, keeping the attachment alive meanwhile.
+    @discardableResult
     public func withUnsafeMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws -> Result) rethrows -> Result {
         try withExtendedLifetime(self) { try body(bytes) }
     }

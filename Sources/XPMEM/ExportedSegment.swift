@@ -32,6 +32,7 @@ public final class ExportedSegment: Sendable {
     }
 
     /// Runs `body` with the segment's bytes, keeping the segment alive meanwhile.
+    @discardableResult
     public func withUnsafeMutableBytes<Result>(_ body: (UnsafeMutableRawBufferPointer) throws -> Result) rethrows -> Result {
         try withExtendedLifetime(self) { try body(bytes) }
     }
