@@ -6,7 +6,7 @@ import XPMEMSystem
 /// Mode bits decide who may get a segment, and a read-only grant cannot be turned into write access
 /// by any route: checked as a real other uid (the tests run as root in CI and drop to `nobody`).
 @Suite("Permissions", .serialized)
-struct PermissionTests {
+struct AccessControlTests {
     /// A probe run as the unprivileged other user against a broker every user can reach.
     func probeAsOtherUser(_ broker: TestBroker, _ arguments: [String]) throws -> ChildProcess {
         try ChildProcess("xpmem-probe", [arguments[0], "--socket", broker.socketPath, "--as-uid", "\(OtherUser.uid)",
