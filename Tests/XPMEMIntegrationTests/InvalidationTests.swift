@@ -68,6 +68,30 @@ struct InvalidationTests {
         #expect(covering?.valueAfter == 2)
     }
 
+    @Test("An unprivileged importer gets .block too (user-mode-only userfaultfd) and is paused by it",
+          .enabled(if: OtherUser.available, "needs root to run a probe as another uid"))
+    func blockPolicyWorksUnprivileged() throws {
+        let broker = try TestBroker(mode: "0666", openDirectory: true)
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10, permit: Permit(rawValue: 0o666))
+        writeRecord(1, in: segment)
+        let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
+                                                        "--as-uid", "\(OtherUser.uid)", "--as-gid", "\(OtherUser.gid)"])
+        #expect(importer.readLine() == "attached block")
+        usleep(50_000)
+        var window: (start: UInt64, end: UInt64) = (0, 0)
+        _ = try segment.invalidate(deadline: .seconds(10)) {
+            window.start = SharedMemoryAccess.monotonicNanoseconds()
+            writeRecord(3, in: segment)
+            usleep(100_000)
+            window.end = SharedMemoryAccess.monotonicNanoseconds()
+        }
+        usleep(50_000)
+        importer.send("summary")
+        let summary = try #require(WatchSummary((0..<3).lazy.compactMap { _ in importer.readLine() }.first { $0.hasPrefix("reads") }))
+        #expect(summary.lastValue == 3)
+        #expect(summary.pauses.contains { $0.from <= window.start && $0.to >= window.end })
+    }
+
     @Test("A callback that sleeps 300 ms delays the exporter by at least that, while other segments are served")
     func sleepingCallbackDelaysOnlyItsSegment() throws {
         let broker = try TestBroker()
