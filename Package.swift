@@ -8,6 +8,11 @@ let strictSettings: [SwiftSetting] = [
     .enableUpcomingFeature("MemberImportVisibility"),
 ]
 
+/// What every MPI-like example (Examples/pingpong, ring, allreduce, halo2d, mpi-hybrid) links.
+let exampleDependencies: [Target.Dependency] = [
+    "XPMEMComm", "XPMEM", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+]
+
 let package = Package(
     name: "xpmem-userspace",
     platforms: [.macOS(.v15)],
@@ -17,6 +22,8 @@ let package = Package(
         .executable(name: "xpmemctl", targets: ["xpmemctl"]),
         .executable(name: "xpmem-bench", targets: ["xpmem-bench"]),
         .executable(name: "share", targets: ["share"]),
+        .library(name: "XPMEMComm", targets: ["XPMEMComm"]),
+        .executable(name: "xprun", targets: ["xprun"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -76,6 +83,24 @@ let package = Package(
             path: "Tests/Probe",
             swiftSettings: strictSettings
         ),
+        // MPI-like examples: a communicator over the client library, the launcher, and the examples.
+        .target(name: "XPMEMComm", dependencies: ["XPMEM", "XPMEMSystem"], swiftSettings: strictSettings),
+        .executableTarget(
+            name: "xprun",
+            dependencies: ["XPMEM", "XPMEMSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            swiftSettings: strictSettings
+        ),
+        .executableTarget(name: "pingpong", dependencies: exampleDependencies, path: "Examples/pingpong",
+                          swiftSettings: strictSettings),
+        .executableTarget(name: "ring", dependencies: exampleDependencies, path: "Examples/ring",
+                          swiftSettings: strictSettings),
+        .executableTarget(name: "allreduce", dependencies: exampleDependencies, path: "Examples/allreduce",
+                          swiftSettings: strictSettings),
+        .executableTarget(name: "halo2d", dependencies: exampleDependencies, path: "Examples/halo2d",
+                          swiftSettings: strictSettings),
+        .executableTarget(name: "mpi-hybrid", dependencies: exampleDependencies, path: "Examples/mpi-hybrid",
+                          swiftSettings: strictSettings),
+        .testTarget(name: "XPMEMCommTests", dependencies: ["XPMEMComm"], swiftSettings: strictSettings),
         .testTarget(name: "XPMEMWireTests", dependencies: ["XPMEMWire"], swiftSettings: strictSettings),
         .testTarget(
             name: "XPMEMBrokerCoreTests", dependencies: ["XPMEMBrokerCore"], swiftSettings: strictSettings

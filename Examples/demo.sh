@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The main job on an embedded default: start a private broker on a temporary socket, export a 64 MiB
-# segment filled with 42 from one process, import it from two others (one writes 7, one verifies 7
-# read-only), show the broker's view, and clean up.
+# The main job on an embedded default: `xprun -n 4 allreduce` (xprun starts a private broker for the
+# job, four ranks sum their vectors single-copy and check the result against a serial sum); then,
+# with a private broker on a temporary socket, export a 64 MiB segment filled with 42 from one
+# process, import it from two others (one writes 7, one verifies 7 read-only), show the broker's
+# view, and clean up.
 set -euo pipefail
 bin=${1:-.build/release}
 dir=$(mktemp -d /tmp/xpmem-demo-XXXXXX)
@@ -13,6 +15,9 @@ cleanup() {
   rm -rf "$dir"
 }
 trap cleanup EXIT
+
+echo "== xprun -n 4 allreduce (a private broker for the job; 4 ranks; checked against a serial sum)"
+XPMEM_SOCKET="$dir/job.sock" "$bin/xprun" -n 4 "$bin/allreduce" --sizes 8K,1M,16M --scale 0.2
 
 echo "== starting a private broker at $socket"
 "$bin/xpmemd" --socket "$socket" --log-level warning &

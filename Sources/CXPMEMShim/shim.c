@@ -192,3 +192,8 @@ uint64_t cxpmem_monotonic_nanoseconds(void) {
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec;
 }
+
+// CPU affinity of the calling thread (sched_{get,set}affinity are GNU-only), as a raw cpu_set_t.
+#include <sched.h>
+int cxpmem_get_thread_affinity(void *set, size_t size) { return sched_getaffinity(0, size, (cpu_set_t *)set); }
+int cxpmem_set_thread_affinity(const void *set, size_t size) { return sched_setaffinity(0, size, (const cpu_set_t *)set); }

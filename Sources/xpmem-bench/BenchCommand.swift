@@ -12,7 +12,7 @@ struct BenchCommand: ParsableCommand {
             --socket / $XPMEM_SOCKET, a private xpmemd (built beside this program) is started and stopped.
             """,
         subcommands: [
-            All.self, AttachBenchmark.self, CopyBenchmark.self, InvalidateBenchmark.self,
+            All.self, AttachBenchmark.self, CopyBenchmark.self, InvalidateBenchmark.self, MPIBenchmark.self,
             ExporterHelper.self, ImporterHelper.self, RawPeerHelper.self,
         ],
         defaultSubcommand: All.self)

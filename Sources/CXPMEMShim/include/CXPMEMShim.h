@@ -81,4 +81,8 @@ uint64_t cxpmem_monotonic_nanoseconds(void);
 // Threads: starts a detached pthread running `body(context)`.
 int cxpmem_start_detached_thread(void (*body)(void *), void *context);
 
+// CPU affinity of the calling thread, a raw cpu_set_t of `size` bytes; 0 or -1 with errno.
+int cxpmem_get_thread_affinity(void *set, size_t size);
+int cxpmem_set_thread_affinity(const void *set, size_t size);
+
 #endif

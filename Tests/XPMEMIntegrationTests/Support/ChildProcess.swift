@@ -21,8 +21,13 @@ final class ChildProcess: @unchecked Sendable {
     private var buffered: [UInt8] = []
 
     /// Starts `product` (a built executable name) with `arguments`.
-    init(_ product: String, _ arguments: [String], environment: [String: String] = [:]) throws {
-        process.executableURL = URL(fileURLWithPath: BuiltProducts.path(product))
+    convenience init(_ product: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        try self.init(executable: BuiltProducts.path(product), arguments, environment: environment)
+    }
+
+    /// Starts the program at `executable` (a launcher such as mpirun, say) with `arguments`.
+    init(executable: String, _ arguments: [String], environment: [String: String] = [:]) throws {
+        process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         var merged = ProcessInfo.processInfo.environment
         for (key, value) in environment { merged[key] = value }
