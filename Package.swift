@@ -83,6 +83,13 @@ let package = Package(
             path: "Tests/Probe",
             swiftSettings: strictSettings
         ),
+        // The NUMA integration checks, run inside an emulated multi-node machine by `make numa-test`.
+        .executableTarget(
+            name: "xpmem-numa-check",
+            dependencies: ["XPMEM", "XPMEMSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Tests/NUMACheck",
+            swiftSettings: strictSettings
+        ),
         // MPI-like examples: a communicator over the client library, the launcher, and the examples.
         .target(name: "XPMEMComm", dependencies: ["XPMEM", "XPMEMSystem"], swiftSettings: strictSettings),
         .executableTarget(

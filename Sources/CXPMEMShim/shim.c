@@ -197,3 +197,10 @@ uint64_t cxpmem_monotonic_nanoseconds(void) {
 #include <sched.h>
 int cxpmem_get_thread_affinity(void *set, size_t size) { return sched_getaffinity(0, size, (cpu_set_t *)set); }
 int cxpmem_set_thread_affinity(const void *set, size_t size) { return sched_setaffinity(0, size, (const cpu_set_t *)set); }
+
+int cxpmem_current_cpu(void) { return sched_getcpu(); }
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+int cxpmem_populate_read(void *address, size_t length) { return madvise(address, length, MADV_POPULATE_READ); }

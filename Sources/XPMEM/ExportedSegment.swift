@@ -14,15 +14,17 @@ public final class ExportedSegment: Sendable {
     /// The size in bytes, a multiple of the page size.
     public let size: Int
     public let permit: Permit
-    private let baseAddress: UInt
-    private let state: Mutex<State>
+    let baseAddress: UInt
+    let state: Mutex<State>
 
-    private struct State: ~Copyable {
+    struct State: ~Copyable {
         var removed = false
         /// The memfd, kept for later operations on the segment's pages.
         var file: OwnedDescriptor?
         /// Set when the library allocated the memory and so unmaps it when the segment goes.
         var ownedMapping: MemoryMapping?
+        /// Where the pages are meant to be (changed by migration).
+        var placement: Placement
     }
 
     /// The segment's bytes in this process. Valid while this object lives (and, for `exportRange`, as
@@ -38,13 +40,13 @@ public final class ExportedSegment: Sendable {
     }
 
     fileprivate init(broker: XPMEMBroker, id: SegmentID, size: Int, permit: Permit, baseAddress: UInt,
-                     file: consuming OwnedDescriptor, ownedMapping: consuming MemoryMapping?) {
+                     file: consuming OwnedDescriptor, ownedMapping: consuming MemoryMapping?, placement: Placement) {
         self.broker = broker
         self.id = id
         self.size = size
         self.permit = permit
         self.baseAddress = baseAddress
-        self.state = Mutex(State(file: .some(file), ownedMapping: ownedMapping))
+        self.state = Mutex(State(file: .some(file), ownedMapping: ownedMapping, placement: placement))
     }
 
     /// Withdraws the segment (XPMEM's `remove`): importers that map it first get to stop access
@@ -70,8 +72,9 @@ extension XPMEMBroker {
     /// - Parameters:
     ///   - permit: who may get it, as IPC mode bits (0o600: this user; 0o644: others read-only).
     ///   - name: shown in `xpmemctl segments`.
-    public func makeSegment(size: Int, permit: Permit = Permit(rawValue: 0o600), name: String = "") throws(XPMEMError)
-        -> ExportedSegment
+    ///   - placement: the NUMA nodes its pages go to, set before any page exists.
+    public func makeSegment(size: Int, permit: Permit = Permit(rawValue: 0o600), name: String = "",
+                            placement: Placement = .firstTouch) throws(XPMEMError) -> ExportedSegment
     {
         guard size > 0 else { throw XPMEMError(.invalidArgument, "a segment needs a positive size, not \(size)") }
         let rounded = (size + pageSize - 1) & ~(pageSize - 1)
@@ -82,10 +85,11 @@ extension XPMEMBroker {
         } catch {
             throw XPMEMError.system("mmap of \(rounded) bytes", error)
         }
-        let id = try register(file, size: rounded, permit: permit, name: name)
+        try placement.apply(to: mapping.base, length: rounded)
+        let id = try register(file, size: rounded, permit: permit, name: name, placement: placement)
         let base = UInt(bitPattern: mapping.base)
         return ExportedSegment(broker: self, id: id, size: rounded, permit: permit, baseAddress: base, file: file,
-                               ownedMapping: .some(mapping))
+                               ownedMapping: .some(mapping), placement: placement)
     }
 
     /// Exports an existing page-aligned range of private anonymous memory (XPMEM's `make` on an
@@ -94,8 +98,11 @@ extension XPMEMBroker {
     ///
     /// No other thread may write the range during this call (those writes could be lost). Afterwards
     /// the range is shared memory: `fork()` children share it rather than copying it on write.
+    /// With a `placement`, the copied pages land where it says (the range's old pages are freed).
     public func exportRange(_ range: UnsafeMutableRawBufferPointer, permit: Permit = Permit(rawValue: 0o600),
-                            name: String = "") throws(XPMEMError) -> ExportedSegment {
+                            name: String = "", placement: Placement = .firstTouch) throws(XPMEMError)
+        -> ExportedSegment
+    {
         guard let base = range.baseAddress, range.count > 0 else {
             throw XPMEMError(.invalidArgument, "cannot export an empty range")
         }
@@ -113,8 +120,14 @@ extension XPMEMBroker {
             throw XPMEMError(.systemCallFailed, "cannot read /proc/self/maps: \(error)")
         }
         let file = try Self.makeFile(name: name, size: range.count)
+        let staging: MemoryMapping
         do {
-            let staging = try MemoryMapping.mapShared(file, length: range.count, protection: .readWrite)
+            staging = try MemoryMapping.mapShared(file, length: range.count, protection: .readWrite)
+        } catch {
+            throw XPMEMError.system("mmap of \(range.count) bytes", error)
+        }
+        try placement.apply(to: staging.base, length: range.count)
+        do {
             staging.bytes.copyMemory(from: UnsafeRawBufferPointer(range))
             staging.unmap()
             // The memfd replaces the anonymous pages at the same address; the caller keeps owning the range.
@@ -124,9 +137,9 @@ extension XPMEMBroker {
         } catch {
             throw XPMEMError.system("moving the range into a memfd", error)
         }
-        let id = try register(file, size: range.count, permit: permit, name: name)
+        let id = try register(file, size: range.count, permit: permit, name: name, placement: placement)
         return ExportedSegment(broker: self, id: id, size: range.count, permit: permit,
-                               baseAddress: UInt(bitPattern: base), file: file, ownedMapping: nil)
+                               baseAddress: UInt(bitPattern: base), file: file, ownedMapping: nil, placement: placement)
     }
 
     /// Creates the memfd: sealable, and mode 0600 so that no other uid can reopen it writable through
@@ -142,8 +155,8 @@ extension XPMEMBroker {
     }
 
     /// Sends the memfd (read-write and a read-only reopening) to the broker and returns the new id.
-    private func register(_ file: borrowing OwnedDescriptor, size: Int, permit: Permit, name: String) throws(XPMEMError)
-        -> SegmentID
+    private func register(_ file: borrowing OwnedDescriptor, size: Int, permit: Permit, name: String,
+                          placement: Placement) throws(XPMEMError) -> SegmentID
     {
         guard permit.rawValue & ~Permit.validBits == 0 else {
             throw XPMEMError(.invalidArgument, "permit \(permit) may only have read/write bits (0o666)")
@@ -157,6 +170,7 @@ extension XPMEMBroker {
         let message = Message.make(size: UInt64(size), permit: permit, name: name)
         let reply = try channel.request(message, descriptors: [file.rawValue, readOnly.rawValue])
         guard case .made(let id) = reply.message else { throw BrokerChannel.unexpected(reply.message, for: message) }
+        if placement != .firstTouch { try describePlacement(of: id, as: placement) }
         return id
     }
 }

@@ -8,6 +8,8 @@ public struct SegmentRecord: Equatable, Sendable {
     public var size: UInt64
     public var permit: Permit
     public var name: String
+    /// Where the owner says the pages are meant to be; shown by `xpmemctl segments`.
+    public var placement = "first-touch"
 }
 
 /// A right to attach one segment, held by one client (XPMEM's apid).
@@ -39,6 +41,8 @@ public struct ClientRecord: Equatable, Sendable {
     public var id: ClientID
     public var credentials: Credentials
     public var name: String
+    /// The NUMA node of the CPU the client ran on when it connected, nil if unknown.
+    public var node: Int? = nil
     public var segments: Set<SegmentID> = []
     public var grants: Set<AccessHandle> = []
     public var attachments: Set<AttachmentID> = []

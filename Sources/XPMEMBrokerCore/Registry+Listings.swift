@@ -11,7 +11,8 @@ extension Registry {
             let mapped = attachments.values.filter { $0.segment == id }.count
             return SegmentSummary(id: id, ownerPID: record.ownerCredentials.pid, ownerUID: record.ownerCredentials.uid,
                                   size: record.size, permit: record.permit, name: record.name,
-                                  importers: UInt32(importers), attachments: UInt32(mapped))
+                                  importers: UInt32(importers), attachments: UInt32(mapped),
+                                  placement: record.placement, importerNode: Int32(importerNode(of: id) ?? -1))
         }
         return (page, ordered.count > limit)
     }
@@ -21,7 +22,8 @@ extension Registry {
         clients.values.sorted { $0.id.rawValue < $1.id.rawValue }.map { client in
             ClientSummary(id: client.id.rawValue, pid: client.credentials.pid, uid: client.credentials.uid,
                           gid: client.credentials.gid, name: client.name, segments: UInt32(client.segments.count),
-                          grants: UInt32(client.grants.count), attachments: UInt32(client.attachments.count))
+                          grants: UInt32(client.grants.count), attachments: UInt32(client.attachments.count),
+                          node: Int32(client.node ?? -1))
         }
     }
 }

@@ -25,10 +25,11 @@ public struct Registry: Sendable {
 
     // MARK: Clients
 
-    public mutating func connect(_ credentials: Credentials, name: String) -> ClientID {
+    /// - Parameter node: the NUMA node the client ran on when it connected, if known.
+    public mutating func connect(_ credentials: Credentials, name: String, node: Int? = nil) -> ClientID {
         let id = ClientID(rawValue: nextClient)
         nextClient += 1
-        clients[id] = ClientRecord(id: id, credentials: credentials, name: name)
+        clients[id] = ClientRecord(id: id, credentials: credentials, name: name, node: node)
         return id
     }
 
@@ -87,6 +88,35 @@ public struct Registry: Sendable {
 
     /// Removes a segment; only its owner may. Grants and attachments on it stay until released or
     /// detached, but no new attach succeeds.
+    /// Records where the owner placed the segment's pages (text such as "node 1", for listings).
+    public mutating func describePlacement(of segment: SegmentID, as placement: String, by client: ClientID)
+        throws(BrokerError)
+    {
+        guard let record = segments[segment] else { throw Registry.segmentNotFound(segment) }
+        guard record.owner == client else {
+            throw BrokerError(.permissionDenied, "segment \(segment) belongs to another client (pid \(record.ownerCredentials.pid))")
+        }
+        guard !placement.isEmpty, placement.utf8.count <= 64,
+              placement.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f }) else {
+            throw BrokerError(.invalidArgument, "a placement is 1 to 64 printable ASCII characters")
+        }
+        segments[segment]?.placement = placement
+    }
+
+    /// The NUMA node where most of the segment's attached bytes are used, by the node each
+    /// attaching client ran on when it connected; nil when nothing with a known node is attached.
+    /// Ties go to the lower node, so the answer is stable.
+    public func importerNode(of segment: SegmentID) -> Int? {
+        var bytesPerNode: [Int: UInt64] = [:]
+        for attachment in attachments.values where attachment.segment == segment {
+            guard let node = clients[attachment.client]?.node else { continue }
+            bytesPerNode[node, default: 0] += attachment.length
+        }
+        return bytesPerNode.max { left, right in
+            left.value != right.value ? left.value < right.value : left.key > right.key
+        }?.key
+    }
+
     public mutating func remove(_ segment: SegmentID, by client: ClientID) throws(BrokerError) {
         guard let record = segments[segment] else { throw Registry.segmentNotFound(segment) }
         guard record.owner == client else {

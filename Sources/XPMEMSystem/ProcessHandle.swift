@@ -4,6 +4,16 @@ import SystemPackage
 
 /// Process-level calls: pidfds, signal descriptors, randomness and cross-process reads.
 public enum ProcessHandle {
+    /// The CPU a process last ran on (field 39 of /proc/PID/stat), or nil if it cannot be read.
+    public static func lastCPU(of pid: pid_t) -> Int? {
+        guard let text = FileSystem.readSmallFile("/proc/\(pid)/stat") else { return nil }
+        // Field 2, the command name, may hold spaces and parentheses: count from the last ')'.
+        guard let nameEnd = text.lastIndex(of: ")") else { return nil }
+        let fields = text[text.index(after: nameEnd)...].split(separator: " ")
+        // fields[0] is field 3 (the state), so field 39 is fields[36].
+        return fields.count > 36 ? Int(fields[36]) : nil
+    }
+
     /// A pidfd for `pid`: it becomes readable when the process exits, and unlike a pid it cannot be
     /// recycled. The corresponding system call is `pidfd_open`.
     public static func open(pid: pid_t) throws(Errno) -> OwnedDescriptor {

@@ -19,6 +19,12 @@ public enum ProcessLauncher {
             }
         }
 
+        /// Decodes a `waitpid` status (WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import).
+        init(waitStatus status: CInt) {
+            let signal = status & 0x7f
+            self = signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal)
+        }
+
         public var description: String {
             switch self {
             case .exited(let status): "exited with status \(status)"
@@ -33,8 +39,10 @@ public enum ProcessLauncher {
     /// when given. With `cpu`, the child is bound to that CPU from its first instruction (the
     /// spawning thread's affinity is set around the call; `posix_spawn` children inherit it).
     /// The corresponding C function is `posix_spawn`.
-    public static func spawn(path: String, arguments: [String], environment: [String], standardOutput: CInt? = nil,
-                             standardError: CInt? = nil, cpu: Int? = nil) throws(Errno) -> pid_t {
+    public static func spawn(path: String, arguments: [String], environment: [String], standardInput: CInt? = nil,
+                             standardOutput: CInt? = nil, standardError: CInt? = nil, cpu: Int? = nil) throws(Errno)
+        -> pid_t
+    {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -50,6 +58,7 @@ public enum ProcessLauncher {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        if let standardInput { posix_spawn_file_actions_adddup2(&actions, standardInput, 0) }
         if let standardOutput { posix_spawn_file_actions_adddup2(&actions, standardOutput, 1) }
         if let standardError { posix_spawn_file_actions_adddup2(&actions, standardError, 2) }
 
@@ -79,9 +88,16 @@ public enum ProcessLauncher {
         var status: CInt = 0
         let reaped = waitpid(pid, &status, WNOHANG)
         guard reaped > 0 else { return nil }
-        // WIFEXITED / WEXITSTATUS / WTERMSIG are macros Swift does not import.
-        let signal = status & 0x7f
-        return (reaped, signal == 0 ? .exited((status >> 8) & 0xff) : .signaled(signal))
+        return (reaped, Termination(waitStatus: status))
+    }
+
+    /// Waits for a child to end (blocking). The corresponding C function is `waitpid`.
+    public static func waitForExit(_ pid: pid_t) -> Termination? {
+        var status: CInt = 0
+        while waitpid(pid, &status, 0) < 0 {
+            guard errno == EINTR else { return nil }
+        }
+        return Termination(waitStatus: status)
     }
 
     /// The CPUs this process may run on, in order. The corresponding C function is `sched_getaffinity`.

@@ -8,9 +8,13 @@ public struct SegmentSummary: Equatable, Sendable, Codable {
     public var name: String
     public var importers: UInt32
     public var attachments: UInt32
+    /// Where the owner placed the pages ("first-touch", "node 1", "interleave 0,1"...).
+    public var placement: String
+    /// The NUMA node where most of the segment's attached bytes are used, -1 if none is attached.
+    public var importerNode: Int32
 
     public init(id: SegmentID, ownerPID: Int32, ownerUID: UInt32, size: UInt64, permit: Permit, name: String,
-                importers: UInt32, attachments: UInt32) {
+                importers: UInt32, attachments: UInt32, placement: String = "first-touch", importerNode: Int32 = -1) {
         self.id = id.description
         self.ownerPID = ownerPID
         self.ownerUID = ownerUID
@@ -19,6 +23,8 @@ public struct SegmentSummary: Equatable, Sendable, Codable {
         self.name = name
         self.importers = importers
         self.attachments = attachments
+        self.placement = placement
+        self.importerNode = importerNode
     }
 }
 
@@ -32,9 +38,11 @@ public struct ClientSummary: Equatable, Sendable, Codable {
     public var segments: UInt32
     public var grants: UInt32
     public var attachments: UInt32
+    /// The NUMA node of the CPU the client ran on when it connected, -1 if unknown.
+    public var node: Int32
 
     public init(id: UInt64, pid: Int32, uid: UInt32, gid: UInt32, name: String, segments: UInt32, grants: UInt32,
-                attachments: UInt32) {
+                attachments: UInt32, node: Int32 = -1) {
         self.id = id
         self.pid = pid
         self.uid = uid
@@ -43,6 +51,7 @@ public struct ClientSummary: Equatable, Sendable, Codable {
         self.segments = segments
         self.grants = grants
         self.attachments = attachments
+        self.node = node
     }
 }
 

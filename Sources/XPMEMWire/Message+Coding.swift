@@ -35,6 +35,9 @@ extension Message {
         case .endInvalidation(let id, let sequence), .acknowledge(let id, let sequence):
             writer.write(id.rawValue)
             writer.write(sequence)
+        case .describePlacement(let id, let placement):
+            writer.write(id.rawValue)
+            writer.write(placement, maximumLength: 256)
         case .invalidateBegin(let id, let offset, let length, let sequence, let reason):
             writer.write(id.rawValue)
             writer.write(offset)
@@ -122,12 +125,12 @@ extension Message {
             message = .failure(code, try reader.readString("message"))
         case .segments:
             let more = try reader.readBool("more")
-            let count = try reader.readCount("segments", minimumRecordSize: 38)  // fixed fields and an empty name
+            let count = try reader.readCount("segments", minimumRecordSize: 44)  // fixed fields and two empty strings
             var list: [SegmentSummary] = []
             for _ in 0..<count { list.append(try SegmentSummary.decode(from: &reader)) }
             message = .segments(list, more: more)
         case .clients:
-            let count = try reader.readCount("clients", minimumRecordSize: 34)  // fixed fields and an empty name
+            let count = try reader.readCount("clients", minimumRecordSize: 38)  // fixed fields and an empty name
             var list: [ClientSummary] = []
             for _ in 0..<count { list.append(try ClientSummary.decode(from: &reader)) }
             message = .clients(list)
@@ -146,6 +149,9 @@ extension Message {
         case .endInvalidation:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             message = .endInvalidation(id, sequence: try reader.read(UInt64.self, "sequence"))
+        case .describePlacement:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            message = .describePlacement(id, placement: try reader.readString("placement", maximumLength: 256))
         case .acknowledge:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             message = .acknowledge(id, sequence: try reader.read(UInt64.self, "sequence"))
@@ -240,7 +246,9 @@ extension SegmentSummary {
         writer.write(Permit(octal: mode)?.rawValue ?? 0)
         writer.write(importers)
         writer.write(attachments)
+        writer.write(importerNode)
         writer.write(name, maximumLength: 256)
+        writer.write(placement, maximumLength: 256)
     }
 
     static func decode(from reader: inout WireReader) throws(FrameDecodingError) -> SegmentSummary {
@@ -251,9 +259,12 @@ extension SegmentSummary {
         let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
         let importers = try reader.read(UInt32.self, "importers")
         let attachments = try reader.read(UInt32.self, "attachments")
+        let importerNode = try reader.read(Int32.self, "importerNode")
         let name = try reader.readString("name", maximumLength: 256)
+        let placement = try reader.readString("placement", maximumLength: 256)
         return SegmentSummary(id: id, ownerPID: pid, ownerUID: uid, size: size, permit: permit, name: name,
-                              importers: importers, attachments: attachments)
+                              importers: importers, attachments: attachments, placement: placement,
+                              importerNode: importerNode)
     }
 }
 
@@ -266,6 +277,7 @@ extension ClientSummary {
         writer.write(segments)
         writer.write(grants)
         writer.write(attachments)
+        writer.write(node)
         writer.write(name, maximumLength: 256)
     }
 
@@ -277,9 +289,10 @@ extension ClientSummary {
         let segments = try reader.read(UInt32.self, "segments")
         let grants = try reader.read(UInt32.self, "grants")
         let attachments = try reader.read(UInt32.self, "attachments")
+        let node = try reader.read(Int32.self, "node")
         let name = try reader.readString("name", maximumLength: 256)
         return ClientSummary(id: id, pid: pid, uid: uid, gid: gid, name: name, segments: segments, grants: grants,
-                             attachments: attachments)
+                             attachments: attachments, node: node)
     }
 }
 

@@ -33,6 +33,9 @@ public enum Message: Equatable, Sendable {
                     reason: InvalidationReason, holdForChange: Bool)
     /// The change is done: importers may map the range again.
     case endInvalidation(SegmentID, sequence: UInt64)
+    /// The owner tells the broker where the segment's pages are meant to be ("node 1", "interleave
+    /// 0,1"...), for `xpmemctl segments`; sent after `make` and after a migration.
+    case describePlacement(SegmentID, placement: String)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -81,7 +84,7 @@ public enum MessageType: UInt16, Sendable {
     static let firstBrokerEvent: UInt16 = 0x4000
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
-    case subscribe, invalidate, endInvalidation
+    case subscribe, invalidate, endInvalidation, describePlacement
     case acknowledge = 0x2001
     case invalidateBegin = 0x4001, invalidateEnd, released
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
@@ -112,6 +115,7 @@ extension Message {
         case .subscribe: .subscribe
         case .invalidate: .invalidate
         case .endInvalidation: .endInvalidation
+        case .describePlacement: .describePlacement
         case .acknowledge: .acknowledge
         case .invalidateBegin: .invalidateBegin
         case .invalidateEnd: .invalidateEnd

@@ -8,7 +8,7 @@ struct XPMEMCtl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "xpmemctl",
         abstract: "Inspect and steer a running xpmemd broker.",
-        subcommands: [Status.self, Segments.self, Clients.self, Invalidate.self])
+        subcommands: [Status.self, Segments.self, Clients.self, Invalidate.self, Nodes.self, Migrate.self])
 }
 
 struct CommonOptions: ParsableArguments {
@@ -72,9 +72,11 @@ extension XPMEMCtl {
         func run() throws {
             let segments = try options.connect().segments()
             if options.json { return try printJSON(segments) }
-            printTable(["SEGID", "OWNER PID", "UID", "SIZE", "MODE", "IMPORTERS", "ATTACHMENTS", "NAME"],
+            printTable(["SEGID", "OWNER PID", "UID", "SIZE", "MODE", "IMPORTERS", "ATTACHMENTS", "PLACEMENT",
+                        "IMPORTER NODE", "NAME"],
                        segments.map { [$0.id, "\($0.ownerPID)", "\($0.ownerUID)", ByteCount(Int($0.size)).description,
-                                        $0.mode, "\($0.importers)", "\($0.attachments)", $0.name] })
+                                        $0.mode, "\($0.importers)", "\($0.attachments)", $0.placement,
+                                        $0.importerNode < 0 ? "-" : "\($0.importerNode)", $0.name] })
         }
     }
 
@@ -85,9 +87,9 @@ extension XPMEMCtl {
         func run() throws {
             let clients = try options.connect().clients()
             if options.json { return try printJSON(clients) }
-            printTable(["ID", "PID", "UID", "GID", "SEGMENTS", "GRANTS", "ATTACHMENTS", "NAME"],
-                       clients.map { ["\($0.id)", "\($0.pid)", "\($0.uid)", "\($0.gid)", "\($0.segments)",
-                                      "\($0.grants)", "\($0.attachments)", $0.name] })
+            printTable(["ID", "PID", "UID", "GID", "NODE", "SEGMENTS", "GRANTS", "ATTACHMENTS", "NAME"],
+                       clients.map { ["\($0.id)", "\($0.pid)", "\($0.uid)", "\($0.gid)", $0.node < 0 ? "-" : "\($0.node)",
+                                      "\($0.segments)", "\($0.grants)", "\($0.attachments)", $0.name] })
         }
     }
 }

@@ -76,6 +76,10 @@ extension BrokerServer {
                 send(.done, requestID: frame.requestID, on: connection.main, of: connection)
                 apply(effects)
                 return nil
+            case .describePlacement(let id, let placement):
+                try registry.describePlacement(of: id, as: placement, by: client)
+                logger.info("segment placement", metadata: ["segid": "\(id)", "placement": "\(placement)"])
+                return Outcome(message: .done)
             default:
                 throw BrokerError(.malformedFrame, "\(message.type) is not a request")
             }
@@ -109,7 +113,8 @@ extension BrokerServer {
         }
         let peer = connection.credentials
         let id = registry.connect(
-            Credentials(pid: peer.pid, uid: peer.uid, gid: peer.gid, supplementaryGroups: peer.groups), name: name)
+            Credentials(pid: peer.pid, uid: peer.uid, gid: peer.gid, supplementaryGroups: peer.groups), name: name,
+            node: ProcessHandle.lastCPU(of: peer.pid).flatMap(NUMA.node(ofCPU:)))
         connection.state = .active(id)
         connectionOfClient[id] = connection.number
         // A pidfd tells us the process died even if a child inherited its socket.

@@ -42,18 +42,18 @@ enum WireSamples {
     static let segment = SegmentID(rawValue: 0x8877_6655_4433_2211)
 
     static let segmentSummaries = [
-        // An empty name makes this the smallest possible record.
+        // An empty name and placement make this the smallest possible record.
         SegmentSummary(id: segment, ownerPID: 1, ownerUID: 0, size: 4096, permit: Permit(rawValue: 0o600), name: "",
-                       importers: 0, attachments: 0),
+                       importers: 0, attachments: 0, placement: ""),
         SegmentSummary(id: SegmentID(rawValue: UInt64.max), ownerPID: Int32.max, ownerUID: UInt32.max,
                        size: 1 << 40, permit: Permit(rawValue: 0o666), name: "matrix ∑ weights",
-                       importers: 3, attachments: UInt32.max),
+                       importers: 3, attachments: UInt32.max, placement: "interleave 0,1,2,3", importerNode: 3),
     ]
 
     static let clientSummaries = [
         ClientSummary(id: 1, pid: 100, uid: 1000, gid: 1000, name: "", segments: 0, grants: 0, attachments: 0),
         ClientSummary(id: UInt64.max, pid: Int32.max, uid: UInt32.max, gid: 0, name: "xpmemctl", segments: 2,
-                      grants: 5, attachments: 7),
+                      grants: 5, attachments: 7, node: 1),
     ]
 
     static let report = InvalidationReport(
@@ -85,6 +85,7 @@ enum WireSamples {
         .invalidate(segment, offset: 0, length: 1 << 20, deadlineMilliseconds: UInt32.max,
                     reason: .requestedByOperator, holdForChange: false),
         .endInvalidation(segment, sequence: 3),
+        .describePlacement(segment, placement: "interleave 0,1"),
         .acknowledge(segment, sequence: 1),
         .invalidateBegin(segment, offset: 0, length: 4096, sequence: 5, reason: .discard),
         .invalidateEnd(segment, offset: 0, length: 4096, sequence: 5),

@@ -85,4 +85,11 @@ int cxpmem_start_detached_thread(void (*body)(void *), void *context);
 int cxpmem_get_thread_affinity(void *set, size_t size);
 int cxpmem_set_thread_affinity(const void *set, size_t size);
 
+// The CPU the calling thread runs on (sched_getcpu is GNU-only), or -1.
+int cxpmem_current_cpu(void);
+
+// madvise(MADV_POPULATE_READ) (Linux 5.14): maps every page of the range into this process's page
+// table without writing it, so that move_pages can report where each one is.
+int cxpmem_populate_read(void *address, size_t length);
+
 #endif
