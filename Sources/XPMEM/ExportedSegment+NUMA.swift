@@ -72,9 +72,15 @@ extension ExportedSegment {
         let base = bytes.baseAddress!
         var taken = path == .cooperative ? MigrationPath.cooperative : .privileged
         var invalidation: InvalidationReport?
+        // Strict: success means every page now follows the policy, which spares a second query;
+        // EIO means some could not move, and the query after says which.
+        var everyPageMoved = false
         if taken == .privileged {
             do {
-                try NUMA.setPolicy(.bind([node]), address: base, length: size, move: .allPages)
+                try NUMA.setPolicy(.bind([node]), address: base, length: size, move: .allPages, strict: true)
+                everyPageMoved = true
+            } catch .ioError {
+                everyPageMoved = false
             } catch .notPermitted where path == .automatic {
                 taken = .cooperative
             } catch .notPermitted {
@@ -88,20 +94,27 @@ extension ExportedSegment {
             let report = try beginInvalidation(deadline: deadline, reason: .migrate)
             invalidation = report
             do {
-                try NUMA.setPolicy(.bind([node]), address: base, length: size, move: .ownPages)
+                try NUMA.setPolicy(.bind([node]), address: base, length: size, move: .ownPages, strict: true)
+                everyPageMoved = true
+            } catch .ioError {
+                everyPageMoved = false
             } catch {
                 try? endInvalidation(report)
                 throw XPMEMError.system("mbind(MPOL_MF_MOVE) to node \(node)", error)
             }
             try endInvalidation(report)
         }
-        let after: [Int32]
-        do {
-            after = try NUMA.pageNodes(address: base, length: size, pageSize: pageSize, populate: false)
-        } catch {
-            throw XPMEMError.system("move_pages query of segment \(id)", error)
-        }
         let target = Int32(node)
+        let after: [Int32]
+        if everyPageMoved {
+            after = Array(repeating: target, count: before.count)
+        } else {
+            do {
+                after = try NUMA.pageNodes(address: base, length: size, pageSize: pageSize, populate: false)
+            } catch {
+                throw XPMEMError.system("move_pages query of segment \(id)", error)
+            }
+        }
         let alreadyThere = before.filter { $0 == target }.count
         let moved = zip(before, after).filter { $0.0 != target && $0.1 == target }.count
         let notMoved = after.filter { $0 != target }.count

@@ -110,8 +110,10 @@ public enum NUMA {
     /// memfd the policy is stored on the file, so it governs every later fault of those pages by any
     /// process. Nodes that do not exist are refused here with `EINVAL` before the kernel is asked.
     /// The corresponding C function is `mbind`.
-    public static func setPolicy(_ policy: Policy, address: UnsafeMutableRawPointer, length: Int, move: Move = .none)
-        throws(Errno)
+    /// With `strict`, the call fails with `EIO` when, afterwards, some existing page still does not
+    /// follow the policy (a page that could not be moved): success then means every page did.
+    public static func setPolicy(_ policy: Policy, address: UnsafeMutableRawPointer, length: Int, move: Move = .none,
+                                 strict: Bool = false) throws(Errno)
     {
         guard isAvailable else { throw Errno.noFunction }
         let existing = Set(nodes)
@@ -123,7 +125,7 @@ public enum NUMA {
         let maximumNode = policy == .default ? 0 : UInt(maskWords * 64 + 1)
         let result = mask.withUnsafeBufferPointer { words in
             mbind(address, UInt(length), policy.mode, policy == .default ? nil : words.baseAddress, maximumNode,
-                  move.flags)
+                  move.flags | (strict ? UInt32(MPOL_MF_STRICT) : 0))
         }
         guard result == 0 else { throw Errno(rawValue: errno) }
     }

@@ -6,7 +6,7 @@ import XPMEMSystem
 /// The broker the benchmark talks to: one already running at the socket, or a private one it starts.
 final class BenchEnvironment {
     let socketPath: String
-    private var privateBroker: Process?
+    private var privateBroker: PipedChild?
     private var privateDirectory: String?
 
     init(socket: String?) throws {
@@ -20,11 +20,8 @@ final class BenchEnvironment {
         let directory = String(cString: made)
         socketPath = directory + "/xpmemd.sock"
         privateDirectory = directory
-        let broker = Process()
-        broker.executableURL = URL(fileURLWithPath: BenchEnvironment.sibling("xpmemd"))
-        broker.arguments = ["--socket", socketPath, "--log-level", "error"]
-        try broker.run()
-        privateBroker = broker
+        privateBroker = try PipedChild(path: BenchEnvironment.sibling("xpmemd"),
+                                       ["--socket", socketPath, "--log-level", "error"])
         for _ in 0..<500 {
             if (try? XPMEMBroker.connect(socketPath: socketPath, name: "bench probe")) != nil { return }
             usleep(10_000)
@@ -40,10 +37,8 @@ final class BenchEnvironment {
     }
 
     func stop() {
-        if let broker = privateBroker, broker.isRunning {
-            broker.terminate()
-            broker.waitUntilExit()
-        }
+        privateBroker?.stop()
+        privateBroker = nil
         if let directory = privateDirectory { try? FileManager.default.removeItem(atPath: directory) }
     }
 
@@ -56,39 +51,16 @@ final class BenchEnvironment {
 
 /// A helper process started by the benchmark, talked to through its standard input and output.
 final class HelperProcess {
-    private let process = Process()
-    private let output = Pipe()
-    private let input = Pipe()
+    private let child: PipedChild
 
-    init(_ path: String, _ arguments: [String]) throws {
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.standardOutput = output
-        process.standardInput = input
-        try process.run()
-    }
+    init(_ path: String, _ arguments: [String]) throws { child = try PipedChild(path: path, arguments) }
 
-    var pid: pid_t { process.processIdentifier }
+    var pid: pid_t { child.pid }
 
-    /// The next line the helper prints (blocking).
-    func readLine() -> String {
-        var bytes: [UInt8] = []
-        var byte: UInt8 = 0
-        while read(output.fileHandleForReading.fileDescriptor, &byte, 1) == 1 {
-            if byte == UInt8(ascii: "\n") { break }
-            bytes.append(byte)
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+    /// The next line the helper prints (blocking); empty at the end of its output.
+    func readLine() -> String { child.readLine() ?? "" }
 
-    func send(_ line: String) { input.fileHandleForWriting.write(Data((line + "\n").utf8)) }
+    func send(_ line: String) { child.send(line) }
 
-    func stop() {
-        if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-        }
-    }
-
-    deinit { stop() }
+    func stop() { child.stop(signal: SIGKILL) }
 }
