@@ -50,7 +50,7 @@ unit-and-integration-test: deps
 DEBUG_DIR := $(CURDIR)/.build/debug
 VM := Tests/NUMAMachine/run-in-vm.sh
 VM_FILES := --file $(DEBUG_DIR)/xpmem-numa-check --file $(DEBUG_DIR)/xpmemd --file $(DEBUG_DIR)/xpmem-probe \
-	--file $(DEBUG_DIR)/xpmemctl
+	--file $(DEBUG_DIR)/xpmemctl --file $(DEBUG_DIR)/xprun --file $(DEBUG_DIR)/migrate
 
 numa-test: deps numa-deps
 	$(SWIFT) build

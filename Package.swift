@@ -105,6 +105,8 @@ let package = Package(
                           swiftSettings: strictSettings),
         .executableTarget(name: "halo2d", dependencies: exampleDependencies, path: "Examples/halo2d",
                           swiftSettings: strictSettings),
+        .executableTarget(name: "migrate", dependencies: exampleDependencies + ["XPMEMSystem"], path: "Examples/migrate",
+                          swiftSettings: strictSettings),
         .executableTarget(name: "mpi-hybrid", dependencies: exampleDependencies, path: "Examples/mpi-hybrid",
                           swiftSettings: strictSettings),
         .testTarget(name: "XPMEMCommTests", dependencies: ["XPMEMComm"], swiftSettings: strictSettings),

@@ -290,16 +290,29 @@ public final class Communicator {
     // MARK: Buffers
 
     /// Allocates `byteCount` bytes (rounded up to whole pages) of memory peers can copy from directly.
-    public func allocate(byteCount: Int) throws -> SharedBuffer {
+    /// `placement` puts its pages on NUMA nodes (see `Placement`).
+    public func allocate(byteCount: Int, placement: Placement = .firstTouch) throws -> SharedBuffer {
         let segment: ExportedSegment
         do {
-            segment = try broker.makeSegment(size: max(byteCount, 1), name: "comm buffer rank \(rank)")
+            segment = try broker.makeSegment(size: max(byteCount, 1), name: "comm buffer rank \(rank)",
+                                             placement: placement)
         } catch {
             throw CommunicatorError.broker(error)
         }
         let buffer = SharedBuffer(segment: segment, owner: self)
         exports.add(buffer)
         return buffer
+    }
+
+    /// The bytes of another rank's `SharedBuffer` (by its `segmentID`), mapped here with the `.block`
+    /// policy through the attachment cache: accesses during an invalidation (a migration, say)
+    /// sleep until it ends. Valid until that rank frees the buffer.
+    public func sharedBytes(of segment: SegmentID) throws -> UnsafeMutableRawBufferPointer {
+        do {
+            return try imports.bytes(of: segment)
+        } catch {
+            throw CommunicatorError.broker(error)
+        }
     }
 
     /// How the single-copy receive side's attachment cache has fared.

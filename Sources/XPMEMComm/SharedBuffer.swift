@@ -22,6 +22,14 @@ public final class SharedBuffer {
         return UnsafeMutableBufferPointer(start: bytes.baseAddress!.assumingMemoryBound(to: T.self), count: count)
     }
 
+    /// How many of the buffer's pages are on each NUMA node.
+    public func pagesPerNode() throws -> [Int: Int] { try segment.pagesPerNode() }
+
+    /// Moves the buffer's pages to `node` while peers keep using it (see `ExportedSegment.migrate`).
+    public func migrate(to node: Int, path: MigrationPath = .automatic) throws -> MigrationReport {
+        try segment.migrate(to: node, path: path)
+    }
+
     /// Withdraws the buffer: peers' cached attachments of it are invalidated and released (their
     /// caches drop them), then the memory is unmapped. No message from it may be in flight.
     public func free() throws {

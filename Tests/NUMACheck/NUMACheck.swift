@@ -39,6 +39,7 @@ struct All: ParsableCommand {
             ("privileged", scenario.privilegedMigrationWithAnImporterWorking),
             ("near-importers", scenario.nearImportersFollowsImportersPinnedToAnotherNode),
             ("xpmemctl", scenario.xpmemctlReportsAndMigrates),
+            ("migrate-example", scenario.migrateExampleUnderXprun),
         ]
         for (name, body) in all where only.map({ name.contains($0) }) ?? true {
             print("-- \(name)")

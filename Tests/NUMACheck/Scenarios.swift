@@ -183,6 +183,21 @@ struct Scenarios {
         }
     }
 
+    // MARK: The migrate example
+
+    /// `xprun -n 3 migrate`: ranks keep computing on a segment while rank 0 moves it there and back.
+    func migrateExampleUnderXprun() {
+        for path in ["privileged", "cooperative"] {
+            checks.attempt("migrate example (\(path))") {
+                let output = try run("xprun", ["-n", "3", Helper.sibling("migrate"), "--size", "16M", "--path", path])
+                let pages = (16 << 20) / pageSize
+                checks.expect(output.contains("moved to node \(far): \(pages) of \(pages) pages moved")
+                                  && output.contains("OK: no rank saw a wrong word"),
+                              "xprun -n 3 migrate --path \(path): every page moved, no rank saw a wrong word", output)
+            }
+        }
+    }
+
     // MARK: Helpers
 
     func makeFilledSegment(_ exporter: XPMEMBroker, size: Int, on node: Int) throws -> ExportedSegment {
@@ -224,9 +239,12 @@ struct Scenarios {
     }
 
     /// Runs a sibling program with the checks' broker and returns its output (standard error too).
+    /// The socket option goes last (xpmemctl's subcommands take it) except for xprun, where it must
+    /// precede the program.
     func run(_ program: String, _ arguments: [String], expectSuccess: Bool = true) throws -> String {
-        let child = try Helper(path: "/bin/sh", ["-c", "exec \"$0\" \"$@\" 2>&1", Helper.sibling(program)]
-                                   + arguments + ["--socket", broker.socketPath])
+        let socket = ["--socket", broker.socketPath]
+        let withSocket = program == "xprun" ? socket + arguments : arguments + socket
+        let child = try Helper(path: "/bin/sh", ["-c", "exec \"$0\" \"$@\" 2>&1", Helper.sibling(program)] + withSocket)
         let text = child.remainingLines().joined(separator: "\n")
         let status = child.wait()
         if expectSuccess && status != 0 {

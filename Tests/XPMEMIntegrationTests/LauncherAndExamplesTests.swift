@@ -13,6 +13,7 @@ struct LauncherAndExamplesTests {
         ("ring", ["--laps", "3", "--size", "64K"]),
         ("allreduce", ["--sizes", "8K,1M", "--scale", "0.01", "--batches", "1"]),
         ("halo2d", ["--rows", "64", "--columns", "48", "--iterations", "20"]),
+        ("migrate", ["--size", "1M"]),
     ]
 
     @Test("Every example runs under xprun with 2 and 4 ranks, checks its result, and leaves no descriptor behind",
