@@ -36,14 +36,19 @@ public final class Communicator {
     /// Base of every rank's control segment as mapped here (this rank's own segment at its index).
     private let controlBases: [UnsafeMutableRawPointer]
     private let departed: PeerWatch
-    private var nextSend: [UInt64]
-    private var knownConsumed: [UInt64]
-    private var nextReceive: [UInt64]
-    private var singleCopiesSent: [UInt64]
+    /// Per peer: the next message number to send, the last count of consumed slots seen, the next
+    /// message number to receive, and single-copy messages sent.
+    private let nextSend: PeerCounters
+    private let knownConsumed: PeerCounters
+    private let nextReceive: PeerCounters
+    private let singleCopiesSent: PeerCounters
     private var barrierEpoch: UInt64 = 0
     private var finished = false
-    public private(set) var eagerMessages = 0
-    public private(set) var singleCopyMessages = 0
+    /// Messages sent through the rings, and single-copy (kept like the peer counters: no
+    /// exclusivity check on the message path).
+    private let messageCounts = PeerCounters(peers: 2)
+    public var eagerMessages: Int { Int(messageCounts[0]) }
+    public var singleCopyMessages: Int { Int(messageCounts[1]) }
 
     /// Joins the job described by `environment` (default: this process's, see `JobEnvironment`).
     /// - Parameters:
@@ -82,13 +87,17 @@ public final class Communicator {
         controlBases = (0..<job.size).map { peer in
             peer == job.rank ? ownBase : attachments[peer]!.bytes.baseAddress!
         }
-        nextSend = Array(repeating: 0, count: size)
-        knownConsumed = Array(repeating: 0, count: size)
-        nextReceive = Array(repeating: 0, count: size)
-        singleCopiesSent = Array(repeating: 0, count: size)
+        nextSend = PeerCounters(peers: job.size)
+        knownConsumed = PeerCounters(peers: job.size)
+        nextReceive = PeerCounters(peers: job.size)
+        singleCopiesSent = PeerCounters(peers: job.size)
         // Everyone has attached everyone once all arrive: the rendezvous files are no longer needed.
         try barrier()
         rendezvous.withdraw(rank: rank)
+    }
+
+    deinit {
+        for counters in [nextSend, knownConsumed, nextReceive, singleCopiesSent, messageCounts] { counters.deallocate() }
     }
 
     private static func attachControlSegment(
@@ -172,7 +181,7 @@ public final class Communicator {
             try sendSingleCopy(source, length: bytes.count, to: destination, tag: tag)
             return
         }
-        eagerMessages += 1
+        messageCounts[0] += 1
         var sent = 0
         repeat {
             let fragment = min(layout.slotPayload, bytes.count - sent)
@@ -189,7 +198,7 @@ public final class Communicator {
 
     private func sendSingleCopy(_ source: (id: SegmentID, offset: Int), length: Int, to destination: Int,
                                 tag: Int) throws(CommunicatorError) {
-        singleCopyMessages += 1
+        messageCounts[1] += 1
         let slot = try claimSlot(to: destination)
         SlotHeader(kind: .singleCopy, fragmentBytes: 16, tag: tag, totalLength: length).write(to: slot)
         slot.storeBytes(of: source.id.rawValue, toByteOffset: ControlLayout.slotHeader, as: UInt64.self)
