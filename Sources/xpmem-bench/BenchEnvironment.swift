@@ -5,29 +5,10 @@ import XPMEMSystem
 
 /// The broker the benchmark talks to: one already running at the socket, or a private one it starts.
 final class BenchEnvironment {
-    let socketPath: String
-    private var privateBroker: PipedChild?
-    private var privateDirectory: String?
+    private let broker: BrokerForRun
+    var socketPath: String { broker.socketPath }
 
-    init(socket: String?) throws {
-        let requested = BrokerSocketPath.resolve(explicit: socket)
-        if (try? XPMEMBroker.connect(socketPath: requested, name: "bench probe")) != nil {
-            socketPath = requested
-            return
-        }
-        var template = Array("/tmp/xpmem-bench-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw XPMEMError(.systemCallFailed, "mkdtemp failed") }
-        let directory = String(cString: made)
-        socketPath = directory + "/xpmemd.sock"
-        privateDirectory = directory
-        privateBroker = try PipedChild(path: BenchEnvironment.sibling("xpmemd"),
-                                       ["--socket", socketPath, "--log-level", "error"])
-        for _ in 0..<500 {
-            if (try? XPMEMBroker.connect(socketPath: socketPath, name: "bench probe")) != nil { return }
-            usleep(10_000)
-        }
-        throw XPMEMError(.brokerUnavailable, "the private xpmemd did not start at \(socketPath)")
-    }
+    init(socket: String?) throws { broker = try BrokerForRun(requested: socket, for: "xpmem-bench") }
 
     func connect(_ name: String) throws -> XPMEMBroker { try XPMEMBroker.connect(socketPath: socketPath, name: name) }
 
@@ -36,17 +17,10 @@ final class BenchEnvironment {
         try HelperProcess(BenchEnvironment.sibling("xpmem-bench"), arguments)
     }
 
-    func stop() {
-        privateBroker?.stop()
-        privateBroker = nil
-        if let directory = privateDirectory { try? FileManager.default.removeItem(atPath: directory) }
-    }
+    func stop() { broker.stop() }
 
     /// A program built beside this one.
-    static func sibling(_ name: String) -> String {
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        return (executable as NSString).deletingLastPathComponent + "/" + name
-    }
+    static func sibling(_ name: String) -> String { FileSystem.executableDirectory() + "/" + name }
 }
 
 /// A helper process started by the benchmark, talked to through its standard input and output.

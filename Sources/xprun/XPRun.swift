@@ -42,7 +42,7 @@ struct XPRun: ParsableCommand {
         guard let program = Self.locate(command[0]) else {
             throw Failure("xprun: cannot find an executable '\(command[0])' (looked in PATH and beside xprun)")
         }
-        let broker = try BrokerForJob(requested: socket)
+        let broker = try BrokerForRun(requested: socket, for: "xprun")
         defer { broker.stop() }
         let jobDirectory: String
         do {

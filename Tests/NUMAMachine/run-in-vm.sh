@@ -83,9 +83,10 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs -o mode=1777 tmp /tmp
-mount -t tmpfs run /run
+# No tmpfs over /tmp: the initramfs root is already writable memory, and the programs may live
+# under /tmp (a checkout there) at their own paths.
 chmod 1777 /tmp
+mount -t tmpfs run /run
 echo "XPMEM-VM-START"
 $quoted
 echo "XPMEM-VM-EXIT-STATUS=\$?"
