@@ -58,7 +58,8 @@ numa-test: deps numa-deps
 	$(VM) --nodes 4 --memory-per-node 512 $(VM_FILES) -- $(DEBUG_DIR)/xpmem-numa-check all
 	@echo "make: the NUMA checks passed in the emulated 2-node and 4-node machines"
 
-# Migration figures, measured inside an emulated 2-node machine.
+# Migration figures, measured inside an emulated 2-node machine (NUMA_BENCH_ARGS="" for a table).
+NUMA_BENCH_ARGS ?= --json
 numa-bench: release numa-deps
 	$(VM) --nodes 2 --memory-per-node 1536 --cpus-per-node 1 --timeout 1200 \
 	  --file $(CURDIR)/$(RELEASE_DIR)/xpmem-bench --file $(CURDIR)/$(RELEASE_DIR)/xpmemd \
