@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import Synchronization
 import XPMEM
 import XPMEMSystem
@@ -60,7 +59,7 @@ public final class Communicator {
         rank = job.rank
         size = job.size
         launcher = job.launcher
-        singleCopyThreshold = getenv("XPMEM_COMM_SINGLE_COPY_BYTES").flatMap { Int(String(cString: $0)) } ?? 16384
+        singleCopyThreshold = ThisProcess.environment("XPMEM_COMM_SINGLE_COPY_BYTES").flatMap { Int($0) } ?? 16384
         layout = ControlLayout(size: job.size)
         rendezvous = Rendezvous(directory: job.rendezvousDirectory)
         do {
@@ -123,7 +122,7 @@ public final class Communicator {
                     lastError = error
                 }
             }
-            usleep(1_000)
+            ThisProcess.sleep(microseconds: 1_000)
         }
         _ = lastError
         throw CommunicatorError.rendezvousTimedOut(rank: peer, path: rendezvous.path(of: peer))

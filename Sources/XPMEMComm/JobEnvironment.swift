@@ -1,4 +1,4 @@
-@preconcurrency import Glibc
+import XPMEMSystem
 
 /// Who this process is within its job on this host, read from the launcher's environment.
 ///
@@ -27,8 +27,7 @@ public struct JobEnvironment: Sendable, Equatable {
 
     /// Reads the process environment.
     public static func current() throws(CommunicatorError) -> JobEnvironment {
-        try from(lookup: { name in getenv(name).map { String(cString: $0) } }, parentProcess: Int(getppid()),
-                 userID: Int(getuid()))
+        try from(lookup: ThisProcess.environment, parentProcess: ThisProcess.parentID, userID: ThisProcess.userID)
     }
 
     /// The decision, separated from the process's real environment so that tests can feed it.

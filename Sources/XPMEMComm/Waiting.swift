@@ -1,4 +1,4 @@
-@preconcurrency import Glibc
+import XPMEMSystem
 
 /// How a rank waits for another: busy-poll first, because a cross-core wake-up through the kernel
 /// costs ~30 µs here while a poll sees a store in well under one; then `sched_yield`, because with
@@ -18,9 +18,9 @@ struct Backoff {
         rounds += 1
         if rounds <= Backoff.spinRounds { return }
         if rounds <= Backoff.spinRounds + Backoff.yieldRounds {
-            sched_yield()
+            ThisProcess.yieldProcessor()
         } else {
-            usleep(20)
+            ThisProcess.sleep(microseconds: 20)
         }
     }
 }

@@ -1,0 +1,17 @@
+@preconcurrency import Glibc
+
+/// Facts about, and small requests of, the running process that code above this layer needs:
+/// its environment and identity, and giving up the CPU.
+public enum ThisProcess {
+    /// An environment variable's value, or nil if unset. The corresponding C function is `getenv`.
+    public static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+
+    public static var parentID: Int { Int(getppid()) }
+    public static var userID: Int { Int(getuid()) }
+
+    /// Lets another runnable thread have this CPU. The corresponding C function is `sched_yield`.
+    public static func yieldProcessor() { sched_yield() }
+
+    /// Sleeps at least `microseconds`. The corresponding C function is `usleep`.
+    public static func sleep(microseconds: Int) { usleep(useconds_t(max(0, microseconds))) }
+}
