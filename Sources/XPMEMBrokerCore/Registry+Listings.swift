@@ -2,8 +2,18 @@ import XPMEMWire
 
 extension Registry {
     /// Segments in id order after `after`, at most `limit`, and whether more follow.
-    public func segmentSummaries(after: SegmentID?, limit: Int) -> (list: [SegmentSummary], more: Bool) {
-        let ordered = segments.keys.filter { after == nil || $0 > after! }.sorted()
+    ///
+    /// - Parameter viewer: who asks. A listing shows only what the viewer may `get` or owns (the
+    ///   superuser sees everything), so a 0600 segment's id, owner and name stay private. Nil: all.
+    public func segmentSummaries(
+        after: SegmentID?, limit: Int, visibleTo viewer: Credentials? = nil
+    ) -> (list: [SegmentSummary], more: Bool) {
+        let ordered = segments.values.filter { record in
+            guard after == nil || record.id > after! else { return false }
+            guard let viewer else { return true }
+            return viewer.uid == record.ownerCredentials.uid
+                || PermissionPolicy.allows(viewer, access: .readOnly, owner: record.ownerCredentials, permit: record.permit)
+        }.map(\.id).sorted()
         let page = ordered.prefix(limit).compactMap { id -> SegmentSummary? in
             guard let record = segments[id] else { return nil }
             let onSegment = grants.values.filter { $0.segment == id }

@@ -109,7 +109,8 @@ public enum UnixSocket {
 
     /// Receives one message into `buffer`, accepting up to `maximumDescriptors` descriptors.
     /// Descriptors arrive close-on-exec. Throws `EAGAIN` when nothing is pending on a non-blocking
-    /// socket, and `EMSGSIZE` when more descriptors came than allowed (after closing all of them).
+    /// socket, `EMSGSIZE` when more descriptors came than allowed, and `EMFILE` when this process ran
+    /// out of descriptor numbers to receive them (after closing all that did arrive).
     /// The corresponding C function is `recvmsg`.
     public static func receive(
         _ socket: CInt, into buffer: UnsafeMutableRawBufferPointer, maximumDescriptors: Int, flags: CInt = 0
@@ -141,9 +142,11 @@ public enum UnixSocket {
                 // The control buffer is rounded up to 8 bytes, so one more descriptor than asked for can
                 // fit without MSG_CTRUNC; that counts as too many as well.
                 if header.msg_flags & CInt(MSG_CTRUNC) != 0 || received.count > maximumDescriptors {
-                    // The kernel closed what did not fit; close what did and report it.
+                    // The kernel closed what did not fit; close what did and report it. Fewer than
+                    // asked for yet truncated means this process had no descriptor numbers left.
+                    let outOfDescriptors = received.count < maximumDescriptors
                     descriptors.closeAll()
-                    throw Errno.messageTooLong
+                    throw outOfDescriptors ? Errno.tooManyOpenFiles : Errno.messageTooLong
                 }
                 return ReceivedMessage(
                     byteCount: count, truncated: header.msg_flags & CInt(MSG_TRUNC) != 0, descriptors: descriptors)

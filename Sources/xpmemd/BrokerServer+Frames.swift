@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import Logging
 import SystemPackage
 import XPMEMBrokerCore
@@ -6,29 +5,34 @@ import XPMEMSystem
 import XPMEMWire
 
 extension BrokerServer {
-    /// Reads up to `framesPerWakeUp` frames from one of a client's sockets and handles each.
-    func readFrames(from channel: Channel, of connection: ClientConnection) {
+    /// Reads up to `framesPerWakeUp` frames from one of a peer's sockets and handles each.
+    func readFrames(from channel: Channel, of connection: PeerConnection) {
         for _ in 0..<Self.framesPerWakeUp {
-            guard connections[connection.number] != nil, connection.state != .closing,
+            guard connections[connection.peer] != nil, connection.closing == nil,
                   channel.outbound.count < Self.outboundPauseThreshold
             else { return }
             let received: ReceivedMessage
             do {
                 received = try UnixSocket.receive(
-                    channel.socket.rawValue, into: receiveBuffer, maximumDescriptors: 4, flags: CInt(MSG_DONTWAIT))
+                    channel.socket.rawValue, into: receiveBuffer, maximumDescriptors: 4, flags: MessageFlags.dontWait)
             } catch {
                 switch error {
                 case .wouldBlock: return
                 case .messageTooLong:
-                    refuse(connection, on: channel, requestID: 0, .malformedFrame, "too many descriptors in one frame")
+                    refuse(connection, on: channel, requestID: 0, .malformedFrame,
+                           "more descriptors in one frame than any message carries")
+                    continue
+                case .tooManyOpenFiles, .tooManyOpenFilesInSystem:
+                    refuse(connection, on: channel, requestID: 0, .resourceExhausted,
+                           "the broker has no descriptors left to receive the ones sent; try again later")
                     continue
                 default:
-                    drop(connection.number, reason: "receive failed: \(error)")
+                    drop(connection.peer, reason: "receive failed: \(error)")
                     return
                 }
             }
             if received.isEndOfFile {
-                drop(connection.number, reason: channel.kind == .main ? "connection closed" : "event channel closed")
+                drop(connection.peer, reason: channel.kind == .main ? "connection closed" : "event channel closed")
                 return
             }
             let bytes = UnsafeRawBufferPointer(rebasing: receiveBuffer[..<received.byteCount])
@@ -45,7 +49,7 @@ extension BrokerServer {
 
     /// Decodes one untrusted frame, answering every problem; nil when there is nothing to dispatch.
     private func checkedFrame(
-        _ bytes: UnsafeRawBufferPointer, truncated: Bool, on channel: Channel, of connection: ClientConnection
+        _ bytes: UnsafeRawBufferPointer, truncated: Bool, on channel: Channel, of connection: PeerConnection
     ) -> Frame? {
         if truncated {
             refuse(connection, on: channel, requestID: 0, .malformedFrame,
@@ -57,7 +61,7 @@ extension BrokerServer {
             header = try FrameHeader.decode(bytes)
         } catch {
             if case .badMagic = error {
-                drop(connection.number, reason: "not speaking the xpmem protocol")
+                drop(connection.peer, reason: "not speaking the xpmem protocol")
             } else {
                 refuse(connection, on: channel, requestID: 0, .malformedFrame, "bad frame header: \(error)")
             }
@@ -66,8 +70,7 @@ extension BrokerServer {
         guard header.version == WireProtocol.version else {
             refuse(connection, on: channel, requestID: header.requestID, .protocolMismatch,
                 "this broker speaks protocol version \(WireProtocol.version) and the client version \(header.version): use a client library and xpmemd from the same release")
-            connection.state = .closing
-            if channel.outbound.isEmpty { drop(connection.number, reason: "protocol version \(header.version)") }
+            close(connection, reason: "protocol version \(header.version)")
             return nil
         }
         do {
@@ -78,40 +81,68 @@ extension BrokerServer {
         }
     }
 
-    private func handleRequest(_ frame: Frame, descriptors: OwnedDescriptorList, from connection: ClientConnection) {
-        guard frame.message.isRequest else {
-            refuse(connection, on: connection.main, requestID: frame.requestID, .malformedFrame,
-                   "\(frame.message.type) is not a request")
+    /// Checks the descriptors a request carries (they are input like any other), then lets the core decide.
+    private func handleRequest(_ frame: Frame, descriptors: OwnedDescriptorList, from connection: PeerConnection) {
+        let message = frame.message
+        guard message.isRequest else {
+            refuse(connection, on: connection.main, requestID: frame.requestID, .malformedFrame, "\(message.type) is not a request")
             return
         }
-        guard descriptors.count == frame.message.descriptorCount else {
+        guard descriptors.count == message.descriptorCount else {
             refuse(connection, on: connection.main, requestID: frame.requestID, .malformedFrame,
-                   "\(frame.message.type) carries \(frame.message.descriptorCount) descriptors, this frame \(descriptors.count)")
+                   "\(message.type) carries \(message.descriptorCount) descriptors, this frame \(descriptors.count)")
             return
         }
-        if let outcome = respond(to: frame, descriptors: descriptors, from: connection) {
-            send(outcome.message, requestID: frame.requestID, descriptors: outcome.descriptors, on: connection.main,
-                 of: connection)
+        let incoming = IncomingDescriptors()
+        do throws(BrokerError) {
+            switch message {
+            case .make(let size, _, _):
+                guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
+                    throw BrokerError(.malformedFrame, "make needs two descriptors")
+                }
+                incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable, size: size)
+            case .subscribe:
+                guard let socket = descriptors.takeFirst() else {
+                    throw BrokerError(.malformedFrame, "subscribe needs a socket")
+                }
+                guard UnixSocket.isSequencedPacketSocket(socket) else {
+                    throw BrokerError(.invalidArgument, "subscribe needs a SOCK_SEQPACKET Unix socket")
+                }
+                incoming.eventSocket = consume socket
+            default:
+                break
+            }
+        } catch {
+            logger.debug("refused \(message.type) from pid \(connection.credentials.pid): \(error)")
+            send(.failure(error.code, error.message), requestID: frame.requestID, on: connection.main, of: connection)
+            return
         }
+        apply(core.handle(message, requestID: frame.requestID, from: connection.peer, now: now), incoming: incoming)
     }
 
     /// The event channel carries only acknowledgements; anything else there is a broken client.
-    private func handleEvent(_ frame: Frame, descriptors: OwnedDescriptorList, from connection: ClientConnection) {
-        guard case .acknowledge(let segment, let sequence) = frame.message, descriptors.isEmpty,
-              let client = connection.clientID
-        else {
-            drop(connection.number, reason: "sent \(frame.message.type) on its event channel")
+    private func handleEvent(_ frame: Frame, descriptors: OwnedDescriptorList, from connection: PeerConnection) {
+        guard case .acknowledge(let segment, let sequence) = frame.message, descriptors.isEmpty else {
+            drop(connection.peer, reason: "sent \(frame.message.type) on its event channel")
             return
         }
-        apply(coordinator.acknowledge(segment, sequence: sequence, from: client, now: now))
+        apply(core.acknowledged(segment, sequence: sequence, from: connection.peer, now: now))
     }
 
-    /// Answers a frame with a failure on the channel it came from.
-    func refuse(_ connection: ClientConnection, on channel: Channel, requestID: UInt32, _ code: ErrorCode, _ text: String) {
+    /// Answers a frame with a failure on the channel it came from; on the event channel, where no
+    /// reply is possible, a bad frame ends the connection.
+    func refuse(_ connection: PeerConnection, on channel: Channel, requestID: UInt32, _ code: ErrorCode, _ text: String) {
         if channel.kind == .events {
-            drop(connection.number, reason: "\(code) on its event channel: \(text)")
+            drop(connection.peer, reason: "\(code) on its event channel: \(text)")
             return
         }
         send(.failure(code, text), requestID: requestID, on: channel, of: connection)
     }
+}
+
+/// Descriptors that came with the request being handled, checked and waiting for the core to say
+/// whether to keep them; whatever is not taken closes with this object.
+final class IncomingDescriptors {
+    var segmentFiles: SegmentFiles?
+    var eventSocket: OwnedDescriptor?
 }

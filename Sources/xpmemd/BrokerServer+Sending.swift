@@ -1,81 +1,85 @@
-@preconcurrency import Glibc
-import SystemPackage
 import Logging
+import SystemPackage
 import XPMEMBrokerCore
 import XPMEMSystem
 import XPMEMWire
 
 extension BrokerServer {
-    /// Sends a frame now, or queues it (with duplicates of its descriptors) if the socket is full.
+    /// Sends a frame now, or queues it (owning the descriptors it carries) if the socket is full.
+    /// With `handOver`, the segment's memfd, opened for this importer, travels with the frame.
     func send(
-        _ message: Message, requestID: UInt32, descriptors: [CInt] = [], on channel: Channel, of connection: ClientConnection
+        _ message: Message, requestID: UInt32, handOver: SegmentFileHandOver? = nil, on channel: Channel,
+        of connection: PeerConnection
     ) {
+        var message = message
+        var descriptors: [CInt] = []
+        if let handOver {
+            do {
+                guard let files = segmentFiles[handOver.segment] else {
+                    throw BrokerError(.internalError, "segment \(handOver.segment) has no memfd")
+                }
+                descriptors = [try files.descriptor(for: handOver.access).relinquish()]
+            } catch {
+                message = .failure(.resourceExhausted, "cannot open segment \(handOver.segment) for this importer: \(error)")
+            }
+        }
+        let owned = OwnedDescriptorList(adopting: descriptors)
         let bytes = Frame(requestID: requestID, message: message).encoded()
         if channel.outbound.isEmpty {
             do throws(Errno) {
-                try UnixSocket.send(channel.socket.rawValue, bytes: bytes, descriptors: descriptors)
+                // The kernel takes its own references to what it sends; `owned` closes ours.
+                try UnixSocket.send(channel.socket.rawValue, bytes: bytes, descriptors: owned.rawValues)
                 return
             } catch {
                 guard error == .wouldBlock else {
-                    drop(connection.number, reason: "send failed: \(error)")
+                    drop(connection.peer, reason: "send failed: \(error)")
                     return
                 }
             }
         }
-        var copies: [CInt] = []
-        for descriptor in descriptors {
-            guard let copy = try? OwnedDescriptor.duplicating(descriptor).relinquish() else {
-                drop(connection.number, reason: "cannot queue a descriptor")
-                return
-            }
-            copies.append(copy)
-        }
-        channel.outbound.append(OutboundFrame(bytes: bytes, descriptors: OwnedDescriptorList(adopting: copies)))
+        channel.outbound.append(OutboundFrame(bytes: bytes, descriptors: owned))
         if channel.outbound.count > Self.outboundDropThreshold {
-            drop(connection.number, reason: "not reading what the broker sends")
+            drop(connection.peer, reason: "not reading what the broker sends")
             return
         }
         updateInterest(channel, of: connection)
     }
 
-    /// Sends an event on a client's event channel, if it has one.
-    func notify(_ client: ClientID, _ message: Message) {
-        guard let number = connectionOfClient[client], let connection = connections[number],
-              let events = connection.events
-        else { return }
-        send(message, requestID: 0, on: events, of: connection)
-    }
-
-    /// Sends a reply on a client's main connection, if it is still there.
-    func reply(_ client: ClientID, requestID: UInt32, _ message: Message, descriptors: [CInt] = []) {
-        guard let number = connectionOfClient[client], let connection = connections[number] else { return }
-        send(message, requestID: requestID, descriptors: descriptors, on: connection.main, of: connection)
-    }
-
-    func flush(_ channel: Channel, of connection: ClientConnection) {
+    func flush(_ channel: Channel, of connection: PeerConnection) {
         while let frame = channel.outbound.first {
             do throws(Errno) {
                 try UnixSocket.send(channel.socket.rawValue, bytes: frame.bytes, descriptors: frame.descriptors.rawValues)
             } catch {
                 if error == .wouldBlock { break }
-                drop(connection.number, reason: "send failed: \(error)")
+                drop(connection.peer, reason: "send failed: \(error)")
                 return
             }
-            // The kernel holds its own references now; the queued duplicates close with the frame.
+            // The kernel holds its own references now; the queued descriptors close with the frame.
             channel.outbound.removeFirst()
         }
-        if connection.state == .closing && channel.outbound.isEmpty {
-            drop(connection.number, reason: "closed after a fatal protocol error")
+        if let reason = connection.closing, connection.main.outbound.isEmpty {
+            drop(connection.peer, reason: reason)
             return
         }
         updateInterest(channel, of: connection)
     }
 
-    private func updateInterest(_ channel: Channel, of connection: ClientConnection) {
-        let wantsWritable = !channel.outbound.isEmpty
-        guard wantsWritable != channel.wantsWritable else { return }
-        channel.wantsWritable = wantsWritable
-        let events: PollEvents = wantsWritable ? [.readable, .writable] : .readable
-        try? poll.modify(channel.socket.rawValue, events: events, token: connection.token(for: channel))
+    /// Watches for room to write while frames are queued, and for input only while the peer takes what
+    /// it is sent: a peer with `outboundPauseThreshold` unread frames is not read from, and with
+    /// level-triggered epoll its readable socket must then leave the set, or the loop would spin.
+    func updateInterest(_ channel: Channel, of connection: PeerConnection) {
+        var wanted: PollEvents = []
+        if !channel.outbound.isEmpty { wanted.insert(.writable) }
+        let paused = channel.outbound.count >= Self.outboundPauseThreshold
+        if !paused && connection.closing == nil { wanted.insert(.readable) }
+        if paused {
+            if channel.stalledSince == nil { channel.stalledSince = now }
+            stalled.insert(connection.peer)
+        } else {
+            channel.stalledSince = nil
+        }
+        guard wanted != channel.watched else { return }
+        channel.watched = wanted
+        try? poll.modify(channel.socket.rawValue, events: wanted, token: connection.token(for: channel).rawValue)
     }
 }

@@ -1,49 +1,62 @@
-@preconcurrency import Glibc
 import Logging
 import SystemPackage
 import XPMEMBrokerCore
 import XPMEMSystem
 import XPMEMWire
 
-/// The broker's event loop: one thread, one epoll set, non-blocking sockets. It reads requests,
-/// asks the `Registry` and the `InvalidationCoordinator` what to do, and applies their answers to
-/// descriptors and sockets. No client can block it: sends never wait (a full socket buffer queues the
-/// frame), a client that stops reading is dropped once its queue is full, and invalidations wait for
-/// acknowledgements as state, never in a call.
+/// The broker's event loop: one thread, one epoll set, non-blocking sockets. It decodes what arrives,
+/// hands it to the `BrokerCore`, and carries out the effects the core returns on descriptors and
+/// sockets; it makes no decision about clients, segments or invalidations of its own. No client can
+/// block it: sends never wait (a full socket buffer queues the frame), a client that stops reading is
+/// no longer read from and is dropped if it stays stuck, and invalidations wait as state, never in a call.
 final class BrokerServer {
-    /// Frames a channel may leave unread before the client stops being read from, and before it is dropped.
+    /// Frames a channel may leave unread before the peer stops being read from, and before it is dropped.
     static let outboundPauseThreshold = 64
     static let outboundDropThreshold = 1024
-    /// Frames read from one client per wake-up, so that one busy client cannot starve the others.
+    /// Frames read from one peer per wake-up, so that one busy peer cannot starve the others.
     static let framesPerWakeUp = 32
-
-    static let listenerToken: UInt64 = 0
-    static let signalToken: UInt64 = 1
 
     let socketPath: String
     let logger: Logger
     let poll: EventPoll
+    private let lock: ExclusiveFileLock
     private let listener: OwnedDescriptor
     private let signals: OwnedDescriptor
-    var registry: Registry
-    var coordinator = InvalidationCoordinator()
-    var connections: [UInt64: ClientConnection] = [:]
-    var connectionOfClient: [ClientID: UInt64] = [:]
+    /// Closed to make room when `accept` fails for lack of descriptors (see `acceptPending`).
+    private var spareDescriptor: OwnedDescriptor?
+    private var listenerWatched = true
+    var core: BrokerCore
+    var connections: [PeerID: PeerConnection] = [:]
     var segmentFiles: [SegmentID: SegmentFiles] = [:]
-    /// Attach requests waiting for an invalidation of their range to end.
-    var deferredAttaches: [DeferredAttach] = []
-    private var nextConnection: UInt64 = 1
+    /// Peers whose output is stuck past the pause threshold; dropped once stuck for `stallLimit`.
+    var stalled: Set<PeerID> = []
+    let stallLimit: UInt64
+    private var nextPeer = PollToken.firstPeerNumber
     let receiveBuffer: UnsafeMutableRawBufferPointer
     let startTime = ContinuousClock.now
     let spinPolicy: SpinPolicy
+    var acceptFailures = LogThrottle()
+    var refusals = LogThrottle()
     private var running = true
 
-    /// Binds the socket at `socketPath` (refusing if another broker answers there) with `mode` and
-    /// optionally `group`.
-    init(socketPath: String, mode: mode_t, group: gid_t?, spinPolicy: SpinPolicy, logger: Logger) throws {
+    /// Takes the lock beside `socketPath` (refusing if another broker holds it), binds the socket with
+    /// `mode` and optionally `group`.
+    init(socketPath: String, mode: UInt32, group: UInt32?, quotas: BrokerQuotas, stallSeconds: Int,
+         spinPolicy: SpinPolicy, logger: Logger) throws {
         self.socketPath = socketPath
         self.spinPolicy = spinPolicy
         self.logger = logger
+        stallLimit = UInt64(stallSeconds) * 1_000_000
+        // The lock, not the socket file, says which broker owns the path: two brokers started at once
+        // both see no socket, but only one gets the lock; and a broker stopping removes the socket
+        // only while it holds the lock, so it never removes a live broker's.
+        do {
+            lock = try ExclusiveFileLock(path: socketPath + ".lock")
+        } catch .wouldBlock {
+            throw BrokerStartError("a broker is already running at \(socketPath) (it holds \(socketPath).lock)")
+        } catch {
+            throw BrokerStartError("cannot take the lock \(socketPath).lock: \(error)")
+        }
         if FileSystem.isSocket(socketPath) {
             if (try? UnixSocket.connect(to: socketPath)) != nil {
                 throw BrokerStartError("a broker is already listening at \(socketPath)")
@@ -51,21 +64,25 @@ final class BrokerServer {
             try FileSystem.unlinkIfPresent(socketPath)
         }
         // Bind under a restrictive umask so no other user can connect before the mode is set.
-        let previousMask = umask(0o177)
-        defer { umask(previousMask) }
+        let previousMask = ProcessSettings.setFileCreationMask(0o177)
+        defer { ProcessSettings.setFileCreationMask(previousMask) }
         listener = try UnixSocket.listen(at: socketPath)
         try FileSystem.setMode(socketPath, mode)
         if let group { try FileSystem.setGroup(socketPath, group) }
-        signals = try ProcessHandle.signalDescriptor(for: [SIGTERM, SIGINT])
-        signal(SIGPIPE, SIG_IGN)
+        signals = try ProcessHandle.signalDescriptor(for: ProcessSettings.terminationSignals)
+        ProcessSettings.ignoreBrokenPipes()
         poll = try EventPoll()
-        try poll.add(listener.rawValue, events: .readable, token: Self.listenerToken)
-        try poll.add(signals.rawValue, events: .readable, token: Self.signalToken)
-        registry = Registry(randomSource: {
+        try poll.add(listener.rawValue, events: .readable, token: PollToken.listener.rawValue)
+        try poll.add(signals.rawValue, events: .readable, token: PollToken.signals.rawValue)
+        spareDescriptor = try? DescriptorLimit.reserve()
+        let registry = Registry(randomSource: {
             // getrandom on a machine with an initialised pool does not fail; if it did, ids would
             // become guessable, which is worse than stopping.
             do { return try ProcessHandle.randomUInt64() } catch { fatalError("getrandom failed: \(error)") }
         })
+        let facts = BrokerFacts(brokerPID: ProcessSettings.processID, numaNodes: UInt32(NUMA.configuredNodes),
+                                openDescriptorCount: { FileSystem.openDescriptorCount() })
+        core = BrokerCore(registry: registry, quotas: quotas, facts: facts)
         receiveBuffer = .allocate(byteCount: WireProtocol.maximumRequestSize, alignment: 16)
     }
 
@@ -79,15 +96,21 @@ final class BrokerServer {
 
     /// Serves until SIGTERM or SIGINT, then removes the socket file.
     func run() throws {
-        logger.info("xpmemd listening", metadata: ["socket": "\(socketPath)", "pid": "\(getpid())"])
+        logger.info("xpmemd listening", metadata: [
+            "socket": "\(socketPath)", "pid": "\(ProcessSettings.processID)",
+            "descriptorBudget": "\(core.quotas.descriptorBudget)",
+        ])
         while running {
             for event in try nextEvents() {
                 handle(event)
             }
-            apply(coordinator.expire(now: now))
+            apply(core.tick(now: now))
+            dropStalledPeers()
         }
-        logger.info("xpmemd stopping", metadata: ["clients": "\(connections.count)", "segments": "\(segmentFiles.count)"])
-        for number in Array(connections.keys) { drop(number, reason: "broker stopping") }
+        logger.info("xpmemd stopping", metadata: [
+            "clients": "\(connections.count)", "segments": "\(core.registry.segments.count)",
+        ])
+        for peer in Array(connections.keys) { drop(peer, reason: "broker stopping") }
         try? FileSystem.unlinkIfPresent(socketPath)
     }
 
@@ -105,45 +128,51 @@ final class BrokerServer {
         return try poll.wait(timeoutMilliseconds: waitTimeout())
     }
 
-    /// How long epoll may sleep: until the next invalidation deadline, or forever.
+    /// How long epoll may sleep: until the next invalidation deadline or stall limit, or forever.
     private func waitTimeout() -> Int32 {
-        guard let deadline = coordinator.nextDeadline else { return -1 }
+        let stallDeadlines = stalled.compactMap { peer in
+            connections[peer].flatMap { connection in
+                [connection.main, connection.events].compactMap { $0?.stalledSince }.min().map { $0 + stallLimit }
+            }
+        }
+        guard let deadline = (stallDeadlines + [core.nextDeadline].compactMap { $0 }).min() else { return -1 }
         let current = now
         guard deadline > current else { return 0 }
         return Int32(clamping: (deadline - current + 999) / 1000)
     }
 
     private func handle(_ event: PollEvent) {
-        switch event.token {
-        case Self.listenerToken:
+        switch PollToken(rawValue: event.token) {
+        case .listener:
             acceptPending()
-        case Self.signalToken:
+        case .signals:
             while let signal = try? ProcessHandle.nextSignal(on: signals) {
                 logger.notice("received signal \(signal)")
                 running = false
             }
-        default:
-            let number = event.token >> 2
-            guard let connection = connections[number] else { return }
-            switch event.token & 3 {
-            case ClientConnection.processHandleKind:
-                drop(number, reason: "process \(connection.credentials.pid) exited")
-            case Channel.Kind.events.rawValue:
+        case .peer(let peer, let descriptor):
+            guard let connection = connections[peer] else { return }
+            switch descriptor {
+            case .process:
+                drop(peer, reason: "process \(connection.credentials.pid) exited")
+            case .events:
                 guard let channel = connection.events else { return }
                 serve(channel, of: connection, events: event.events)
-            default:
+            case .main:
                 serve(connection.main, of: connection, events: event.events)
             }
+        case nil:
+            logger.error("epoll reported an unknown token \(event.token)")
         }
     }
 
-    private func serve(_ channel: Channel, of connection: ClientConnection, events: PollEvents) {
+    private func serve(_ channel: Channel, of connection: PeerConnection, events: PollEvents) {
         if events.contains(.writable) { flush(channel, of: connection) }
-        guard connections[connection.number] != nil else { return }
+        guard connections[connection.peer] != nil else { return }
         if events.contains(.readable) {
             readFrames(from: channel, of: connection)
         } else if !events.isDisjoint(with: [.hangUp, .error]) {
-            drop(connection.number, reason: "connection closed")
+            drop(connection.peer, reason: channel.kind == .main ? "connection closed" : "event channel closed")
         }
     }
 
@@ -152,9 +181,11 @@ final class BrokerServer {
             let accepted: OwnedDescriptor?
             do {
                 accepted = try UnixSocket.accept(on: listener)
+            } catch .tooManyOpenFiles, .tooManyOpenFilesInSystem {
+                shedPendingConnection()
+                return
             } catch {
-                // EMFILE and friends: leave the connection pending; a later wake-up retries.
-                logger.warning("accept failed: \(error)")
+                logThrottled(&acceptFailures, "accept failed: \(error)")
                 return
             }
             guard let socket = accepted else { return }
@@ -162,50 +193,87 @@ final class BrokerServer {
             do {
                 credentials = try PeerCredentials.of(socket)
             } catch {
-                logger.warning("dropping a connection without peer credentials: \(error)")
+                logger.debug("dropping a connection without peer credentials: \(error)")
                 continue
             }
-            let number = nextConnection
-            nextConnection += 1
-            let connection = ClientConnection(number: number, socket: socket, credentials: credentials)
+            let peer = PeerID(rawValue: nextPeer)
+            nextPeer += 1
+            let connection = PeerConnection(peer: peer, socket: socket, credentials: credentials)
             do {
-                try poll.add(connection.main.socket.rawValue, events: .readable, token: connection.token(for: connection.main))
+                try poll.add(connection.main.socket.rawValue, events: .readable,
+                             token: connection.token(for: connection.main).rawValue)
             } catch {
-                logger.warning("cannot watch a new connection: \(error)")
+                logThrottled(&acceptFailures, "cannot watch a new connection: \(error)")
                 continue
             }
-            connections[number] = connection
-            logger.debug("connection \(number) from pid \(credentials.pid) uid \(credentials.uid)")
+            connections[peer] = connection
+            let node = ProcessHandle.lastCPU(of: credentials.pid).flatMap(NUMA.node(ofCPU:))
+            apply(core.peerConnected(peer, credentials: Credentials(credentials), node: node))
         }
     }
 
-    /// Forgets a connection and everything its client held; closing its descriptors removes them from
-    /// epoll. Importers of its segments are told they are gone; its part in invalidations ends.
-    func drop(_ number: UInt64, reason: String) {
-        guard let connection = connections.removeValue(forKey: number) else { return }
-        deferredAttaches.removeAll { $0.connection == number }
-        guard let client = connection.clientID else {
-            logger.debug("connection \(number) dropped: \(reason)")
-            return
+    /// `accept` failed for lack of descriptors: the waiting connection would keep the listener
+    /// readable and the loop spinning. Close the spare descriptor, accept the connection and close it
+    /// (its client sees the connection end), and take the spare back. Without a spare, stop watching
+    /// the listener until a connection or segment goes.
+    private func shedPendingConnection() {
+        logThrottled(&acceptFailures, "out of descriptors: refusing new connections until some close")
+        if let spare = spareDescriptor.take() {
+            spare.close()
+            if let socket = try? UnixSocket.accept(on: listener) { socket.close() }
+            spareDescriptor = try? DescriptorLimit.reserve()
+            if spareDescriptor != nil { return }
         }
-        connectionOfClient[client] = nil
-        let holders = registry.segments.keys.filter { registry.segments[$0]?.owner == client }
-            .map { ($0, registry.grantHolders(of: $0)) }
-        let departure = registry.disconnect(client)
-        for segment in departure.removedSegments {
-            segmentFiles[segment] = nil
-            apply(coordinator.segmentRemoved(segment))
+        if listenerWatched, (try? poll.modify(listener.rawValue, events: [], token: PollToken.listener.rawValue)) != nil {
+            listenerWatched = false
         }
-        for (segment, importers) in holders {
-            for importer in importers where importer != client {
-                notify(importer, .released(segment, reason: .exporterExited))
+    }
+
+    /// Watches the listener again (and retakes the spare) once descriptors were freed.
+    func resumeAcceptingIfPaused() {
+        if spareDescriptor == nil { spareDescriptor = try? DescriptorLimit.reserve() }
+        guard !listenerWatched else { return }
+        if (try? poll.modify(listener.rawValue, events: .readable, token: PollToken.listener.rawValue)) != nil {
+            listenerWatched = true
+        }
+    }
+
+    /// Forgets a connection; closing its descriptors removes them from epoll. The core then lets go of
+    /// everything its client held.
+    func drop(_ peer: PeerID, reason: String) {
+        guard connections.removeValue(forKey: peer) != nil else { return }
+        stalled.remove(peer)
+        apply(core.peerDeparted(peer, reason: reason, now: now))
+        resumeAcceptingIfPaused()
+    }
+
+    /// Drops peers whose output has been stuck past the pause threshold for longer than `stallLimit`.
+    private func dropStalledPeers() {
+        guard !stalled.isEmpty else { return }
+        let current = now
+        for peer in stalled {
+            guard let connection = connections[peer] else { stalled.remove(peer); continue }
+            let since = [connection.main, connection.events].compactMap { $0?.stalledSince }.min()
+            if let since, current - since >= stallLimit {
+                drop(peer, reason: "did not read what the broker sent for \(stallLimit / 1_000_000) s")
+            } else if since == nil {
+                stalled.remove(peer)
             }
         }
-        apply(coordinator.clientDeparted(client, now: now))
-        logger.info("client left", metadata: [
-            "client": "\(client.rawValue)", "pid": "\(connection.credentials.pid)", "reason": "\(reason)",
-            "segmentsRemoved": "\(departure.removedSegments.count)", "grantsReleased": "\(departure.releasedGrants)",
-        ])
+    }
+
+    func logThrottled(_ throttle: inout LogThrottle, _ message: String) {
+        let verdict = throttle.admit(now: now)
+        if verdict.suppressedBefore > 0 {
+            logger.warning("\(verdict.suppressedBefore) similar messages were suppressed in the last minute")
+        }
+        if verdict.log { logger.warning("\(message)") }
+    }
+}
+
+extension Credentials {
+    init(_ peer: PeerCredentials) {
+        self.init(pid: peer.pid, uid: peer.uid, gid: peer.gid, supplementaryGroups: peer.groups)
     }
 }
 

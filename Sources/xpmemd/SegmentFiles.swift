@@ -1,4 +1,5 @@
 @preconcurrency import Glibc
+import SystemPackage
 import XPMEMBrokerCore
 import XPMEMSystem
 import XPMEMWire
@@ -8,6 +9,8 @@ import XPMEMWire
 final class SegmentFiles {
     let readWrite: OwnedDescriptor
     let readOnly: OwnedDescriptor
+    /// Whether `/proc/self/fd` reopening works for this file (it stops at the first failure).
+    private var canReopen = true
 
     private init(readWrite: consuming OwnedDescriptor, readOnly: consuming OwnedDescriptor) {
         self.readWrite = readWrite
@@ -53,16 +56,51 @@ final class SegmentFiles {
             throw BrokerError(.invalidArgument,
                 "the memfd's mode \(String(writable.st_mode & 0o777, radix: 8)) lets other users reopen it; fchmod it 0600 first")
         }
-        do {
-            try MemoryFile.addSeals(.fixedSize, to: files.readWrite)
-        } catch {
-            throw BrokerError(.invalidArgument, "cannot seal the memfd against resizing (F_ADD_SEALS: \(error))")
-        }
+        try files.sealForSharing()
         return files
     }
 
-    /// The descriptor an importer with `access` receives.
-    func descriptor(for access: AccessMode) -> CInt {
-        access == .readWrite ? readWrite.rawValue : readOnly.rawValue
+    /// Seals the file so that nobody can truncate it under the processes mapping it, and then seals
+    /// the seals: an importer holding a read-write descriptor could otherwise add
+    /// `F_SEAL_FUTURE_WRITE` and break every later writable mapping, the owner's included.
+    private func sealForSharing() throws(BrokerError) {
+        let present: FileSeals
+        do {
+            present = try MemoryFile.seals(of: readWrite)
+        } catch {
+            throw BrokerError(.invalidArgument, "cannot read the memfd's seals (F_GET_SEALS: \(error))")
+        }
+        guard present.isDisjoint(with: [.write, .futureWrite]) else {
+            throw BrokerError(.invalidArgument, "the memfd is sealed against writing; importers could not map it writable")
+        }
+        if present.contains(.seal) {
+            guard present.isSuperset(of: .fixedSize) else {
+                throw BrokerError(.invalidArgument,
+                    "the memfd's seals are sealed without F_SEAL_SHRINK and F_SEAL_GROW; a truncation would crash importers")
+            }
+            return
+        }
+        do {
+            try MemoryFile.addSeals(FileSeals.fixedSize.union(.seal), to: readWrite)
+        } catch {
+            throw BrokerError(.invalidArgument, "cannot seal the memfd (F_ADD_SEALS: \(error))")
+        }
+    }
+
+    /// A descriptor for one importer with `access`: a fresh open of the file (its own open file
+    /// description, so that its `F_SETFL` flags and `flock` locks are its own), or, where the broker may
+    /// not reopen the file (another uid's 0600 memfd, for a broker that is neither that uid nor root),
+    /// a duplicate of the broker's.
+    func descriptor(for access: AccessMode) throws(Errno) -> OwnedDescriptor {
+        let source = access == .readWrite ? readWrite.rawValue : readOnly.rawValue
+        if canReopen {
+            do {
+                if access == .readWrite { return try MemoryFile.reopen(readWrite, flags: O_RDWR) }
+                return try MemoryFile.reopen(readOnly, flags: O_RDONLY)
+            } catch {
+                canReopen = false
+            }
+        }
+        return try OwnedDescriptor.duplicating(source)
     }
 }

@@ -1,6 +1,6 @@
-@preconcurrency import Glibc
 import ArgumentParser
 import Logging
+import XPMEMBrokerCore
 import XPMEMSystem
 
 /// `xpmemd`: the broker that lets processes export memory and map each other's segments.
@@ -31,6 +31,18 @@ struct XPMEMDaemon: ParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(name: .long, help: "Connections one uid may hold (root and the broker's own uid are exempt).")
+    var maxConnectionsPerUid: Int = BrokerQuotas().connectionsPerUID
+
+    @Option(name: .long, help: "Segments one uid may export (root and the broker's own uid are exempt).")
+    var maxSegmentsPerUid: Int = BrokerQuotas().segmentsPerUID
+
+    @Option(name: .long, help: "Bytes (declared segment sizes, summed) one uid may export; suffixes K, M, G, T.")
+    var maxBytesPerUid: String = "4T"
+
+    @Option(name: .long, help: "Seconds a client may leave the broker's frames unread before it is dropped.")
+    var stallSeconds: Int = 30
+
     func validate() throws {
         guard let value = UInt32(mode, radix: 8), value <= 0o777 else {
             throw ValidationError("--mode must be octal permission bits such as 0600 or 0666, not '\(mode)'")
@@ -41,6 +53,37 @@ struct XPMEMDaemon: ParsableCommand {
         if let group, FileSystem.groupID(named: group) == nil {
             throw ValidationError("no group named '\(group)'")
         }
+        guard maxConnectionsPerUid > 0, maxSegmentsPerUid > 0, stallSeconds > 0 else {
+            throw ValidationError("--max-connections-per-uid, --max-segments-per-uid and --stall-seconds must be positive")
+        }
+        guard Self.byteCount(maxBytesPerUid) != nil else {
+            throw ValidationError("--max-bytes-per-uid must be a byte count such as 1073741824, 64G or 4T, not '\(maxBytesPerUid)'")
+        }
+    }
+
+    /// "4T", "64G", "512M", "4096K" or plain bytes.
+    static func byteCount(_ text: String) -> UInt64? {
+        let shifts: [Character: UInt64] = ["K": 10, "M": 20, "G": 30, "T": 40]
+        guard let last = text.uppercased().last else { return nil }
+        if let shift = shifts[last] {
+            guard let value = UInt64(text.dropLast()), value > 0, value <= UInt64.max >> shift else { return nil }
+            return value << shift
+        }
+        return UInt64(text).flatMap { $0 > 0 ? $0 : nil }
+    }
+
+    /// The quotas from the options, and a descriptor budget from the limit the broker runs under: an
+    /// eighth of it (at least 64) is kept for the broker's own descriptors and frames in flight.
+    func quotas() -> BrokerQuotas {
+        let limit = DescriptorLimit.raiseToMaximum()
+        var quotas = BrokerQuotas()
+        quotas.connectionsPerUID = maxConnectionsPerUid
+        quotas.segmentsPerUID = maxSegmentsPerUid
+        quotas.bytesPerUID = Self.byteCount(maxBytesPerUid) ?? quotas.bytesPerUID
+        quotas.descriptorBudget = max(limit - max(64, limit / 8), 16)
+        quotas.administratorReserve = min(max(32, quotas.descriptorBudget / 16), quotas.descriptorBudget / 2)
+        quotas.brokerUID = ProcessSettings.userID
+        return quotas
     }
 
     func run() throws {
@@ -57,8 +100,8 @@ struct XPMEMDaemon: ParsableCommand {
         if !NUMA.isAvailable { logger.notice("NUMA API unavailable: pages go wherever the kernel puts them") }
         do {
             let server = try BrokerServer(
-                socketPath: path, mode: mode_t(UInt32(mode, radix: 8)!), group: group.flatMap(FileSystem.groupID(named:)),
-                spinPolicy: SpinPolicy(microseconds: spinMicroseconds), logger: logger)
+                socketPath: path, mode: UInt32(mode, radix: 8)!, group: group.flatMap(FileSystem.groupID(named:)),
+                quotas: quotas(), stallSeconds: stallSeconds, spinPolicy: SpinPolicy(microseconds: spinMicroseconds), logger: logger)
             try server.run()
         } catch let error as BrokerStartError {
             logger.critical("\(error.description)")
