@@ -3,9 +3,10 @@ import XPMEMWire
 /// What happens to an importer's threads that touch a range while the exporter is changing it.
 public enum AccessPolicy: Sendable, CustomStringConvertible {
     /// They sleep until the invalidation ends, then carry on with whatever the memory holds then (the
-    /// userspace form of a migration entry). Needs userfaultfd with minor-fault support for shared
-    /// memory; where the kernel refuses it, attachments fall back to `.revoke`. Accesses by the kernel
-    /// on the process's behalf (`read(2)` into the range) fail with EFAULT instead of sleeping.
+    /// userspace form of a migration entry), read-only attachments as well as writable ones. Needs
+    /// userfaultfd with minor-fault support for shared memory; where the kernel refuses it, attachments
+    /// fall back to `.revoke`, and `Attachment.policy` says so. Accesses by the kernel on the process's
+    /// behalf (`read(2)` into the range) fail with EFAULT instead of sleeping.
     case block
     /// The range becomes inaccessible: touching it raises SIGSEGV until the invalidation ends.
     case revoke
@@ -36,14 +37,22 @@ public struct InvalidationHandlers: Sendable {
     /// The segment is gone (removed, exporter exited, or this importer missed a deadline); the
     /// mapping is now an inaccessible reservation until detached.
     public var released: (@Sendable (SegmentID, ReleaseReason) -> Void)?
+    /// The connection to the broker ended (the broker died, or this connection was closed) while
+    /// invalidations of this attachment were in flight, so their `end` will never come. Called instead
+    /// of `didInvalidate`, after access is given back (sleepers woken, the segment's pages mapped
+    /// again, holding whatever the exporter had written: its change may be half done). The mapping
+    /// stays usable, but no invalidation will reach it any more.
+    public var brokerLost: (@Sendable (BrokerLossNotice) -> Void)?
 
     public init(
         willInvalidate: (@Sendable (InvalidationNotice) -> Void)? = nil,
         didInvalidate: (@Sendable (InvalidationNotice) -> Void)? = nil,
-        released: (@Sendable (SegmentID, ReleaseReason) -> Void)? = nil
+        released: (@Sendable (SegmentID, ReleaseReason) -> Void)? = nil,
+        brokerLost: (@Sendable (BrokerLossNotice) -> Void)? = nil
     ) {
         self.willInvalidate = willInvalidate
         self.didInvalidate = didInvalidate
         self.released = released
+        self.brokerLost = brokerLost
     }
 }

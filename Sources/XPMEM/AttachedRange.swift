@@ -6,7 +6,19 @@ import XPMEMWire
 /// The shared userfaultfd of one connection, when the kernel allows it.
 final class UserFaultGate: Sendable {
     let descriptor: UserFaultDescriptor
+    /// Whether read-only mappings can be made to block here; learnt on the first read-only attachment.
+    private let readOnlySupport = Mutex<Bool?>(nil)
+
     init(_ descriptor: consuming UserFaultDescriptor) { self.descriptor = descriptor }
+
+    /// Whether touches of a read-only mapping of `file` can be made to sleep. Asked of the kernel once
+    /// per connection, so that an attachment's policy says the truth before its first invalidation.
+    func blocksReadOnlyMappings(of file: borrowing OwnedDescriptor, fileOffset: Int) -> Bool {
+        if let known = readOnlySupport.withLock({ $0 }) { return known }
+        let supported = descriptor.canSuspendReadOnlyAccess(to: file, fileOffset: fileOffset)
+        readOnlySupport.withLock { $0 = supported }
+        return supported
+    }
 }
 
 /// The mapping behind one attachment and its invalidation state, shared by the `Attachment`, its
@@ -18,30 +30,35 @@ final class AttachedRange: Sendable {
     let base: UInt
     let length: Int
     let protection: MemoryProtection
-    let policy: AccessPolicy
     let handlers: InvalidationHandlers
     private let gate: UserFaultGate?
     private let state: Mutex<State>
 
     private struct State: ~Copyable {
         var mapping: MemoryMapping?
-        /// Kept to map the pages back after a `.revoke` window.
+        /// Kept to map the pages back at the end of a window that replaced them.
         var file: OwnedDescriptor?
-        /// Ranges (offset, length within the attachment) cut by in-flight invalidations, by sequence.
-        var suspended: [UInt64: (Int, Int)] = [:]
+        var windows = SuspendedWindows()
         var revoked = false
+        /// Whether touches during a window sleep (`.block` in force) rather than fault.
+        var blocks: Bool
 
         /// Mapped, with its file, and not revoked.
         var isUsable: Bool { mutating get { !revoked && mapping?.length != nil } }
 
-        /// Maps the file back over part of the mapping.
-        mutating func restore(fileOffset: Int, offset: Int, length: Int, protection: MemoryProtection) {
+        /// Maps the file back over part of the mapping; returns whether it could.
+        mutating func restore(fileOffset: Int, offset: Int, length: Int, protection: MemoryProtection) -> Bool {
             switch file {
             case .some(let descriptor):
-                try? mapping?.restoreFile(descriptor, fileOffset: fileOffset, offset: offset, length: length,
-                                          protection: protection)
+                do throws(Errno) {
+                    try mapping?.restoreFile(descriptor, fileOffset: fileOffset, offset: offset, length: length,
+                                             protection: protection)
+                    return true
+                } catch {
+                    return false
+                }
             case .none:
-                break
+                return false
             }
         }
     }
@@ -55,11 +72,20 @@ final class AttachedRange: Sendable {
         base = UInt(bitPattern: mapping.base)
         length = mapping.length
         self.protection = protection
-        self.policy = gate == nil ? .revoke : policy
         self.handlers = handlers
         self.gate = gate
-        state = Mutex(State(mapping: .some(mapping), file: .some(file)))
+        var blocks = false
+        if policy == .block, let gate {
+            // A writable mapping is registered in place; a read-only one needs the private view, which
+            // the kernel is asked about once.
+            blocks = protection.contains(.write)
+                || gate.blocksReadOnlyMappings(of: file, fileOffset: segmentOffset)
+        }
+        state = Mutex(State(mapping: .some(mapping), file: .some(file), blocks: blocks))
     }
+
+    /// The policy in force: `.block` only while touches during a window really sleep.
+    var policy: AccessPolicy { state.withLock { $0.blocks ? .block : .revoke } }
 
     var isMapped: Bool { state.withLock { state in state.mapping?.length != nil } }
 
@@ -76,74 +102,138 @@ final class AttachedRange: Sendable {
     /// afterwards, and then fault on the unmapped addresses.
     @discardableResult
     func unmap() -> Bool {
-        let suspended: [(Int, Int)]? = state.withLock { state in
+        let suspended: [SuspendedWindows.Part]? = state.withLock { state in
             guard let mapping = state.mapping.take() else { return nil }
             mapping.unmap()
             _ = state.file.take()
-            defer { state.suspended.removeAll() }
-            return Array(state.suspended.values)
+            return state.windows.closeAll().parts
         }
         guard let suspended else { return false }
         wakeSleepers(suspended)
         return true
     }
 
-    /// Cuts access to the overlap for invalidation `sequence` according to the policy.
-    func suspend(sequence: UInt64, offset: Int, length count: Int) {
+    /// Cuts access to the window `notice` describes (attachment coordinates) according to the policy,
+    /// recording how, for `resume`.
+    func suspend(_ notice: InvalidationNotice) {
         state.withLock { state in
             guard state.isUsable else { return }
-            let address = UnsafeMutableRawPointer(bitPattern: base + UInt(offset))!
-            do throws(Errno) {
-                if policy == .block, let gate {
-                    try gate.descriptor.suspendAccess(at: address, length: count)
-                } else {
-                    try state.mapping?.replaceWithReservation(offset: offset, length: count)
-                }
-            } catch {
-                // Could not cut access the gentle way: make the range inaccessible instead.
-                try? state.mapping?.replaceWithReservation(offset: offset, length: count)
+            for uncut in state.windows.open(notice) {
+                let cut = cutAccess(offset: uncut.offset, length: uncut.length, in: &state)
+                state.windows.recordCut(offset: uncut.offset, length: uncut.length, cut: cut, sequence: notice.sequence)
             }
-            state.suspended[sequence] = (offset, count)
         }
     }
 
-    /// Gives back access cut for `sequence`; returns the range if there was one.
-    func resume(sequence: UInt64) -> (offset: Int, length: Int)? {
+    /// Ends window `sequence`: gives back access to the parts no other window still covers, undoing
+    /// exactly what cut them. Returns the window as `suspend` was told it, if it was open.
+    func resume(sequence: UInt64) -> InvalidationNotice? {
         state.withLock { state in
-            guard state.isUsable, let (offset, count) = state.suspended.removeValue(forKey: sequence) else { return nil }
-            let address = UnsafeMutableRawPointer(bitPattern: base + UInt(offset))!
-            if policy == .block, let gate {
-                do throws(Errno) {
-                    try gate.descriptor.resumeAccess(at: address, length: count)
-                    return (offset, count)
-                } catch {
-                    // Fall through: remapping the file also ends the userfaultfd registration.
-                }
-            }
-            state.restore(fileOffset: segmentOffset + offset, offset: offset, length: count, protection: protection)
-            gate.map { try? $0.descriptor.wake(at: address, length: count) }
-            return (offset, count)
+            guard state.isUsable, let (notice, uncovered) = state.windows.close(sequence) else { return nil }
+            for part in uncovered { giveBack(part, in: &state) }
+            return notice
         }
     }
+
+    /// Ends every open window at once (no `end` will come: the broker is gone), giving access back with
+    /// the file mapped; returns the windows that were open, by sequence.
+    func endAllWindows() -> [InvalidationNotice] {
+        state.withLock { state in
+            guard state.isUsable else { return [] }
+            let (notices, parts) = state.windows.closeAll()
+            for part in parts { giveBack(part, in: &state) }
+            return notices
+        }
+    }
+
+    /// Whether any invalidation window is open on this attachment.
+    var hasOpenWindows: Bool { state.withLock { !$0.windows.isEmpty } }
 
     /// The segment is gone for this importer: the whole mapping becomes an inaccessible reservation
     /// (the addresses stay taken until detach), and sleepers wake to fault.
     func revoke() {
-        let suspended: [(Int, Int)] = state.withLock { state in
+        let suspended: [SuspendedWindows.Part] = state.withLock { state in
             guard state.isUsable else { return [] }
             state.revoked = true
             try? state.mapping?.replaceWithReservation(offset: 0, length: length)
             _ = state.file.take()
-            defer { state.suspended.removeAll() }
-            return Array(state.suspended.values)
+            return state.windows.closeAll().parts
         }
         wakeSleepers(suspended)
     }
 
-    private func wakeSleepers(_ ranges: [(Int, Int)]) {
-        guard let gate else { return }
-        for (offset, count) in ranges {
-            try? gate.descriptor.wake(at: UnsafeMutableRawPointer(bitPattern: base + UInt(offset))!, length: count)
+    /// Makes touches of one range sleep if the policy and the kernel allow, else fault.
+    private func cutAccess(offset: Int, length count: Int, in state: inout State) -> AccessCut {
+        if state.blocks, let gate {
+            let address = address(at: offset)
+            do throws(Errno) {
+                if protection.contains(.write) {
+                    try gate.descriptor.suspendAccess(at: address, length: count)
+                    return .sleepOnSharedMapping
+                }
+                switch state.file {
+                case .some(let file):
+                    try gate.descriptor.suspendReadOnlyAccess(at: address, length: count, file: file,
+                                                              fileOffset: segmentOffset + offset)
+                    return .sleepOnPrivateView
+                case .none:
+                    break
+                }
+            } catch {
+                // The kernel would not make touches sleep. The reservation below replaces whatever a
+                // half-done attempt left, and the policy says `.revoke` from now on, which is what
+                // touches will get.
+                state.blocks = false
+            }
         }
+        try? state.mapping?.replaceWithReservation(offset: offset, length: count)
+        return .reservation
+    }
+
+    /// Gives back access to one part of a window that ended, undoing the way it was cut, and wakes the
+    /// threads that slept on it.
+    private func giveBack(_ part: SuspendedWindows.Part, in state: inout State) {
+        let address = address(at: part.offset)
+        switch (part.cut, gate) {
+        case (.sleepOnSharedMapping, let gate?):
+            do throws(Errno) {
+                try gate.descriptor.resumeAccess(at: address, length: part.length)
+                return
+            } catch {
+                // Mapping the file back below also ends the registration.
+            }
+        case (.sleepOnPrivateView, let gate?):
+            switch state.file {
+            case .some(let file):
+                do throws(Errno) {
+                    try gate.descriptor.resumeReadOnlyAccess(at: address, length: part.length, file: file,
+                                                             fileOffset: segmentOffset + part.offset)
+                    return
+                } catch {
+                    // Tried once more below, and made to fault if that fails too.
+                }
+            case .none:
+                break
+            }
+        case (.reservation, _), (.sleepOnSharedMapping, nil), (.sleepOnPrivateView, nil):
+            break
+        }
+        if !state.restore(fileOffset: segmentOffset + part.offset, offset: part.offset, length: part.length,
+                          protection: protection) {
+            // Without the file mapped back, woken sleepers would only fall asleep again: make them fault.
+            try? state.mapping?.replaceWithReservation(offset: part.offset, length: part.length)
+        }
+        try? gate?.descriptor.wake(at: address, length: part.length)
+    }
+
+    private func wakeSleepers(_ parts: [SuspendedWindows.Part]) {
+        guard let gate else { return }
+        for part in parts {
+            try? gate.descriptor.wake(at: address(at: part.offset), length: part.length)
+        }
+    }
+
+    private func address(at offset: Int) -> UnsafeMutableRawPointer {
+        UnsafeMutableRawPointer(bitPattern: base + UInt(offset))!
     }
 }

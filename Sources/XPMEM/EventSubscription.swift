@@ -35,55 +35,72 @@ final class EventSubscription: Sendable {
         }
     }
 
-    /// Serves events until the broker closes the channel (the connection ended).
+    /// Serves events until the broker closes the channel (the connection ended), then ends the
+    /// windows the broker can no longer end.
     private func listen() {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WireProtocol.maximumReplySize, alignment: 16)
         defer { buffer.deallocate() }
+        // Attachments with an invalidation window open; only this thread touches it.
+        var suspended: [AttachmentID: AttachedRange] = [:]
         while true {
             let received: ReceivedMessage
             do {
                 received = try UnixSocket.receive(socket.rawValue, into: buffer, maximumDescriptors: 1)
             } catch {
                 if error == .interrupted { continue }
-                return
+                break
             }
-            if received.isEndOfFile { return }
+            if received.isEndOfFile { break }
             guard !received.truncated,
                   let frame = try? Frame.decode(UnsafeRawBufferPointer(rebasing: buffer[..<received.byteCount]))
             else { continue }
-            handle(frame.message)
+            handle(frame.message, suspended: &suspended)
         }
+        endWindowsOfLostBroker(suspended)
     }
 
-    private func handle(_ event: Message) {
+    private func handle(_ event: Message, suspended: inout [AttachmentID: AttachedRange]) {
         switch event {
         case .invalidateBegin(let segment, let offset, let length, let sequence, let reason):
-            let affected = table.ranges(of: segment).compactMap { range in
-                range.overlap(segmentOffset: offset, length: length).map { (range, $0) }
+            let notices = table.ranges(of: segment).compactMap { range in
+                range.overlap(segmentOffset: offset, length: length).map { overlap in
+                    (range, InvalidationNotice(segment: segment, attachment: range.id, sequence: sequence,
+                                               reason: reason, offset: overlap.offset, length: overlap.length))
+                }
             }
-            for (range, overlap) in affected {
-                range.handlers.willInvalidate?(InvalidationNotice(
-                    segment: segment, attachment: range.id, sequence: sequence, reason: reason, offset: overlap.offset,
-                    length: overlap.length))
-            }
-            for (range, overlap) in affected {
-                range.suspend(sequence: sequence, offset: overlap.offset, length: overlap.length)
+            for (range, notice) in notices { range.handlers.willInvalidate?(notice) }
+            for (range, notice) in notices {
+                range.suspend(notice)
+                suspended[range.id] = range
             }
             send(.acknowledge(segment, sequence: sequence))
         case .invalidateEnd(let segment, _, _, let sequence):
             for range in table.ranges(of: segment) {
-                guard let restored = range.resume(sequence: sequence) else { continue }
-                range.handlers.didInvalidate?(InvalidationNotice(
-                    segment: segment, attachment: range.id, sequence: sequence, reason: .reuse, offset: restored.offset,
-                    length: restored.length))
+                guard let notice = range.resume(sequence: sequence) else { continue }
+                range.handlers.didInvalidate?(notice)
             }
+            // Also forgets attachments detached during their window.
+            suspended = suspended.filter { $0.value.hasOpenWindows }
         case .released(let segment, let reason):
             for range in table.ranges(of: segment) {
                 range.revoke()
+                suspended[range.id] = nil
                 range.handlers.released?(segment, reason)
             }
         default:
             break
+        }
+    }
+
+    /// No `end` will come for the windows still open: threads asleep in them would sleep for ever.
+    /// Their access is given back with the segment's pages mapped again (the memfd keeps them; the
+    /// exporter and this process still hold it), and the application is told.
+    private func endWindowsOfLostBroker(_ suspended: [AttachmentID: AttachedRange]) {
+        for range in suspended.values.sorted(by: { $0.id.rawValue < $1.id.rawValue }) {
+            let interrupted = range.endAllWindows()
+            guard !interrupted.isEmpty else { continue }
+            range.handlers.brokerLost?(BrokerLossNotice(segment: range.segment, attachment: range.id,
+                                                        interrupted: interrupted))
         }
     }
 

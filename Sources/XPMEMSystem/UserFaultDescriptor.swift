@@ -3,11 +3,13 @@ import CXPMEMShim
 import SystemPackage
 
 /// A userfaultfd in minor-fault mode for shared memory: while a range is registered and its page
-/// table entries dropped, a thread of this process that touches it sleeps in the kernel until the
-/// range is unregistered and woken. The pages themselves stay in the memfd the whole time.
+/// table entries dropped, a thread of this process that touches it sleeps in the kernel until it is
+/// woken (`UFFDIO_WAKE`) and retries. The pages themselves stay in the memfd the whole time.
 ///
-/// Opened with `UFFD_USER_MODE_ONLY`, so unprivileged processes may use it; the price is that the
-/// kernel's own accesses (`read(2)` into the range, say) fail with `EFAULT` instead of sleeping.
+/// Nothing ever reads the descriptor: the fault messages just queue, and the explicit wake is what
+/// ends a sleep. Opened with `UFFD_USER_MODE_ONLY`, so unprivileged processes may use it; the price
+/// is that the kernel's own accesses (`read(2)` into the range, say) fail with `EFAULT` instead of
+/// sleeping.
 public struct UserFaultDescriptor: ~Copyable, Sendable {
     private let descriptor: OwnedDescriptor
 
@@ -17,9 +19,12 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
         descriptor = OwnedDescriptor(adopting: try valueOrErrno { cxpmem_uffd_open() })
     }
 
-    /// Makes touches of the range sleep: registers it for minor faults, then drops this process's
-    /// page table entries (`MADV_DONTNEED`; the memfd keeps the pages). Registering first means no
-    /// touch can slip in between.
+    /// Makes touches of a shared mapping this process may write sleep: registers it for minor faults,
+    /// then drops this process's page table entries (`MADV_DONTNEED`; the memfd keeps the pages).
+    /// Registering first means no touch can slip in between. Undone by `resumeAccess`.
+    ///
+    /// The kernel refuses (`EPERM`) a mapping whose file was opened read-only: registering needs
+    /// `VM_MAYWRITE`. Use `suspendReadOnlyAccess` for those.
     public func suspendAccess(at address: UnsafeMutableRawPointer, length: Int) throws(Errno) {
         _ = try valueOrErrno { cxpmem_uffd_register_minor(descriptor.rawValue, address, length) }
         _ = try valueOrErrno { madvise(address, length, MADV_DONTNEED) }
@@ -32,8 +37,61 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
         try wake(at: address, length: length)
     }
 
+    /// Makes touches of a shared read-only mapping of `file` sleep, where `suspendAccess` is refused.
+    ///
+    /// The range is replaced by a *private* read-only mapping of the same file pages: a private
+    /// mapping may be registered (it has `VM_MAYWRITE`), and until something writes to it, which
+    /// `PROT_READ` forbids, its pages are the file's very pages. It is registered for minor faults
+    /// and its page table entries dropped, as in `suspendAccess`. A touch in the instant between the
+    /// replacement and the registration reads the file's current bytes, which is still correct: the
+    /// exporter changes nothing before every importer has acknowledged. (An anonymous mapping
+    /// registered for missing faults would also put touches to sleep, but a touch in that instant
+    /// maps the zero page, and the reader sees zeros for the rest of the window.)
+    ///
+    /// If this throws, the range may be left mapped privately and readable: replace it.
+    /// Undone by `resumeReadOnlyAccess`.
+    public func suspendReadOnlyAccess(
+        at address: UnsafeMutableRawPointer, length: Int, file: borrowing OwnedDescriptor, fileOffset: Int
+    ) throws(Errno) {
+        try Self.mapReadOnly(file, fileOffset: fileOffset, at: address, length: length, flags: MAP_PRIVATE)
+        try suspendAccess(at: address, length: length)
+    }
+
+    /// Maps `file` back, shared and read-only, over a range `suspendReadOnlyAccess` suspended (which
+    /// drops the private mapping and its registration with it), then wakes the sleepers, which retry
+    /// and find the file's pages.
+    public func resumeReadOnlyAccess(
+        at address: UnsafeMutableRawPointer, length: Int, file: borrowing OwnedDescriptor, fileOffset: Int
+    ) throws(Errno) {
+        try Self.mapReadOnly(file, fileOffset: fileOffset, at: address, length: length, flags: MAP_SHARED)
+        try wake(at: address, length: length)
+    }
+
+    /// Whether `suspendReadOnlyAccess` works for mappings of `file` on this kernel: registers a
+    /// private read-only scratch mapping of one page of it, then unmaps that (which ends the
+    /// registration). Touches no mapping of the caller's.
+    public func canSuspendReadOnlyAccess(to file: borrowing OwnedDescriptor, fileOffset: Int) -> Bool {
+        guard let scratch = mmap(nil, pageSize, PROT_READ, MAP_PRIVATE, file.rawValue, off_t(fileOffset)),
+              scratch != MAP_FAILED
+        else { return false }
+        defer { munmap(scratch, pageSize) }
+        return cxpmem_uffd_register_minor(descriptor.rawValue, scratch, pageSize) == 0
+    }
+
     /// Wakes threads sleeping on the range (after it was replaced, they fault for real).
     public func wake(at address: UnsafeMutableRawPointer, length: Int) throws(Errno) {
         _ = try valueOrErrno { cxpmem_uffd_wake(descriptor.rawValue, address, length) }
+    }
+
+    /// `mmap(MAP_FIXED)` of `file` over a range this process owns.
+    private static func mapReadOnly(
+        _ file: borrowing OwnedDescriptor, fileOffset: Int, at address: UnsafeMutableRawPointer, length: Int,
+        flags: CInt
+    ) throws(Errno) {
+        guard isPageAligned(Int(bitPattern: address)), isPageAligned(length), length > 0 else {
+            throw Errno.invalidArgument
+        }
+        let mapped = mmap(address, length, PROT_READ, flags | MAP_FIXED, file.rawValue, off_t(fileOffset))
+        guard mapped != MAP_FAILED else { throw Errno(rawValue: errno) }
     }
 }
