@@ -250,3 +250,29 @@ struct BrokerAbuseTests {
         }
     }
 }
+
+/// The default log level is for operators: start, stop and trouble, not every connection.
+@Suite("Broker log")
+struct BrokerLogTests {
+    @Test("Connection churn writes no log line per connection at the default level")
+    func churnIsQuietAtInfo() throws {
+        let directory = try FileSystem.makeTemporaryDirectory("/tmp/xpmem-log-XXXXXX")
+        defer { FileSystem.removeFlatDirectory(directory) }
+        let socket = directory + "/broker.sock"
+        let daemon = try ChildProcess("xpmemd", ["--socket", socket])
+        var connected = 0
+        let deadline = Date().addingTimeInterval(10)
+        while connected < 50 && Date() < deadline {
+            guard let client = try? XPMEMBroker.connect(socketPath: socket, name: "churn") else { usleep(10_000); continue }
+            _ = try? client.makeSegment(size: 4096)
+            client.close()
+            connected += 1
+        }
+        #expect(connected == 50)
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit() == 0)
+        let lines = daemon.standardError().split(separator: "\n")
+        #expect(lines.count <= 4, "\(lines.count) lines for 50 connections: \(lines.prefix(6))")
+        #expect(lines.contains { $0.contains("listening") } && lines.contains { $0.contains("stopping") })
+    }
+}
