@@ -12,13 +12,14 @@ final class TestBroker: @unchecked Sendable {
     /// - Parameters:
     ///   - mode: the socket file's mode (`--mode`); 0666 with an open directory lets other uids in.
     ///   - openDirectory: make the directory reachable by every user (for tests as another uid).
-    init(mode: String = "0600", openDirectory: Bool = false) throws {
+    ///   - arguments: more options for `xpmemd` (quotas, say).
+    init(mode: String = "0600", openDirectory: Bool = false, arguments: [String] = []) throws {
         var template = Array("/tmp/xpmem-test-XXXXXX".utf8CString)
         guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
         directory = String(cString: made)
         if openDirectory { chmod(directory, 0o755) }
         socketPath = directory + "/broker.sock"
-        child = try ChildProcess("xpmemd", ["--socket", socketPath, "--mode", mode, "--log-level", "warning"])
+        child = try ChildProcess("xpmemd", ["--socket", socketPath, "--mode", mode, "--log-level", "warning"] + arguments)
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
             if (try? XPMEMBroker.connect(socketPath: socketPath, name: "readiness check")) != nil { return }
