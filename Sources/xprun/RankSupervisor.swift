@@ -1,69 +1,73 @@
-@preconcurrency import Glibc
 import SystemPackage
 import XPMEMSystem
 
 /// Watches the ranks of one job: reaps them, forwards signals, stops everyone when one fails, and
 /// (with --tag-output) prefixes their output lines.
 ///
-/// Everything arrives through one poll(2) loop: SIGCHLD/SIGINT/SIGTERM/SIGHUP through a signalfd
+/// Everything arrives through one epoll loop: SIGCHLD/SIGINT/SIGTERM/SIGHUP through a signal inbox
 /// (they are blocked for xprun's thread; ranks start with them unblocked), rank output through
 /// pipes.
 struct RankSupervisor: ~Copyable {
     private struct Rank {
         let number: Int
-        let pid: pid_t
+        let pid: Int32
         var termination: ProcessLauncher.Termination?
     }
 
-    /// One pipe carrying a rank's standard output or error, and the partial line read so far.
+    /// One rank's standard output or error, and the partial line read so far.
     private struct OutputStream {
         let rank: Int
-        let descriptor: CInt
-        let target: CInt
+        let target: StandardStream
+        /// nil once the rank's end is closed and everything was read (dropping it closed ours).
+        var pipe: OutputPipe?
         var pending: [UInt8] = []
-        var open = true
     }
 
-    private let signals: OwnedDescriptor
+    /// The epoll token of the signal inbox; stream `i` has token `i + 1`.
+    private static let signalToken: UInt64 = 0
+
+    private let signals: SignalInbox
+    private let poll: EventPoll
     private let tagOutput: Bool
     private var ranks: [Rank] = []
     private var streams: [OutputStream] = []
     private var firstFailure: (rank: Int, termination: ProcessLauncher.Termination)?
-    private var forwardedSignal: CInt?
+    private var forwardedSignal: ProcessSignal?
     private var killDeadline: UInt64?
 
-    init(tagOutput: Bool) throws {
-        signals = try ProcessHandle.signalDescriptor(for: [SIGCHLD, SIGINT, SIGTERM, SIGHUP])
+    init(tagOutput: Bool) throws(Errno) {
+        let signals = try SignalInbox([.childStatusChanged, .interrupt, .terminate, .hangUp])
+        let poll = try EventPoll()
+        try poll.add(signals.descriptor, events: .readable, token: Self.signalToken)
+        self.signals = signals
+        self.poll = poll
         self.tagOutput = tagOutput
     }
 
-    mutating func start(rank: Int, path: String, arguments: [String], environment: [String], cpu: Int?) throws {
-        var output: [CInt] = [-1, -1], errors: [CInt] = [-1, -1]
-        if tagOutput {
-            // Close-on-exec, so that each rank inherits only its own two ends (as fds 1 and 2).
-            guard pipe(&output) == 0, pipe(&errors) == 0 else { throw Errno(rawValue: errno) }
-            for descriptor in output + errors { _ = fcntl(descriptor, F_SETFD, FD_CLOEXEC) }
+    mutating func start(rank: Int, path: String, arguments: [String], environment: [String], cpu: Int?) throws(Errno) {
+        guard tagOutput else {
+            let pid = try ProcessLauncher.spawn(path: path, arguments: arguments, environment: environment, cpu: cpu)
+            ranks.append(Rank(number: rank, pid: pid))
+            return
         }
-        defer {
-            if tagOutput {
-                close(output[1])
-                close(errors[1])
-            }
-        }
-        let pid = try ProcessLauncher.spawn(path: path, arguments: arguments, environment: environment,
-                                            standardOutput: tagOutput ? output[1] : nil,
-                                            standardError: tagOutput ? errors[1] : nil, cpu: cpu)
-        ranks.append(Rank(number: rank, pid: pid))
-        if tagOutput {
-            streams.append(OutputStream(rank: rank, descriptor: output[0], target: 1))
-            streams.append(OutputStream(rank: rank, descriptor: errors[0], target: 2))
-        }
+        let child = try ProcessLauncher.spawnCapturingOutput(path: path, arguments: arguments,
+                                                             environment: environment, cpu: cpu)
+        ranks.append(Rank(number: rank, pid: child.pid))
+        try watch(child.standardOutput, of: rank, to: .output)
+        try watch(child.standardError, of: rank, to: .error)
+    }
+
+    /// Relays `pipe`'s lines from now on. A pipe that cannot be watched is dropped, closing it, so
+    /// the loop never waits for output it cannot see.
+    private mutating func watch(_ pipe: OutputPipe, of rank: Int, to target: StandardStream) throws(Errno) {
+        try poll.add(pipe.descriptor, events: .readable, token: UInt64(streams.count + 1))
+        streams.append(OutputStream(rank: rank, target: target, pipe: pipe))
     }
 
     /// Sends SIGTERM to every running rank (SIGKILL follows 3 s later) after printing `reason`.
     mutating func stopAll(reason: String) {
         Self.report(reason)
-        signalRunning(SIGTERM)
+        signalRunning(.terminate)
         if killDeadline == nil { killDeadline = SharedMemoryAccess.monotonicNanoseconds() + 3_000_000_000 }
     }
 
@@ -71,32 +75,32 @@ struct RankSupervisor: ~Copyable {
     mutating func wait(timeout: Double?) -> Int32 {
         let timeoutDeadline = timeout.map { SharedMemoryAccess.monotonicNanoseconds() + UInt64($0 * 1e9) }
         var timedOut = false
-        while ranks.contains(where: { $0.termination == nil }) || streams.contains(where: \.open) {
-            var descriptors = [pollfd(fd: signals.rawValue, events: Int16(POLLIN), revents: 0)]
-            descriptors += streams.filter(\.open).map { pollfd(fd: $0.descriptor, events: Int16(POLLIN), revents: 0) }
-            _ = poll(&descriptors, nfds_t(descriptors.count), 100)
+        while ranks.contains(where: { $0.termination == nil }) || streams.contains(where: { $0.pipe != nil }) {
+            // Wakes at least every 100 ms to check the deadlines; a failed wait is treated as a timeout.
+            let ready = (try? poll.wait(timeoutMilliseconds: 100)) ?? []
             drainSignals()
-            for polled in descriptors.dropFirst() where polled.revents != 0 { readOutput(from: polled.fd) }
+            for event in ready where event.token != Self.signalToken { readOutput(ofStream: Int(event.token) - 1) }
             reapRanks()
             let now = SharedMemoryAccess.monotonicNanoseconds()
-            if let deadline = timeoutDeadline, now >= deadline, !timedOut, ranks.contains(where: { $0.termination == nil }) {
+            if let timeout, let deadline = timeoutDeadline, now >= deadline, !timedOut,
+               ranks.contains(where: { $0.termination == nil }) {
                 timedOut = true
-                stopAll(reason: "xprun: timed out after \(timeout!) s; stopping all ranks")
+                stopAll(reason: "xprun: timed out after \(timeout) s; stopping all ranks")
             }
             if let deadline = killDeadline, now >= deadline {
-                signalRunning(SIGKILL)
+                signalRunning(.kill)
                 killDeadline = nil
             }
         }
         if let failure = firstFailure { return failure.termination.shellStatus == 0 ? 1 : failure.termination.shellStatus }
-        if let signal = forwardedSignal { return 128 + signal }
+        if let signal = forwardedSignal { return 128 + signal.rawValue }
         return timedOut ? 124 : 0
     }
 
     private mutating func drainSignals() {
-        while let signal = try? ProcessHandle.nextSignal(on: signals) {
-            guard signal != SIGCHLD else { continue }
-            if forwardedSignal == nil { Self.report("xprun: received signal \(signal); forwarding it to every rank") }
+        while let signal = signals.next() {
+            guard signal != .childStatusChanged else { continue }
+            if forwardedSignal == nil { Self.report("xprun: received \(signal); forwarding it to every rank") }
             forwardedSignal = signal
             signalRunning(signal)
             if killDeadline == nil { killDeadline = SharedMemoryAccess.monotonicNanoseconds() + 5_000_000_000 }
@@ -115,45 +119,35 @@ struct RankSupervisor: ~Copyable {
         }
     }
 
-    private func signalRunning(_ signal: CInt) {
-        for rank in ranks where rank.termination == nil { kill(rank.pid, signal) }
+    private func signalRunning(_ signal: ProcessSignal) {
+        // A rank that exited but is not reaped yet still owns its pid, so this cannot hit a stranger;
+        // the error it may give (the rank is gone) needs no action.
+        for rank in ranks where rank.termination == nil { try? signal.send(to: rank.pid) }
     }
 
-    private mutating func readOutput(from descriptor: CInt) {
-        guard let index = streams.firstIndex(where: { $0.descriptor == descriptor && $0.open }) else { return }
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        let count = read(descriptor, &chunk, chunk.count)
-        if count <= 0 {
+    private mutating func readOutput(ofStream index: Int) {
+        guard streams.indices.contains(index), let pipe = streams[index].pipe else { return }
+        // A read error ends the stream like end of file: nothing more can come from it.
+        let chunk = (try? pipe.read()) ?? []
+        if chunk.isEmpty {
             if !streams[index].pending.isEmpty { emit(streams[index].pending, of: streams[index]) }
             streams[index].pending.removeAll()
-            streams[index].open = false
-            close(descriptor)
+            try? poll.remove(pipe.descriptor)
+            streams[index].pipe = nil
             return
         }
-        streams[index].pending += chunk[..<count]
+        streams[index].pending += chunk
         while let newline = streams[index].pending.firstIndex(of: UInt8(ascii: "\n")) {
             emit(Array(streams[index].pending[..<newline]), of: streams[index])
             streams[index].pending.removeSubrange(...newline)
         }
     }
 
-    /// Writes one line with its rank's prefix, in one write(2) so lines of different ranks never mix.
+    /// Writes one line with its rank's prefix, in one write so lines of different ranks never mix.
     private func emit(_ line: [UInt8], of stream: OutputStream) {
-        let prefix = "[\(stream.rank)]<\(stream.target == 1 ? "stdout" : "stderr")>: "
-        Self.write(Array(prefix.utf8) + line + [UInt8(ascii: "\n")], to: stream.target)
+        let prefix = "[\(stream.rank)]<\(stream.target == .output ? "stdout" : "stderr")>: "
+        stream.target.write(Array(prefix.utf8) + line + [UInt8(ascii: "\n")])
     }
 
-    static func report(_ message: String) { write(Array((message + "\n").utf8), to: 2) }
-
-    private static func write(_ bytes: [UInt8], to descriptor: CInt) {
-        var offset = 0
-        while offset < bytes.count {
-            let written = bytes[offset...].withUnsafeBytes { Glibc.write(descriptor, $0.baseAddress, $0.count) }
-            if written <= 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            offset += written
-        }
-    }
+    static func report(_ message: String) { StandardStream.error.writeLine(message) }
 }
