@@ -33,22 +33,22 @@ extension XPMEMCtl {
                 target nodes: a query, nothing moves). Pages nobody has touched yet are allocated by the \
                 query, under the segment's placement. Needs read permission on the segment.
                 """)
-        @OptionGroup var options: CommonOptions
-        @Argument(help: "The segment id.") var segment: String
+        @OptionGroup var connection: BrokerConnection
+        @OptionGroup var output: OutputOptions
+        @Argument(help: "The segment id.", transform: parseSegmentID) var segment: SegmentID
 
         func run() throws {
-            guard let id = SegmentID(segment) else { throw ValidationError("'\(segment)' is not a segment id") }
-            let grant = try options.connect().get(id, access: .readOnly)
+            let grant = try connection.connect().get(segment, access: .readOnly)
             let attachment = try grant.attach(policy: .revoke)
             let pages = try attachment.pageNodes()
             try attachment.detach()
             let counts = Dictionary(grouping: pages, by: { $0 }).mapValues(\.count)
             let summary = PagesPerNode(
-                segment: id.description, pages: pages.count,
+                segment: segment.description, pages: pages.count,
                 nodes: Dictionary(uniqueKeysWithValues: counts.filter { $0.key >= 0 }.map { ("\($0.key)", $0.value) }),
                 unknown: Dictionary(uniqueKeysWithValues: counts.filter { $0.key < 0 }.map { ("errno \(-$0.key)", $0.value) }))
-            if options.json { return try printJSON(summary) }
-            print("segment \(id): \(pages.count) pages")
+            if output.json { return try printJSON(summary) }
+            print("segment \(segment): \(pages.count) pages")
             printTable(["NODE", "PAGES"], summary.nodes.sorted { Int($0.key)! < Int($1.key)! }.map { [$0.key, "\($0.value)"] }
                 + summary.unknown.sorted { $0.key < $1.key }.map { [$0.key, "\($0.value)"] })
         }
@@ -63,25 +63,25 @@ extension XPMEMCtl {
                 cooperatively through the invalidation protocol (ExportedSegment.migrate(to:), \
                 `share export --migrate-to NODE`). Exits 1 if any page could not be moved.
                 """)
-        @OptionGroup var options: CommonOptions
-        @Argument(help: "The segment id.") var segment: String
+        @OptionGroup var connection: BrokerConnection
+        @OptionGroup var output: OutputOptions
+        @Argument(help: "The segment id.", transform: parseSegmentID) var segment: SegmentID
         @Argument(help: "The target node.") var node: Int
 
         func run() throws {
-            guard let id = SegmentID(segment) else { throw ValidationError("'\(segment)' is not a segment id") }
-            let grant = try options.connect().get(id, access: .readOnly)
+            let grant = try connection.connect().get(segment, access: .readOnly)
             let attachment = try grant.attach(policy: .revoke)
             let report = try attachment.moveAllPages(to: node)
             try attachment.detach()
-            if options.json {
+            if output.json {
                 try printJSON(MigrationSummary(
-                    segment: id.description, node: node, path: report.path.rawValue, pages: report.pages,
+                    segment: segment.description, node: node, path: report.path.rawValue, pages: report.pages,
                     moved: report.moved, alreadyThere: report.alreadyThere, notMoved: report.notMoved,
                     notMovedReason: report.notMovedReason,
                     milliseconds: Double(report.elapsed.components.attoseconds) / 1e15
                         + Double(report.elapsed.components.seconds) * 1000))
             } else {
-                print("segment \(id): \(report)")
+                print("segment \(segment): \(report)")
             }
             if report.notMoved > 0 { throw ExitCode.failure }
         }

@@ -9,22 +9,60 @@ struct XPMEMCtl: ParsableCommand {
         commandName: "xpmemctl",
         abstract: "Inspect and steer a running xpmemd broker.",
         subcommands: [Status.self, Segments.self, Clients.self, Invalidate.self, Nodes.self, Migrate.self])
+
+    /// Declared here as well as in every subcommand so that `--socket` works before the subcommand's
+    /// name as well as after it: ArgumentParser gives a subcommand's group the value parsed here.
+    @OptionGroup var connection: BrokerConnection
 }
 
-struct CommonOptions: ParsableArguments {
+struct BrokerConnection: ParsableArguments {
     @Option(name: .long, help: "Broker socket (default: $XPMEM_SOCKET, else the per-user default).")
     var socket: String?
 
+    func connect() throws -> XPMEMBroker { try XPMEMBroker.connect(socketPath: socket, name: "xpmemctl") }
+}
+
+struct OutputOptions: ParsableArguments {
     @Flag(name: .long, help: "Print one JSON document instead of a table.")
     var json = false
+}
 
-    func connect() throws -> XPMEMBroker { try XPMEMBroker.connect(socketPath: socket, name: "xpmemctl") }
+/// Parses a segment id while the arguments are parsed, so that a malformed one is reported with the
+/// subcommand's usage rather than the root command's.
+@Sendable func parseSegmentID(_ text: String) throws -> SegmentID {
+    guard let id = SegmentID(text) else {
+        throw ValidationError("a segment id is up to 16 hexadecimal digits, as `xpmemctl segments` lists them")
+    }
+    return id
+}
+
+/// A failure while talking to the broker: printed as it is, without a usage summary, since the
+/// command line itself was fine.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// What `xpmemctl status --json` prints: the broker's counters and, as the table shows it, the socket
+/// the answer came from.
+struct StatusReport: Encodable {
+    var socket: String
+    var status: BrokerStatus
+
+    private enum CodingKeys: String, CodingKey { case socket }
+
+    /// One flat object: the status's own keys (so a reader can decode it as a `BrokerStatus`) plus `socket`.
+    func encode(to encoder: any Encoder) throws {
+        try status.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(socket, forKey: .socket)
+    }
 }
 
 /// Prints `value` as pretty, key-sorted JSON.
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
-    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
     print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
 
@@ -44,12 +82,13 @@ func printTable(_ header: [String], _ rows: [[String]]) {
 extension XPMEMCtl {
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "The broker's pid, uptime and counters.")
-        @OptionGroup var options: CommonOptions
+        @OptionGroup var connection: BrokerConnection
+        @OptionGroup var output: OutputOptions
 
         func run() throws {
-            let broker = try options.connect()
+            let broker = try connection.connect()
             let status = try broker.status()
-            if options.json { return try printJSON(status) }
+            if output.json { return try printJSON(StatusReport(socket: broker.socketPath, status: status)) }
             print("""
                 broker pid        \(status.pid)
                 socket            \(broker.socketPath)
@@ -67,11 +106,12 @@ extension XPMEMCtl {
 
     struct Segments: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every exported segment.")
-        @OptionGroup var options: CommonOptions
+        @OptionGroup var connection: BrokerConnection
+        @OptionGroup var output: OutputOptions
 
         func run() throws {
-            let segments = try options.connect().segments()
-            if options.json { return try printJSON(segments) }
+            let segments = try connection.connect().segments()
+            if output.json { return try printJSON(segments) }
             printTable(["SEGID", "OWNER PID", "UID", "SIZE", "MODE", "IMPORTERS", "ATTACHMENTS", "PLACEMENT",
                         "IMPORTER NODE", "NAME"],
                        segments.map { [$0.id, "\($0.ownerPID)", "\($0.ownerUID)", ByteCount(Int($0.size)).description,
@@ -82,11 +122,12 @@ extension XPMEMCtl {
 
     struct Clients: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every connected client (this one included).")
-        @OptionGroup var options: CommonOptions
+        @OptionGroup var connection: BrokerConnection
+        @OptionGroup var output: OutputOptions
 
         func run() throws {
-            let clients = try options.connect().clients()
-            if options.json { return try printJSON(clients) }
+            let clients = try connection.connect().clients()
+            if output.json { return try printJSON(clients) }
             printTable(["ID", "PID", "UID", "GID", "NODE", "SEGMENTS", "GRANTS", "ATTACHMENTS", "NAME"],
                        clients.map { ["\($0.id)", "\($0.pid)", "\($0.uid)", "\($0.gid)", $0.node < 0 ? "-" : "\($0.node)",
                                       "\($0.segments)", "\($0.grants)", "\($0.attachments)", $0.name] })
@@ -99,25 +140,25 @@ extension XPMEMCtl {
         static let configuration = CommandConfiguration(
             abstract: "Make every importer of a range stop access and acknowledge, then give it back.",
             discussion: "Prints who acknowledged and how long each took. Exits 1 if any importer missed the deadline.")
-        @OptionGroup var options: CommonOptions
-        @Argument(help: "The segment id.") var segment: String
+        @OptionGroup var connection: BrokerConnection
+        @OptionGroup var output: OutputOptions
+        @Argument(help: "The segment id.", transform: parseSegmentID) var segment: SegmentID
         @Option(help: "Page-aligned start of the range.") var offset: ByteCount = ByteCount(0)
         @Option(help: "Page-aligned length of the range (default: to the end of the segment).") var length: ByteCount?
         @Option(help: "Milliseconds importers get to acknowledge.") var deadline: Int = 5000
 
         func run() throws {
-            guard let id = SegmentID(segment) else { throw ValidationError("'\(segment)' is not a segment id") }
-            let broker = try options.connect()
+            let broker = try connection.connect()
             var length = length?.value
             if length == nil {
-                guard let summary = try broker.segments().first(where: { $0.id == id.description }) else {
-                    throw ValidationError("no segment \(id)")
+                guard let summary = try broker.segments().first(where: { $0.id == segment.description }) else {
+                    throw CommandFailure("no segment \(segment) at \(broker.socketPath)")
                 }
                 length = Int(summary.size) - offset.value
             }
-            let report = try broker.invalidate(id, offset: offset.value, length: length ?? 0,
+            let report = try broker.invalidate(segment, offset: offset.value, length: length ?? 0,
                                                deadline: .milliseconds(deadline))
-            if options.json {
+            if output.json {
                 try printJSON(report)
             } else {
                 print("segment \(report.segment) sequence \(report.sequence) range \(report.offset)+\(report.length): "

@@ -1,0 +1,106 @@
+@preconcurrency import Glibc
+import Foundation
+import Testing
+import XPMEM
+
+/// What a user meets first: where xpmemctl takes its options, what its JSON holds, and how xpmemctl
+/// and xprun word their refusals. Each runs the real programs.
+@Suite("xpmemctl and xprun on the command line", .serialized)
+struct CommandLineTests {
+    @Test("xpmemctl takes --socket before the subcommand as well as after it", arguments: [true, false])
+    func socketBeforeOrAfterTheSubcommand(before: Bool) throws {
+        let broker = try TestBroker()
+        let socket = ["--socket", broker.socketPath]
+        let run = try ChildProcess("xpmemctl", before ? socket + ["status", "--json"] : ["status", "--json"] + socket)
+        let status = run.waitForExit()
+        let output = run.remainingLines().joined()
+        #expect(status == 0, "\(run.standardError())")
+        let decoded = try JSONDecoder().decode(BrokerStatus.self, from: Data(output.utf8))
+        #expect(decoded.pid == broker.pid)
+    }
+
+    @Test("xpmemctl status --json names the socket, as the table does")
+    func statusJSONNamesTheSocket() throws {
+        let broker = try TestBroker()
+        let json = try ChildProcess("xpmemctl", ["status", "--json", "--socket", broker.socketPath])
+        #expect(json.waitForExit() == 0)
+        let object = try JSONSerialization.jsonObject(with: Data(json.remainingLines().joined().utf8)) as? [String: Any]
+        #expect(object?["socket"] as? String == broker.socketPath)
+        let table = try ChildProcess("xpmemctl", ["status", "--socket", broker.socketPath])
+        #expect(table.waitForExit() == 0)
+        #expect(table.remainingLines().contains { $0.hasPrefix("socket") && $0.hasSuffix(broker.socketPath) })
+    }
+
+    @Test("A malformed segment id is refused with the subcommand's usage, before any broker is asked",
+          arguments: [["invalidate", "nothex"], ["nodes", "nothex"], ["migrate", "nothex", "1"]])
+    func malformedSegmentID(arguments: [String]) throws {
+        let run = try ChildProcess("xpmemctl", arguments + ["--socket", "/nonexistent/xpmemd.sock"])
+        #expect(run.waitForExit() == 64, "a usage error exits with EX_USAGE")
+        let errors = run.standardError()
+        #expect(errors.contains("'nothex' is invalid"), "\(errors)")
+        #expect(errors.contains("Usage: xpmemctl \(arguments[0]) "), "the subcommand's usage, not the root's: \(errors)")
+    }
+
+    @Test("xprun -n with a negative count says the count is wrong, not that it is missing")
+    func negativeRankCount() throws {
+        let run = try ChildProcess("xprun", ["-n", "-1", "/bin/true"])
+        #expect(run.waitForExit() == 64)
+        let errors = run.standardError()
+        #expect(errors.contains("-n must be at least 1"), "\(errors)")
+        #expect(!errors.contains("Missing value"), "\(errors)")
+    }
+
+    @Test("xprun says a program it found cannot be run, and why")
+    func programThatCannotRun() throws {
+        let directory = try TemporaryDirectory()
+        let notExecutable = directory.path + "/data"
+        #expect(FileManager.default.createFile(atPath: notExecutable, contents: Data("x".utf8),
+                                               attributes: [.posixPermissions: 0o644]))
+        let cases: [(program: String, says: String)] = [
+            (notExecutable, "'\(notExecutable)' is not executable"),
+            (directory.path, "'\(directory.path)' is a directory"),
+            (directory.path + "/missing", "cannot find an executable '\(directory.path)/missing'"),
+        ]
+        for (program, says) in cases {
+            let run = try ChildProcess("xprun", ["-n", "2", program])
+            #expect(run.waitForExit() != 0)
+            let errors = run.standardError()
+            #expect(errors.contains(says), "\(errors)")
+        }
+    }
+
+    @Test("xprun's errors carry one prefix")
+    func oneErrorPrefix() throws {
+        let run = try ChildProcess("xprun", ["-n", "2", "no-such-program-here"])
+        #expect(run.waitForExit() != 0)
+        let errors = run.standardError()
+        #expect(errors.hasPrefix("Error: cannot find an executable 'no-such-program-here'"), "\(errors)")
+        #expect(!errors.contains("xprun: "), "\(errors)")
+    }
+
+    @Test("With --tag-output each rank holds its own two pipes and none of another rank's")
+    func ranksInheritNoOtherRanksPipes() throws {
+        let broker = try TestBroker()
+        // Each rank lists its open descriptors as "NUMBER TARGET" lines; a pipe's target names its inode.
+        let script = #"for f in /proc/$$/fd/*; do echo "${f##*/} $(readlink "$f")"; done"#
+        let run = try ChildProcess("xprun", ["-n", "3", "--socket", broker.socketPath, "--tag-output", "/bin/sh", "-c", script])
+        #expect(run.waitForExit() == 0, "\(run.standardError())")
+        var descriptors: [Int: [(number: String, target: String)]] = [:]
+        for line in run.remainingLines() {
+            // "[RANK]<stdout>: NUMBER TARGET"
+            guard let close = line.firstIndex(of: "]"), let rank = Int(line.dropFirst().prefix(upTo: close)),
+                  let colon = line.range(of: ">: ") else { continue }
+            let fields = line[colon.upperBound...].split(separator: " ", maxSplits: 1).map(String.init)
+            if fields.count == 2 { descriptors[rank, default: []].append((fields[0], fields[1])) }
+        }
+        #expect(descriptors.keys.sorted() == [0, 1, 2])
+        let ownPipes = descriptors.mapValues { Set($0.filter { ["1", "2"].contains($0.number) }.map(\.target)) }
+        for (rank, own) in ownPipes {
+            #expect(own.count == 2 && own.allSatisfy { $0.hasPrefix("pipe:") }, "rank \(rank): \(own)")
+            for (other, entries) in descriptors where other != rank {
+                let leaked = entries.filter { own.contains($0.target) }
+                #expect(leaked.isEmpty, "rank \(other) holds rank \(rank)'s pipes: \(leaked)")
+            }
+        }
+    }
+}
