@@ -1,6 +1,9 @@
 # The project's commands. `make demo` runs the main job; `make test` runs every test.
 SWIFT ?= swift
 RELEASE_DIR := .build/release
+# bash with pipefail, so that `COMMAND | tee LOG` in a recipe fails when COMMAND does.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 .PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench clean
 
@@ -40,22 +43,66 @@ demo: release
 	@Examples/demo.sh $(RELEASE_DIR)
 
 # Every test: unit and integration tests on this machine, then the NUMA checks in emulated
-# 2-node and 4-node machines (this machine has one node; see Tests/NUMAMachine).
-test: unit-and-integration-test numa-test
+# 2-node and 4-node machines (this machine has one node; see Tests/NUMAMachine). Every step runs
+# even when an earlier one failed, and keeps its whole output in $(TEST_LOGS). The last line counts
+# every test, skip and NUMA check, "N passed, N failed, N skipped" alone on its line (CI reads it);
+# the exit status is non-zero if anything failed.
+test: deps numa-deps
+	@rm -rf $(TEST_LOGS) && mkdir -p $(TEST_LOGS)
+	@if ! $(SWIFT) build --build-tests; then \
+	  echo "make test: the build failed, so no test ran"; echo "0 passed, 1 failed, 0 skipped"; exit 1; \
+	fi
+	@$(call test-step,swift-test,$(SWIFT) test --skip-build,$(COUNT_SWIFT_TESTS))
+	@$(call test-step,numa-2-nodes,$(call numa-machine,2),$(COUNT_NUMA_CHECKS))
+	@$(call test-step,numa-4-nodes,$(call numa-machine,4),$(COUNT_NUMA_CHECKS))
+	@cat $(TEST_LOGS)/*.counts | awk '{ passed += $$1; failed += $$2; skipped += $$3 } \
+	  END { print passed " passed, " failed " failed, " skipped " skipped"; exit (failed > 0) }'
 
 unit-and-integration-test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test
+
+TEST_LOGS := $(CURDIR)/.build/test-logs
+
+# $(call test-step,NAME,COMMAND,COUNTER): runs COMMAND with its output shown and kept in
+# $(TEST_LOGS)/NAME.log, and writes what COUNTER finds in that log, "passed failed skipped", to
+# NAME.counts. A COMMAND that fails without its log naming a failure (a crash, a machine that did
+# not boot) counts as one failure, so a failed step never adds up to "0 failed".
+test-step = $(2) 2>&1 | tee $(TEST_LOGS)/$(1).log; status=$$?; \
+	read -r passed failed skipped < <($(3) $(TEST_LOGS)/$(1).log); \
+	if [ $$status -ne 0 ] && [ $$failed -eq 0 ]; then \
+	  failed=1; echo "make test: $(1) failed (status $$status) without naming a failed test; see $(TEST_LOGS)/$(1).log"; \
+	fi; \
+	echo "$$passed $$failed $$skipped" >$(TEST_LOGS)/$(1).counts
+
+# swift-testing prints one line per test ("✔ Test x passed after 0.1 seconds.", "✘ Test x failed
+# after …", "➜ Test x skipped: …"; a parameterized test is one test) and XCTest one per test case
+# ("Test Case 'x' passed (0.1 seconds)"); their run summaries are not counted again.
+COUNT_SWIFT_TESTS := awk '{ gsub(/\033\[[0-9;]*m/, "") } \
+	/^[^ ]+ Test run with / { next } \
+	/^[^ ]+ Test .* passed after [0-9.]+ seconds/ || /^Test Case .* passed \(/ { passed++; next } \
+	/^[^ ]+ Test .* failed after [0-9.]+ seconds/ || /^Test Case .* failed \(/ { failed++; next } \
+	/^[^ ]+ Test .* skipped(: .*|\.)$$/ || /^Test Case .* skipped \(/ { skipped++; next } \
+	END { print passed + 0, failed + 0, skipped + 0 }'
+
+# xpmem-numa-check prints one line per check: "PASS what" or "FAIL what: why".
+COUNT_NUMA_CHECKS := awk '/^PASS / { passed++ } /^FAIL / { failed++ } END { print passed + 0, failed + 0, 0 }'
 
 DEBUG_DIR := $(CURDIR)/.build/debug
 VM := Tests/NUMAMachine/run-in-vm.sh
 VM_FILES := --file $(DEBUG_DIR)/xpmem-numa-check --file $(DEBUG_DIR)/xpmemd --file $(DEBUG_DIR)/xpmem-probe \
 	--file $(DEBUG_DIR)/xpmemctl --file $(DEBUG_DIR)/xprun --file $(DEBUG_DIR)/migrate
 
+# $(call numa-machine,NODES): every NUMA check in an emulated machine with NODES nodes. The terminal
+# gets the checks' lines; the machine's whole console goes to $(TEST_LOGS)/numa-NODES-nodes.console.
+numa-machine = $(VM) --nodes $(1) --memory-per-node 512 --console $(TEST_LOGS)/numa-$(1)-nodes.console $(VM_FILES) \
+	-- $(DEBUG_DIR)/xpmem-numa-check all
+
 numa-test: deps numa-deps
 	$(SWIFT) build
-	$(VM) --nodes 2 --memory-per-node 512 $(VM_FILES) -- $(DEBUG_DIR)/xpmem-numa-check all
-	$(VM) --nodes 4 --memory-per-node 512 $(VM_FILES) -- $(DEBUG_DIR)/xpmem-numa-check all
+	@mkdir -p $(TEST_LOGS)
+	$(call numa-machine,2)
+	$(call numa-machine,4)
 	@echo "make: the NUMA checks passed in the emulated 2-node and 4-node machines"
 
 # Migration figures, measured inside an emulated 2-node machine (NUMA_BENCH_ARGS="" for a table).

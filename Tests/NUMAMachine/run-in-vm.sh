@@ -6,8 +6,13 @@
 # busybox initramfs holding the given files at their own absolute paths (with every shared library
 # `ldd` lists for them), runs COMMAND as root, prints its output live and exits with its status.
 #
+# Only COMMAND's output reaches the terminal, without terminal control sequences: the machine's
+# firmware and kernel send its serial console ones that reset the terminal, clear the screen and turn
+# line wrapping off. The whole console (firmware, boot, kernel messages) goes to --console FILE, or
+# to a temporary file that is shown, cleaned, only if the machine stops without COMMAND's status.
+#
 #   run-in-vm.sh [--nodes N] [--memory-per-node MiB] [--cpus-per-node K] [--timeout S]
-#                [--accel auto|kvm|tcg] [--file PATH]... [--dir PATH]... -- COMMAND [ARGS...]
+#                [--accel auto|kvm|tcg] [--console FILE] [--file PATH]... [--dir PATH]... -- COMMAND [ARGS...]
 set -euo pipefail
 
 nodes=2
@@ -15,6 +20,7 @@ memory_per_node=1024
 cpus_per_node=1
 timeout_seconds=600
 accel=tcg
+console=
 files=()
 dirs=()
 while [ $# -gt 0 ]; do
@@ -24,6 +30,7 @@ while [ $# -gt 0 ]; do
     --cpus-per-node) cpus_per_node=$2; shift 2 ;;
     --timeout) timeout_seconds=$2; shift 2 ;;
     --accel) accel=$2; shift 2 ;;
+    --console) console=$2; shift 2 ;;
     --file) files+=("$2"); shift 2 ;;
     --dir) dirs+=("$2"); shift 2 ;;
     --) shift; break ;;
@@ -110,21 +117,47 @@ for ((node = 0; node < nodes; node++)); do
          -numa "node,nodeid=$node,cpus=$first-$last,memdev=m$node")
 done
 
+# Removes terminal control sequences (CSI ones such as ESC[2J and ESC[?7l, OSC strings, two-byte
+# ones such as ESC c) and the other control characters but tab, carriage returns included.
+strip_terminal_controls() {
+  LC_ALL=C sed -u -e 's|\x1b\[[0-?]*[ -/]*[@-~]||g' -e 's/\x1b[]P^_][^\x07\x1b]*\(\x07\|\x1b\\\)\{0,1\}//g' \
+    -e 's/\x1b.//g' -e 's/[\x01-\x08\x0b-\x1f\x7f]//g'
+}
+
+# The lines COMMAND printed: those between the init script's markers.
+command_output() {
+  LC_ALL=C sed -u -n -e '/XPMEM-VM-START/,/XPMEM-VM-EXIT-STATUS=/{' -e '/XPMEM-VM-START\|XPMEM-VM-EXIT-STATUS=/d' -e 'p' -e '}'
+}
+
 echo "run-in-vm: $nodes nodes x ${memory_per_node} MiB, $((nodes * cpus_per_node)) CPUs, $accel, kernel $kernel"
-log=$work/console.log
+log=${console:-$work/console.log}
+mkdir -p "$(dirname "$log")"
 status=0
-timeout --signal=KILL "$timeout_seconds" qemu-system-x86_64 "${machine[@]}" \
+# SIGTERM first (qemu exits on it); timeout then exits 124. SIGKILL only if qemu does not, since a
+# KILL reaches timeout itself too and bash reports the job as killed.
+timeout --kill-after=10 "$timeout_seconds" qemu-system-x86_64 "${machine[@]}" \
   -m "$((nodes * memory_per_node))M" -smp "$((nodes * cpus_per_node))" "${numa[@]}" \
   -kernel "$kernel" -initrd "$work/initramfs.gz" -nographic -no-reboot \
-  -append "console=ttyS0 panic=-1 quiet loglevel=3" </dev/null 2>&1 | tee "$log" || status=$?
+  -append "console=ttyS0 panic=-1 quiet loglevel=3" </dev/null 2>&1 \
+  | tee "$log" | strip_terminal_controls | command_output || status=$?
 
 exit_line=$(grep -a -o 'XPMEM-VM-EXIT-STATUS=[0-9]*' "$log" | tail -n 1 || true)
 if [ -z "$exit_line" ]; then
-  if [ "$status" = 137 ]; then
+  if [ -n "$console" ]; then
+    echo "run-in-vm: the machine's console is in $console; its last lines:" >&2
+  else
+    echo "run-in-vm: the machine's console ended with:" >&2
+  fi
+  strip_terminal_controls <"$log" | tail -n 30 | sed 's/^/  | /' >&2
+  if [ "$status" = 124 ] || [ "$status" = 137 ]; then
     echo "run-in-vm: the machine did not finish within $timeout_seconds s" >&2
     exit 124
   fi
-  echo "run-in-vm: the machine stopped without reporting the command's status (see the console above)" >&2
+  echo "run-in-vm: the machine stopped without reporting the command's status" >&2
   exit 1
 fi
-exit "${exit_line#XPMEM-VM-EXIT-STATUS=}"
+command_status=${exit_line#XPMEM-VM-EXIT-STATUS=}
+if [ "$command_status" != 0 ]; then
+  echo "run-in-vm: the command exited with status $command_status${console:+ (whole console: $console)}" >&2
+fi
+exit "$command_status"
