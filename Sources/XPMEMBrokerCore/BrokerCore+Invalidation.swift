@@ -27,7 +27,7 @@ extension BrokerCore {
             case .ready(let request):
                 effects += apply(coordinator.start(request, targets: targets(of: request), now: now), now: now)
             case .rangeReopened(let segment):
-                effects += retryDeferredAttaches(on: segment)
+                effects += retryDeferredAttaches(on: segment, now: now)
             }
         }
         return effects
@@ -35,7 +35,7 @@ extension BrokerCore {
 
     /// Serves the attaches that waited for `segment`'s invalidation (or whose grant has gone), in
     /// arrival order; those still blocked by a queued invalidation park again.
-    private mutating func retryDeferredAttaches(on segment: SegmentID) -> [BrokerEffect] {
+    private mutating func retryDeferredAttaches(on segment: SegmentID, now: UInt64) -> [BrokerEffect] {
         let waiting = deferredAttaches.filter { request in
             guard let grant = registry.grants[request.handle] else { return true }
             return grant.segment == segment
@@ -43,13 +43,13 @@ extension BrokerCore {
         guard !waiting.isEmpty else { return [] }
         deferredAttaches.removeAll { waiting.contains($0) }
         return waiting.flatMap { request in
-            peers[request.peer] == nil ? [] : attach(request)
+            peers[request.peer] == nil ? [] : attach(request, now: now)
         }
     }
 
     /// Records an attachment and hands over the segment's memfd, or parks the request while an
     /// invalidation of an overlapping range is in flight.
-    mutating func attach(_ request: DeferredAttach) -> [BrokerEffect] {
+    mutating func attach(_ request: DeferredAttach, now: UInt64) -> [BrokerEffect] {
         do throws(BrokerError) {
             guard let grant = registry.grants[request.handle], grant.client == request.client else {
                 throw Registry.handleNotFound(request.handle)
@@ -60,6 +60,10 @@ extension BrokerCore {
             }
             let attachment = try registry.attach(request.handle, offset: request.offset, length: request.length,
                                                  by: request.client)
+            if let base = registry.segments[attachment.segment]?.addressSpaceBase {
+                return requestBacking(of: attachment, base: base, importer: request.peer, requestID: request.requestID,
+                                      now: now)
+            }
             return [.send(request.peer, .main, requestID: request.requestID, .attached(attachment.id),
                           handOver: SegmentFileHandOver(segment: attachment.segment, access: attachment.access))]
         } catch {

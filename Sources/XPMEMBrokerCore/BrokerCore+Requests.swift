@@ -54,6 +54,12 @@ extension BrokerCore {
             usageOfUID[credentials.uid, default: Usage()].bytes += size
             return [.keepSegmentFiles(id)] + answer(.made(id))
                 + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]
+        case .makeAddressSpace(let base, let size, let permit, let name):
+            try admitSegment(size: 0, by: credentials)
+            let id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name)
+            usageOfUID[credentials.uid, default: Usage()].segments += 1
+            return [.keepSegmentFiles(id)] + answer(.made(id))
+                + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]
         case .remove(let id):
             let importers = registry.grantHolders(of: id).filter { $0 != client }
             guard let record = registry.segments[id] else { throw Registry.segmentNotFound(id) }
@@ -69,7 +75,7 @@ extension BrokerCore {
             return answer(.done)
         case .attach(let handle, let offset, let length):
             return attach(DeferredAttach(peer: peer, client: client, requestID: requestID, handle: handle, offset: offset,
-                                         length: length))
+                                         length: length), now: now)
         case .detach(let attachment):
             try registry.detach(attachment, by: client)
             return answer(.done)

@@ -16,6 +16,9 @@ public struct BrokerCore: Sendable {
     var peers: [PeerID: Peer] = [:]
     var peerOfClient: [ClientID: PeerID] = [:]
     var deferredAttaches: [DeferredAttach] = []
+    /// Attaches of address-space segments waiting for their exporter, by `backRange` sequence.
+    var pendingBackings: [UInt64: PendingBacking] = [:]
+    var nextBackingSequence: UInt64 = 0
     /// Segments and declared bytes per owner uid, for the quotas.
     var usageOfUID: [UInt32: Usage] = [:]
     let startTime: UInt64
@@ -63,8 +66,10 @@ public struct BrokerCore: Sendable {
     /// The client a peer became at hello, if it did.
     public func client(of peer: PeerID) -> ClientID? { peers[peer]?.client }
 
-    /// The earliest invalidation deadline: the daemon must call `tick` by then.
-    public var nextDeadline: UInt64? { coordinator.nextDeadline }
+    /// The earliest deadline (an invalidation's, or a backing's): the daemon must call `tick` by then.
+    public var nextDeadline: UInt64? {
+        ([coordinator.nextDeadline].compactMap { $0 } + pendingBackings.values.map(\.deadline)).min()
+    }
 
     /// Descriptors the broker holds for clients, counted the way the budget is.
     public var descriptorsInUse: Int {
@@ -117,23 +122,38 @@ public struct BrokerCore: Sendable {
             }
         }
         effects += apply(coordinator.clientDeparted(client, now: now), now: now)
+        effects += settleBackings(now: now)
         effects.append(.note(.clientLeft(client, pid: record.credentials.pid, reason: reason,
                                          segmentsRemoved: departure.removedSegments.count,
                                          grantsReleased: departure.releasedGrants)))
         return effects
     }
 
+    /// A frame arrived on the peer's event channel: an acknowledgement of an invalidation, or an
+    /// exporter's answer to `backRange`. Anything else there is refused by the daemon before this.
+    public mutating func event(_ message: Message, from peer: PeerID, now: UInt64) -> [BrokerEffect] {
+        guard let client = peers[peer]?.client else { return [] }
+        switch message {
+        case .acknowledge(let segment, let sequence):
+            return apply(coordinator.acknowledge(segment, sequence: sequence, from: client, now: now), now: now)
+        case .rangeBacked(let segment, let sequence, let failure, let text, let extents):
+            return rangeBacked(segment, sequence: sequence, failure: failure, text: text, extents: extents, from: peer)
+        default:
+            return [.close(peer, reason: "sent \(message.type) on its event channel")]
+        }
+    }
+
     /// An acknowledgement arrived on the peer's event channel.
     public mutating func acknowledged(
         _ segment: SegmentID, sequence: UInt64, from peer: PeerID, now: UInt64
     ) -> [BrokerEffect] {
-        guard let client = peers[peer]?.client else { return [] }
-        return apply(coordinator.acknowledge(segment, sequence: sequence, from: client, now: now), now: now)
+        event(.acknowledge(segment, sequence: sequence), from: peer, now: now)
     }
 
-    /// Time passed: importers that missed an invalidation deadline lose their grants.
+    /// Time passed: importers that missed an invalidation deadline lose their grants, and attaches
+    /// whose exporter did not back the range in time fail.
     public mutating func tick(now: UInt64) -> [BrokerEffect] {
-        apply(coordinator.expire(now: now), now: now)
+        apply(coordinator.expire(now: now), now: now) + settleBackings(now: now)
     }
 
     // MARK: Shared steps
@@ -154,7 +174,15 @@ public struct BrokerCore: Sendable {
     /// quota is credited.
     mutating func forgetSegment(_ record: SegmentRecord, now: UInt64) -> [BrokerEffect] {
         usageOfUID[record.ownerCredentials.uid]?.segments -= 1
-        usageOfUID[record.ownerCredentials.uid]?.bytes -= record.size
+        usageOfUID[record.ownerCredentials.uid]?.bytes -= record.countedBytes
         return [.discardSegmentFiles(record.id)] + apply(coordinator.segmentRemoved(record.id), now: now)
+            + settleBackings(now: now)
     }
+}
+
+extension SegmentRecord {
+    /// What the segment counts against its owner's byte quota. An address-space window declares the
+    /// whole address space but holds only what gets attached, which lives in the owner's own memory
+    /// (and its memory cgroup) anyway: it counts nothing.
+    var countedBytes: UInt64 { addressSpaceBase == nil ? size : 0 }
 }

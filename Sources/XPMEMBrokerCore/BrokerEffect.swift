@@ -41,5 +41,7 @@ public enum BrokerNote: Equatable, Sendable {
     /// A request or a connection was refused because a quota or the descriptor budget was reached.
     case quotaReached(uid: UInt32, pid: Int32, String)
     case deadlineMissed(ClientID, SegmentID, grantsRevoked: Int)
+    /// A client broke the protocol in a way that hurts only its own requests (malformed backed extents).
+    case misbehaved(uid: UInt32, pid: Int32, String)
     case invalidationAcknowledged(InvalidationReport)
 }

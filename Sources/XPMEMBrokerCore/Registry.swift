@@ -62,12 +62,31 @@ public struct Registry: Sendable {
     public mutating func make(
         by client: ClientID, size: UInt64, permit: Permit, name: String
     ) throws(BrokerError) -> SegmentID {
+        guard size <= limits.maximumSegmentSize else {
+            throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(limits.maximumSegmentSize) bytes")
+        }
+        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil)
+    }
+
+    /// Registers a window `base..<base+size` of the client's address-space file (file offset ==
+    /// virtual address) as a new segment.
+    public mutating func makeAddressSpace(
+        by client: ClientID, base: UInt64, size: UInt64, permit: Permit, name: String
+    ) throws(BrokerError) -> SegmentID {
+        let (end, overflow) = base.addingReportingOverflow(size)
+        guard base % limits.pageSize == 0, !overflow, end <= AddressSpace.maximumSize else {
+            throw BrokerError(.invalidArgument,
+                "window \(base)+\(size) is not page-aligned inside the \(AddressSpace.maximumSize)-byte address space")
+        }
+        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base)
+    }
+
+    private mutating func register(
+        by client: ClientID, size: UInt64, permit: Permit, name: String, addressSpaceBase: UInt64?
+    ) throws(BrokerError) -> SegmentID {
         guard var owner = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
         guard size > 0, size % limits.pageSize == 0 else {
             throw BrokerError(.invalidArgument, "segment size \(size) is not a positive multiple of the page size \(limits.pageSize)")
-        }
-        guard size <= limits.maximumSegmentSize else {
-            throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(limits.maximumSegmentSize) bytes")
         }
         guard permit.rawValue & ~Permit.validBits == 0 else {
             throw BrokerError(.invalidArgument, "permit \(permit) has bits other than read/write for owner, group, other")
@@ -75,12 +94,13 @@ public struct Registry: Sendable {
         guard owner.segments.count < limits.segmentsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already exports \(owner.segments.count) segments")
         }
+        // Ids stay below 2^63, so that C callers, who hold them as a signed xpmem_segid_t, see them positive.
         var raw: UInt64
-        repeat { raw = randomSource() } while raw == 0 || issuedSegmentIDs.contains(raw)
+        repeat { raw = randomSource() & UInt64(Int64.max) } while raw == 0 || issuedSegmentIDs.contains(raw)
         issuedSegmentIDs.insert(raw)
         let id = SegmentID(rawValue: raw)
         segments[id] = SegmentRecord(id: id, owner: client, ownerCredentials: owner.credentials, size: size,
-                                     permit: permit, name: name)
+                                     permit: permit, name: name, addressSpaceBase: addressSpaceBase)
         owner.segments.insert(id)
         clients[client] = owner
         return id

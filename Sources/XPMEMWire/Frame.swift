@@ -1,7 +1,7 @@
 /// Protocol constants shared by the broker and its clients.
 public enum WireProtocol {
     /// Bumped on any incompatible change; the broker refuses other versions at `hello`.
-    public static let version: UInt16 = 2
+    public static let version: UInt16 = 3
     /// "XPMM" little-endian: identifies our frames.
     public static let magic: UInt32 = 0x4D4D_5058
     /// The largest request a client may send.

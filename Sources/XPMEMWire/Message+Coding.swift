@@ -73,6 +73,26 @@ extension Message {
             for client in list { client.encode(into: &writer) }
         case .status(let status):
             status.encode(into: &writer)
+        case .makeAddressSpace(let base, let size, let permit, let name):
+            writer.write(base)
+            writer.write(size)
+            writer.write(permit.rawValue)
+            writer.write(name, maximumLength: 256)
+        case .rangeBacked(let id, let sequence, let failure, let text, let extents):
+            writer.write(id.rawValue)
+            writer.write(sequence)
+            writer.write(failure?.rawValue ?? 0)
+            writer.write(text, maximumLength: 256)
+            writer.write(extents)
+        case .backRange(let id, let sequence, let start, let length):
+            writer.write(id.rawValue)
+            writer.write(sequence)
+            writer.write(start)
+            writer.write(length)
+        case .attachedWindow(let attachment, let fileOffset, let extents):
+            writer.write(attachment.rawValue)
+            writer.write(fileOffset)
+            writer.write(extents)
         }
     }
 
@@ -175,6 +195,28 @@ extension Message {
             message = .released(id, reason: reason)
         case .invalidated:
             message = .invalidated(try InvalidationReport.decode(from: &reader))
+        case .makeAddressSpace:
+            let base = try reader.read(UInt64.self, "base")
+            let size = try reader.read(UInt64.self, "size")
+            let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
+            message = .makeAddressSpace(base: base, size: size, permit: permit,
+                                        name: try reader.readString("name", maximumLength: 256))
+        case .rangeBacked:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            let sequence = try reader.read(UInt64.self, "sequence")
+            let code = try reader.read(UInt16.self, "code")
+            let text = try reader.readString("text", maximumLength: 256)
+            message = .rangeBacked(id, sequence: sequence, failure: code == 0 ? nil : ErrorCode(wireValue: code),
+                                   text: text, extents: try reader.readExtents())
+        case .backRange:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            let sequence = try reader.read(UInt64.self, "sequence")
+            let start = try reader.read(UInt64.self, "start")
+            message = .backRange(id, sequence: sequence, start: start, length: try reader.read(UInt64.self, "length"))
+        case .attachedWindow:
+            let attachment = AttachmentID(rawValue: try reader.read(UInt64.self, "attachment"))
+            let fileOffset = try reader.read(UInt64.self, "fileOffset")
+            message = .attachedWindow(attachment, fileOffset: fileOffset, extents: try reader.readExtents())
         }
         try reader.finish()
         return message

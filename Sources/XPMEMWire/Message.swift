@@ -36,10 +36,17 @@ public enum Message: Equatable, Sendable {
     /// The owner tells the broker where the segment's pages are meant to be ("node 1", "interleave
     /// 0,1"...), for `xpmemctl segments`; sent after `make` and after a migration.
     case describePlacement(SegmentID, placement: String)
+    /// Export a window of the client's address-space file (XPMEM `make` of raw addresses; the C
+    /// library): file offset == virtual address, so attach offsets are addresses relative to `base`.
+    /// The frame carries two descriptors of the file, read-write then read-only. The exporter backs
+    /// ranges on demand, when the broker sends `backRange` before an attach.
+    case makeAddressSpace(base: UInt64, size: UInt64, permit: Permit, name: String)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
     case acknowledge(SegmentID, sequence: UInt64)
+    /// The exporter has backed what it could of a `backRange` (`failure` nil), or says why it could not.
+    case rangeBacked(SegmentID, sequence: UInt64, failure: ErrorCode?, text: String, extents: [BackedExtent])
 
     // Events, sent by the broker on a client's event channel
     /// Stop access to this range of the segment, then acknowledge.
@@ -48,6 +55,9 @@ public enum Message: Equatable, Sendable {
     case invalidateEnd(SegmentID, offset: UInt64, length: UInt64, sequence: UInt64)
     /// The segment is gone for this client; its mappings must be revoked.
     case released(SegmentID, reason: ReleaseReason)
+    /// To an address-space exporter: make your memory at `start..<start+length` the file's pages
+    /// (copy and map over), then answer `rangeBacked` with the same sequence.
+    case backRange(SegmentID, sequence: UInt64, start: UInt64, length: UInt64)
 
     // Replies
     case welcome(ClientID, brokerPID: Int32)
@@ -61,12 +71,15 @@ public enum Message: Equatable, Sendable {
     case clients([ClientSummary])
     case status(BrokerStatus)
     case invalidated(InvalidationReport)
+    /// The reply to an attach of an address-space segment: where the requested range starts in the
+    /// file, and which parts of it are backed. The frame carries the file's descriptor.
+    case attachedWindow(AttachmentID, fileOffset: UInt64, extents: [BackedExtent])
 
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
         switch self {
-        case .make: 2
-        case .attached, .subscribe: 1
+        case .make, .makeAddressSpace: 2
+        case .attached, .attachedWindow, .subscribe: 1
         default: 0
         }
     }
@@ -84,10 +97,11 @@ public enum MessageType: UInt16, Sendable {
     static let firstBrokerEvent: UInt16 = 0x4000
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
-    case subscribe, invalidate, endInvalidation, describePlacement
-    case acknowledge = 0x2001
-    case invalidateBegin = 0x4001, invalidateEnd, released
+    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace
+    case acknowledge = 0x2001, rangeBacked
+    case invalidateBegin = 0x4001, invalidateEnd, released, backRange
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
+    case attachedWindow
 }
 
 extension Message {
@@ -121,6 +135,10 @@ extension Message {
         case .invalidateEnd: .invalidateEnd
         case .released: .released
         case .invalidated: .invalidated
+        case .makeAddressSpace: .makeAddressSpace
+        case .rangeBacked: .rangeBacked
+        case .backRange: .backRange
+        case .attachedWindow: .attachedWindow
         }
     }
 }

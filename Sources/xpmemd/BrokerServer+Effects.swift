@@ -87,6 +87,8 @@ extension BrokerServer {
             logger.debug("segment placement", metadata: ["segid": "\(segment)", "placement": "\(placement)"])
         case .quotaReached(let uid, let pid, let text):
             logThrottled(&refusals, "refused pid \(pid) uid \(uid): \(text)")
+        case .misbehaved(let uid, let pid, let text):
+            logThrottled(&refusals, "pid \(pid) uid \(uid) \(text)")
         case .deadlineMissed(let client, let segment, let grants):
             logger.warning("importer missed an invalidation deadline; its grants were revoked", metadata: [
                 "client": "\(client.rawValue)", "segid": "\(segment)", "grants": "\(grants)",

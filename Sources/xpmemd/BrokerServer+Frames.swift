@@ -100,7 +100,15 @@ extension BrokerServer {
                 guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
                     throw BrokerError(.malformedFrame, "make needs two descriptors")
                 }
-                incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable, size: size)
+                incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
+                                                                  size: .exactly(size))
+            case .makeAddressSpace(let base, let size, _, _):
+                guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
+                    throw BrokerError(.malformedFrame, "makeAddressSpace needs two descriptors")
+                }
+                let (end, overflow) = base.addingReportingOverflow(size)
+                incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
+                                                                  size: .atLeast(overflow ? .max : end))
             case .subscribe:
                 guard let socket = descriptors.takeFirst() else {
                     throw BrokerError(.malformedFrame, "subscribe needs a socket")
@@ -120,13 +128,14 @@ extension BrokerServer {
         apply(core.handle(message, requestID: frame.requestID, from: connection.peer, now: now), incoming: incoming)
     }
 
-    /// The event channel carries only acknowledgements; anything else there is a broken client.
+    /// The event channel carries only a client's answers to events (acknowledgements, backed ranges);
+    /// anything else there is a broken client.
     private func handleEvent(_ frame: Frame, descriptors: OwnedDescriptorList, from connection: PeerConnection) {
-        guard case .acknowledge(let segment, let sequence) = frame.message, descriptors.isEmpty else {
+        guard frame.message.isClientEvent, descriptors.isEmpty else {
             drop(connection.peer, reason: "sent \(frame.message.type) on its event channel")
             return
         }
-        apply(core.acknowledged(segment, sequence: sequence, from: connection.peer, now: now))
+        apply(core.event(frame.message, from: connection.peer, now: now))
     }
 
     /// Answers a frame with a failure on the channel it came from; on the event channel, where no

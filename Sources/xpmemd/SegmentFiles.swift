@@ -22,8 +22,14 @@ final class SegmentFiles {
     /// Both must be the same memfd of exactly `size` bytes; the first open read-write, the second
     /// read-only; and its mode must deny group and other, so that a read-only importer of another uid
     /// cannot reopen it writable through `/proc/self/fd` (a memfd is created with mode 0777).
+    /// The size a file must have: a segment's exactly, an address-space file's at least its window's end.
+    enum ExpectedSize {
+        case exactly(UInt64)
+        case atLeast(UInt64)
+    }
+
     static func validate(
-        readWrite: consuming OwnedDescriptor, readOnly: consuming OwnedDescriptor, size: UInt64
+        readWrite: consuming OwnedDescriptor, readOnly: consuming OwnedDescriptor, size: ExpectedSize
     ) throws(BrokerError) -> SegmentFiles {
         let files = SegmentFiles(readWrite: readWrite, readOnly: readOnly)
         do {
@@ -46,8 +52,15 @@ final class SegmentFiles {
         guard writable.st_dev == readable.st_dev, writable.st_ino == readable.st_ino else {
             throw BrokerError(.invalidArgument, "the two descriptors sent with make are different files")
         }
-        guard writable.st_size == off_t(clamping: size) else {
-            throw BrokerError(.invalidArgument, "the memfd holds \(writable.st_size) bytes, not the \(size) declared")
+        switch size {
+        case .exactly(let declared):
+            guard writable.st_size == off_t(clamping: declared) else {
+                throw BrokerError(.invalidArgument, "the memfd holds \(writable.st_size) bytes, not the \(declared) declared")
+            }
+        case .atLeast(let end):
+            guard writable.st_size >= off_t(clamping: end) else {
+                throw BrokerError(.invalidArgument, "the address-space file holds \(writable.st_size) bytes, less than the window's end \(end)")
+            }
         }
         guard writableFlags & O_ACCMODE == O_RDWR, readableFlags & O_ACCMODE == O_RDONLY else {
             throw BrokerError(.invalidArgument, "make needs a read-write descriptor followed by a read-only one")

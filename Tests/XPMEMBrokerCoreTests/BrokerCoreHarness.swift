@@ -48,6 +48,11 @@ struct BrokerCoreHarness {
         return Self.reply(to: id, for: peer, in: produced)
     }
 
+    /// A frame on the peer's event channel.
+    mutating func event(_ message: Message, from peer: PeerID) {
+        record(core.event(message, from: peer, now: now))
+    }
+
     mutating func acknowledge(_ segment: SegmentID, sequence: UInt64, from peer: PeerID) {
         record(core.acknowledged(segment, sequence: sequence, from: peer, now: now))
     }

@@ -8,7 +8,7 @@ struct GoldenFrameTests {
         let frame = Frame(requestID: 5, message: .get(SegmentID(rawValue: 0x0102_0304_0506_0708), .readOnly))
         let expected: [UInt8] = [
             0x58, 0x50, 0x4D, 0x4D,  // magic "XPMM"
-            0x02, 0x00,  // version 2
+            0x03, 0x00,  // version 3
             0x04, 0x00,  // type get
             0x05, 0x00, 0x00, 0x00,  // request id 5
             0x09, 0x00, 0x00, 0x00,  // payload length 9
@@ -23,7 +23,7 @@ struct GoldenFrameTests {
         let frame = Frame(requestID: 0xA1B2_C3D4, message: .failure(.permissionDenied, "no"))
         let expected: [UInt8] = [
             0x58, 0x50, 0x4D, 0x4D,
-            0x02, 0x00,
+            0x03, 0x00,
             0x06, 0x80,  // type failure (0x8006)
             0xD4, 0xC3, 0xB2, 0xA1,
             0x06, 0x00, 0x00, 0x00,
@@ -38,7 +38,7 @@ struct GoldenFrameTests {
         let frame = Frame(requestID: 1, message: .make(size: 0x2000, permit: Permit(rawValue: 0o640), name: "é"))
         let expected: [UInt8] = [
             0x58, 0x50, 0x4D, 0x4D,
-            0x02, 0x00,
+            0x03, 0x00,
             0x02, 0x00,  // type make
             0x01, 0x00, 0x00, 0x00,
             0x10, 0x00, 0x00, 0x00,  // payload length 16
@@ -52,10 +52,46 @@ struct GoldenFrameTests {
 
     @Test func listSegmentsFromTheStartSendsZero() throws {
         let expected: [UInt8] = [
-            0x58, 0x50, 0x4D, 0x4D, 0x02, 0x00, 0x08, 0x00, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00,
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x08, 0x00, 0x03, 0x00, 0x00, 0x00, 0x08, 0x00, 0x00, 0x00,
             0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
         ]
         let frame = Frame(requestID: 3, message: .listSegments(after: nil))
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
+
+    /// What the C library's exporter sends after backing a range: the layout it writes by hand.
+    @Test func rangeBackedFrame() throws {
+        let frame = Frame(requestID: 0, message: .rangeBacked(SegmentID(rawValue: 0x11), sequence: 2, failure: nil,
+                                                             text: "", extents: [BackedExtent(start: 0x1000, length: 0x2000)]))
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00,
+            0x02, 0x20,  // type rangeBacked
+            0x00, 0x00, 0x00, 0x00,  // request id 0
+            0x28, 0x00, 0x00, 0x00,  // payload length 40
+            0x11, 0, 0, 0, 0, 0, 0, 0,  // segment id
+            0x02, 0, 0, 0, 0, 0, 0, 0,  // sequence
+            0x00, 0x00,  // code 0: backed
+            0x00, 0x00,  // empty text
+            0x01, 0x00, 0x00, 0x00,  // one extent
+            0x00, 0x10, 0, 0, 0, 0, 0, 0,  // start
+            0x00, 0x20, 0, 0, 0, 0, 0, 0,  // length
+        ]
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
+
+    @Test func attachedWindowFrame() throws {
+        let frame = Frame(requestID: 7, message: .attachedWindow(AttachmentID(rawValue: 3), fileOffset: 0x7000, extents: []))
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00,
+            0x0B, 0x80,  // type attachedWindow
+            0x07, 0x00, 0x00, 0x00,
+            0x14, 0x00, 0x00, 0x00,  // payload length 20
+            0x03, 0, 0, 0, 0, 0, 0, 0,  // attachment
+            0x00, 0x70, 0, 0, 0, 0, 0, 0,  // file offset
+            0x00, 0x00, 0x00, 0x00,  // no extents: all holes
+        ]
         #expect(frame.encoded() == expected)
         #expect(try decodeFrame(expected) == frame)
     }

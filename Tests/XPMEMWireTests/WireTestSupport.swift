@@ -110,6 +110,17 @@ enum WireSamples {
         .invalidated(report),
         .invalidated(InvalidationReport(segment: segment, sequence: 1, offset: 0, length: 4096,
                                         elapsedMicroseconds: 0, importers: [])),
+        .makeAddressSpace(base: 0, size: AddressSpace.maximumSize, permit: Permit(rawValue: 0o666), name: "rank 3"),
+        .makeAddressSpace(base: 0x7f00_0000_0000, size: 4096, permit: Permit(rawValue: 0o600), name: ""),
+        .rangeBacked(segment, sequence: 3, failure: nil, text: "",
+                     extents: [BackedExtent(start: 0x1000, length: 0x2000), BackedExtent(start: 0x5000, length: 0x1000)]),
+        .rangeBacked(segment, sequence: 4, failure: .resourceExhausted, text: "too many mappings", extents: []),
+        .rangeBacked(segment, sequence: 5, failure: nil, text: "",
+                     extents: (0..<UInt64(BackedExtent.maximumPerFrame)).map { BackedExtent(start: $0 * 8192, length: 4096) }),
+        .backRange(segment, sequence: 9, start: 0x7ffc_0000_0000, length: 8 << 20),
+        .attachedWindow(AttachmentID(rawValue: 12), fileOffset: 0x7f00_0000_0000, extents: []),
+        .attachedWindow(AttachmentID(rawValue: 13), fileOffset: 0x1000,
+                        extents: [BackedExtent(start: 0x1000, length: 0x3000)]),
     ]
 
     /// Every type number the protocol defines, found by asking `MessageType` about each 16-bit value.
