@@ -33,6 +33,9 @@ struct backing_pass {
     struct address_space_file file;
     int pagemap;
     bool populate;
+    /* Survey only: note whether anything would need copying, change nothing. */
+    bool surveying;
+    bool needs_copy;
     struct backing_result *result;
 };
 
@@ -204,6 +207,10 @@ static bool back_piece(struct backing_pass *pass, uint64_t start, uint64_t end, 
 {
     if (start >= end)
         return true;
+    if (pass->surveying) {
+        pass->needs_copy = true;
+        return false;
+    }
     /* Bytes an earlier mapping at these addresses left in the file must not show through the
      * new memory's untouched pages. */
     fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start));
@@ -278,6 +285,30 @@ static bool populate_enabled(void)
     return value == NULL || strcmp(value, "0") != 0;
 }
 
+/* One pass over /proc/self/maps for [start, end). */
+static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint64_t end)
+{
+    struct backing_result *result = pass->result;
+    result->count = 0;
+    ssize_t maps_length = proc_maps_read(pass->area);
+    if (maps_length < 0) {
+        fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/maps", errno, 0);
+        return;
+    }
+    const char *cursor = pass->area->maps_text;
+    const char *maps_end = cursor + maps_length;
+    struct maps_entry entry;
+    while (result->code == 0 && !pass->needs_copy && proc_maps_next(&cursor, maps_end, &entry)) {
+        if (entry.end <= start)
+            continue;
+        if (entry.start >= end)
+            break;
+        uint64_t piece_start = entry.start > start ? entry.start : start;
+        uint64_t piece_end = entry.end < end ? entry.end : end;
+        back_entry(pass, &entry, piece_start, piece_end);
+    }
+}
+
 void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result)
 {
     memset(result, 0, sizeof *result);
@@ -299,6 +330,16 @@ void backing_back_range(uint64_t start, uint64_t length, struct backing_result *
     start = page_round_down(start);
     if (start >= end)
         return;
+
+    /* Most attaches are of ranges already backed (or holes): a survey without stopping anyone
+     * answers them. Only when something must be copied are the other threads stopped. */
+    pass.surveying = true;
+    back_listed_mappings(&pass, start, end);
+    pass.surveying = false;
+    if (!pass.needs_copy || result->code != 0)
+        goto check_count;
+    pass.needs_copy = false;
+
     if (thread_stop_prepare(pass.area) < 0) {
         fail(&pass, WIRE_BUSY, "no free real-time signal to stop threads with", errno, 0);
         return;
@@ -314,26 +355,12 @@ void backing_back_range(uint64_t start, uint64_t length, struct backing_result *
         return;
     }
     /* From here to the release: no allocation, no locks, no stdio (a stopped thread may hold them),
-     * and no writes outside the private area. */
-    ssize_t maps_length = proc_maps_read(pass.area);
-    if (maps_length < 0) {
-        fail(&pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/maps", errno, 0);
-    } else {
-        const char *cursor = pass.area->maps_text;
-        const char *maps_end = cursor + maps_length;
-        struct maps_entry entry;
-        while (result->code == 0 && proc_maps_next(&cursor, maps_end, &entry)) {
-            if (entry.end <= start)
-                continue;
-            if (entry.start >= end)
-                break;
-            uint64_t piece_start = entry.start > start ? entry.start : start;
-            uint64_t piece_end = entry.end < end ? entry.end : end;
-            back_entry(&pass, &entry, piece_start, piece_end);
-        }
-    }
+     * and no writes outside the private area. The mappings are listed again: they may have
+     * changed since the survey. */
+    back_listed_mappings(&pass, start, end);
     thread_stop_release(pass.area);
     close(pass.pagemap);
+check_count:
     if (result->code == 0 && result->count > WIRE_MAX_BACKED_EXTENTS)
         fail(&pass, WIRE_RESOURCE_EXHAUSTED, "the range has more than 240 separate backed pieces", 0, start);
     if (result->code != 0)

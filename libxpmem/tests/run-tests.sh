@@ -47,6 +47,31 @@ check "the library exports exactly the xpmem_* API" only_api_exported
 check "the library needs only libc (no Swift runtime)" only_libc_needed
 check "the soname is libxpmem.so.0" soname_is_libxpmem_so_0
 
+# make install into a temporary prefix with xpmemd beside it; a program built with pkg-config
+# and run with only the prefix on LD_LIBRARY_PATH finds and starts PREFIX/bin/xpmemd itself.
+installed_prefix_works() {
+    local prefix socket status pid
+    prefix=$(mktemp -d /tmp/libxpmem-install-XXXXXX)
+    socket=$prefix/run/xpmemd.sock
+    mkdir -p "$prefix/bin" "$prefix/run" && chmod 700 "$prefix/run"
+    make -s -C "$(dirname "$0")/.." install PREFIX="$prefix" >/dev/null || return 1
+    cp "$XPMEMD" "$prefix/bin/xpmemd"
+    # shellcheck disable=SC2046
+    cc -o "$prefix/program" "$(dirname "$0")/installed_program.c" \
+        $(PKG_CONFIG_PATH=$prefix/lib/pkgconfig pkg-config --cflags --libs cray-xpmem) || return 1
+    env -i PATH=/usr/bin:/bin LD_LIBRARY_PATH="$prefix/lib" XPMEM_SOCKET="$socket" "$prefix/program" >/dev/null
+    status=$?
+    LD_LIBRARY_PATH="$prefix/lib" ldd "$prefix/program" | grep -q "$prefix/lib/libxpmem.so.0" || status=1
+    # The broker the library started: the process whose command line names our socket.
+    for pid in $(grep -lsa -- "$socket" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do
+        [ "$pid" != "$$" ] && [ "$(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline" | cut -d' ' -f1)" = "$prefix/bin/xpmemd" ] \
+            && kill "$pid"
+    done
+    rm -rf "$prefix"
+    return $status
+}
+check "make install; pkg-config cray-xpmem; the installed library alone starts PREFIX/bin/xpmemd" installed_prefix_works
+
 output=$("$build/tests/wire-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"

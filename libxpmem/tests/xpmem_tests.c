@@ -1,6 +1,7 @@
 /* Integration tests of libxpmem.so with a real broker and real processes. Every process that uses
  * the library is forked from this runner before any library use, and driven over pipes; the runner
  * itself only talks to the broker for status. */
+#include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -636,7 +637,7 @@ static void test_many_peers(void)
 /* ---------------------------------------------------------------------------------------------
  * Threads of the exporter keep writing while a peer attaches: none of their writes may be lost. */
 
-#define WRITERS 3
+#define WRITERS 2
 
 struct writer {
     volatile uint64_t *slot;
@@ -661,7 +662,8 @@ static void *keep_writing(void *argument)
 static int busy_exporter(int in, int out, void *argument)
 {
     (void)argument;
-    size_t size = 8UL << 20;
+    /* Large enough that copying it takes milliseconds: a write in that time would be lost. */
+    size_t size = 24UL << 20;
     uint8_t *buffer = malloc(size);
     pattern_fill(buffer, size, 1);
     atomic_bool stop = false;
@@ -670,6 +672,7 @@ static int busy_exporter(int in, int out, void *argument)
     for (int index = 0; index < WRITERS; index++) {
         writers[index] = (struct writer){.slot = (volatile uint64_t *)(buffer + (size_t)index * 3 * PAGE + 64),
                                          .stop = &stop, .lost = &lost};
+        *writers[index].slot = 0;
         pthread_create(&writers[index].thread, NULL, keep_writing, &writers[index]);
     }
     xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
@@ -835,17 +838,35 @@ static int racer(int in, int out, void *argument)
     return 0;
 }
 
+/* Processes running xpmemd with `socket` on their command line. */
 static int count_brokers_for(const char *socket)
 {
-    char command[512];
-    snprintf(command, sizeof command, "grep -lsa -- '%s' /proc/[0-9]*/cmdline 2>/dev/null | wc -l", socket);
-    FILE *pipe = popen(command, "r");
-    int count = -1;
-    if (pipe != NULL) {
-        if (fscanf(pipe, "%d", &count) != 1)
-            count = -1;
-        pclose(pipe);
+    DIR *processes = opendir("/proc");
+    if (processes == NULL)
+        return -1;
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(processes)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9')
+            continue;
+        char path[300], arguments[4096];
+        snprintf(path, sizeof path, "/proc/%s/cmdline", entry->d_name);
+        FILE *file = fopen(path, "r");
+        if (file == NULL)
+            continue;
+        size_t length = fread(arguments, 1, sizeof arguments - 1, file);
+        fclose(file);
+        arguments[length] = '\0';
+        /* NUL-separated: argv[0], then "--socket", then the path. */
+        const char *program = arguments;
+        size_t program_length = strlen(program);
+        bool is_broker = program_length >= 6 && strcmp(program + program_length - 6, "xpmemd") == 0;
+        bool has_socket = false;
+        for (size_t at = 0; at < length; at += strlen(arguments + at) + 1)
+            has_socket = has_socket || strcmp(arguments + at, socket) == 0;
+        count += is_broker && has_socket;
     }
+    closedir(processes);
     return count;
 }
 
