@@ -197,9 +197,13 @@ static bool back_anonymous(struct backing_pass *pass, uint64_t start, uint64_t e
 /* A private file mapping: pages never touched hold the file's bytes, so every page is copied. */
 static bool back_file_mapping(struct backing_pass *pass, uint64_t start, uint64_t end, const struct maps_entry *entry)
 {
-    if (!copy_into_file(pass, start, end - start) || !map_file_over(pass, start, end - start, entry))
-        return false;
-    populate(pass, start, end - start, entry->writable);
+    uint64_t chunk_bytes = (uint64_t)PAGEMAP_CHUNK_PAGES * page_size();
+    for (uint64_t chunk = start; chunk < end; chunk += chunk_bytes) {
+        uint64_t length = end - chunk < chunk_bytes ? end - chunk : chunk_bytes;
+        if (!copy_into_file(pass, chunk, length) || !map_file_over(pass, chunk, length, entry))
+            return false;
+        populate(pass, chunk, length, entry->writable);
+    }
     return true;
 }
 
@@ -268,9 +272,12 @@ static bool back_entry_part(struct backing_pass *pass, uint64_t start, uint64_t 
 static bool back_entry(struct backing_pass *pass, const struct maps_entry *entry, uint64_t start, uint64_t end)
 {
     if (is_our_file(pass, entry)) {
-        if (entry->offset == entry->start)
+        /* Backed, unless the exporter made it inaccessible since: importers must not reach memory
+         * the exporter itself cannot. Our file mapped elsewhere (an attachment of our own
+         * segment) is a hole. */
+        if (entry->offset == entry->start && entry->readable)
             add_extent(pass, start, end);
-        return true; /* else: our file mapped elsewhere (an attachment of our own segment): a hole */
+        return true;
     }
     if (!can_back(entry))
         return true;
@@ -279,10 +286,12 @@ static bool back_entry(struct backing_pass *pass, const struct maps_entry *entry
     return back_entry_part(pass, start, end, entry);
 }
 
+/* Off by default: prefaulting costs about what the exporter's own later faults cost, but the
+ * importer waits for it. */
 static bool populate_enabled(void)
 {
     const char *value = getenv("XPMEM_BACKING_POPULATE");
-    return value == NULL || strcmp(value, "0") != 0;
+    return value != NULL && strcmp(value, "1") == 0;
 }
 
 /* One pass over /proc/self/maps for [start, end). */

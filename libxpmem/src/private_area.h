@@ -13,7 +13,9 @@
 #define PRIVATE_STACK_SIZE (1u << 20)
 #define MAX_STOPPED_THREADS 16384
 #define MAX_WORKING_EXTENTS 4096
-#define PAGEMAP_CHUNK_PAGES 8192
+/* Backing copies and remaps this many pages at a time: the process needs only one chunk of extra
+ * memory at once, and the pages freed by one chunk's remap are reused, cache-warm, by the next. */
+#define PAGEMAP_CHUNK_PAGES 1024
 #define DIRECTORY_BUFFER_SIZE 32768
 
 struct thread_stop_control;

@@ -821,6 +821,44 @@ static void test_buffer_segment_and_threads(void)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * A process attaching its own export: its event thread backs the range while its caller waits. */
+
+static int self_importer(int in, int out, void *argument)
+{
+    (void)in;
+    (void)argument;
+    size_t size = 2UL << 20;
+    volatile uint8_t *buffer = malloc(size);
+    pattern_fill(buffer, size, 4);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    xpmem_apid_t apid = xpmem_get(segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    uintptr_t address = (uintptr_t)buffer;
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(address)};
+    uint8_t *window = xpmem_attach(where, page_span(address, size), NULL);
+    if (window == (void *)-1) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    volatile uint8_t *alias = window + (address - page_start(address));
+    bool same = pattern_check(alias, size, 4) < 0;
+    alias[100] = 0xEE;
+    bool aliased = buffer[100] == 0xEE && alias != buffer;
+    say(out, "same %d aliased %d", same, aliased);
+    return 0;
+}
+
+static void test_self_attach(void)
+{
+    const char *name = "a process attaches its own export: a second view of the same bytes";
+    struct child self;
+    char line[LINE] = "";
+    child_start(&self, self_importer, NULL);
+    child_read_line(&self, line, sizeof line, STEP_TIMEOUT_MS);
+    child_wait(&self, STEP_TIMEOUT_MS);
+    report(name, strcmp(line, "same 1 aliased 1") == 0, "%s", line);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Autostart: racing processes with no broker start exactly one. */
 
 static const char *autostart_socket;
@@ -937,6 +975,7 @@ int main(void)
     test_exit_without_remove();
     test_threads_keep_their_writes();
     test_buffer_segment_and_threads();
+    test_self_attach();
     test_many_peers();
     test_autostart(xpmemd);
 
