@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "address_space_file.h"
@@ -318,6 +319,13 @@ static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint
     }
 }
 
+static uint64_t monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
 void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result)
 {
     memset(result, 0, sizeof *result);
@@ -342,9 +350,11 @@ void backing_back_range(uint64_t start, uint64_t length, struct backing_result *
 
     /* Most attaches are of ranges already backed (or holes): a survey without stopping anyone
      * answers them. Only when something must be copied are the other threads stopped. */
+    uint64_t began = monotonic_ns();
     pass.surveying = true;
     back_listed_mappings(&pass, start, end);
     pass.surveying = false;
+    result->survey_ns = monotonic_ns() - began;
     if (!pass.needs_copy || result->code != 0)
         goto check_count;
     pass.needs_copy = false;
@@ -358,6 +368,7 @@ void backing_back_range(uint64_t start, uint64_t length, struct backing_result *
         fail(&pass, WIRE_INTERNAL_ERROR, "cannot open /proc/self/pagemap", errno, 0);
         return;
     }
+    began = monotonic_ns();
     if (thread_stop_all(pass.area) < 0) {
         fail(&pass, WIRE_BUSY, "the exporter's threads did not stop within 5 s", errno, 0);
         close(pass.pagemap);
@@ -366,8 +377,11 @@ void backing_back_range(uint64_t start, uint64_t length, struct backing_result *
     /* From here to the release: no allocation, no locks, no stdio (a stopped thread may hold them),
      * and no writes outside the private area. The mappings are listed again: they may have
      * changed since the survey. */
+    uint64_t stopped = monotonic_ns();
+    result->stop_ns = stopped - began;
     back_listed_mappings(&pass, start, end);
     thread_stop_release(pass.area);
+    result->stopped_ns = monotonic_ns() - stopped;
     close(pass.pagemap);
 check_count:
     if (result->code == 0 && result->count > WIRE_MAX_BACKED_EXTENTS)

@@ -24,6 +24,9 @@ struct backing_result {
     char text[160]; /* why, when code != 0 */
     uint64_t copied_bytes;
     uint64_t remapped_bytes;
+    /* Where the time went, for XPMEM_DEBUG=1: listing the mappings without stopping anyone,
+     * stopping the other threads, and copying and remapping while they were stopped. */
+    uint64_t survey_ns, stop_ns, stopped_ns;
 };
 
 /* Backs [start, start + length) (absolute addresses == file offsets). Runs on the event thread. */

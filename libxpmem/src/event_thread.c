@@ -28,10 +28,11 @@ static void serve_back_range(int socket, struct private_area *area, const struct
     struct backing_result result;
     backing_back_range(event->as.back_range.start, event->as.back_range.length, &result);
     if (result.code == 0)
-        debug_log("backed [0x%llx, +0x%llx): %u extent(s), %llu bytes copied, %llu remapped, %.3f ms",
+        debug_log("backed [0x%llx, +0x%llx): %u extent(s), %llu bytes copied, %llu remapped, %.3f ms "
+                  "(survey %.3f, stopping threads %.3f, copy and remap %.3f)",
                   (unsigned long long)event->as.back_range.start, (unsigned long long)event->as.back_range.length,
                   result.count, (unsigned long long)result.copied_bytes, (unsigned long long)result.remapped_bytes,
-                  elapsed_ms(&started));
+                  elapsed_ms(&started), result.survey_ns / 1e6, result.stop_ns / 1e6, result.stopped_ns / 1e6);
     else
         debug_log("backing [0x%llx, +0x%llx) failed: %s", (unsigned long long)event->as.back_range.start,
                   (unsigned long long)event->as.back_range.length, result.text);

@@ -497,12 +497,20 @@ static int attach_and_wait(int in, int out, void *argument)
     say(out, window == (void *)-1 ? "attach failed" : "attached");
     char line[LINE];
     hear(in, line, sizeof line);
+    /* The exporter is gone: its pages stay readable here, but no new attach may succeed (not
+     * even from what this process remembered of the segment). */
+    bool still_readable = pattern_check((volatile uint8_t *)window + (request->address - page_start(request->address)),
+                                        request->size, 1) < 0;
+    errno = 0;
+    void *again = xpmem_attach(where, page_span(request->address, request->size), NULL);
+    say(out, "readable %d attach-again %s", still_readable, again == (void *)-1 ? strerror(errno) : "succeeded");
+    hear(in, line, sizeof line);
     return 0; /* no detach, no release either */
 }
 
 static void test_exit_without_remove(void)
 {
-    const char *name = "processes that exit without remove, detach or release leave nothing in the broker";
+    const char *name = "processes that exit without remove, detach or release leave nothing in the broker; no attach after the exporter left";
     struct export_request export_request = {.kind = "heap-small", .size = 3000};
     struct child exporting, importing;
     char line[LINE];
@@ -518,14 +526,23 @@ static void test_exit_without_remove(void)
     child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
     struct broker_status during = {0}, after = {0};
     broker_query_status(broker.socket, &during);
+    bool attached = strcmp(line, "attached") == 0;
     child_send(&exporting, "exit-without-remove");
     child_wait(&exporting, STEP_TIMEOUT_MS);
+    for (int attempt = 0; attempt < 300 && (broker_query_status(broker.socket, &after) < 0 || after.segments > 0); attempt++)
+        usleep(10000);
+    usleep(50000); /* the importer's event thread hears `released` */
+    child_send(&importing, "attach-again");
+    char again[LINE] = "";
+    child_read_line(&importing, again, sizeof again, STEP_TIMEOUT_MS);
     child_send(&importing, "exit");
     child_wait(&importing, STEP_TIMEOUT_MS);
     bool empty = wait_for_empty_broker(&after);
-    report(name, strcmp(line, "attached") == 0 && during.segments >= 1 && during.attachments >= 1 && empty,
-           "importer: %s; during: %u segments %u attachments; after: %u segments, %u grants, %u attachments", line,
-           during.segments, during.attachments, after.segments, after.grants, after.attachments);
+    bool refused = strncmp(again, "readable 1 attach-again ", 24) == 0 && strstr(again, "succeeded") == NULL;
+    report(name, attached && during.segments >= 1 && during.attachments >= 1 && refused && empty,
+           "importer: %s, then '%s'; during: %u segments %u attachments; after: %u segments, %u grants, %u attachments",
+           attached ? "attached" : "not attached", again, during.segments, during.attachments, after.segments,
+           after.grants, after.attachments);
 }
 
 /* ---------------------------------------------------------------------------------------------
