@@ -13,14 +13,6 @@
  * peer's extras are received and closed instead of leaking in flight. */
 #define MAX_FRAME_DESCRIPTORS 8
 
-void channel_init(struct channel *channel)
-{
-    pthread_mutex_init(&channel->lock, NULL);
-    channel->socket = -1;
-    channel->next_request_id = 1;
-    channel->broken = false;
-}
-
 int channel_connect(struct channel *channel, const char *path)
 {
     struct sockaddr_un address = {.sun_family = AF_UNIX};

@@ -22,7 +22,6 @@ struct channel {
 /* A reply buffer large enough for every reply but listings and attach windows. */
 #define CHANNEL_SMALL_REPLY 2048
 
-void channel_init(struct channel *channel);
 /* Connects a SOCK_SEQPACKET socket to `path`; -1 with errno (ENOENT, ECONNREFUSED...) on failure. */
 int channel_connect(struct channel *channel, const char *path);
 void channel_close(struct channel *channel);
