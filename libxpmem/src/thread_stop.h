@@ -5,7 +5,9 @@
  * that one already has a handler: then the next lower free one; glibc keeps SIGRTMIN-2 and
  * SIGRTMIN-1, i.e. 32 and 33, for itself and we never go below SIGRTMIN+4). Its handler, installed
  * SA_RESTART with every signal blocked, records the arrival and sleeps on a futex until released;
- * interrupted system calls restart. Threads that block the signal cannot be stopped and are left
+ * interrupted system calls restart, except those the kernel never restarts after a handler
+ * (nanosleep, poll, epoll_wait, ...: they return EINTR, as with any signal). This happens only
+ * when an attach needs memory copied, not on attaches of ranges already backed. Threads that block the signal cannot be stopped and are left
  * running (they must not write the range being backed); threads stuck longer than 5 s make the
  * backing fail with EBUSY rather than hang. */
 #ifndef XPMEM_THREAD_STOP_H
