@@ -5,7 +5,7 @@ RELEASE_DIR := .build/release
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench clean
+.PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench install clean
 
 all: build
 
@@ -114,6 +114,20 @@ numa-bench: release numa-deps
 
 bench: release
 	$(RELEASE_DIR)/xpmem-bench all
+
+# Installs the broker, its tools and the systemd units for a system-wide broker (socket activation):
+#   make install PREFIX=/usr/local [DESTDIR=/staging]
+#   systemctl enable --now xpmemd.socket
+PREFIX ?= /usr/local
+BINDIR := $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: release
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(RELEASE_DIR)/xpmemd $(RELEASE_DIR)/xpmemctl $(RELEASE_DIR)/xprun $(DESTDIR)$(BINDIR)/
+	install -m 0644 Packaging/systemd/xpmemd.socket $(DESTDIR)$(UNITDIR)/
+	sed 's|@BINDIR@|$(BINDIR)|g' Packaging/systemd/xpmemd.service.in > $(DESTDIR)$(UNITDIR)/xpmemd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/xpmemd.service
+	@if [ -f libxpmem/Makefile ]; then $(MAKE) -C libxpmem install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR); fi
 
 clean:
 	rm -rf .build
