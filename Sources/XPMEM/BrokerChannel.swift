@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import Synchronization
 import SystemPackage
 import XPMEMSystem
@@ -41,8 +40,9 @@ final class BrokerChannel: Sendable {
         state.withLock { $0.buffer.deallocate() }
     }
 
-    /// Sends `message` with `descriptors` (borrowed) and waits for its reply.
-    func request(_ message: Message, descriptors: [CInt] = []) throws(XPMEMError) -> Reply {
+    /// Sends `message` passing `descriptors` (borrowed: their owners keep them open until this
+    /// returns) and waits for its reply.
+    func request(_ message: Message, passing descriptors: [FileDescriptor] = []) throws(XPMEMError) -> Reply {
         let result: Result<Reply, XPMEMError> = state.withLock { state in
             Result { () throws(XPMEMError) -> Reply in try Self.exchange(message, descriptors, &state) }
         }
@@ -62,30 +62,49 @@ final class BrokerChannel: Sendable {
         }
     }
 
-    private static func exchange(_ message: Message, _ descriptors: [CInt], _ state: inout State) throws(XPMEMError) -> Reply {
-        guard let socket = state.socket?.rawValue else {
-            throw XPMEMError(.alreadyClosed, "the connection to the broker was closed")
-        }
+    private static func exchange(_ message: Message, _ descriptors: [FileDescriptor], _ state: inout State)
+        throws(XPMEMError) -> Reply
+    {
         let requestID = state.nextRequestID
         state.nextRequestID &+= 1
+        switch state.socket {
+        case .some(let socket):
+            let received = try send(message, requestID: requestID, passing: descriptors, on: socket,
+                                    replyInto: state.buffer)
+            return try decodeReply(received, to: requestID, in: state.buffer)
+        case .none:
+            throw XPMEMError(.alreadyClosed, "the connection to the broker was closed")
+        }
+    }
+
+    /// Sends one request and receives the message that answers it.
+    private static func send(
+        _ message: Message, requestID: UInt32, passing descriptors: [FileDescriptor], on socket: borrowing OwnedDescriptor,
+        replyInto buffer: UnsafeMutableRawBufferPointer
+    ) throws(XPMEMError) -> ReceivedMessage {
         do {
-            try UnixSocket.send(socket, bytes: Frame(requestID: requestID, message: message).encoded(), descriptors: descriptors)
+            try UnixSocket.send(socket, bytes: Frame(requestID: requestID, message: message).encoded(), passing: descriptors)
         } catch {
             throw XPMEMError(.brokerUnavailable, "sending \(message.type) to the broker failed: \(error)", errno: error)
         }
-        let received: ReceivedMessage
         do {
-            received = try receiveReply(socket, into: state.buffer)
+            return try receiveReply(socket, into: buffer)
         } catch {
             throw XPMEMError(.brokerUnavailable, "receiving the broker's reply failed: \(error)", errno: error)
         }
+    }
+
+    /// Checks that `received` is the well-formed reply to request `requestID` and decodes it.
+    private static func decodeReply(
+        _ received: consuming ReceivedMessage, to requestID: UInt32, in buffer: UnsafeMutableRawBufferPointer
+    ) throws(XPMEMError) -> Reply {
         if received.isEndOfFile {
             throw XPMEMError(.brokerUnavailable, "the broker closed the connection")
         }
         guard !received.truncated else { throw XPMEMError(.protocolError, "the broker's reply was too long") }
         let frame: Frame
         do {
-            let bytes = UnsafeRawBufferPointer(rebasing: state.buffer[..<received.byteCount])
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[..<received.byteCount])
             let header = try FrameHeader.decode(bytes)
             guard header.version == WireProtocol.version else {
                 throw XPMEMError(.protocolMismatch,
@@ -111,32 +130,17 @@ final class BrokerChannel: Sendable {
     static let spinPolicy = SpinPolicy.fromEnvironment("XPMEM_SPIN_US", defaultMicroseconds: 50)
 
     /// Polls for the reply for a few tens of microseconds (most replies come that fast), then blocks.
-    private static func receiveReply(_ socket: CInt, into buffer: UnsafeMutableRawBufferPointer) throws(Errno)
-        -> ReceivedMessage
+    private static func receiveReply(_ socket: borrowing OwnedDescriptor, into buffer: UnsafeMutableRawBufferPointer)
+        throws(Errno) -> ReceivedMessage
     {
-        var failure: Errno?
-        let polled: ReceivedBox? = spinPolicy.spin {
-            do throws(Errno) {
-                let message = try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 4, flags: CInt(MSG_DONTWAIT))
-                return ReceivedBox(message)
-            } catch {
-                if error != .wouldBlock { failure = error; return ReceivedBox(nil) }
-                return nil
-            }
+        let polled = try spinPolicy.spin { () throws(Errno) -> ReceivedMessage? in
+            try UnixSocket.receiveIfPending(socket, into: buffer, maximumDescriptors: 4)
         }
-        if let failure { throw failure }
-        if let polled, let message = polled.take() { return message }
+        if let polled { return polled }
         return try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 4)
     }
 
     static func unexpected(_ reply: Message, for request: Message) -> XPMEMError {
         XPMEMError(.protocolError, "the broker answered \(request.type) with \(reply.type)")
     }
-}
-
-/// Carries a received message out of the spin closure (a `~Copyable` value cannot be a generic argument).
-final class ReceivedBox {
-    private var message: ReceivedMessage?
-    init(_ message: consuming ReceivedMessage?) { self.message = message }
-    func take() -> ReceivedMessage? { message.take() }
 }

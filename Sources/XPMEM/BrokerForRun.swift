@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import XPMEMSystem
 
 /// The broker a launcher or benchmark uses: one already answering at the requested socket, or a
@@ -42,7 +41,7 @@ public final class BrokerForRun {
         }
         for _ in 0..<1000 {
             if (try? XPMEMBroker.connect(socketPath: socketPath, name: "\(user) probe")) != nil { return }
-            usleep(10_000)
+            ThisProcess.sleep(microseconds: 10_000)
         }
         stop()
         throw XPMEMError(.brokerUnavailable, "the private xpmemd did not start at \(socketPath)")

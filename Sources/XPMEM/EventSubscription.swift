@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import SystemPackage
 import XPMEMSystem
 import XPMEMWire
@@ -20,7 +19,7 @@ final class EventSubscription: Sendable {
         } catch {
             throw XPMEMError.system("socketpair for the event channel", error)
         }
-        let reply = try channel.request(.subscribe, descriptors: [pair.second.rawValue])
+        let reply = try channel.request(.subscribe, passing: [pair.second.fileDescriptor])
         guard case .done = reply.message else { throw BrokerChannel.unexpected(reply.message, for: .subscribe) }
         socket = pair.first
         do {
@@ -45,7 +44,7 @@ final class EventSubscription: Sendable {
         while true {
             let received: ReceivedMessage
             do {
-                received = try UnixSocket.receive(socket.rawValue, into: buffer, maximumDescriptors: 1)
+                received = try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 1)
             } catch {
                 if error == .interrupted { continue }
                 break
@@ -106,6 +105,6 @@ final class EventSubscription: Sendable {
 
     private func send(_ message: Message) {
         // A failure means the broker is gone; the next receive sees the end of the channel.
-        try? UnixSocket.send(socket.rawValue, bytes: Frame(requestID: 0, message: message).encoded())
+        try? UnixSocket.send(socket, bytes: Frame(requestID: 0, message: message).encoded())
     }
 }

@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import Synchronization
 import XPMEMSystem
 import XPMEMWire
@@ -163,12 +162,12 @@ extension XPMEMBroker {
         }
         let readOnly: OwnedDescriptor
         do {
-            readOnly = try MemoryFile.reopen(file, flags: O_RDONLY)
+            readOnly = try MemoryFile.reopenReadOnly(file)
         } catch {
             throw XPMEMError.system("reopening the memfd read-only", error)
         }
         let message = Message.make(size: UInt64(size), permit: permit, name: name)
-        let reply = try channel.request(message, descriptors: [file.rawValue, readOnly.rawValue])
+        let reply = try channel.request(message, passing: [file.fileDescriptor, readOnly.fileDescriptor])
         guard case .made(let id) = reply.message else { throw BrokerChannel.unexpected(reply.message, for: message) }
         if placement != .firstTouch { try describePlacement(of: id, as: placement) }
         return id

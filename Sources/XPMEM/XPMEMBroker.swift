@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import Synchronization
 @_exported import XPMEMWire
 import XPMEMSystem
@@ -69,7 +68,7 @@ public final class XPMEMBroker: Sendable {
     deinit { channel.close() }
 
     private static func defaultClientName() -> String {
-        guard let name = try? AddressSpace.commandName() else { return "pid \(getpid())" }
+        guard let name = try? AddressSpace.commandName() else { return "pid \(ThisProcess.processID)" }
         return name
     }
 }

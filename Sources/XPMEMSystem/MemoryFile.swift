@@ -48,4 +48,9 @@ public enum MemoryFile {
         let raw = try valueOrErrno { open("/proc/self/fd/\(file.rawValue)", flags | O_CLOEXEC) }
         return OwnedDescriptor(adopting: raw)
     }
+
+    /// A read-only descriptor of the same file (see `reopen`): what an importer that may only read is given.
+    public static func reopenReadOnly(_ file: borrowing OwnedDescriptor) throws(Errno) -> OwnedDescriptor {
+        try reopen(file, flags: O_RDONLY)
+    }
 }

@@ -19,7 +19,9 @@ public struct SpinPolicy: Sendable {
     }
 
     /// Calls `attempt` until it returns a value or the budget is spent; nil means: now block.
-    public func spin<T>(_ attempt: () throws -> T?) rethrows -> T? {
+    /// `T` may be noncopyable (a received message that owns descriptors), and `attempt`'s error type
+    /// is kept, so a typed `throws(Errno)` stays typed.
+    public func spin<T: ~Copyable, Failure: Error>(_ attempt: () throws(Failure) -> T?) throws(Failure) -> T? {
         guard budgetNanoseconds > 0 else { return nil }
         let start = SharedMemoryAccess.monotonicNanoseconds()
         repeat {

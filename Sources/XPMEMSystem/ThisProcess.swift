@@ -6,6 +6,8 @@ public enum ThisProcess {
     /// An environment variable's value, or nil if unset. The corresponding C function is `getenv`.
     public static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
 
+    /// This process's id. The corresponding C function is `getpid`.
+    public static var processID: Int { Int(getpid()) }
     public static var parentID: Int { Int(getppid()) }
     public static var userID: Int { Int(getuid()) }
 

@@ -1,0 +1,84 @@
+/*
+ * xpmem.h: XPMEM's C API, served by the userspace broker xpmemd instead of a kernel module.
+ *
+ * Programs written for the kernel module (UCX, Open MPI, MPICH) compile and link against this
+ * header and libxpmem.so.0 unchanged. Every call returns -1 ((void *)-1 for xpmem_attach) with
+ * errno set on failure; any thread may call any function at any time.
+ *
+ * Where this library differs from the kernel module:
+ *  - xpmem_attach requires a page-aligned addr.offset and refuses any other with EINVAL, as the
+ *    kernel module does; the size is rounded up to whole pages.
+ *  - A window over exporter memory that cannot be shared (unmapped, PROT_NONE, code, shared
+ *    mappings of other files, the kernel's [vdso]/[vvar]) is still attached; touching those pages
+ *    raises SIGBUS.
+ *  - Exported memory is moved into a shared memory file the first time a peer attaches it: from
+ *    then on the exporter's pages are shmem pages (no transparent huge pages unless the system's
+ *    shmem_enabled allows them).
+ */
+#ifndef XPMEM_H
+#define XPMEM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A segment id from xpmem_make: positive; -1 means failure. */
+typedef int64_t xpmem_segid_t;
+/* An access permit from xpmem_get: positive; -1 means failure. Valid only in the process that got it. */
+typedef int64_t xpmem_apid_t;
+
+/* What xpmem_attach maps: `offset` bytes past the start of the segment `apid` was obtained for.
+ * For a segment made with xpmem_make(0, XPMEM_MAXADDR_SIZE, ...) the offset is the exporter's
+ * virtual address. It must be a multiple of the page size. */
+struct xpmem_addr {
+    xpmem_apid_t apid;
+    off_t offset;
+};
+
+/* The size argument of xpmem_make that exports the whole address space. */
+#define XPMEM_MAXADDR_SIZE ((size_t)-1)
+
+/* xpmem_get flags. */
+#define XPMEM_RDONLY 0x1
+#define XPMEM_RDWR 0x2
+
+/* permit_type of xpmem_make and xpmem_get: permit_value is a mode such as (void *)0600. */
+#define XPMEM_PERMIT_MODE 0x1
+
+/* Connects to the broker (starting one unless XPMEM_AUTOSTART=0). Called implicitly by every other
+ * function; returns 0, or -1 with errno set. */
+int xpmem_init(void);
+
+/* A non-negative version when the library can reach a broker, else -1 (XPMEM_DEBUG=1 says why). */
+int xpmem_version(void);
+
+/* Exports [vaddr, vaddr + size): both page-aligned, or size XPMEM_MAXADDR_SIZE for everything from
+ * vaddr up. permit_type is XPMEM_PERMIT_MODE and permit_value the mode bits (0600, 0666...). */
+xpmem_segid_t xpmem_make(void *vaddr, size_t size, int permit_type, void *permit_value);
+
+/* Withdraws a segment this process made; existing attachments keep their pages. */
+int xpmem_remove(xpmem_segid_t segid);
+
+/* Asks for access to a segment: flags XPMEM_RDONLY or XPMEM_RDWR, checked against the segment's
+ * mode and this process's credentials. permit_type is XPMEM_PERMIT_MODE; permit_value is ignored. */
+xpmem_apid_t xpmem_get(xpmem_segid_t segid, int flags, int permit_type, void *permit_value);
+
+/* Gives up an access permit and unmaps every attachment made through it. */
+int xpmem_release(xpmem_apid_t apid);
+
+/* Maps `size` bytes (rounded up to pages) of the segment at addr.offset, anywhere when vaddr is NULL,
+ * else exactly at vaddr (replacing what was there). Returns the address or (void *)-1. */
+void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr);
+
+/* Unmaps the attachment containing vaddr. */
+int xpmem_detach(void *vaddr);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* XPMEM_H */

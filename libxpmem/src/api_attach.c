@@ -1,0 +1,183 @@
+/* xpmem_attach and xpmem_detach: mapping windows of another process's exported memory. */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "attachments.h"
+#include "debug_log.h"
+#include "export.h"
+#include "grants.h"
+#include "import_cache.h"
+#include "pages.h"
+#include "session.h"
+#include "window_map.h"
+#include "xpmem.h"
+
+static void tell_broker_detached(uint64_t broker_attachment)
+{
+    struct channel *channel = session_channel();
+    if (channel == NULL)
+        return;
+    uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
+    size_t length = wire_encode_detach(request, sizeof request, 0, broker_attachment);
+    struct wire_message reply;
+    channel_call(channel, request, length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply, NULL);
+}
+
+static void *record(void *address, size_t length, uint64_t handle, uint64_t broker_attachment)
+{
+    attachments_forget_overlapping((uintptr_t)address, length);
+    struct attachment attachment = {.address = (uintptr_t)address, .length = length, .handle = handle,
+                                    .broker_attachment = broker_attachment};
+    if (attachments_add(attachment) < 0) {
+        munmap(address, length);
+        if (broker_attachment != 0)
+            tell_broker_detached(broker_attachment);
+        errno = ENOMEM;
+        return (void *)-1;
+    }
+    return address;
+}
+
+/* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
+static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_t length, void *vaddr, int protection)
+{
+    if (!import_cache_enabled())
+        return MAP_FAILED;
+    import_cache_lock();
+    uint64_t file_offset;
+    int descriptor = import_cache_find_backed(grant->segment, grant->read_write, offset, length, &file_offset);
+    void *mapped = MAP_FAILED;
+    if (descriptor >= 0) {
+        struct wire_extent whole = {.start = file_offset, .length = length};
+        mapped = window_map(vaddr, length, protection, descriptor, file_offset, &whole, 1);
+    }
+    import_cache_unlock();
+    return mapped;
+}
+
+/* Checks the broker's extents lie inside the window, sorted and disjoint, and decodes them. */
+static struct wire_extent *window_extents(const struct wire_message *reply, uint64_t window_offset, size_t length)
+{
+    uint32_t count = reply->as.attached_window.count;
+    struct wire_extent *extents = malloc(sizeof *extents * (count == 0 ? 1 : count));
+    if (extents == NULL)
+        return NULL;
+    uint64_t cursor = window_offset, end = window_offset + length;
+    for (uint32_t index = 0; index < count; index++) {
+        extents[index] = wire_window_extent(reply->as.attached_window.extents, index);
+        uint64_t start = extents[index].start, extent_end = start + extents[index].length;
+        if (start < cursor || extent_end > end || extent_end <= start || !is_page_aligned(start)
+            || !is_page_aligned(extents[index].length)) {
+            debug_log("the broker's attach window has an extent outside it or out of order");
+            free(extents);
+            errno = EPROTO;
+            return NULL;
+        }
+        cursor = extent_end;
+    }
+    return extents;
+}
+
+static void *map_broker_window(const struct grant *grant, const struct wire_message *reply, int received,
+                               uint64_t offset, size_t length, void *vaddr, int protection)
+{
+    void *mapped;
+    import_cache_lock();
+    int descriptor = import_cache_adopt_descriptor(grant->segment, grant->read_write, received);
+    if (reply->header.type == WIRE_ATTACHED) {
+        /* An ordinary segment: one memfd, the window at `offset` in it. */
+        mapped = mmap(vaddr, length, protection, MAP_SHARED | (vaddr != NULL ? MAP_FIXED : 0), descriptor, (off_t)offset);
+    } else {
+        uint64_t window_offset = reply->as.attached_window.file_offset;
+        struct wire_extent *extents = window_extents(reply, window_offset, length);
+        if (extents == NULL) {
+            mapped = MAP_FAILED;
+        } else {
+            mapped = window_map(vaddr, length, protection, descriptor, window_offset, extents,
+                                reply->as.attached_window.count);
+            if (mapped != MAP_FAILED && window_offset >= offset)
+                import_cache_note_backed(grant->segment, window_offset - offset, extents, reply->as.attached_window.count);
+            free(extents);
+        }
+    }
+    int saved = errno;
+    import_cache_unlock();
+    errno = saved;
+    return mapped;
+}
+
+XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr)
+{
+    if (addr.offset < 0 || !is_page_aligned((uint64_t)addr.offset) || size == 0
+        || !is_page_aligned((uint64_t)(uintptr_t)vaddr) || size > SIZE_MAX - page_size()) {
+        errno = EINVAL;
+        return (void *)-1;
+    }
+    size_t length = (size + page_size() - 1) & ~(size_t)(page_size() - 1);
+    struct channel *channel = session_channel();
+    if (channel == NULL)
+        return (void *)-1;
+    struct grant grant;
+    if (addr.apid <= 0 || !grants_find((uint64_t)addr.apid, &grant)) {
+        errno = EINVAL;
+        return (void *)-1;
+    }
+    int protection = PROT_READ | (grant.read_write ? PROT_WRITE : 0);
+    uint64_t offset = (uint64_t)addr.offset;
+
+    void *mapped = attach_from_cache(&grant, offset, length, vaddr, protection);
+    if (mapped != MAP_FAILED)
+        return record(mapped, length, grant.handle, 0);
+
+    uint8_t request[64];
+    uint8_t *reply_buffer = malloc(WIRE_MAX_REPLY);
+    if (reply_buffer == NULL) {
+        errno = ENOMEM;
+        return (void *)-1;
+    }
+    size_t request_length = wire_encode_attach(request, sizeof request, 0, grant.handle, offset, length);
+    struct wire_message reply;
+    int received = -1;
+    if (channel_call(channel, request, request_length, NULL, 0, 0, reply_buffer, WIRE_MAX_REPLY, &reply, &received) < 0) {
+        free(reply_buffer);
+        return (void *)-1;
+    }
+    uint64_t broker_attachment;
+    if ((reply.header.type != WIRE_ATTACHED && reply.header.type != WIRE_ATTACHED_WINDOW) || received < 0) {
+        debug_log("the broker answered attach with type 0x%04x and %s descriptor", reply.header.type,
+                  received < 0 ? "no" : "a");
+        if (received >= 0)
+            close(received);
+        free(reply_buffer);
+        errno = EPROTO;
+        return (void *)-1;
+    }
+    broker_attachment = reply.header.type == WIRE_ATTACHED ? reply.as.attached.attachment
+                                                           : reply.as.attached_window.attachment;
+    mapped = map_broker_window(&grant, &reply, received, offset, length, vaddr, protection);
+    free(reply_buffer);
+    if (mapped == MAP_FAILED) {
+        int saved = errno;
+        debug_log("mapping the attach window failed: %m");
+        tell_broker_detached(broker_attachment);
+        errno = saved;
+        return (void *)-1;
+    }
+    return record(mapped, length, grant.handle, broker_attachment);
+}
+
+XPMEM_EXPORT int xpmem_detach(void *vaddr)
+{
+    struct attachment attachment;
+    if (!attachments_take_containing((uintptr_t)vaddr, &attachment)) {
+        errno = EINVAL;
+        return -1;
+    }
+    munmap((void *)attachment.address, attachment.length);
+    if (attachment.broker_attachment != 0)
+        tell_broker_detached(attachment.broker_attachment);
+    return 0;
+}

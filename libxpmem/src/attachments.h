@@ -1,0 +1,29 @@
+/* The windows xpmem_attach mapped in this process, so that xpmem_detach(any address inside) and
+ * xpmem_release(apid) find them. */
+#ifndef XPMEM_ATTACHMENTS_H
+#define XPMEM_ATTACHMENTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct attachment {
+    uintptr_t address;
+    size_t length;
+    uint64_t handle;
+    /* The broker's attachment id; 0 for windows mapped from the import cache without asking it. */
+    uint64_t broker_attachment;
+};
+
+int attachments_add(struct attachment attachment);
+/* Removes and returns the attachment whose window contains `address`. */
+bool attachments_take_containing(uintptr_t address, struct attachment *attachment);
+/* Removes and returns one attachment made through `handle`; call until false. */
+bool attachments_take_by_handle(uint64_t handle, struct attachment *attachment);
+/* A window mapped at a fixed address replaces whatever attachment was there: forget those. */
+void attachments_forget_overlapping(uintptr_t address, size_t length);
+/* Broker ids die with the connection: afterwards detach only unmaps. */
+void attachments_forget_broker_ids(void);
+void attachments_forget_all(void);
+
+#endif

@@ -1,0 +1,391 @@
+#include "backing.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "address_space_file.h"
+#include "pages.h"
+#include "private_area.h"
+#include "proc_maps.h"
+#include "thread_stop.h"
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/* pagemap entry bits: the page is in memory, or in swap. Either way it has contents to keep. */
+#define PAGEMAP_PRESENT (UINT64_C(1) << 63)
+#define PAGEMAP_SWAPPED (UINT64_C(1) << 62)
+
+/* Copy in pieces the kernel accepts in one pwrite (it caps a call just under 2 GiB). */
+#define MAX_COPY_CALL (UINT64_C(1) << 30)
+
+struct backing_pass {
+    struct private_area *area;
+    struct address_space_file file;
+    int pagemap;
+    bool populate;
+    /* Survey only: note whether anything would need copying, change nothing. */
+    bool surveying;
+    bool needs_copy;
+    struct backing_result *result;
+};
+
+/* Formats the reason into result->text without stdio's locks (snprintf takes none for these
+ * conversions, but being explicit costs nothing). */
+static void fail(struct backing_pass *pass, uint16_t code, const char *what, int error, uint64_t address)
+{
+    struct backing_result *result = pass->result;
+    if (result->code != 0)
+        return;
+    result->code = code;
+    char *text = result->text;
+    size_t room = sizeof result->text;
+    size_t length = strlen(what);
+    if (length >= room)
+        length = room - 1;
+    memcpy(text, what, length);
+    static const char hex[] = "0123456789abcdef";
+    if (address != 0 && length + 20 < room) {
+        memcpy(text + length, " at 0x", 6);
+        length += 6;
+        int shift = 44;
+        while (shift > 0 && ((address >> shift) & 0xF) == 0)
+            shift -= 4;
+        for (; shift >= 0; shift -= 4)
+            text[length++] = hex[(address >> shift) & 0xF];
+    }
+    if (error != 0 && length + 12 < room) {
+        memcpy(text + length, ": errno ", 8);
+        length += 8;
+        char digits[8];
+        int count = 0;
+        do {
+            digits[count++] = (char)('0' + error % 10);
+            error /= 10;
+        } while (error > 0 && count < 7);
+        while (count > 0)
+            text[length++] = digits[--count];
+    }
+    text[length] = '\0';
+}
+
+static void add_extent(struct backing_pass *pass, uint64_t start, uint64_t end)
+{
+    struct backing_result *result = pass->result;
+    if (start >= end)
+        return;
+    if (result->count > 0 && result->extents[result->count - 1].start + result->extents[result->count - 1].length == start) {
+        result->extents[result->count - 1].length += end - start;
+        return;
+    }
+    if (result->count == MAX_WORKING_EXTENTS) {
+        fail(pass, WIRE_RESOURCE_EXHAUSTED, "the range has too many separate pieces", 0, start);
+        return;
+    }
+    result->extents[result->count].start = start;
+    result->extents[result->count].length = end - start;
+    result->count++;
+}
+
+/* Writes [address, address + length) of our memory into the file at the same offset. A page the
+ * kernel cannot read (a private file mapping past its file's end) is left a hole. Returns false
+ * on a real failure (out of memory for the file). */
+static bool copy_into_file(struct backing_pass *pass, uint64_t address, uint64_t length)
+{
+    while (length > 0) {
+        size_t chunk = length < MAX_COPY_CALL ? (size_t)length : (size_t)MAX_COPY_CALL;
+        ssize_t written = pwrite(pass->file.descriptor, (const void *)(uintptr_t)address, chunk, (off_t)address);
+        if (written > 0) {
+            uint64_t done = (uint64_t)written;
+            pass->result->copied_bytes += done;
+            address += done;
+            length -= done;
+            continue;
+        }
+        if (written < 0 && errno == EINTR)
+            continue;
+        if (written < 0 && errno == EFAULT) {
+            uint64_t skip = page_size() - (address & (page_size() - 1));
+            if (skip > length)
+                skip = length;
+            address += skip;
+            length -= skip;
+            continue;
+        }
+        fail(pass, errno == ENOSPC || errno == ENOMEM ? WIRE_RESOURCE_EXHAUSTED : WIRE_INTERNAL_ERROR,
+             "cannot write the address-space file", written < 0 ? errno : EIO, address);
+        return false;
+    }
+    return true;
+}
+
+/* Prefaults the exporter's new page-table entries for pages that had contents, so its next
+ * accesses do not each take a minor fault (populating holes would fill the sparse file). */
+static void populate(struct backing_pass *pass, uint64_t address, uint64_t length, bool writable)
+{
+    if (pass->populate && length > 0)
+        madvise((void *)(uintptr_t)address, length, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+}
+
+static bool map_file_over(struct backing_pass *pass, uint64_t address, uint64_t length, const struct maps_entry *entry)
+{
+    int protection = PROT_READ | (entry->writable ? PROT_WRITE : 0);
+    void *mapped = mmap((void *)(uintptr_t)address, length, protection, MAP_SHARED | MAP_FIXED,
+                        pass->file.descriptor, (off_t)address);
+    if (mapped == MAP_FAILED) {
+        fail(pass, errno == ENOMEM ? WIRE_RESOURCE_EXHAUSTED : WIRE_INTERNAL_ERROR,
+             "cannot map the address-space file over the memory", errno, address);
+        return false;
+    }
+    pass->result->remapped_bytes += length;
+    return true;
+}
+
+/* Anonymous memory, a pagemap chunk at a time: copy the runs of pages that exist, map the file
+ * over the chunk, prefault the same runs. Untouched pages stay holes and still read as zero. */
+static bool back_anonymous(struct backing_pass *pass, uint64_t start, uint64_t end, const struct maps_entry *entry)
+{
+    uint64_t page = page_size();
+    for (uint64_t chunk = start; chunk < end;) {
+        uint64_t pages = (end - chunk) / page;
+        if (pages > PAGEMAP_CHUNK_PAGES)
+            pages = PAGEMAP_CHUNK_PAGES;
+        size_t bytes = (size_t)pages * sizeof(uint64_t);
+        ssize_t got = pread(pass->pagemap, pass->area->pagemap, bytes, (off_t)(chunk / page * sizeof(uint64_t)));
+        if (got != (ssize_t)bytes) {
+            fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/pagemap", got < 0 ? errno : EIO, chunk);
+            return false;
+        }
+        const uint64_t *entries = pass->area->pagemap;
+        for (uint64_t index = 0; index < pages;) {
+            if ((entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) == 0) {
+                index++;
+                continue;
+            }
+            uint64_t first = index;
+            while (index < pages && (entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0)
+                index++;
+            if (!copy_into_file(pass, chunk + first * page, (index - first) * page))
+                return false;
+        }
+        if (!map_file_over(pass, chunk, pages * page, entry))
+            return false;
+        for (uint64_t index = 0; index < pages;) {
+            if ((entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) == 0) {
+                index++;
+                continue;
+            }
+            uint64_t first = index;
+            while (index < pages && (entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0)
+                index++;
+            populate(pass, chunk + first * page, (index - first) * page, entry->writable);
+        }
+        chunk += pages * page;
+    }
+    return true;
+}
+
+/* A private file mapping: pages never touched hold the file's bytes, so every page is copied. */
+static bool back_file_mapping(struct backing_pass *pass, uint64_t start, uint64_t end, const struct maps_entry *entry)
+{
+    uint64_t chunk_bytes = (uint64_t)PAGEMAP_CHUNK_PAGES * page_size();
+    for (uint64_t chunk = start; chunk < end; chunk += chunk_bytes) {
+        uint64_t length = end - chunk < chunk_bytes ? end - chunk : chunk_bytes;
+        if (!copy_into_file(pass, chunk, length) || !map_file_over(pass, chunk, length, entry))
+            return false;
+        populate(pass, chunk, length, entry->writable);
+    }
+    return true;
+}
+
+static bool back_piece(struct backing_pass *pass, uint64_t start, uint64_t end, const struct maps_entry *entry)
+{
+    if (start >= end)
+        return true;
+    if (pass->surveying) {
+        pass->needs_copy = true;
+        return false;
+    }
+    /* Bytes an earlier mapping at these addresses left in the file must not show through the
+     * new memory's untouched pages. */
+    fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start));
+    bool backed = entry->inode == 0 ? back_anonymous(pass, start, end, entry) : back_file_mapping(pass, start, end, entry);
+    if (backed)
+        add_extent(pass, start, end);
+    return backed;
+}
+
+static bool is_our_file(const struct backing_pass *pass, const struct maps_entry *entry)
+{
+    return entry->shared && entry->inode == (uint64_t)pass->file.inode
+           && entry->device_major == major(pass->file.device) && entry->device_minor == minor(pass->file.device);
+}
+
+static bool can_back(const struct maps_entry *entry)
+{
+    if (entry->shared || !entry->readable || entry->executable)
+        return false;
+    if (entry->path_length > 0 && entry->path[0] == '[')
+        return maps_entry_path_is(entry, "[heap]") || maps_entry_path_is(entry, "[stack]")
+               || maps_entry_path_starts_with(entry, "[anon:") || maps_entry_path_starts_with(entry, "[stack:");
+    if (entry->inode != 0 && maps_entry_path_starts_with(entry, "/dev/") && !maps_entry_path_starts_with(entry, "/dev/zero"))
+        return false; /* device memory: not ours to copy */
+    return true;
+}
+
+/* Backs [start, end) of one mapping, minus this library's private memory. */
+static bool back_entry_part(struct backing_pass *pass, uint64_t start, uint64_t end, const struct maps_entry *entry)
+{
+    struct { uint64_t start, end; } excluded[2] = {
+        {(uint64_t)(uintptr_t)pass->area->base, (uint64_t)(uintptr_t)pass->area->base + pass->area->size},
+        {(uint64_t)(uintptr_t)pass->area->maps_text,
+         (uint64_t)(uintptr_t)pass->area->maps_text + pass->area->maps_capacity},
+    };
+    if (excluded[0].start > excluded[1].start) {
+        uint64_t s = excluded[0].start, e = excluded[0].end;
+        excluded[0] = excluded[1];
+        excluded[1].start = s;
+        excluded[1].end = e;
+    }
+    uint64_t cursor = start;
+    for (int index = 0; index < 2; index++) {
+        if (excluded[index].end <= cursor || excluded[index].start >= end)
+            continue;
+        if (!back_piece(pass, cursor, excluded[index].start > cursor ? excluded[index].start : cursor, entry))
+            return false;
+        cursor = excluded[index].end;
+        if (cursor >= end)
+            return true;
+    }
+    return back_piece(pass, cursor, end, entry);
+}
+
+static bool back_entry(struct backing_pass *pass, const struct maps_entry *entry, uint64_t start, uint64_t end)
+{
+    if (is_our_file(pass, entry)) {
+        /* Backed, unless the exporter made it inaccessible since: importers must not reach memory
+         * the exporter itself cannot. Our file mapped elsewhere (an attachment of our own
+         * segment) is a hole. */
+        if (entry->offset == entry->start && entry->readable)
+            add_extent(pass, start, end);
+        return true;
+    }
+    if (!can_back(entry))
+        return true;
+    if (maps_entry_path_is(entry, "[stack]") && start < entry->start + page_size())
+        start = entry->start + page_size();
+    return back_entry_part(pass, start, end, entry);
+}
+
+/* Off by default: prefaulting costs about what the exporter's own later faults cost, but the
+ * importer waits for it. */
+static bool populate_enabled(void)
+{
+    const char *value = getenv("XPMEM_BACKING_POPULATE");
+    return value != NULL && strcmp(value, "1") == 0;
+}
+
+/* One pass over /proc/self/maps for [start, end). */
+static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint64_t end)
+{
+    struct backing_result *result = pass->result;
+    result->count = 0;
+    ssize_t maps_length = proc_maps_read(pass->area);
+    if (maps_length < 0) {
+        fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/maps", errno, 0);
+        return;
+    }
+    const char *cursor = pass->area->maps_text;
+    const char *maps_end = cursor + maps_length;
+    struct maps_entry entry;
+    while (result->code == 0 && !pass->needs_copy && proc_maps_next(&cursor, maps_end, &entry)) {
+        if (entry.end <= start)
+            continue;
+        if (entry.start >= end)
+            break;
+        uint64_t piece_start = entry.start > start ? entry.start : start;
+        uint64_t piece_end = entry.end < end ? entry.end : end;
+        back_entry(pass, &entry, piece_start, piece_end);
+    }
+}
+
+static uint64_t monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+}
+
+void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result)
+{
+    memset(result, 0, sizeof *result);
+    struct backing_pass pass = {.result = result, .pagemap = -1, .populate = populate_enabled()};
+    pass.area = private_area_get();
+    if (pass.area == NULL) {
+        fail(&pass, WIRE_RESOURCE_EXHAUSTED, "the library's private area could not be mapped", errno, 0);
+        return;
+    }
+    result->extents = pass.area->extents;
+    pass.file = address_space_file_current();
+    if (pass.file.descriptor < 0) {
+        fail(&pass, WIRE_NOT_FOUND, "this process has no address-space file", 0, 0);
+        return;
+    }
+    uint64_t end = start + length;
+    if (end < start || end > ADDRESS_SPACE_LIMIT)
+        end = ADDRESS_SPACE_LIMIT;
+    start = page_round_down(start);
+    if (start >= end)
+        return;
+
+    /* Most attaches are of ranges already backed (or holes): a survey without stopping anyone
+     * answers them. Only when something must be copied are the other threads stopped. */
+    uint64_t began = monotonic_ns();
+    pass.surveying = true;
+    back_listed_mappings(&pass, start, end);
+    pass.surveying = false;
+    result->survey_ns = monotonic_ns() - began;
+    if (!pass.needs_copy || result->code != 0)
+        goto check_count;
+    pass.needs_copy = false;
+
+    if (thread_stop_prepare(pass.area) < 0) {
+        fail(&pass, WIRE_BUSY, "no free real-time signal to stop threads with", errno, 0);
+        return;
+    }
+    pass.pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pass.pagemap < 0) {
+        fail(&pass, WIRE_INTERNAL_ERROR, "cannot open /proc/self/pagemap", errno, 0);
+        return;
+    }
+    began = monotonic_ns();
+    if (thread_stop_all(pass.area) < 0) {
+        fail(&pass, WIRE_BUSY, "the exporter's threads did not stop within 5 s", errno, 0);
+        close(pass.pagemap);
+        return;
+    }
+    /* From here to the release: no allocation, no locks, no stdio (a stopped thread may hold them),
+     * and no writes outside the private area. The mappings are listed again: they may have
+     * changed since the survey. */
+    uint64_t stopped = monotonic_ns();
+    result->stop_ns = stopped - began;
+    back_listed_mappings(&pass, start, end);
+    thread_stop_release(pass.area);
+    result->stopped_ns = monotonic_ns() - stopped;
+    close(pass.pagemap);
+check_count:
+    if (result->code == 0 && result->count > WIRE_MAX_BACKED_EXTENTS)
+        fail(&pass, WIRE_RESOURCE_EXHAUSTED, "the range has more than 240 separate backed pieces", 0, start);
+    if (result->code != 0)
+        result->count = 0;
+}

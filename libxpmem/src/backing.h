@@ -1,0 +1,35 @@
+/* Backing: making the exporter's memory in a range be the address-space file's pages, so that
+ * importers mapping the file see it live.
+ *
+ * For each mapping overlapping the range: already the file at offset == address -> backed;
+ * readable private memory (anonymous, heap, stacks, .data/.bss, read-only data, private file
+ * mappings) -> with every other thread stopped, its present pages are written into the file at
+ * the same offsets (pages never touched stay holes and read as zero) and the file is mapped over
+ * the same addresses with the same protection -> backed. Left as holes: PROT_NONE, code
+ * (executable mappings: nobody transfers code, and remapping text other threads run is not worth
+ * the risk), shared mappings of other files (remapping would cut their sharing), device
+ * mappings, the kernel's [vdso]/[vvar]/[vsyscall], the lowest page of [stack] (so the main stack
+ * can still grow down), and this library's private area. */
+#ifndef XPMEM_BACKING_H
+#define XPMEM_BACKING_H
+
+#include <stdint.h>
+
+#include "wire.h"
+
+struct backing_result {
+    struct wire_extent *extents; /* merged, sorted; in the private area */
+    uint32_t count;
+    uint16_t code;  /* 0, or a wire_error_code */
+    char text[160]; /* why, when code != 0 */
+    uint64_t copied_bytes;
+    uint64_t remapped_bytes;
+    /* Where the time went, for XPMEM_DEBUG=1: listing the mappings without stopping anyone,
+     * stopping the other threads, and copying and remapping while they were stopped. */
+    uint64_t survey_ns, stop_ns, stopped_ns;
+};
+
+/* Backs [start, start + length) (absolute addresses == file offsets). Runs on the event thread. */
+void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result);
+
+#endif

@@ -1,0 +1,113 @@
+#include "event_thread.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backing.h"
+#include "channel.h"
+#include "debug_log.h"
+#include "import_cache.h"
+#include "private_area.h"
+#include "wire.h"
+
+static double elapsed_ms(const struct timespec *since)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)(now.tv_sec - since->tv_sec) * 1e3 + (double)(now.tv_nsec - since->tv_nsec) / 1e6;
+}
+
+static void serve_back_range(int socket, struct private_area *area, const struct wire_message *event)
+{
+    struct timespec started;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    struct backing_result result;
+    backing_back_range(event->as.back_range.start, event->as.back_range.length, &result);
+    if (result.code == 0)
+        debug_log("backed [0x%llx, +0x%llx): %u extent(s), %llu bytes copied, %llu remapped, %.3f ms "
+                  "(survey %.3f, stopping threads %.3f, copy and remap %.3f)",
+                  (unsigned long long)event->as.back_range.start, (unsigned long long)event->as.back_range.length,
+                  result.count, (unsigned long long)result.copied_bytes, (unsigned long long)result.remapped_bytes,
+                  elapsed_ms(&started), result.survey_ns / 1e6, result.stop_ns / 1e6, result.stopped_ns / 1e6);
+    else
+        debug_log("backing [0x%llx, +0x%llx) failed: %s", (unsigned long long)event->as.back_range.start,
+                  (unsigned long long)event->as.back_range.length, result.text);
+    size_t length = wire_encode_range_backed(area->reply_frame, WIRE_MAX_REQUEST, event->as.back_range.segment,
+                                             event->as.back_range.sequence, result.code,
+                                             result.code == 0 ? "" : result.text, result.extents, result.count);
+    if (length > 0)
+        seqpacket_send(socket, area->reply_frame, length, NULL, 0);
+}
+
+static void serve(int socket, struct private_area *area, const struct wire_message *event)
+{
+    switch (event->header.type) {
+    case WIRE_BACK_RANGE:
+        serve_back_range(socket, area, event);
+        break;
+    case WIRE_INVALIDATE_BEGIN: {
+        /* What this process knew to be backed in that segment may no longer be: ask the broker
+         * again on the next attach. */
+        import_cache_forget_extents(event->as.invalidate_begin.segment);
+        size_t length = wire_encode_acknowledge(area->reply_frame, WIRE_MAX_REQUEST, event->as.invalidate_begin.segment,
+                                                event->as.invalidate_begin.sequence);
+        seqpacket_send(socket, area->reply_frame, length, NULL, 0);
+        break;
+    }
+    case WIRE_RELEASED:
+        import_cache_forget_segment(event->as.released.segment);
+        break;
+    default:
+        break; /* invalidateEnd, and events of later protocol revisions */
+    }
+}
+
+static void *serve_events(void *argument)
+{
+    int socket = (int)(intptr_t)argument;
+    struct private_area *area = private_area_get();
+    for (;;) {
+        int descriptors[4];
+        int descriptor_count = 0;
+        ssize_t length = seqpacket_receive(socket, area->event_frame, WIRE_MAX_REPLY, descriptors, 4, &descriptor_count);
+        for (int index = 0; index < descriptor_count; index++)
+            close(descriptors[index]);
+        if (length == 0 || (length < 0 && errno != EMSGSIZE))
+            break; /* the broker is gone: the session reconnects on the next call */
+        struct wire_message event;
+        if (length < 0 || wire_decode(area->event_frame, (size_t)length, &event) < 0) {
+            debug_log("ignoring a malformed event from the broker");
+            continue;
+        }
+        serve(socket, area, &event);
+    }
+    return NULL; /* the session closes the socket after joining */
+}
+
+int event_thread_start(int socket, pthread_t *thread)
+{
+    struct private_area *area = private_area_get();
+    if (area == NULL)
+        return -1;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setstack(&attributes, area->stack, area->stack_size);
+    /* The thread inherits a full mask: the application's signals go to its own threads, and the
+     * stop signal never lands on the thread doing the stopping. */
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int error = pthread_create(thread, &attributes, serve_events, (void *)(intptr_t)socket);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    pthread_attr_destroy(&attributes);
+    if (error != 0) {
+        errno = error;
+        return -1;
+    }
+    pthread_setname_np(*thread, "xpmem-events");
+    return 0;
+}

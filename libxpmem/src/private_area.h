@@ -1,0 +1,46 @@
+/* Memory of the library's own that backing never moves into the address-space file: the event
+ * thread's stack (with its TLS and thread descriptor) and the scratch buffers it uses while the
+ * other threads are stopped. Backing copies a range and then maps the copy over it, so anything
+ * written in between would be lost; the event thread writes only here during that time. */
+#ifndef XPMEM_PRIVATE_AREA_H
+#define XPMEM_PRIVATE_AREA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "wire.h"
+
+#define PRIVATE_STACK_SIZE (1u << 20)
+#define MAX_STOPPED_THREADS 16384
+#define MAX_WORKING_EXTENTS 4096
+/* Backing copies and remaps this many pages at a time: the process needs only one chunk of extra
+ * memory at once, and the pages freed by one chunk's remap are reused, cache-warm, by the next. */
+#define PAGEMAP_CHUNK_PAGES 1024
+#define DIRECTORY_BUFFER_SIZE 32768
+
+struct thread_stop_control;
+
+struct private_area {
+    uint8_t *base;
+    size_t size;
+    void *stack; /* lowest usable byte; a guard page lies below */
+    size_t stack_size;
+    struct thread_stop_control *stop;
+    struct wire_extent *extents;   /* MAX_WORKING_EXTENTS */
+    uint64_t *pagemap;             /* PAGEMAP_CHUNK_PAGES entries */
+    uint8_t *event_frame;          /* WIRE_MAX_REPLY bytes: the event being served */
+    uint8_t *reply_frame;          /* WIRE_MAX_REQUEST bytes: the answer to it */
+    char *directory_buffer;        /* DIRECTORY_BUFFER_SIZE bytes for getdents64 */
+    char *status_buffer;           /* 4096 bytes for /proc/self/task/TID/status */
+    /* /proc/self/maps text; grows by replacing the mapping, so it is kept apart from `base`. */
+    char *maps_text;
+    size_t maps_capacity;
+};
+
+/* The process's area, made on first use; NULL with errno if it cannot be mapped. */
+struct private_area *private_area_get(void);
+/* Replaces the maps buffer with one of at least `capacity` bytes; may be called while other
+ * threads are stopped (only mmap/munmap). */
+int private_area_grow_maps(struct private_area *area, size_t capacity);
+
+#endif

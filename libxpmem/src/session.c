@@ -1,0 +1,184 @@
+#include "session.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "address_space_file.h"
+#include "attachments.h"
+#include "autostart.h"
+#include "debug_log.h"
+#include "event_thread.h"
+#include "grants.h"
+#include "import_cache.h"
+#include "socket_path.h"
+
+/* How long racing processes wait for the broker one of them started. */
+#define AUTOSTART_WAIT_NS (5LL * 1000000000LL)
+
+static pthread_mutex_t session_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t fork_handler_once = PTHREAD_ONCE_INIT;
+static struct channel channel = {.lock = PTHREAD_MUTEX_INITIALIZER, .socket = -1, .next_request_id = 1};
+static bool connected;
+static int event_socket = -1; /* our end of the event channel, served by the event thread */
+static pthread_t event_thread;
+static bool event_thread_running;
+
+static void after_fork_in_child(void)
+{
+    /* The parent's connection, event thread and permits are the parent's: a child that calls the
+     * API gets a connection and identity of its own. */
+    pthread_mutex_init(&session_lock, NULL);
+    pthread_mutex_init(&channel.lock, NULL);
+    if (channel.socket >= 0)
+        close(channel.socket);
+    channel.socket = -1;
+    channel.broken = true;
+    if (event_thread_running && event_socket >= 0)
+        close(event_socket);
+    event_socket = -1;
+    event_thread_running = false;
+    connected = false;
+    grants_forget_all();
+    attachments_forget_all();
+    import_cache_forget_all();
+    address_space_file_forget();
+}
+
+static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+
+static int connect_with_autostart(const char *path)
+{
+    if (channel_connect(&channel, path) == 0)
+        return 0;
+    int error = errno;
+    if (error != ENOENT && error != ECONNREFUSED) {
+        debug_log("cannot connect to the broker at %s: %s", path, strerror(error));
+        return -1;
+    }
+    if (!autostart_allowed()) {
+        debug_log("no broker answers at %s (%s) and XPMEM_AUTOSTART=0", path, strerror(error));
+        errno = error;
+        return -1;
+    }
+    if (autostart_broker(path) < 0)
+        return -1;
+    struct timespec started, now;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    for (;;) {
+        if (channel_connect(&channel, path) == 0)
+            return 0;
+        error = errno;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long waited = (now.tv_sec - started.tv_sec) * 1000000000LL + (now.tv_nsec - started.tv_nsec);
+        if ((error != ENOENT && error != ECONNREFUSED) || waited > AUTOSTART_WAIT_NS) {
+            debug_log("the broker started for %s did not answer: %s (see xpmemd.log beside the socket)", path,
+                      strerror(error));
+            errno = error;
+            return -1;
+        }
+        struct timespec pause = {0, 10 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+}
+
+static int say_hello(void)
+{
+    uint8_t request[WIRE_MAX_REQUEST], reply_buffer[CHANNEL_SMALL_REPLY];
+    char name[WIRE_MAX_NAME + 1];
+    snprintf(name, sizeof name, "libxpmem %s", program_invocation_short_name);
+    size_t length = wire_encode_hello(request, sizeof request, 0, name);
+    struct wire_message reply;
+    if (channel_call(&channel, request, length, NULL, 0, WIRE_WELCOME, reply_buffer, sizeof reply_buffer, &reply, NULL) < 0)
+        return -1;
+    return 0;
+}
+
+static int subscribe(void)
+{
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
+        return -1;
+    uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
+    size_t length = wire_encode_subscribe(request, sizeof request, 0);
+    struct wire_message reply;
+    int result = channel_call(&channel, request, length, &pair[1], 1, WIRE_DONE, reply_buffer, sizeof reply_buffer,
+                              &reply, NULL);
+    close(pair[1]);
+    if (result < 0) {
+        close(pair[0]);
+        return -1;
+    }
+    if (event_thread_start(pair[0], &event_thread) < 0) {
+        int saved = errno;
+        close(pair[0]);
+        debug_log("cannot start the event thread: %s", strerror(saved));
+        errno = saved;
+        return -1;
+    }
+    event_socket = pair[0];
+    event_thread_running = true;
+    return 0;
+}
+
+/* The old connection is gone: so is everything the broker knew of us. */
+static void drop_connection(void)
+{
+    pthread_mutex_lock(&channel.lock);
+    channel_close(&channel);
+    pthread_mutex_unlock(&channel.lock);
+    if (event_thread_running) {
+        /* Wakes the thread in case the broker has not closed its end yet. */
+        shutdown(event_socket, SHUT_RDWR);
+        pthread_join(event_thread, NULL);
+        close(event_socket);
+        event_thread_running = false;
+        event_socket = -1;
+    }
+    grants_forget_all();
+    attachments_forget_broker_ids();
+    import_cache_forget_all();
+    connected = false;
+}
+
+static int connect_session(void)
+{
+    char path[256];
+    if (socket_path_resolve(path, sizeof path) < 0) {
+        debug_log("the broker's socket path is too long");
+        return -1;
+    }
+    if (connect_with_autostart(path) < 0)
+        return -1;
+    if (say_hello() < 0 || subscribe() < 0) {
+        int saved = errno;
+        drop_connection();
+        errno = saved;
+        return -1;
+    }
+    connected = true;
+    return 0;
+}
+
+struct channel *session_channel(void)
+{
+    pthread_once(&fork_handler_once, install_fork_handler);
+    pthread_mutex_lock(&session_lock);
+    if (connected && channel.broken) {
+        debug_log("the connection to the broker was lost; connecting again");
+        drop_connection();
+    }
+    int result = connected ? 0 : connect_session();
+    int saved = errno;
+    pthread_mutex_unlock(&session_lock);
+    if (result < 0) {
+        errno = saved;
+        return NULL;
+    }
+    return &channel;
+}

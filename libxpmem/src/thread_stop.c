@@ -1,0 +1,271 @@
+#include "thread_stop.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Read by the handler; written once, before the handler is installed. */
+static struct thread_stop_control *control;
+static int stop_signal = -1;
+static pthread_mutex_t prepare_lock = PTHREAD_MUTEX_INITIALIZER;
+static unsigned last_parked, last_left_running;
+
+#define ARRIVAL_DEADLINE_NS (5LL * 1000000000LL)
+/* After this long a missing thread is examined: does it block the signal, is it exiting? */
+#define EXAMINE_AFTER_NS (20LL * 1000000LL)
+
+static long futex(_Atomic uint32_t *word, int operation, uint32_t value, const struct timespec *timeout)
+{
+    return syscall(SYS_futex, (uint32_t *)word, operation, value, timeout, NULL, 0);
+}
+
+static void park(int signal_number)
+{
+    (void)signal_number;
+    int saved_errno = errno;
+    uint32_t generation = atomic_load(&control->generation);
+    pid_t self = (pid_t)syscall(SYS_gettid);
+    uint32_t count = atomic_load_explicit(&control->count, memory_order_acquire);
+    for (uint32_t index = 0; index < count; index++) {
+        if (control->tids[index] == self) {
+            atomic_store(&control->arrived[index], generation);
+            break;
+        }
+    }
+    atomic_fetch_add(&control->arrivals, 1);
+    futex(&control->arrivals, FUTEX_WAKE_PRIVATE, 1, NULL);
+    for (;;) {
+        uint32_t released = atomic_load(&control->released);
+        if (released == generation)
+            break;
+        futex(&control->released, FUTEX_WAIT_PRIVATE, released, NULL);
+    }
+    errno = saved_errno;
+}
+
+static bool signal_is_free(int candidate)
+{
+    struct sigaction current;
+    if (sigaction(candidate, NULL, &current) < 0)
+        return false;
+    return (current.sa_flags & SA_SIGINFO) == 0 && current.sa_handler == SIG_DFL;
+}
+
+static int choose_signal(void)
+{
+    const char *chosen = getenv("XPMEM_STOP_SIGNAL");
+    if (chosen != NULL && chosen[0] != '\0') {
+        int value = atoi(chosen);
+        if (value >= SIGRTMIN && value <= SIGRTMAX)
+            return value;
+    }
+    for (int candidate = SIGRTMAX - 4; candidate >= SIGRTMIN + 4; candidate--)
+        if (signal_is_free(candidate))
+            return candidate;
+    errno = EBUSY;
+    return -1;
+}
+
+int thread_stop_prepare(struct private_area *area)
+{
+    pthread_mutex_lock(&prepare_lock);
+    if (stop_signal < 0) {
+        control = area->stop;
+        int chosen = choose_signal();
+        if (chosen > 0) {
+            struct sigaction action;
+            memset(&action, 0, sizeof action);
+            action.sa_handler = park;
+            action.sa_flags = SA_RESTART;
+            /* Nothing else runs on a parked thread's stack while backing may be copying it. */
+            sigfillset(&action.sa_mask);
+            if (sigaction(chosen, &action, NULL) == 0)
+                stop_signal = chosen;
+        }
+    }
+    int result = stop_signal;
+    pthread_mutex_unlock(&prepare_lock);
+    return result;
+}
+
+static long long now_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* Formats /proc/self/task/TID/status without stdio (other threads may hold its locks). */
+static void task_status_path(char *path, pid_t tid)
+{
+    static const char prefix[] = "/proc/self/task/";
+    memcpy(path, prefix, sizeof prefix - 1);
+    char digits[16];
+    int length = 0;
+    do {
+        digits[length++] = (char)('0' + tid % 10);
+        tid /= 10;
+    } while (tid > 0);
+    char *cursor = path + sizeof prefix - 1;
+    while (length > 0)
+        *cursor++ = digits[--length];
+    memcpy(cursor, "/status", 8);
+}
+
+/* A thread that blocks the signal, or is exiting, will never arrive: say so. */
+static bool cannot_arrive(struct private_area *area, pid_t tid)
+{
+    char path[64];
+    task_status_path(path, tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return true; /* gone */
+    ssize_t length = read(fd, area->status_buffer, 4095);
+    close(fd);
+    if (length <= 0)
+        return true;
+    area->status_buffer[length] = '\0';
+    const char *state = strstr(area->status_buffer, "\nState:\t");
+    if (state != NULL && (state[8] == 'Z' || state[8] == 'X'))
+        return true;
+    const char *blocked = strstr(area->status_buffer, "\nSigBlk:\t");
+    if (blocked == NULL)
+        return false;
+    unsigned long long mask = strtoull(blocked + 9, NULL, 16);
+    return (mask >> (stop_signal - 1)) & 1;
+}
+
+static bool already_listed(const struct thread_stop_control *stop, uint32_t count, pid_t tid)
+{
+    for (uint32_t index = 0; index < count; index++)
+        if (stop->tids[index] == tid)
+            return true;
+    return false;
+}
+
+/* Signals every task not yet listed; returns how many were new, or -1 (too many threads). */
+static int signal_new_tasks(struct private_area *area, uint32_t generation)
+{
+    struct thread_stop_control *stop = area->stop;
+    pid_t self = (pid_t)syscall(SYS_gettid);
+    pid_t process = getpid();
+    int directory = open("/proc/self/task", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (directory < 0)
+        return -1;
+    int added = 0;
+    for (;;) {
+        long length = syscall(SYS_getdents64, directory, area->directory_buffer, DIRECTORY_BUFFER_SIZE);
+        if (length <= 0)
+            break;
+        for (long offset = 0; offset < length;) {
+            struct dirent64 *entry = (struct dirent64 *)(area->directory_buffer + offset);
+            offset += entry->d_reclen;
+            if (entry->d_name[0] < '0' || entry->d_name[0] > '9')
+                continue;
+            pid_t tid = (pid_t)strtol(entry->d_name, NULL, 10);
+            uint32_t count = atomic_load(&stop->count);
+            if (tid == self || already_listed(stop, count, tid))
+                continue;
+            if (count == MAX_STOPPED_THREADS) {
+                close(directory);
+                errno = EBUSY;
+                return -1;
+            }
+            stop->tids[count] = tid;
+            atomic_store(&stop->arrived[count], 0);
+            atomic_store_explicit(&stop->count, count + 1, memory_order_release);
+            if (syscall(SYS_tgkill, process, tid, stop_signal) < 0)
+                atomic_store(&stop->arrived[count], generation); /* it exited meanwhile */
+            added++;
+        }
+    }
+    close(directory);
+    return added;
+}
+
+/* Waits until every listed thread arrived or cannot; false at the deadline. */
+static bool wait_for_arrivals(struct private_area *area, uint32_t generation, long long started, unsigned *left)
+{
+    struct thread_stop_control *stop = area->stop;
+    bool examined[64] = {false};
+    for (;;) {
+        uint32_t seen = atomic_load(&stop->arrivals);
+        uint32_t count = atomic_load(&stop->count);
+        bool all = true;
+        long long elapsed = now_ns() - started;
+        for (uint32_t index = 0; index < count; index++) {
+            if (atomic_load(&stop->arrived[index]) == generation)
+                continue;
+            if (elapsed > EXAMINE_AFTER_NS && (index >= 64 || !examined[index])) {
+                if (index < 64)
+                    examined[index] = true;
+                if (cannot_arrive(area, stop->tids[index])) {
+                    /* Mark with a value no handler writes, so it counts as settled, not parked. */
+                    atomic_store(&stop->arrived[index], generation);
+                    (*left)++;
+                    continue;
+                }
+            }
+            all = false;
+        }
+        if (all)
+            return true;
+        if (elapsed > ARRIVAL_DEADLINE_NS)
+            return false;
+        struct timespec timeout = {0, 1000000}; /* re-examine at least every millisecond */
+        futex(&stop->arrivals, FUTEX_WAIT_PRIVATE, seen, &timeout);
+    }
+}
+
+int thread_stop_all(struct private_area *area)
+{
+    struct thread_stop_control *stop = area->stop;
+    uint32_t generation = atomic_load(&stop->generation) + 1;
+    if (generation == 0)
+        generation = 1;
+    atomic_store(&stop->count, 0);
+    atomic_store(&stop->generation, generation);
+    unsigned left = 0;
+    long long started = now_ns();
+    for (;;) {
+        int added = signal_new_tasks(area, generation);
+        if (added < 0) {
+            thread_stop_release(area);
+            return -1;
+        }
+        if (!wait_for_arrivals(area, generation, started, &left)) {
+            thread_stop_release(area);
+            errno = EBUSY;
+            return -1;
+        }
+        /* A thread being created while we listed appears only now; stop it too. */
+        if (added == 0)
+            break;
+    }
+    last_parked = atomic_load(&stop->count) - left;
+    last_left_running = left;
+    return 0;
+}
+
+void thread_stop_release(struct private_area *area)
+{
+    struct thread_stop_control *stop = area->stop;
+    atomic_store(&stop->released, atomic_load(&stop->generation));
+    futex(&stop->released, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+void thread_stop_last_counts(unsigned *parked, unsigned *left_running)
+{
+    *parked = last_parked;
+    *left_running = last_left_running;
+}

@@ -1,0 +1,198 @@
+/* The C API's costs, as JSON: the first attach of private heap memory (the exporter copies it
+ * into its address-space file and maps the file over it) against process_vm_readv of the same
+ * bytes, and a warm attach (range already backed, descriptor cached) against a bare mmap.
+ * Runs its own broker (XPMEM_BROKER names xpmemd). */
+#include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "xpmem.h"
+
+#define PAGE 4096UL
+
+static int exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "ready %lld", (long long)segid);
+    char line[256];
+    while (hear(in, line, sizeof line)) {
+        size_t size;
+        unsigned long address;
+        if (sscanf(line, "alloc %zu", &size) == 1) {
+            uint8_t *buffer = malloc(size);
+            memset(buffer, 0x3C, size); /* every page present, as in a buffer about to be sent */
+            say(out, "at %lu", (unsigned long)(uintptr_t)buffer);
+        } else if (sscanf(line, "free %lu", &address) == 1) {
+            free((void *)(uintptr_t)address);
+            say(out, "ok");
+        } else {
+            break;
+        }
+    }
+    return 0;
+}
+
+static int compare_doubles(const void *left, const void *right)
+{
+    double a = *(const double *)left, b = *(const double *)right;
+    return a < b ? -1 : a > b;
+}
+
+static double median(double *values, int count)
+{
+    qsort(values, (size_t)count, sizeof *values, compare_doubles);
+    return count % 2 ? values[count / 2] : (values[count / 2 - 1] + values[count / 2]) / 2;
+}
+
+static uintptr_t ask_alloc(struct child *exporting, size_t size)
+{
+    char line[256];
+    unsigned long address = 0;
+    child_send(exporting, "alloc %zu", size);
+    if (!child_read_line(exporting, line, sizeof line, 30000) || sscanf(line, "at %lu", &address) != 1)
+        return 0;
+    return address;
+}
+
+struct first_attach {
+    double attach_us, touch_us, cma_us;
+};
+
+/* Medians over `trials` fresh buffers of `size` bytes. */
+static struct first_attach measure_first_attach(struct child *exporting, xpmem_apid_t apid, size_t size, int trials)
+{
+    double attach[32], touch[32], cma[32];
+    uint8_t *destination = malloc(size);
+    memset(destination, 0, size);
+    for (int trial = 0; trial < trials; trial++) {
+        uintptr_t address = ask_alloc(exporting, size);
+        uintptr_t start = address & ~(PAGE - 1);
+        size_t span = ((address + size + PAGE - 1) & ~(PAGE - 1)) - start;
+
+        struct iovec local = {.iov_base = destination, .iov_len = size};
+        struct iovec remote = {.iov_base = (void *)address, .iov_len = size};
+        double began = now_seconds();
+        ssize_t copied = process_vm_readv(exporting->pid, &local, 1, &remote, 1, 0);
+        cma[trial] = (now_seconds() - began) * 1e6;
+        if (copied != (ssize_t)size)
+            fprintf(stderr, "process_vm_readv: %s\n", strerror(errno));
+
+        struct xpmem_addr where = {.apid = apid, .offset = (off_t)start};
+        began = now_seconds();
+        volatile uint8_t *window = xpmem_attach(where, span, NULL);
+        attach[trial] = (now_seconds() - began) * 1e6;
+        if (window == (void *)-1) {
+            fprintf(stderr, "attach: %s\n", strerror(errno));
+            exit(1);
+        }
+        began = now_seconds();
+        unsigned sum = 0;
+        for (size_t offset = 0; offset < span; offset += PAGE)
+            sum += window[offset];
+        touch[trial] = (now_seconds() - began) * 1e6;
+        (void)sum;
+        xpmem_detach((void *)window);
+        /* Not freed: a later buffer at the same address would already be backed (and, until the
+         * exporter follows its munmaps, be served stale from the importer's cache). */
+    }
+    free(destination);
+    struct first_attach result = {median(attach, trials), median(touch, trials), median(cma, trials)};
+    return result;
+}
+
+/* Medians of attach (window already backed) and of a bare mmap of a memfd of the same length. */
+static void measure_warm(struct child *exporting, xpmem_apid_t apid, size_t size, double *warm_us, double *mmap_us,
+                         double *broker_us)
+{
+    enum { ROUNDS = 400 };
+    static double samples[ROUNDS];
+    uintptr_t address = ask_alloc(exporting, size);
+    uintptr_t start = address & ~(PAGE - 1);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)start};
+    void *first = xpmem_attach(where, size, NULL); /* backs it */
+    xpmem_detach(first);
+    for (int round = 0; round < ROUNDS; round++) {
+        double began = now_seconds();
+        void *window = xpmem_attach(where, size, NULL);
+        samples[round] = (now_seconds() - began) * 1e6;
+        xpmem_detach(window);
+    }
+    *warm_us = median(samples, ROUNDS);
+
+    setenv("XPMEM_ATTACH_CACHE", "0", 1); /* every attach asks the broker */
+    for (int round = 0; round < ROUNDS; round++) {
+        double began = now_seconds();
+        void *window = xpmem_attach(where, size, NULL);
+        samples[round] = (now_seconds() - began) * 1e6;
+        xpmem_detach(window);
+    }
+    unsetenv("XPMEM_ATTACH_CACHE");
+    *broker_us = median(samples, ROUNDS);
+
+    int file = memfd_create("bench", MFD_CLOEXEC);
+    if (ftruncate(file, (off_t)size) < 0)
+        exit(1);
+    for (int round = 0; round < ROUNDS; round++) {
+        double began = now_seconds();
+        void *mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, file, 0);
+        samples[round] = (now_seconds() - began) * 1e6;
+        munmap(mapped, size);
+    }
+    close(file);
+    *mmap_us = median(samples, ROUNDS);
+}
+
+int main(void)
+{
+    const char *xpmemd = getenv("XPMEM_BROKER");
+    struct broker broker;
+    if (xpmemd == NULL || broker_start(&broker, xpmemd) < 0) {
+        fprintf(stderr, "xpmem-capi-bench: set XPMEM_BROKER to an xpmemd that starts\n");
+        return 1;
+    }
+    setenv("XPMEM_SOCKET", broker.socket, 1);
+    setenv("XPMEM_AUTOSTART", "0", 1);
+
+    struct child exporting;
+    child_start(&exporting, exporter, NULL);
+    char line[256];
+    long long segid = -1;
+    if (!child_read_line(&exporting, line, sizeof line, 15000) || sscanf(line, "ready %lld", &segid) != 1) {
+        fprintf(stderr, "exporter: %s\n", line);
+        return 1;
+    }
+    xpmem_apid_t apid = xpmem_get(segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    if (apid < 0) {
+        perror("xpmem_get");
+        return 1;
+    }
+    struct first_attach one = measure_first_attach(&exporting, apid, 1UL << 20, 15);
+    struct first_attach sixty_four = measure_first_attach(&exporting, apid, 64UL << 20, 5);
+    double warm_us, mmap_us, broker_us;
+    measure_warm(&exporting, apid, 1UL << 20, &warm_us, &mmap_us, &broker_us);
+
+    child_send(&exporting, "quit");
+    child_wait(&exporting, 15000);
+    broker_stop(&broker);
+
+    printf("{\n");
+    printf("  \"first_attach_1MiB_us\": %.1f,\n  \"cma_1MiB_us\": %.1f,\n  \"touch_after_attach_1MiB_us\": %.1f,\n",
+           one.attach_us, one.cma_us, one.touch_us);
+    printf("  \"first_attach_64MiB_us\": %.1f,\n  \"cma_64MiB_us\": %.1f,\n  \"touch_after_attach_64MiB_us\": %.1f,\n",
+           sixty_four.attach_us, sixty_four.cma_us, sixty_four.touch_us);
+    printf("  \"warm_attach_1MiB_us\": %.2f,\n  \"warm_attach_through_broker_1MiB_us\": %.2f,\n  \"bare_mmap_1MiB_us\": %.2f,\n",
+           warm_us, broker_us, mmap_us);
+    printf("  \"ratios\": {\n");
+    printf("    \"warm_attach_vs_mmap\": %.2f,\n", warm_us / mmap_us);
+    printf("    \"first_attach_1MiB_vs_cma\": %.2f,\n", one.attach_us / one.cma_us);
+    printf("    \"first_attach_64MiB_vs_cma\": %.2f\n", sixty_four.attach_us / sixty_four.cma_us);
+    printf("  }\n}\n");
+    return 0;
+}

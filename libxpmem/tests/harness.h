@@ -1,0 +1,61 @@
+/* What the C tests and the benchmark share: a private broker on a socket in a temporary
+ * directory, child processes forked before any library use and driven by text lines over pipes,
+ * and status requests straight to the broker. */
+#ifndef XPMEM_TEST_HARNESS_H
+#define XPMEM_TEST_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct broker {
+    pid_t pid;
+    char directory[256];
+    char socket[320];
+};
+
+/* Starts `xpmemd --socket DIR/xpmemd.sock` and waits until it answers. */
+int broker_start(struct broker *broker, const char *xpmemd);
+void broker_stop(struct broker *broker);
+
+struct broker_status {
+    int32_t pid;
+    uint32_t clients, segments, grants, attachments;
+};
+/* Connects, says hello, asks queryStatus. */
+int broker_query_status(const char *socket, struct broker_status *status);
+
+struct child {
+    pid_t pid;
+    int to_child;   /* the runner writes commands here */
+    int from_child; /* and reads the child's lines here */
+};
+
+/* Forks a child that runs body(in, out, argument) and exits with its result. */
+int child_start(struct child *child, int (*body)(int in, int out, void *argument), void *argument);
+int child_send(struct child *child, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Reads one line (without the newline); false on end of stream or after timeout_ms. */
+bool child_read_line(struct child *child, char *line, size_t capacity, int timeout_ms);
+/* Waits for the child; returns its exit status, 128+signal when killed by one, -1 after timeout_ms
+ * (the child is then killed). */
+int child_wait(struct child *child, int timeout_ms);
+void child_kill(struct child *child);
+
+/* In a child: a line to the runner, and a line from it. */
+void say(int out, const char *format, ...) __attribute__((format(printf, 2, 3)));
+bool hear(int in, char *line, size_t capacity);
+
+/* Deterministic contents: byte i of a buffer filled with `seed`. */
+static inline uint8_t pattern_byte(uint64_t index, unsigned seed)
+{
+    uint64_t mixed = (index + 1) * 0x9E3779B97F4A7C15ULL ^ ((uint64_t)seed * 0xBF58476D1CE4E5B9ULL);
+    return (uint8_t)(mixed >> 56) ^ (uint8_t)seed;
+}
+void pattern_fill(volatile uint8_t *bytes, size_t length, unsigned seed);
+/* Index of the first wrong byte, or -1. */
+long pattern_check(const volatile uint8_t *bytes, size_t length, unsigned seed);
+
+double now_seconds(void);
+
+#endif

@@ -1,0 +1,222 @@
+/* Unit tests of the library's internals that need no broker: frame bytes against the broker's
+ * golden frames and the spec, malformed frames, error mapping, the maps parser, the import cache. */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "broker_errors.h"
+#include "import_cache.h"
+#include "proc_maps.h"
+#include "test_report.h"
+#include "wire.h"
+
+static bool same_bytes(const uint8_t *actual, size_t actual_length, const uint8_t *expected, size_t expected_length)
+{
+    return actual_length == expected_length && memcmp(actual, expected, expected_length) == 0;
+}
+
+static void test_get_matches_broker_golden(void)
+{
+    static const uint8_t expected[] = {
+        0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x04, 0x00, 0x05, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00,
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, 0x01,
+    };
+    uint8_t buffer[64];
+    size_t length = wire_encode_get(buffer, sizeof buffer, 5, 0x0102030405060708ULL, WIRE_READ_ONLY);
+    report("wire: get frame matches the broker's golden bytes", same_bytes(buffer, length, expected, sizeof expected),
+           "length %zu", length);
+}
+
+static void test_range_backed_matches_broker_golden(void)
+{
+    static const uint8_t expected[] = {
+        0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x02, 0x20, 0x00, 0x00, 0x00, 0x00, 0x28, 0x00, 0x00, 0x00,
+        0x11, 0, 0, 0, 0, 0, 0, 0, 0x02, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00,
+        0x00, 0x10, 0, 0, 0, 0, 0, 0, 0x00, 0x20, 0, 0, 0, 0, 0, 0,
+    };
+    struct wire_extent extent = {0x1000, 0x2000};
+    uint8_t buffer[128];
+    size_t length = wire_encode_range_backed(buffer, sizeof buffer, 0x11, 2, 0, "", &extent, 1);
+    report("wire: rangeBacked frame matches the broker's golden bytes", same_bytes(buffer, length, expected, sizeof expected),
+           "length %zu", length);
+}
+
+static void test_make_address_space_layout(void)
+{
+    static const uint8_t expected[] = {
+        0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x0F, 0x00, 0x07, 0x00, 0x00, 0x00, 0x17, 0x00, 0x00, 0x00,
+        0, 0, 0, 0, 0, 0, 0, 0,                  /* base 0 */
+        0, 0, 0, 0, 0, 0x80, 0, 0,               /* size 2^47 */
+        0x80, 0x01, 0x00, 0x00,                  /* permit 0600 */
+        0x01, 0x00, 'x',                         /* name "x" */
+    };
+    uint8_t buffer[128];
+    size_t length = wire_encode_make_address_space(buffer, sizeof buffer, 7, 0, UINT64_C(1) << 47, 0600, "x");
+    report("wire: makeAddressSpace frame layout", same_bytes(buffer, length, expected, sizeof expected), "length %zu", length);
+}
+
+static void test_small_requests(void)
+{
+    uint8_t buffer[128];
+    static const uint8_t hello[] = {0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x01, 0x00, 0x01, 0, 0, 0, 0x04, 0, 0, 0,
+                                    0x02, 0x00, 'a', 'b'};
+    size_t length = wire_encode_hello(buffer, sizeof buffer, 1, "ab");
+    report("wire: hello frame", same_bytes(buffer, length, hello, sizeof hello), "length %zu", length);
+
+    static const uint8_t attach[] = {0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x06, 0x00, 0x02, 0, 0, 0, 0x18, 0, 0, 0,
+                                     0x09, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x10, 0, 0, 0, 0, 0, 0, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0};
+    length = wire_encode_attach(buffer, sizeof buffer, 2, 9, 0x1000, 0x10000);
+    report("wire: attach frame", same_bytes(buffer, length, attach, sizeof attach), "length %zu", length);
+
+    static const uint8_t subscribe[] = {0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x0B, 0x00, 0x03, 0, 0, 0, 0, 0, 0, 0};
+    length = wire_encode_subscribe(buffer, sizeof buffer, 3);
+    report("wire: subscribe frame", same_bytes(buffer, length, subscribe, sizeof subscribe), "length %zu", length);
+
+    static const uint8_t acknowledge[] = {0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x01, 0x20, 0, 0, 0, 0, 0x10, 0, 0, 0,
+                                          0x22, 0, 0, 0, 0, 0, 0, 0, 0x05, 0, 0, 0, 0, 0, 0, 0};
+    length = wire_encode_acknowledge(buffer, sizeof buffer, 0x22, 5);
+    report("wire: acknowledge frame", same_bytes(buffer, length, acknowledge, sizeof acknowledge), "length %zu", length);
+
+    length = wire_encode_remove(buffer, 20, 1, 1);
+    report("wire: a frame that does not fit is refused", length == 0, "length %zu", length);
+}
+
+static void test_string_cut_on_character_boundary(void)
+{
+    char name[400];
+    name[0] = 'a';
+    size_t at = 1;
+    while (at + 2 < 302) {
+        name[at++] = (char)0xC3;
+        name[at++] = (char)0xA9; /* é */
+    }
+    name[at] = '\0';
+    uint8_t buffer[512];
+    size_t length = wire_encode_hello(buffer, sizeof buffer, 1, name);
+    uint16_t declared = (uint16_t)(buffer[16] | buffer[17] << 8);
+    report("wire: names are cut at 256 bytes without splitting a character",
+           declared == 255 && length == 16 + 2 + 255 && (buffer[18 + 254] & 0xC0) == 0x80, "declared %u", declared);
+}
+
+static void test_decode_replies(void)
+{
+    static const uint8_t failure[] = {0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x06, 0x80, 0xD4, 0xC3, 0xB2, 0xA1,
+                                      0x06, 0x00, 0x00, 0x00, 0x02, 0x00, 0x02, 0x00, 'n', 'o'};
+    struct wire_message message;
+    bool ok = wire_decode(failure, sizeof failure, &message) == 0 && message.header.type == WIRE_FAILURE
+              && message.header.request_id == 0xA1B2C3D4 && message.as.failure.code == WIRE_PERMISSION_DENIED
+              && message.as.failure.text_length == 2 && memcmp(message.as.failure.text, "no", 2) == 0;
+    report("wire: failure reply decodes (the broker's golden bytes)", ok, "decode failed");
+
+    static const uint8_t window[] = {
+        0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x0B, 0x80, 0x04, 0, 0, 0, 0x34, 0, 0, 0,
+        0x07, 0, 0, 0, 0, 0, 0, 0,             /* attachment 7 */
+        0x00, 0x00, 0x40, 0, 0, 0, 0, 0,       /* file offset 0x400000 */
+        0x02, 0, 0, 0,                          /* two extents */
+        0x00, 0x00, 0x40, 0, 0, 0, 0, 0, 0x00, 0x10, 0, 0, 0, 0, 0, 0,
+        0x00, 0x30, 0x40, 0, 0, 0, 0, 0, 0x00, 0x20, 0, 0, 0, 0, 0, 0,
+    };
+    ok = wire_decode(window, sizeof window, &message) == 0 && message.header.type == WIRE_ATTACHED_WINDOW
+         && message.as.attached_window.attachment == 7 && message.as.attached_window.file_offset == 0x400000
+         && message.as.attached_window.count == 2;
+    struct wire_extent second = ok ? wire_window_extent(message.as.attached_window.extents, 1) : (struct wire_extent){0, 0};
+    report("wire: attachedWindow decodes with its extents", ok && second.start == 0x403000 && second.length == 0x2000,
+           "decode failed or wrong extent");
+
+    static const uint8_t back_range[] = {
+        0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x04, 0x40, 0, 0, 0, 0, 0x20, 0, 0, 0,
+        0x11, 0, 0, 0, 0, 0, 0, 0, 0x03, 0, 0, 0, 0, 0, 0, 0,
+        0x00, 0x10, 0, 0, 0, 0, 0, 0, 0x00, 0x20, 0, 0, 0, 0, 0, 0,
+    };
+    ok = wire_decode(back_range, sizeof back_range, &message) == 0 && message.header.type == WIRE_BACK_RANGE
+         && message.as.back_range.segment == 0x11 && message.as.back_range.sequence == 3
+         && message.as.back_range.start == 0x1000 && message.as.back_range.length == 0x2000;
+    report("wire: backRange event decodes", ok, "decode failed");
+
+    /* Malformed frames: each must be refused, never read past its end. */
+    uint8_t broken[sizeof window];
+    memcpy(broken, window, sizeof window);
+    broken[0] = 0x59;
+    bool refused = wire_decode(broken, sizeof broken, &message) < 0;
+    memcpy(broken, window, sizeof window);
+    broken[4] = 0x02;
+    refused = refused && wire_decode(broken, sizeof broken, &message) < 0;
+    refused = refused && wire_decode(window, sizeof window - 1, &message) < 0;
+    memcpy(broken, window, sizeof window);
+    broken[32] = 0xFF; /* 255 extents claimed, two present */
+    refused = refused && wire_decode(broken, sizeof broken, &message) < 0;
+    refused = refused && wire_decode(window, 10, &message) < 0;
+    uint8_t trailing[sizeof back_range + 1];
+    memcpy(trailing, back_range, sizeof back_range);
+    trailing[sizeof back_range] = 0;
+    trailing[12] = 0x21;
+    refused = refused && wire_decode(trailing, sizeof trailing, &message) < 0;
+    report("wire: bad magic, version, length, extent count and trailing bytes are refused", refused, "one was accepted");
+}
+
+static void test_error_mapping(void)
+{
+    bool ok = errno_for_broker_code(1) == ENOENT && errno_for_broker_code(2) == EACCES
+              && errno_for_broker_code(3) == EINVAL && errno_for_broker_code(4) == EPROTO
+              && errno_for_broker_code(5) == EPROTO && errno_for_broker_code(6) == ENOMEM
+              && errno_for_broker_code(7) == ENOTCONN && errno_for_broker_code(8) == EIO
+              && errno_for_broker_code(9) == ETIMEDOUT && errno_for_broker_code(10) == EBUSY
+              && errno_for_broker_code(77) == EIO;
+    report("errors: broker codes map to errno", ok, "a code maps wrongly");
+}
+
+static void test_maps_parser(void)
+{
+    const char text[] =
+        "55d1c0a00000-55d1c0a21000 rw-p 00000000 00:00 0                          [heap]\n"
+        "7f3e4c000000-7f3e4c021000 r-xp 0001a000 fd:01 1234567                    /usr/lib/x86_64-linux-gnu/libc.so.6\n"
+        "7f3e50000000-7f3e50001000 rw-s 7f3e50000000 00:01 42                     /memfd:xpmem-address-space (deleted)\n"
+        "7ffd1e9f0000-7ffd1ea11000 rw-p 00000000 00:00 0                          [stack]\n";
+    const char *cursor = text, *end = text + sizeof text - 1;
+    struct maps_entry entries[5];
+    int count = 0;
+    while (count < 5 && proc_maps_next(&cursor, end, &entries[count]))
+        count++;
+    bool ok = count == 4 && entries[0].start == 0x55d1c0a00000 && entries[0].end == 0x55d1c0a21000
+              && entries[0].writable && !entries[0].shared && maps_entry_path_is(&entries[0], "[heap]")
+              && entries[1].executable && entries[1].offset == 0x1a000 && entries[1].device_major == 0xfd
+              && entries[1].inode == 1234567 && entries[2].shared && entries[2].offset == 0x7f3e50000000
+              && entries[2].inode == 42 && maps_entry_path_starts_with(&entries[2], "/memfd:")
+              && maps_entry_path_is(&entries[3], "[stack]");
+    report("maps: /proc/self/maps lines parse", ok, "parsed %d entries", count);
+}
+
+static void test_import_cache(void)
+{
+    import_cache_lock();
+    int fd = 1000; /* never mapped: only compared */
+    int kept = import_cache_adopt_descriptor(77, true, fd);
+    struct wire_extent extents[] = {{0x10000, 0x4000}, {0x14000, 0x2000}, {0x30000, 0x1000}};
+    import_cache_note_backed(77, 0, extents, 3);
+    uint64_t file_offset = 0;
+    bool inside = import_cache_find_backed(77, true, 0x11000, 0x5000, &file_offset) == fd && file_offset == 0x11000;
+    bool spans_gap = import_cache_find_backed(77, true, 0x15000, 0x1C000, &file_offset) < 0;
+    bool other_access = import_cache_find_backed(77, false, 0x11000, 0x1000, &file_offset) < 0;
+    import_cache_unlock();
+    import_cache_forget_extents(77);
+    import_cache_lock();
+    bool forgotten = import_cache_find_backed(77, true, 0x11000, 0x1000, &file_offset) < 0;
+    import_cache_unlock();
+    report("import cache: adjacent extents merge, gaps and other access modes miss, invalidation forgets",
+           kept == fd && inside && spans_gap && other_access && forgotten, "kept %d inside %d gap %d other %d forgotten %d",
+           kept, inside, spans_gap, other_access, forgotten);
+}
+
+int main(void)
+{
+    test_get_matches_broker_golden();
+    test_range_backed_matches_broker_golden();
+    test_make_address_space_layout();
+    test_small_requests();
+    test_string_cut_on_character_boundary();
+    test_decode_replies();
+    test_error_mapping();
+    test_maps_parser();
+    test_import_cache();
+    return report_totals();
+}

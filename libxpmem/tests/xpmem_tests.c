@@ -1,0 +1,1002 @@
+/* Integration tests of libxpmem.so with a real broker and real processes. Every process that uses
+ * the library is forked from this runner before any library use, and driven over pipes; the runner
+ * itself only talks to the broker for status. */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "test_report.h"
+#include "xpmem.h"
+
+#define PAGE 4096UL
+#define LINE 4096
+#define STEP_TIMEOUT_MS 15000
+
+static struct broker broker;
+
+/* Exported static memory: .data (initialised) and .bss (zero). */
+static uint8_t data_buffer[5 * PAGE + 123] = {1, 2, 3};
+static uint8_t bss_buffer[9 * PAGE + 77];
+
+static uintptr_t page_start(uintptr_t address) { return address & ~(PAGE - 1); }
+static size_t page_span(uintptr_t address, size_t length)
+{
+    return ((address + length + PAGE - 1) & ~(PAGE - 1)) - page_start(address);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Exporter role: exports its whole address space and a buffer of the asked kind, then serves
+ * "check SEED" (are my bytes that pattern?), "fill SEED" and "quit". */
+
+struct export_request {
+    const char *kind;
+    size_t size;
+};
+
+/* Grows the main stack well below the caller's frame, so its lowest page (never exported) is far
+ * from the buffer under test. */
+static __attribute__((noinline)) void deepen_stack(void)
+{
+    volatile uint8_t room[512 * 1024];
+    for (size_t index = 0; index < sizeof room; index += PAGE)
+        room[index] = 1;
+}
+
+static int serve_buffer(int in, int out, volatile uint8_t *buffer, size_t size)
+{
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    if (segid < 0) {
+        say(out, "error make %s", strerror(errno));
+        return 2;
+    }
+    say(out, "ready %lld %lu %zu", (long long)segid, (unsigned long)(uintptr_t)buffer, size);
+    char line[LINE];
+    while (hear(in, line, sizeof line)) {
+        unsigned seed;
+        if (sscanf(line, "check %u", &seed) == 1) {
+            long bad = pattern_check(buffer, size, seed);
+            if (bad < 0)
+                say(out, "ok");
+            else
+                say(out, "bad at %ld: %u", bad, buffer[bad]);
+        } else if (sscanf(line, "fill %u", &seed) == 1) {
+            pattern_fill(buffer, size, seed);
+            say(out, "ok");
+        } else if (strcmp(line, "exit-without-remove") == 0) {
+            _exit(0);
+        } else {
+            break;
+        }
+    }
+    return 0;
+}
+
+static int exporter(int in, int out, void *argument)
+{
+    const struct export_request *request = argument;
+    volatile uint8_t stack_buffer[3 * PAGE + 500];
+    deepen_stack();
+    volatile uint8_t *buffer;
+    size_t size = request->size;
+    if (strcmp(request->kind, "stack") == 0) {
+        buffer = stack_buffer + 100;
+        size = sizeof stack_buffer - 100;
+    } else if (strcmp(request->kind, "data") == 0) {
+        buffer = data_buffer + 7;
+        size = sizeof data_buffer - 7;
+    } else if (strcmp(request->kind, "bss") == 0) {
+        buffer = bss_buffer + 3;
+        size = sizeof bss_buffer - 3;
+    } else if (strcmp(request->kind, "mmap") == 0) {
+        buffer = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    } else {
+        buffer = malloc(size); /* heap-small: brk heap; heap-large: glibc's own mmap */
+    }
+    pattern_fill(buffer, size, 1);
+    return serve_buffer(in, out, buffer, size);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Importer role: attaches the exporter's buffer read-write and follows the runner's script. */
+
+struct import_request {
+    xpmem_segid_t segid;
+    uintptr_t address;
+    size_t size;
+};
+
+static int importer(int in, int out, void *argument)
+{
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    if (apid < 0) {
+        say(out, "error get %s", strerror(errno));
+        return 2;
+    }
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
+    uint8_t *window = xpmem_attach(where, page_span(request->address, request->size), NULL);
+    if (window == (void *)-1) {
+        say(out, "error attach %s", strerror(errno));
+        return 3;
+    }
+    volatile uint8_t *view = window + (request->address - page_start(request->address));
+    long bad = pattern_check(view, request->size, 1);
+    if (bad >= 0) {
+        say(out, "bad exporter bytes at %ld", bad);
+        return 4;
+    }
+    pattern_fill(view, request->size, 2);
+    say(out, "wrote 2");
+    char line[LINE];
+    if (!hear(in, line, sizeof line) || strcmp(line, "check 3") != 0)
+        return 5;
+    bad = pattern_check(view, request->size, 3);
+    say(out, bad < 0 ? "ok" : "bad at %ld", bad);
+    xpmem_detach(window);
+    xpmem_release(apid);
+    return bad < 0 ? 0 : 6;
+}
+
+static bool parse_ready(const char *line, xpmem_segid_t *segid, uintptr_t *address, size_t *size)
+{
+    long long id;
+    unsigned long at;
+    size_t length;
+    if (sscanf(line, "ready %lld %lu %zu", &id, &at, &length) != 3)
+        return false;
+    *segid = id;
+    *address = at;
+    *size = length;
+    return true;
+}
+
+static void test_memory_kind(const char *kind, size_t size)
+{
+    char name[128];
+    snprintf(name, sizeof name, "%s memory is seen and written both ways", kind);
+    struct export_request export_request = {.kind = kind, .size = size};
+    struct child exporting, importing;
+    char line[LINE];
+    if (child_start(&exporting, exporter, &export_request) < 0) {
+        report(name, false, "fork");
+        return;
+    }
+    struct import_request import_request;
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || !parse_ready(line, &import_request.segid, &import_request.address, &import_request.size)) {
+        report(name, false, "exporter said '%s'", line);
+        child_kill(&exporting);
+        return;
+    }
+    child_start(&importing, importer, &import_request);
+    bool ok = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS) && strcmp(line, "wrote 2") == 0;
+    char why[LINE + 64] = "";
+    if (!ok)
+        snprintf(why, sizeof why, "importer: %s", line);
+    if (ok) {
+        child_send(&exporting, "check 2");
+        ok = child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS) && strcmp(line, "ok") == 0;
+        if (!ok)
+            snprintf(why, sizeof why, "exporter does not see the importer's writes: %s", line);
+    }
+    if (ok) {
+        child_send(&exporting, "fill 3");
+        child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS);
+        child_send(&importing, "check 3");
+        ok = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS) && strcmp(line, "ok") == 0;
+        if (!ok)
+            snprintf(why, sizeof why, "importer does not see the exporter's later writes: %s", line);
+    }
+    int importer_status = child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporting, "quit");
+    int exporter_status = child_wait(&exporting, STEP_TIMEOUT_MS);
+    report(name, ok && importer_status == 0 && exporter_status == 0, "%s (importer exit %d, exporter exit %d)", why,
+           importer_status, exporter_status);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Faults: touching a hole, writing a read-only attachment. */
+
+static sigjmp_buf fault_return;
+static volatile sig_atomic_t fault_signal;
+
+static void on_fault(int signal_number)
+{
+    fault_signal = signal_number;
+    siglongjmp(fault_return, 1);
+}
+
+/* Which signal touching `address` raises (0: none). */
+static int touch(volatile uint8_t *address, bool write)
+{
+    struct sigaction action = {.sa_handler = on_fault}, previous_bus, previous_segv;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGBUS, &action, &previous_bus);
+    sigaction(SIGSEGV, &action, &previous_segv);
+    fault_signal = 0;
+    if (sigsetjmp(fault_return, 1) == 0) {
+        if (write)
+            *address = 0x5A;
+        else
+            (void)*address;
+    }
+    sigaction(SIGBUS, &previous_bus, NULL);
+    sigaction(SIGSEGV, &previous_segv, NULL);
+    return fault_signal;
+}
+
+/* Five pages: data, unmapped, data, PROT_NONE, data. */
+static int holey_exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    uint8_t *pages = mmap(NULL, 5 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pattern_fill(pages, 5 * PAGE, 1);
+    munmap(pages + PAGE, PAGE);
+    mprotect(pages + 3 * PAGE, PAGE, PROT_NONE);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "ready %lld %lu %lu", (long long)segid, (unsigned long)(uintptr_t)pages, 5 * PAGE);
+    char line[LINE];
+    while (hear(in, line, sizeof line)) {
+        if (strcmp(line, "check-last-page") == 0)
+            say(out, pages[4 * PAGE + 9] == 0x5A ? "ok" : "bad %u", pages[4 * PAGE + 9]);
+        else
+            break;
+    }
+    return 0;
+}
+
+static int holey_importer(int in, int out, void *argument)
+{
+    (void)in;
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)request->address};
+    volatile uint8_t *window = xpmem_attach(where, 5 * PAGE, NULL);
+    if (window == (void *)-1) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    bool data_ok = true;
+    for (int page = 0; page < 5; page += 2)
+        for (size_t index = 0; index < PAGE; index++)
+            data_ok = data_ok && window[page * PAGE + index] == pattern_byte(page * PAGE + index, 1);
+    int unmapped_hole = touch(window + PAGE + 17, false);
+    int protected_hole = touch(window + 3 * PAGE, false);
+    int data_page = touch(window + 4 * PAGE + 9, true); /* writes 0x5A */
+    say(out, "data %d unmapped %d protnone %d write %d", data_ok, unmapped_hole, protected_hole, data_page);
+    return 0;
+}
+
+static void test_window_with_holes(void)
+{
+    const char *name = "a window spanning holes attaches; holes raise SIGBUS, data around them is live";
+    struct child exporting, importing;
+    char line[LINE];
+    child_start(&exporting, holey_exporter, NULL);
+    struct import_request request;
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
+        report(name, false, "exporter: %s", line);
+        child_kill(&exporting);
+        return;
+    }
+    child_start(&importing, holey_importer, &request);
+    bool got = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
+    char expected[128];
+    snprintf(expected, sizeof expected, "data 1 unmapped %d protnone %d write 0", SIGBUS, SIGBUS);
+    bool ok = got && strcmp(line, expected) == 0;
+    child_send(&exporting, "check-last-page");
+    char seen[LINE];
+    bool exporter_sees = child_read_line(&exporting, seen, sizeof seen, STEP_TIMEOUT_MS) && strcmp(seen, "ok") == 0;
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporting, "quit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    report(name, ok && exporter_sees, "importer: '%s' (expected '%s'); exporter after the write: %s", line, expected, seen);
+}
+
+static int read_only_importer(int in, int out, void *argument)
+{
+    (void)in;
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDONLY, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
+    size_t span = page_span(request->address, request->size);
+    uint8_t *window = xpmem_attach(where, span, NULL);
+    if (window == (void *)-1) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    volatile uint8_t *view = window + (request->address - page_start(request->address));
+    bool reads = pattern_check(view, request->size, 1) < 0;
+    int protect_error = mprotect(window, span, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
+    int write_signal = touch(view, true);
+    say(out, "reads %d mprotect %s write-signal %d", reads, protect_error == EACCES ? "EACCES" : strerror(protect_error),
+        write_signal);
+    return 0;
+}
+
+static void test_read_only(void)
+{
+    const char *name = "a read-only get reads, cannot mprotect writable (EACCES) and faults on write";
+    struct export_request export_request = {.kind = "heap-large", .size = 1 << 20};
+    struct child exporting, importing;
+    char line[LINE];
+    child_start(&exporting, exporter, &export_request);
+    struct import_request request;
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
+        report(name, false, "exporter: %s", line);
+        child_kill(&exporting);
+        return;
+    }
+    child_start(&importing, read_only_importer, &request);
+    child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
+    char expected[128];
+    snprintf(expected, sizeof expected, "reads 1 mprotect EACCES write-signal %d", SIGSEGV);
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporting, "check 1");
+    char unchanged[LINE];
+    child_read_line(&exporting, unchanged, sizeof unchanged, STEP_TIMEOUT_MS);
+    child_send(&exporting, "quit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    report(name, strcmp(line, expected) == 0 && strcmp(unchanged, "ok") == 0,
+           "importer: '%s' (expected '%s'); exporter's bytes: %s", line, expected, unchanged);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Error paths. */
+
+static int error_paths(int in, int out, void *argument)
+{
+    (void)in;
+    const struct import_request *request = argument; /* a live exporter's segment */
+    char failures[LINE] = "";
+    size_t used = 0;
+#define EXPECT(condition, label)                                                                   \
+    do {                                                                                           \
+        errno = 0;                                                                                 \
+        bool passed_ = (condition);                                                                \
+        if (!passed_)                                                                              \
+            used += (size_t)snprintf(failures + used, sizeof failures - used, "%s (errno %s); ",  \
+                                     label, strerror(errno));                                      \
+    } while (0)
+
+    EXPECT(xpmem_get(0x7123456789ABCDEF, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL) == -1 && errno == ENOENT,
+           "get of an unknown segid is ENOENT");
+    EXPECT(xpmem_get(-4, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL) == -1 && errno == EINVAL, "get of a negative segid is EINVAL");
+    EXPECT(xpmem_get(request->segid, 0x7, XPMEM_PERMIT_MODE, NULL) == -1 && errno == EINVAL, "get with bad flags is EINVAL");
+    EXPECT(xpmem_get(request->segid, XPMEM_RDWR, 0x9, NULL) == -1 && errno == EINVAL, "get with a bad permit type is EINVAL");
+    struct xpmem_addr bogus = {.apid = 0x5555, .offset = 0};
+    EXPECT(xpmem_attach(bogus, PAGE, NULL) == (void *)-1 && errno == EINVAL, "attach with an unknown apid is EINVAL");
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    EXPECT(apid > 0, "get of a live segment succeeds");
+    struct xpmem_addr unaligned = {.apid = apid, .offset = (off_t)page_start(request->address) + 8};
+    EXPECT(xpmem_attach(unaligned, PAGE, NULL) == (void *)-1 && errno == EINVAL, "attach at an unaligned offset is EINVAL");
+    struct xpmem_addr aligned = {.apid = apid, .offset = (off_t)page_start(request->address)};
+    EXPECT(xpmem_attach(aligned, 0, NULL) == (void *)-1 && errno == EINVAL, "attach of size 0 is EINVAL");
+    EXPECT(xpmem_attach(aligned, PAGE, (void *)0x1001) == (void *)-1 && errno == EINVAL,
+           "attach at an unaligned vaddr is EINVAL");
+    int local;
+    EXPECT(xpmem_detach(&local) == -1 && errno == EINVAL, "detach of a non-attached address is EINVAL");
+    void *window = xpmem_attach(aligned, PAGE, NULL);
+    EXPECT(window != (void *)-1, "attach of a live range succeeds");
+    EXPECT(xpmem_detach(window) == 0, "detach succeeds");
+    EXPECT(xpmem_detach(window) == -1 && errno == EINVAL, "a second detach is EINVAL");
+    EXPECT(xpmem_release(apid) == 0, "release succeeds");
+    EXPECT(xpmem_attach(aligned, PAGE, NULL) == (void *)-1 && errno == EINVAL, "attach after release is EINVAL");
+    EXPECT(xpmem_release(apid) == -1 && errno == EINVAL, "a second release is EINVAL");
+    EXPECT(xpmem_remove(0x7123456789ABCDEF) == -1 && errno == ENOENT, "remove of an unknown segid is ENOENT");
+    EXPECT(xpmem_remove(request->segid) == -1, "remove of another process's segment fails");
+    EXPECT(xpmem_remove(-1) == -1 && errno == EINVAL, "remove of -1 is EINVAL");
+    EXPECT(xpmem_make((void *)0x1234, PAGE, XPMEM_PERMIT_MODE, (void *)0600) == -1 && errno == EINVAL,
+           "make at an unaligned address is EINVAL");
+    EXPECT(xpmem_make(0, 100, XPMEM_PERMIT_MODE, (void *)0600) == -1 && errno == EINVAL, "make of an unaligned size is EINVAL");
+    EXPECT(xpmem_make(0, XPMEM_MAXADDR_SIZE, 0x2, (void *)0600) == -1 && errno == EINVAL, "make with a bad permit type is EINVAL");
+    EXPECT(xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)01000) == -1 && errno == EINVAL,
+           "make with bits beyond 0777 is EINVAL");
+    xpmem_segid_t mine = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    EXPECT(mine > 0 && xpmem_remove(mine) == 0, "make and remove of one's own segment succeed");
+    EXPECT(xpmem_remove(mine) == -1 && errno == ENOENT, "a second remove is ENOENT");
+    say(out, "%s", used == 0 ? "all ok" : failures);
+    return 0;
+#undef EXPECT
+}
+
+static void test_error_paths(void)
+{
+    const char *name = "every error path returns -1 with errno set";
+    struct export_request export_request = {.kind = "mmap", .size = 4 * PAGE};
+    struct child exporting, checking;
+    char line[LINE];
+    child_start(&exporting, exporter, &export_request);
+    struct import_request request;
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
+        report(name, false, "exporter: %s", line);
+        child_kill(&exporting);
+        return;
+    }
+    child_start(&checking, error_paths, &request);
+    bool got = child_read_line(&checking, line, sizeof line, STEP_TIMEOUT_MS);
+    int status = child_wait(&checking, STEP_TIMEOUT_MS);
+    child_send(&exporting, "quit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    report(name, got && strcmp(line, "all ok") == 0 && status == 0, "%s (exit %d)", got ? line : "no answer", status);
+}
+
+static int without_broker(int in, int out, void *argument)
+{
+    (void)in;
+    (void)argument;
+    setenv("XPMEM_SOCKET", "/nonexistent-xpmem-dir/xpmemd.sock", 1);
+    setenv("XPMEM_AUTOSTART", "0", 1);
+    setenv("XPMEM_DEBUG", "1", 1);
+    /* Capture our own diagnostics. */
+    int pipe_ends[2];
+    if (pipe(pipe_ends) < 0)
+        return 2;
+    dup2(pipe_ends[1], STDERR_FILENO);
+    int version = xpmem_version();
+    int init = xpmem_init();
+    int init_errno = errno;
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    close(STDERR_FILENO);
+    close(pipe_ends[1]);
+    char diagnostics[4096] = "";
+    ssize_t got = read(pipe_ends[0], diagnostics, sizeof diagnostics - 1);
+    diagnostics[got > 0 ? got : 0] = '\0';
+    bool explained = strstr(diagnostics, "XPMEM_AUTOSTART=0") != NULL;
+    say(out, "version %d init %d %s make %lld explained %d", version, init, init_errno == ENOENT ? "ENOENT" : strerror(init_errno),
+        (long long)segid, explained);
+    return 0;
+}
+
+static void test_without_broker(void)
+{
+    const char *name = "no broker and XPMEM_AUTOSTART=0: xpmem_version() is -1 and XPMEM_DEBUG=1 says why";
+    struct child checking;
+    char line[LINE] = "";
+    child_start(&checking, without_broker, NULL);
+    child_read_line(&checking, line, sizeof line, STEP_TIMEOUT_MS);
+    child_wait(&checking, STEP_TIMEOUT_MS);
+    report(name, strcmp(line, "version -1 init -1 ENOENT make -1 explained 1") == 0, "%s", line);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Lifecycle: an exporter that exits without remove leaves nothing in the broker. */
+
+static bool wait_for_empty_broker(struct broker_status *status)
+{
+    for (int attempt = 0; attempt < 300; attempt++) {
+        if (broker_query_status(broker.socket, status) == 0 && status->segments == 0 && status->grants == 0
+            && status->attachments == 0)
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
+static int attach_and_wait(int in, int out, void *argument)
+{
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
+    void *window = xpmem_attach(where, page_span(request->address, request->size), NULL);
+    say(out, window == (void *)-1 ? "attach failed" : "attached");
+    char line[LINE];
+    hear(in, line, sizeof line);
+    /* The exporter is gone: its pages stay readable here, but no new attach may succeed (not
+     * even from what this process remembered of the segment). */
+    bool still_readable = pattern_check((volatile uint8_t *)window + (request->address - page_start(request->address)),
+                                        request->size, 1) < 0;
+    errno = 0;
+    void *again = xpmem_attach(where, page_span(request->address, request->size), NULL);
+    say(out, "readable %d attach-again %s", still_readable, again == (void *)-1 ? strerror(errno) : "succeeded");
+    hear(in, line, sizeof line);
+    return 0; /* no detach, no release either */
+}
+
+static void test_exit_without_remove(void)
+{
+    const char *name = "processes that exit without remove, detach or release leave nothing in the broker; no attach after the exporter left";
+    struct export_request export_request = {.kind = "heap-small", .size = 3000};
+    struct child exporting, importing;
+    char line[LINE];
+    child_start(&exporting, exporter, &export_request);
+    struct import_request request;
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
+        report(name, false, "exporter: %s", line);
+        child_kill(&exporting);
+        return;
+    }
+    child_start(&importing, attach_and_wait, &request);
+    child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
+    struct broker_status during = {0}, after = {0};
+    broker_query_status(broker.socket, &during);
+    bool attached = strcmp(line, "attached") == 0;
+    child_send(&exporting, "exit-without-remove");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    for (int attempt = 0; attempt < 300 && (broker_query_status(broker.socket, &after) < 0 || after.segments > 0); attempt++)
+        usleep(10000);
+    usleep(50000); /* the importer's event thread hears `released` */
+    child_send(&importing, "attach-again");
+    char again[LINE] = "";
+    child_read_line(&importing, again, sizeof again, STEP_TIMEOUT_MS);
+    child_send(&importing, "exit");
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    bool empty = wait_for_empty_broker(&after);
+    bool refused = strncmp(again, "readable 1 attach-again ", 24) == 0 && strstr(again, "succeeded") == NULL;
+    report(name, attached && during.segments >= 1 && during.attachments >= 1 && refused && empty,
+           "importer: %s, then '%s'; during: %u segments %u attachments; after: %u segments, %u grants, %u attachments",
+           attached ? "attached" : "not attached", again, during.segments, during.attachments, after.segments,
+           after.grants, after.attachments);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Many peers: every process attaches every other's 16 MiB heap buffer. */
+
+#define PEERS 8
+#define PEER_BUFFER (16UL << 20)
+/* The last page of each buffer is a mailbox: byte `rank` is written by peer `rank`. */
+#define MAILBOX (PEER_BUFFER - PAGE)
+
+static int peer(int in, int out, void *argument)
+{
+    int rank = (int)(intptr_t)argument;
+    uint8_t *buffer = malloc(PEER_BUFFER);
+    pattern_fill(buffer, MAILBOX, 10 + (unsigned)rank);
+    memset(buffer + MAILBOX, 0, PAGE);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "ready %lld %lu", (long long)segid, (unsigned long)(uintptr_t)buffer);
+    char line[LINE];
+    if (!hear(in, line, sizeof line))
+        return 2;
+    /* "peers SEGID ADDRESS SEGID ADDRESS ..." in rank order */
+    xpmem_segid_t segids[PEERS];
+    unsigned long addresses[PEERS];
+    char *cursor = line + 6;
+    for (int other = 0; other < PEERS; other++) {
+        long long id = strtoll(cursor, &cursor, 10);
+        addresses[other] = strtoul(cursor, &cursor, 10);
+        segids[other] = id;
+    }
+    int problems = 0;
+    for (int step = 1; step < PEERS; step++) {
+        int other = (rank + step) % PEERS;
+        xpmem_apid_t apid = xpmem_get(segids[other], XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+        struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(addresses[other])};
+        size_t span = page_span(addresses[other], PEER_BUFFER);
+        uint8_t *window = xpmem_attach(where, span, NULL);
+        if (window == (void *)-1) {
+            say(out, "attach of %d failed: %s", other, strerror(errno));
+            return 3;
+        }
+        volatile uint8_t *view = window + (addresses[other] - page_start(addresses[other]));
+        if (pattern_check(view, MAILBOX, 10 + (unsigned)other) >= 0)
+            problems++;
+        view[MAILBOX + (size_t)rank] = (uint8_t)(rank + 1);
+        xpmem_detach(window);
+        xpmem_release(apid);
+    }
+    say(out, "done %d", problems);
+    if (!hear(in, line, sizeof line))
+        return 4;
+    int missing = 0;
+    for (int other = 0; other < PEERS; other++)
+        if (other != rank && buffer[MAILBOX + (size_t)other] != other + 1)
+            missing++;
+    bool intact = pattern_check(buffer, MAILBOX, 10 + (unsigned)rank) < 0;
+    say(out, "mailbox %d intact %d", missing, intact);
+    return 0;
+}
+
+static void test_many_peers(void)
+{
+    const char *name = "8 processes attach each other's 16 MiB heap buffers, check them and write to them";
+    struct child peers[PEERS];
+    char line[LINE], peers_line[LINE] = "peers";
+    char why[LINE + 64] = "";
+    size_t used = strlen(peers_line);
+    bool ok = true;
+    for (int rank = 0; rank < PEERS; rank++)
+        child_start(&peers[rank], peer, (void *)(intptr_t)rank);
+    for (int rank = 0; rank < PEERS; rank++) {
+        long long segid;
+        unsigned long address;
+        if (!child_read_line(&peers[rank], line, sizeof line, STEP_TIMEOUT_MS) || sscanf(line, "ready %lld %lu", &segid, &address) != 2) {
+            ok = false;
+            snprintf(why, sizeof why, "peer %d: %s", rank, line);
+            break;
+        }
+        used += (size_t)snprintf(peers_line + used, sizeof peers_line - used, " %lld %lu", segid, address);
+    }
+    double started = now_seconds();
+    for (int rank = 0; ok && rank < PEERS; rank++)
+        child_send(&peers[rank], "%s", peers_line);
+    for (int rank = 0; ok && rank < PEERS; rank++) {
+        if (!child_read_line(&peers[rank], line, sizeof line, 30000) || strcmp(line, "done 0") != 0) {
+            ok = false;
+            snprintf(why, sizeof why, "peer %d: %s", rank, line);
+        }
+    }
+    double elapsed = now_seconds() - started;
+    for (int rank = 0; ok && rank < PEERS; rank++) {
+        child_send(&peers[rank], "check");
+        if (!child_read_line(&peers[rank], line, sizeof line, STEP_TIMEOUT_MS) || strcmp(line, "mailbox 0 intact 1") != 0) {
+            ok = false;
+            snprintf(why, sizeof why, "peer %d: %s", rank, line);
+        }
+    }
+    for (int rank = 0; rank < PEERS; rank++) {
+        if (ok)
+            child_wait(&peers[rank], STEP_TIMEOUT_MS);
+        else
+            child_kill(&peers[rank]);
+    }
+    report(name, ok, "%s", why);
+    if (ok)
+        printf("   (56 attaches of 16 MiB with their checks took %.0f ms)\n", elapsed * 1e3);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Threads of the exporter keep writing while a peer attaches: none of their writes may be lost. */
+
+#define WRITERS 2
+
+struct writer {
+    volatile uint64_t *slot;
+    atomic_bool *stop;
+    atomic_int *lost;
+    pthread_t thread;
+};
+
+static void *keep_writing(void *argument)
+{
+    struct writer *writer = argument;
+    uint64_t expected = 0;
+    while (!atomic_load(writer->stop)) {
+        /* A write lost between backing's copy and its remap shows as a slot behind our count. */
+        if (*writer->slot != expected)
+            atomic_fetch_add(writer->lost, 1);
+        *writer->slot = ++expected;
+    }
+    return NULL;
+}
+
+static int busy_exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    /* Large enough that copying it takes milliseconds: a write in that time would be lost. */
+    size_t size = 24UL << 20;
+    uint8_t *buffer = malloc(size);
+    pattern_fill(buffer, size, 1);
+    atomic_bool stop = false;
+    atomic_int lost = 0;
+    struct writer writers[WRITERS];
+    for (int index = 0; index < WRITERS; index++) {
+        writers[index] = (struct writer){.slot = (volatile uint64_t *)(buffer + (size_t)index * 3 * PAGE + 64),
+                                         .stop = &stop, .lost = &lost};
+        *writers[index].slot = 0;
+        pthread_create(&writers[index].thread, NULL, keep_writing, &writers[index]);
+    }
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "ready %lld %lu %zu", (long long)segid, (unsigned long)(uintptr_t)buffer, size);
+    char line[LINE];
+    hear(in, line, sizeof line);
+    atomic_store(&stop, true);
+    for (int index = 0; index < WRITERS; index++)
+        pthread_join(writers[index].thread, NULL);
+    say(out, "lost %d", atomic_load(&lost));
+    return 0;
+}
+
+static int counter_watcher(int in, int out, void *argument)
+{
+    (void)in;
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDONLY, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
+    uint8_t *window = xpmem_attach(where, page_span(request->address, request->size), NULL);
+    if (window == (void *)-1) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    volatile uint8_t *view = window + (request->address - page_start(request->address));
+    uint64_t first[WRITERS], second[WRITERS];
+    for (int index = 0; index < WRITERS; index++)
+        first[index] = *(volatile uint64_t *)(view + (size_t)index * 3 * PAGE + 64);
+    usleep(50000);
+    int moving = 0;
+    for (int index = 0; index < WRITERS; index++) {
+        second[index] = *(volatile uint64_t *)(view + (size_t)index * 3 * PAGE + 64);
+        moving += second[index] > first[index];
+    }
+    say(out, "moving %d", moving);
+    return 0;
+}
+
+static void test_threads_keep_their_writes(void)
+{
+    const char *name = "an exporter's threads writing during backing lose no write, and importers see them live";
+    struct child exporting, importing;
+    char line[LINE], watched[LINE] = "";
+    child_start(&exporting, busy_exporter, NULL);
+    struct import_request request;
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
+        report(name, false, "exporter: %s", line);
+        child_kill(&exporting);
+        return;
+    }
+    child_start(&importing, counter_watcher, &request);
+    child_read_line(&importing, watched, sizeof watched, STEP_TIMEOUT_MS);
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporting, "stop");
+    child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS);
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    char expected[32];
+    snprintf(expected, sizeof expected, "moving %d", WRITERS);
+    report(name, strcmp(line, "lost 0") == 0 && strcmp(watched, expected) == 0, "exporter: %s; importer: %s", line, watched);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * A segment of one buffer (not the whole address space), and several importer threads at once. */
+
+static int range_exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    size_t size = 64 * PAGE;
+    uint8_t *buffer = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pattern_fill(buffer, size, 1);
+    xpmem_segid_t segid = xpmem_make(buffer, size, XPMEM_PERMIT_MODE, (void *)0666);
+    say(out, "ready %lld %lu %zu", (long long)segid, (unsigned long)(uintptr_t)buffer, size);
+    char line[LINE];
+    hear(in, line, sizeof line);
+    return 0;
+}
+
+struct attach_loop {
+    xpmem_apid_t apid;
+    size_t size;
+    atomic_int *failures;
+};
+
+static void *attach_repeatedly(void *argument)
+{
+    struct attach_loop *loop = argument;
+    for (int round = 0; round < 200; round++) {
+        size_t page = (size_t)(round % 60);
+        struct xpmem_addr where = {.apid = loop->apid, .offset = (off_t)(page * PAGE)};
+        volatile uint8_t *window = xpmem_attach(where, 4 * PAGE, NULL);
+        if (window == (void *)-1) {
+            atomic_fetch_add(loop->failures, 1);
+            continue;
+        }
+        for (size_t index = 0; index < 4 * PAGE; index += 512)
+            if (window[index] != pattern_byte(page * PAGE + index, 1))
+                atomic_fetch_add(loop->failures, 1);
+        if (xpmem_detach((void *)window) != 0)
+            atomic_fetch_add(loop->failures, 1);
+    }
+    return NULL;
+}
+
+static int threaded_importer(int in, int out, void *argument)
+{
+    (void)in;
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    /* Offsets are relative to the segment's base (the buffer), not addresses. */
+    struct xpmem_addr whole = {.apid = apid, .offset = 0};
+    volatile uint8_t *window = xpmem_attach(whole, request->size, NULL);
+    bool whole_ok = window != (void *)-1 && pattern_check(window, request->size, 1) < 0;
+    struct xpmem_addr beyond = {.apid = apid, .offset = (off_t)request->size};
+    bool beyond_refused = xpmem_attach(beyond, PAGE, NULL) == (void *)-1;
+    atomic_int failures = 0;
+    pthread_t threads[4];
+    struct attach_loop loop = {.apid = apid, .size = request->size, .failures = &failures};
+    for (int index = 0; index < 4; index++)
+        pthread_create(&threads[index], NULL, attach_repeatedly, &loop);
+    for (int index = 0; index < 4; index++)
+        pthread_join(threads[index], NULL);
+    say(out, "whole %d beyond-refused %d failures %d", whole_ok, beyond_refused, atomic_load(&failures));
+    return 0;
+}
+
+static void test_buffer_segment_and_threads(void)
+{
+    const char *name = "a segment of one buffer: offsets from its base, none beyond it; 4 threads attach and detach 800 times";
+    struct child exporting, importing;
+    char line[LINE], result[LINE] = "";
+    child_start(&exporting, range_exporter, NULL);
+    struct import_request request;
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
+        report(name, false, "exporter: %s", line);
+        child_kill(&exporting);
+        return;
+    }
+    child_start(&importing, threaded_importer, &request);
+    child_read_line(&importing, result, sizeof result, 30000);
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporting, "quit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    report(name, strcmp(result, "whole 1 beyond-refused 1 failures 0") == 0, "%s", result);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * A process attaching its own export: its event thread backs the range while its caller waits. */
+
+static int self_importer(int in, int out, void *argument)
+{
+    (void)in;
+    (void)argument;
+    size_t size = 2UL << 20;
+    volatile uint8_t *buffer = malloc(size);
+    pattern_fill(buffer, size, 4);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    xpmem_apid_t apid = xpmem_get(segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    uintptr_t address = (uintptr_t)buffer;
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(address)};
+    uint8_t *window = xpmem_attach(where, page_span(address, size), NULL);
+    if (window == (void *)-1) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    volatile uint8_t *alias = window + (address - page_start(address));
+    bool same = pattern_check(alias, size, 4) < 0;
+    alias[100] = 0xEE;
+    bool aliased = buffer[100] == 0xEE && alias != buffer;
+    say(out, "same %d aliased %d", same, aliased);
+    return 0;
+}
+
+static void test_self_attach(void)
+{
+    const char *name = "a process attaches its own export: a second view of the same bytes";
+    struct child self;
+    char line[LINE] = "";
+    child_start(&self, self_importer, NULL);
+    child_read_line(&self, line, sizeof line, STEP_TIMEOUT_MS);
+    child_wait(&self, STEP_TIMEOUT_MS);
+    report(name, strcmp(line, "same 1 aliased 1") == 0, "%s", line);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Autostart: racing processes with no broker start exactly one. */
+
+static const char *autostart_socket;
+
+static int racer(int in, int out, void *argument)
+{
+    (void)argument;
+    setenv("XPMEM_SOCKET", autostart_socket, 1);
+    unsetenv("XPMEM_AUTOSTART");
+    char line[LINE];
+    hear(in, line, sizeof line); /* start together */
+    int version = xpmem_version();
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "version-ok %d make-ok %d", version >= 0, segid > 0);
+    return 0;
+}
+
+/* Processes running xpmemd with `socket` on their command line. */
+static int count_brokers_for(const char *socket)
+{
+    DIR *processes = opendir("/proc");
+    if (processes == NULL)
+        return -1;
+    int count = 0;
+    struct dirent *entry;
+    while ((entry = readdir(processes)) != NULL) {
+        if (entry->d_name[0] < '0' || entry->d_name[0] > '9')
+            continue;
+        char path[300], arguments[4096];
+        snprintf(path, sizeof path, "/proc/%s/cmdline", entry->d_name);
+        FILE *file = fopen(path, "r");
+        if (file == NULL)
+            continue;
+        size_t length = fread(arguments, 1, sizeof arguments - 1, file);
+        fclose(file);
+        arguments[length] = '\0';
+        /* NUL-separated: argv[0], then "--socket", then the path. */
+        const char *program = arguments;
+        size_t program_length = strlen(program);
+        bool is_broker = program_length >= 6 && strcmp(program + program_length - 6, "xpmemd") == 0;
+        bool has_socket = false;
+        for (size_t at = 0; at < length; at += strlen(arguments + at) + 1)
+            has_socket = has_socket || strcmp(arguments + at, socket) == 0;
+        count += is_broker && has_socket;
+    }
+    closedir(processes);
+    return count;
+}
+
+static void test_autostart(const char *xpmemd)
+{
+    const char *name = "with no broker, 4 racing processes start exactly one and all use it";
+    char socket[400];
+    snprintf(socket, sizeof socket, "%s/autostarted/xpmemd.sock", broker.directory);
+    char directory[400];
+    snprintf(directory, sizeof directory, "%s/autostarted", broker.directory);
+    mkdir(directory, 0700);
+    autostart_socket = socket;
+    setenv("XPMEM_BROKER", xpmemd, 1);
+    struct child racers[4];
+    for (int index = 0; index < 4; index++)
+        child_start(&racers[index], racer, NULL);
+    for (int index = 0; index < 4; index++)
+        child_send(&racers[index], "go");
+    bool all = true;
+    char line[LINE] = "";
+    for (int index = 0; index < 4; index++) {
+        if (!child_read_line(&racers[index], line, sizeof line, STEP_TIMEOUT_MS) || strcmp(line, "version-ok 1 make-ok 1") != 0)
+            all = false;
+        child_wait(&racers[index], STEP_TIMEOUT_MS);
+    }
+    usleep(200000); /* losers of the lock race exit at once */
+    int brokers = count_brokers_for(socket);
+    struct broker_status status = {0};
+    bool answered = broker_query_status(socket, &status) == 0;
+    if (answered && status.pid > 0) {
+        kill(status.pid, SIGTERM);
+        for (int wait = 0; wait < 200 && kill(status.pid, 0) == 0; wait++)
+            usleep(10000);
+    }
+    report(name, all && brokers == 1 && answered, "racers: %s; brokers running: %d; status answered: %d", line, brokers, answered);
+}
+
+/* --------------------------------------------------------------------------------------------- */
+
+int main(void)
+{
+    const char *xpmemd = getenv("XPMEMD");
+    if (xpmemd == NULL || xpmemd[0] == '\0' || access(xpmemd, X_OK) != 0) {
+        printf("FAILED setup: no xpmemd to test with (set XPMEMD=path/to/xpmemd; build it with swift build)\n");
+        tests_failed++;
+        return report_totals();
+    }
+    if (broker_start(&broker, xpmemd) < 0) {
+        printf("FAILED setup: xpmemd did not start\n");
+        tests_failed++;
+        return report_totals();
+    }
+    setenv("XPMEM_SOCKET", broker.socket, 1);
+    setenv("XPMEM_AUTOSTART", "0", 1);
+    signal(SIGPIPE, SIG_IGN);
+    double started = now_seconds();
+
+    test_memory_kind("stack", 0);
+    test_memory_kind("data", 0);
+    test_memory_kind("bss", 0);
+    test_memory_kind("heap-small", 1000);
+    test_memory_kind("heap-large", 5UL << 20);
+    test_memory_kind("mmap", 3UL << 20);
+    test_window_with_holes();
+    test_read_only();
+    test_error_paths();
+    test_without_broker();
+    test_exit_without_remove();
+    test_threads_keep_their_writes();
+    test_buffer_segment_and_threads();
+    test_self_attach();
+    test_many_peers();
+    test_autostart(xpmemd);
+
+    printf("   (integration tests took %.1f s)\n", now_seconds() - started);
+    broker_stop(&broker);
+    return report_totals();
+}
