@@ -20,17 +20,4 @@ extension UnixSocket {
             return .wouldBlock
         }
     }
-
-    /// Receives one message if one is pending (nil if none), without waiting, whatever the socket's
-    /// mode. Errors are as for `receive`.
-    public static func receiveIfReady(
-        on socket: borrowing OwnedDescriptor, into buffer: UnsafeMutableRawBufferPointer, maximumDescriptors: Int
-    ) throws(Errno) -> ReceivedMessage? {
-        do {
-            return try receive(socket.rawValue, into: buffer, maximumDescriptors: maximumDescriptors,
-                               flags: MessageFlags.dontWait)
-        } catch .wouldBlock {
-            return nil
-        }
-    }
 }

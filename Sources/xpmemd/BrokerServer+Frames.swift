@@ -13,8 +13,8 @@ extension BrokerServer {
             else { return }
             let received: ReceivedMessage
             do {
-                guard let message = try UnixSocket.receiveIfReady(on: channel.socket, into: receiveBuffer,
-                                                                  maximumDescriptors: 4) else { return }
+                guard let message = try UnixSocket.receiveIfPending(channel.socket, into: receiveBuffer,
+                                                                    maximumDescriptors: 4) else { return }
                 received = message
             } catch {
                 switch error {
