@@ -5,19 +5,20 @@ RELEASE_DIR := .build/release
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench clean
+.PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench install clean
 
 all: build
 
 # System packages the build needs. As root they are installed with apt-get; otherwise the exact
 # command to run is printed.
+# (libnuma for the broker's NUMA placement; pkg-config for libxpmem's install test.)
 deps:
-	@if [ -f /usr/include/numa.h ]; then :; \
+	@if [ -f /usr/include/numa.h ] && command -v pkg-config >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-	  echo "make: libnuma-dev is missing; installing it with apt-get"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnuma-dev >/dev/null; \
+	  echo "make: installing what the build needs with apt-get: libnuma-dev pkg-config"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libnuma-dev pkg-config >/dev/null; \
 	else \
-	  echo "make: libnuma-dev is missing. Run: sudo apt-get install -y libnuma-dev" >&2; exit 1; \
+	  echo "make: libnuma-dev or pkg-config is missing. Run: sudo apt-get install -y libnuma-dev pkg-config" >&2; exit 1; \
 	fi
 
 # What the emulated NUMA machines need (Tests/NUMAMachine): qemu, Debian's kernel, busybox, cpio.
@@ -42,7 +43,7 @@ release: deps
 demo: release
 	@Examples/demo.sh $(RELEASE_DIR)
 
-# Every test: unit and integration tests on this machine, then the NUMA checks in emulated
+# Every test: unit and integration tests on this machine, the C library's tests, then the NUMA checks in emulated
 # 2-node and 4-node machines (this machine has one node; see Tests/NUMAMachine). Every step runs
 # even when an earlier one failed, and keeps its whole output in $(TEST_LOGS). The last line counts
 # every test, skip and NUMA check, "N passed, N failed, N skipped" alone on its line (CI reads it);
@@ -53,6 +54,7 @@ test: deps numa-deps
 	  echo "make test: the build failed, so no test ran"; echo "0 passed, 1 failed, 0 skipped"; exit 1; \
 	fi
 	@$(call test-step,swift-test,$(SWIFT) test --skip-build,$(COUNT_SWIFT_TESTS))
+	@$(call test-step,libxpmem,$(MAKE) -s -C libxpmem test XPMEMD=$(DEBUG_DIR)/xpmemd,$(COUNT_C_TESTS))
 	@$(call test-step,numa-2-nodes,$(call numa-machine,2),$(COUNT_NUMA_CHECKS))
 	@$(call test-step,numa-4-nodes,$(call numa-machine,4),$(COUNT_NUMA_CHECKS))
 	@cat $(TEST_LOGS)/*.counts | awk '{ passed += $$1; failed += $$2; skipped += $$3 } \
@@ -85,6 +87,9 @@ COUNT_SWIFT_TESTS := awk '{ gsub(/\033\[[0-9;]*m/, "") } \
 	/^[^ ]+ Test .* skipped(: .*|\.)$$/ || /^Test Case .* skipped \(/ { skipped++; next } \
 	END { print passed + 0, failed + 0, skipped + 0 }'
 
+# libxpmem's tests (real processes, a real broker) end with "N passed, N failed" alone on a line.
+COUNT_C_TESTS := awk '/^[0-9]+ passed, [0-9]+ failed$$/ { passed = $$1; failed = $$3 } END { print passed + 0, failed + 0, 0 }'
+
 # xpmem-numa-check prints one line per check: "PASS what" or "FAIL what: why".
 COUNT_NUMA_CHECKS := awk '/^PASS / { passed++ } /^FAIL / { failed++ } END { print passed + 0, failed + 0, 0 }'
 
@@ -114,6 +119,20 @@ numa-bench: release numa-deps
 
 bench: release
 	$(RELEASE_DIR)/xpmem-bench all
+
+# Installs the broker, its tools and the systemd units for a system-wide broker (socket activation):
+#   make install PREFIX=/usr/local [DESTDIR=/staging]
+#   systemctl enable --now xpmemd.socket
+PREFIX ?= /usr/local
+BINDIR := $(PREFIX)/bin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+install: release
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(UNITDIR)
+	install -m 0755 $(RELEASE_DIR)/xpmemd $(RELEASE_DIR)/xpmemctl $(RELEASE_DIR)/xprun $(DESTDIR)$(BINDIR)/
+	install -m 0644 Packaging/systemd/xpmemd.socket $(DESTDIR)$(UNITDIR)/
+	sed 's|@BINDIR@|$(BINDIR)|g' Packaging/systemd/xpmemd.service.in > $(DESTDIR)$(UNITDIR)/xpmemd.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/xpmemd.service
+	@if [ -f libxpmem/Makefile ]; then $(MAKE) -C libxpmem install PREFIX=$(PREFIX) DESTDIR=$(DESTDIR); fi
 
 clean:
 	rm -rf .build

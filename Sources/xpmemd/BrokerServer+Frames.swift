@@ -13,11 +13,11 @@ extension BrokerServer {
             else { return }
             let received: ReceivedMessage
             do {
-                received = try UnixSocket.receive(
-                    channel.socket.rawValue, into: receiveBuffer, maximumDescriptors: 4, flags: MessageFlags.dontWait)
+                guard let message = try UnixSocket.receiveIfPending(channel.socket, into: receiveBuffer,
+                                                                    maximumDescriptors: 4) else { return }
+                received = message
             } catch {
                 switch error {
-                case .wouldBlock: return
                 case .messageTooLong:
                     refuse(connection, on: channel, requestID: 0, .malformedFrame,
                            "more descriptors in one frame than any message carries")

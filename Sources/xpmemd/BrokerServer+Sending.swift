@@ -28,13 +28,10 @@ extension BrokerServer {
         if channel.outbound.isEmpty {
             do throws(Errno) {
                 // The kernel takes its own references to what it sends; `owned` closes ours.
-                try UnixSocket.send(channel.socket.rawValue, bytes: bytes, descriptors: owned.rawValues)
-                return
+                if try UnixSocket.sendIfRoom(on: channel.socket, bytes: bytes, descriptors: owned) == .sent { return }
             } catch {
-                guard error == .wouldBlock else {
-                    drop(connection.peer, reason: "send failed: \(error)")
-                    return
-                }
+                drop(connection.peer, reason: "send failed: \(error)")
+                return
             }
         }
         channel.outbound.append(OutboundFrame(bytes: bytes, descriptors: owned))
@@ -48,9 +45,9 @@ extension BrokerServer {
     func flush(_ channel: Channel, of connection: PeerConnection) {
         while let frame = channel.outbound.first {
             do throws(Errno) {
-                try UnixSocket.send(channel.socket.rawValue, bytes: frame.bytes, descriptors: frame.descriptors.rawValues)
+                if try UnixSocket.sendIfRoom(on: channel.socket, bytes: frame.bytes, descriptors: frame.descriptors)
+                    == .wouldBlock { break }
             } catch {
-                if error == .wouldBlock { break }
                 drop(connection.peer, reason: "send failed: \(error)")
                 return
             }

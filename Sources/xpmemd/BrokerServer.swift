@@ -39,36 +39,35 @@ final class BrokerServer {
     var refusals = LogThrottle()
     private var running = true
 
-    /// Takes the lock beside `socketPath` (refusing if another broker holds it), binds the socket with
+    /// Whether the listening socket came from a service manager, which then owns the socket file.
+    let socketActivated: Bool
+
+    /// Takes the lock beside the socket (refusing if another broker holds it) and listens: on the
+    /// socket a service manager passed (socket activation), else on a new one at `socketPath` with
     /// `mode` and optionally `group`.
-    init(socketPath: String, mode: UInt32, group: UInt32?, quotas: BrokerQuotas, stallSeconds: Int,
+    init(socketPath requestedPath: String, mode: UInt32, group: UInt32?, quotas: BrokerQuotas, stallSeconds: Int,
          spinPolicy: SpinPolicy, logger: Logger) throws {
-        self.socketPath = socketPath
         self.spinPolicy = spinPolicy
         self.logger = logger
         stallLimit = UInt64(stallSeconds) * 1_000_000
-        // The lock, not the socket file, says which broker owns the path: two brokers started at once
-        // both see no socket, but only one gets the lock; and a broker stopping removes the socket
-        // only while it holds the lock, so it never removes a live broker's.
+        let activated: OwnedDescriptor?
         do {
-            lock = try ExclusiveFileLock(path: socketPath + ".lock")
-        } catch .wouldBlock {
-            throw BrokerStartError("a broker is already running at \(socketPath) (it holds \(socketPath).lock)")
+            activated = try SocketActivation.listener()
         } catch {
-            throw BrokerStartError("cannot take the lock \(socketPath).lock: \(error)")
+            throw BrokerStartError("the socket passed by the service manager (descriptor 3) is not a listening SOCK_SEQPACKET Unix socket: \(error)")
         }
-        if FileSystem.isSocket(socketPath) {
-            if (try? UnixSocket.connect(to: socketPath)) != nil {
-                throw BrokerStartError("a broker is already listening at \(socketPath)")
-            }
-            try FileSystem.unlinkIfPresent(socketPath)
+        switch consume activated {
+        case .some(let socket):
+            socketActivated = true
+            socketPath = try SocketActivation.boundPath(of: socket)
+            lock = try Self.lock(socketPath)
+            listener = socket
+        case .none:
+            socketActivated = false
+            socketPath = requestedPath
+            lock = try Self.lock(socketPath)
+            listener = try Self.bind(socketPath, mode: mode, group: group)
         }
-        // Bind under a restrictive umask so no other user can connect before the mode is set.
-        let previousMask = ProcessSettings.setFileCreationMask(0o177)
-        defer { ProcessSettings.setFileCreationMask(previousMask) }
-        listener = try UnixSocket.listen(at: socketPath)
-        try FileSystem.setMode(socketPath, mode)
-        if let group { try FileSystem.setGroup(socketPath, group) }
         signals = try ProcessHandle.signalDescriptor(for: ProcessSettings.terminationSignals)
         ProcessSettings.ignoreBrokenPipes()
         poll = try EventPoll()
@@ -97,7 +96,7 @@ final class BrokerServer {
     /// Serves until SIGTERM or SIGINT, then removes the socket file.
     func run() throws {
         logger.info("xpmemd listening", metadata: [
-            "socket": "\(socketPath)", "pid": "\(ProcessSettings.processID)",
+            "socket": "\(socketPath)", "pid": "\(ProcessSettings.processID)", "activated": "\(socketActivated)",
             "descriptorBudget": "\(core.quotas.descriptorBudget)",
         ])
         while running {
@@ -111,7 +110,38 @@ final class BrokerServer {
             "clients": "\(connections.count)", "segments": "\(core.registry.segments.count)",
         ])
         for peer in Array(connections.keys) { drop(peer, reason: "broker stopping") }
-        try? FileSystem.unlinkIfPresent(socketPath)
+        // An activated socket belongs to the service manager, which keeps it for the next start.
+        if !socketActivated { try? FileSystem.unlinkIfPresent(socketPath) }
+    }
+
+    /// The lock beside the socket. The lock, not the socket file, says which broker owns the path: two
+    /// brokers started at once both see no socket, but only one gets the lock; and a broker stopping
+    /// removes the socket only while it holds the lock, so it never removes a live broker's.
+    private static func lock(_ socketPath: String) throws -> ExclusiveFileLock {
+        do {
+            return try ExclusiveFileLock(path: socketPath + ".lock")
+        } catch .wouldBlock {
+            throw BrokerStartError("a broker is already running at \(socketPath) (it holds \(socketPath).lock)")
+        } catch {
+            throw BrokerStartError("cannot take the lock \(socketPath).lock: \(error)")
+        }
+    }
+
+    /// A new listening socket at `path`, replacing a stale socket file but never a live broker's.
+    private static func bind(_ path: String, mode: UInt32, group: UInt32?) throws -> OwnedDescriptor {
+        if FileSystem.isSocket(path) {
+            if (try? UnixSocket.connect(to: path)) != nil {
+                throw BrokerStartError("a broker is already listening at \(path)")
+            }
+            try FileSystem.unlinkIfPresent(path)
+        }
+        // Bind under a restrictive umask so no other user can connect before the mode is set.
+        let previousMask = ProcessSettings.setFileCreationMask(0o177)
+        defer { ProcessSettings.setFileCreationMask(previousMask) }
+        let listener = try UnixSocket.listen(at: path)
+        try FileSystem.setMode(path, mode)
+        if let group { try FileSystem.setGroup(path, group) }
+        return listener
     }
 
     /// Ready descriptors: polled for a short while first (a client that just got a reply often sends its

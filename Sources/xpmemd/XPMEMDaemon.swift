@@ -93,8 +93,8 @@ struct XPMEMDaemon: ParsableCommand {
             return handler
         }
         let logger = Logger(label: "xpmemd")
-        let path = BrokerSocketPath.resolve(explicit: socket)
-        if socket == nil && BrokerSocketPath.resolve(explicit: nil) == BrokerSocketPath.defaultDirectory() + "/xpmemd.sock" {
+        let path = BrokerSocketPath.listeningPath(explicit: socket)
+        if socket == nil && BrokerSocketPath.listeningPath(explicit: nil) == BrokerSocketPath.defaultDirectory() + "/xpmemd.sock" {
             try FileSystem.ensurePrivateDirectory(BrokerSocketPath.defaultDirectory())
         }
         if !NUMA.isAvailable { logger.notice("NUMA API unavailable: pages go wherever the kernel puts them") }

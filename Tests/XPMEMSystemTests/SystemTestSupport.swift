@@ -81,3 +81,25 @@ func memoryFiles(count: Int) throws -> OwnedDescriptorList {
     }
     return OwnedDescriptorList(adopting: numbers)
 }
+
+/// How many descriptors of this process refer to the same files as `files` (the originals included),
+/// found by device and inode through /proc/self/fd.
+func openDescriptors(of files: OwnedDescriptorList) -> Int {
+    var identities: Set<[UInt64]> = []
+    for number in files.rawValues {
+        var info = stat()
+        if fstat(number, &info) == 0 { identities.insert([UInt64(info.st_dev), UInt64(info.st_ino)]) }
+    }
+    guard let directory = opendir("/proc/self/fd") else { return -1 }
+    defer { closedir(directory) }
+    var count = 0
+    while let entry = readdir(directory) {
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        guard Int32(name) != nil else { continue }
+        var info = stat()
+        if stat("/proc/self/fd/" + name, &info) == 0, identities.contains([UInt64(info.st_dev), UInt64(info.st_ino)]) {
+            count += 1
+        }
+    }
+    return count
+}
