@@ -31,17 +31,13 @@ extension Communicator {
                 continue
             }
             let published = publication(of: peer, count: 2)
-            do {
-                let peerInput = try imports.bytes(of: SegmentID(rawValue: published[0]))
-                let peerOutput = try imports.bytes(of: SegmentID(rawValue: published[1]))
-                guard peerInput.count >= bytes, peerOutput.count >= bytes else {
-                    throw CommunicatorError.truncated(source: peer, length: bytes, capacity: min(peerInput.count, peerOutput.count))
-                }
-                inputs.append(UnsafePointer(peerInput.baseAddress!.assumingMemoryBound(to: Double.self)))
-                outputs.append(peerOutput.baseAddress!.assumingMemoryBound(to: Double.self))
-            } catch let error as XPMEMError {
-                throw CommunicatorError.broker(error)
+            let peerInput = try buffers.peerBytes(of: SegmentID(rawValue: published[0]))
+            let peerOutput = try buffers.peerBytes(of: SegmentID(rawValue: published[1]))
+            guard peerInput.count >= bytes, peerOutput.count >= bytes else {
+                throw CommunicatorError.truncated(source: peer, length: bytes, capacity: min(peerInput.count, peerOutput.count))
             }
+            inputs.append(UnsafePointer(peerInput.baseAddress!.assumingMemoryBound(to: Double.self)))
+            outputs.append(peerOutput.baseAddress!.assumingMemoryBound(to: Double.self))
         }
 
         let slice = sliceBounds(of: rank, count: count)

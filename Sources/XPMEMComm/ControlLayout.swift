@@ -89,6 +89,9 @@ struct SlotHeader {
         totalLength = slot.load(fromByteOffset: 24, as: UInt64.self)
     }
 
+    /// Just the fragment length, for the receive loop that needs nothing else from later slots.
+    static func fragmentBytes(in slot: UnsafeRawPointer) -> Int { Int(slot.load(fromByteOffset: 12, as: UInt32.self)) }
+
     func write(to slot: UnsafeMutableRawPointer) {
         slot.storeBytes(of: kind, toByteOffset: 8, as: UInt32.self)
         slot.storeBytes(of: fragmentBytes, toByteOffset: 12, as: UInt32.self)

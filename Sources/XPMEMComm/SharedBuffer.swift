@@ -5,11 +5,12 @@ import XPMEM
 /// single-copy (the receiver copies straight out of it); collectives need their buffers here.
 public final class SharedBuffer {
     let segment: ExportedSegment
-    private weak var owner: Communicator?
+    /// Where the communicator recognises sends from this buffer; weak, as the buffer may outlive it.
+    private weak var registry: ExportRegistry?
 
-    init(segment: ExportedSegment, owner: Communicator) {
+    init(segment: ExportedSegment, registry: ExportRegistry) {
         self.segment = segment
-        self.owner = owner
+        self.registry = registry
     }
 
     /// The whole buffer (its size is rounded up to whole pages).
@@ -33,29 +34,7 @@ public final class SharedBuffer {
     /// Withdraws the buffer: peers' cached attachments of it are invalidated and released (their
     /// caches drop them), then the memory is unmapped. No message from it may be in flight.
     public func free() throws {
-        owner?.exports.remove(segment.id)
+        registry?.remove(segment.id)
         try segment.remove()
-    }
-}
-
-/// The buffers this rank exported, to recognise a send from one of them.
-final class ExportRegistry {
-    private var buffers: [(start: UInt, end: UInt, id: SegmentID)] = []
-
-    func add(_ buffer: SharedBuffer) {
-        let start = UInt(bitPattern: buffer.bytes.baseAddress)
-        buffers.append((start, start + UInt(buffer.bytes.count), buffer.segmentID))
-    }
-
-    func remove(_ id: SegmentID) { buffers.removeAll { $0.id == id } }
-
-    /// The segment and offset holding all of `range`, if one does.
-    func locate(_ range: UnsafeRawBufferPointer) -> (id: SegmentID, offset: Int)? {
-        let start = UInt(bitPattern: range.baseAddress)
-        let end = start + UInt(range.count)
-        for buffer in buffers where buffer.start <= start && end <= buffer.end {
-            return (buffer.id, Int(start - buffer.start))
-        }
-        return nil
     }
 }
