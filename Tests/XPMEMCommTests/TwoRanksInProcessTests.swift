@@ -39,13 +39,16 @@ func runRanks<Result: Sendable>(_ size: Int, broker: PrivateBroker,
     let results = Mutex<[Int: Swift.Result<Result, any Error>]>([:])
     let done = DispatchGroup()
     let jobDirectory = broker.directory + "/job-\(UUID().uuidString.prefix(8))"
+    // The rank threads may outlive this call by a moment: they must not hold the broker, whose deinit
+    // stops xpmemd (a broker left running at exit keeps `swift test`'s output pipe open for ever).
+    let socketPath = broker.socketPath
     for rank in 0..<size {
         done.enter()
         Thread.detachNewThread {
             let outcome = Swift.Result { () throws -> Result in
                 let comm = try Communicator(
                     environment: JobEnvironment(rank: rank, size: size, rendezvousDirectory: jobDirectory, launcher: "test"),
-                    socketPath: broker.socketPath, timeout: .seconds(20))
+                    socketPath: socketPath, timeout: .seconds(20))
                 let value = try body(comm)
                 try comm.finish()
                 return value
