@@ -92,31 +92,38 @@ struct InvalidationTests {
         #expect(summary.pauses.contains { $0.from <= window.start && $0.to >= window.end })
     }
 
-    @Test("A callback that sleeps 300 ms delays the exporter by at least that, while other segments are served")
+    @Test("A callback that sleeps 10 s delays the exporter by at least that, while other segments are served")
     func sleepingCallbackDelaysOnlyItsSegment() throws {
         let broker = try TestBroker()
         let exporter = try broker.connect(name: "exporter")
         let slow = try exporter.makeSegment(size: 64 << 10)
         let other = try exporter.makeSegment(size: 64 << 10)
         other.bytes.initializeMemory(as: UInt8.self, repeating: 5)
+        // The window is long enough for a third process to start, attach and verify inside it even on a
+        // busy machine: the test asserts an order of events, not a short duration.
         let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(slow.id)",
-                                                        "--callback-sleep", "300", "--idle"])
-        #expect(importer.readLine() == "attached block")
+                                                        "--callback-sleep", "10000", "--idle"])
+        #expect(importer.readLine(timeout: 20) == "attached block")
 
         let clock = ContinuousClock()
         let invalidationEnded = Mutex<ContinuousClock.Instant?>(nil)
+        let outcomes = Mutex<[ImporterOutcome]>([])
         let start = clock.now
         let thread = try DetachedJoin {
-            _ = try? slow.invalidate(deadline: .seconds(10))
+            let report = try slow.invalidate(deadline: .seconds(30))
+            outcomes.withLock { $0 = report.importers.map(\.outcome) }
             invalidationEnded.withLock { $0 = clock.now }
         }
-        usleep(50_000)
+        // The callback has begun: the slow segment is inside its window from here on.
+        #expect(importer.readLine(timeout: 20) == "begin 1 0 65536 reuse")
         let third = try ChildProcess("share", ["import", "--socket", broker.socketPath, "\(other.id)", "--verify", "5"])
         #expect(third.waitForExit() == 0)
         let thirdDone = clock.now
-        thread.join()
+        try #require(thread.join(within: .seconds(60)), "the invalidation did not return within 60 s")
+        #expect(thread.error == nil, "the invalidation failed: \(String(describing: thread.error))")
+        #expect(outcomes.withLock { $0 } == [.acknowledged])
         let ended = try #require(invalidationEnded.withLock { $0 })
-        #expect(ended - start >= .milliseconds(300))
+        #expect(ended - start >= .seconds(10))
         #expect(thirdDone < ended, "the other segment's importer must not wait for the invalidation")
     }
 
@@ -171,7 +178,7 @@ struct InvalidationTests {
         let clock = ContinuousClock()
         let start = clock.now
         let report = try segment.invalidate(deadline: .seconds(20))
-        killer.join()
+        #expect(killer.join(within: .seconds(20)), "the killer thread did not finish")
         #expect(clock.now - start < .seconds(5))
         #expect(report.importers.map(\.outcome) == [.exited])
         #expect(try broker.waitForStatus { $0.grants == 0 }.grants == 0)
@@ -181,19 +188,30 @@ struct InvalidationTests {
     func exporterKilledMidInvalidation() throws {
         let broker = try TestBroker()
         let exporter = try ChildProcess("xpmem-probe", ["export-and-invalidate", "--socket", broker.socketPath])
-        let id = try #require(exporter.readLine())
+        let id = try #require(exporter.readLine(timeout: 20))
+        let segment = try #require(SegmentID(id), "not a segment id: \(id)")
         let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, id, "--idle"])
-        #expect(importer.readLine() == "attached block")
+        #expect(importer.readLine(timeout: 20) == "attached block")
         exporter.send("go")
-        #expect(exporter.readLine() == "invalidating")
-        #expect(importer.readLine()?.hasPrefix("begin 1 0") == true)
+        #expect(exporter.readLine(timeout: 20) == "invalidating")
+        // The importer acknowledges at once; the window stays open (the exporter's change never returns).
+        #expect(importer.readLine(timeout: 20) == "begin 1 0 1048576 reuse")
         exporter.signal(SIGKILL)
-        exporter.waitForExit()
-        #expect(importer.readLine() == "release exporter exited")
-        let status = try broker.waitForStatus { $0.segments == 0 }
+        exporter.waitForExit(timeout: 20)
+        #expect(exporter.terminationSignal == SIGKILL)
+        // The broker removes the dead exporter's segment and tells the importer why: the window ends with
+        // the release, never with an `end`.
+        #expect(importer.readLine(timeout: 20) == "release exporter exited")
+        // The importer outlives the release and still answers.
+        importer.send("summary")
+        #expect(importer.readLine(timeout: 20)?.hasPrefix("reads 0 ") == true)
+        let status = try broker.waitForStatus(timeout: 20) { $0.segments == 0 }
         #expect(status.segments == 0)
+        // The segment is unknown now: a late get is refused as not found (not, say, for permission or by
+        // a broker that fails for another reason).
         let late = try broker.connect(name: "late importer")
-        #expect(throws: XPMEMError.self) { try late.get(SegmentID(id)!) }
+        let refusal = #expect(throws: XPMEMError.self) { try late.get(segment) }
+        #expect(refusal?.code == .notFound, "the late get failed for another reason: \(String(describing: refusal))")
     }
 
     @Test("Only importers whose attachments overlap the range are told")
@@ -268,18 +286,30 @@ struct InvalidationTests {
     }
 }
 
-/// A thread for a test to run something beside its own and wait for it.
+/// A thread for a test to run something beside its own and wait for, for a bounded time: what the
+/// body throws is kept for the test to check, not swallowed.
 final class DetachedJoin: Sendable {
-    private let finished = Mutex(false)
+    private let outcome = Mutex<(finished: Bool, error: (any Error)?)>((false, nil))
 
     init(_ body: @escaping @Sendable () throws -> Void) throws {
         try DetachedThread.start { [self] in
-            try? body()
-            finished.withLock { $0 = true }
+            var failure: (any Error)?
+            do { try body() } catch { failure = error }
+            outcome.withLock { $0 = (true, failure) }
         }
     }
 
-    func join() {
-        while !finished.withLock({ $0 }) { usleep(1000) }
+    /// Waits until the body has finished or `limit` has passed; whether it finished.
+    func join(within limit: Duration) -> Bool {
+        let clock = ContinuousClock()
+        let deadline = clock.now + limit
+        while !outcome.withLock({ $0.finished }) {
+            guard clock.now < deadline else { return false }
+            usleep(1000)
+        }
+        return true
     }
+
+    /// What the body threw, if it has finished by throwing.
+    var error: (any Error)? { outcome.withLock { $0.error } }
 }

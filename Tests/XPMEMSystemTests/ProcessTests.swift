@@ -78,11 +78,30 @@ extension SystemTests {
             #expect(Set(values).count == values.count)
         }
 
+        /// A pidfd is not readable while its process runs and becomes readable when it exits: checked on
+        /// a child that exits when told to (a pidfd of this process alone could never show the second half).
         @Test func pidfdOfThisProcessIsNotReadyWhileItRuns() throws {
-            let pidfd = try ProcessHandle.open(pid: getpid())
             let poll = try EventPoll()
-            try poll.add(pidfd.rawValue, events: .readable, token: 1)
-            #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty)
+            let own = try ProcessHandle.open(pid: getpid())
+            try poll.add(own.rawValue, events: .readable, token: 1)
+            #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty, "this process runs: its pidfd must not be ready")
+
+            // `read` waits for a line on the pipe, so the child runs until it is sent one.
+            let child = try PipedChild(path: "/bin/sh", ["-c", "read line"])
+            let pidfd = try ProcessHandle.open(pid: child.pid)
+            try poll.add(pidfd.rawValue, events: .readable, token: 2)
+            #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty, "the child runs: neither pidfd may be ready")
+
+            child.send("exit")
+            // Generous, for a busy machine; the wait ends as soon as the child exits. An interrupted
+            // wait returns no events, so it is retried until the deadline.
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(20)
+            var ready: [PollEvent] = []
+            while ready.isEmpty && clock.now < deadline { ready = try poll.wait(timeoutMilliseconds: 1000) }
+            #expect(ready.map(\.token) == [2], "only the child's pidfd becomes ready, once the child exits")
+            #expect(ready.first?.events.contains(.readable) == true)
+            #expect(child.wait() == 0)
         }
 
         @Test func readMemoryOfThisProcessCopiesTheBytes() throws {
