@@ -6,6 +6,23 @@ import XPMEM
 import XPMEMSystem
 
 /// What `xpmem-probe watch` reports about the reads its watcher thread made.
+/// Waits until a `watch` importer's reader thread has completed reads, so that it is surely reading
+/// when a window opens: on a busy machine a new thread may take a while to run at all, and a reader
+/// whose first read falls inside the window shows no pause that starts before it.
+func waitUntilReading(_ importer: ChildProcess, timeout: Double = 20) -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        importer.send("summary")
+        while let line = importer.readLine(timeout: 5) {
+            guard line.hasPrefix("reads") else { continue }
+            if let summary = WatchSummary(line), summary.reads > 0 { return true }
+            break
+        }
+        usleep(20_000)
+    }
+    return false
+}
+
 struct WatchSummary {
     var reads: Int
     var tornReads: Int
@@ -44,7 +61,7 @@ struct InvalidationTests {
         writeRecord(1, in: segment)
         let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)"])
         #expect(importer.readLine() == "attached block")
-        usleep(100_000)
+        #expect(waitUntilReading(importer), "the importer's reader never started")
         var window: (start: UInt64, end: UInt64) = (0, 0)
         let report = try segment.invalidate(deadline: .seconds(10)) {
             window.start = SharedMemoryAccess.monotonicNanoseconds()
@@ -77,7 +94,7 @@ struct InvalidationTests {
         let importer = try ChildProcess("xpmem-probe", ["watch", "--socket", broker.socketPath, "\(segment.id)",
                                                         "--as-uid", "\(OtherUser.uid)", "--as-gid", "\(OtherUser.gid)"])
         #expect(importer.readLine() == "attached block")
-        usleep(50_000)
+        #expect(waitUntilReading(importer), "the importer's reader never started")
         var window: (start: UInt64, end: UInt64) = (0, 0)
         _ = try segment.invalidate(deadline: .seconds(10)) {
             window.start = SharedMemoryAccess.monotonicNanoseconds()
