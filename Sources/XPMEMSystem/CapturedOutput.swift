@@ -10,11 +10,6 @@ extension Pipe {
         return Pipe(readEnd: OwnedDescriptor(adopting: ends.readEnd.rawValue),
                     writeEnd: OwnedDescriptor(adopting: ends.writeEnd.rawValue))
     }
-
-    private init(readEnd: consuming OwnedDescriptor, writeEnd: consuming OwnedDescriptor) {
-        self.readEnd = readEnd
-        self.writeEnd = writeEnd
-    }
 }
 
 /// The reading end of a pipe carrying a child's standard output or error to this process. A class,

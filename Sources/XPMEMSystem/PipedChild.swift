@@ -17,8 +17,8 @@ public final class PipedChild {
     /// Starts `path` with `arguments` (not including argv[0]) and this process's environment;
     /// standard error is inherited.
     public init(path: String, _ arguments: [String]) throws(Errno) {
-        let input = try Pipe()
-        let output = try Pipe()
+        let input = try Pipe.closeOnExec()
+        let output = try Pipe.closeOnExec()
         pid = try ProcessLauncher.spawn(path: path, arguments: [path] + arguments,
                                         environment: ProcessLauncher.currentEnvironment(),
                                         standardInput: input.readEnd.rawValue, standardOutput: output.writeEnd.rawValue)
@@ -87,15 +87,6 @@ public final class PipedChild {
 struct Pipe: ~Copyable {
     var readEnd: OwnedDescriptor
     var writeEnd: OwnedDescriptor
-
-    init() throws(Errno) {
-        var ends: [CInt] = [0, 0]
-        guard pipe(&ends) == 0 else { throw Errno(rawValue: errno) }
-        _ = fcntl(ends[0], F_SETFD, FD_CLOEXEC)
-        _ = fcntl(ends[1], F_SETFD, FD_CLOEXEC)
-        readEnd = OwnedDescriptor(adopting: ends[0])
-        writeEnd = OwnedDescriptor(adopting: ends[1])
-    }
 
     /// Keeps the write end, closing the read end.
     consuming func takeWriteEnd() -> OwnedDescriptor {
