@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import SystemPackage
 import XPMEMBrokerCore
 import XPMEMSystem
@@ -37,37 +36,33 @@ final class SegmentFiles {
         } catch {
             throw BrokerError(.invalidArgument, "the descriptor sent with make is not a memfd (F_GET_SEALS: \(error))")
         }
-        let writable: stat
-        let readable: stat
-        let writableFlags: CInt
-        let readableFlags: CInt
+        let writable: FileFacts
+        let readable: FileFacts
         do {
-            writable = try files.readWrite.status()
-            readable = try files.readOnly.status()
-            writableFlags = try files.readWrite.statusFlags()
-            readableFlags = try files.readOnly.statusFlags()
+            writable = try FileFacts(of: files.readWrite)
+            readable = try FileFacts(of: files.readOnly)
         } catch {
             throw BrokerError(.invalidArgument, "cannot inspect the descriptors sent with make: \(error)")
         }
-        guard writable.st_dev == readable.st_dev, writable.st_ino == readable.st_ino else {
+        guard writable.isSameFile(as: readable) else {
             throw BrokerError(.invalidArgument, "the two descriptors sent with make are different files")
         }
         switch size {
         case .exactly(let declared):
-            guard writable.st_size == off_t(clamping: declared) else {
-                throw BrokerError(.invalidArgument, "the memfd holds \(writable.st_size) bytes, not the \(declared) declared")
+            guard writable.size == declared else {
+                throw BrokerError(.invalidArgument, "the memfd holds \(writable.size) bytes, not the \(declared) declared")
             }
         case .atLeast(let end):
-            guard writable.st_size >= off_t(clamping: end) else {
-                throw BrokerError(.invalidArgument, "the address-space file holds \(writable.st_size) bytes, less than the window's end \(end)")
+            guard writable.size >= end else {
+                throw BrokerError(.invalidArgument, "the address-space file holds \(writable.size) bytes, less than the window's end \(end)")
             }
         }
-        guard writableFlags & O_ACCMODE == O_RDWR, readableFlags & O_ACCMODE == O_RDONLY else {
+        guard writable.access == .readWrite, readable.access == .readOnly else {
             throw BrokerError(.invalidArgument, "make needs a read-write descriptor followed by a read-only one")
         }
-        guard writable.st_mode & 0o077 == 0 else {
+        guard writable.permissions & 0o077 == 0 else {
             throw BrokerError(.invalidArgument,
-                "the memfd's mode \(String(writable.st_mode & 0o777, radix: 8)) lets other users reopen it; fchmod it 0600 first")
+                "the memfd's mode \(String(writable.permissions, radix: 8)) lets other users reopen it; fchmod it 0600 first")
         }
         try files.sealForSharing()
         return files
@@ -108,8 +103,8 @@ final class SegmentFiles {
         let source = access == .readWrite ? readWrite.rawValue : readOnly.rawValue
         if canReopen {
             do {
-                if access == .readWrite { return try MemoryFile.reopen(readWrite, flags: O_RDWR) }
-                return try MemoryFile.reopen(readOnly, flags: O_RDONLY)
+                if access == .readWrite { return try MemoryFile.reopenReadWrite(readWrite) }
+                return try MemoryFile.reopenReadOnly(readOnly)
             } catch {
                 canReopen = false
             }
