@@ -56,6 +56,8 @@ extension BrokerCore {
     /// Fails the attaches whose exporter did not answer in time, or which cannot be answered any more
     /// (exporter or segment gone). Importers that left are simply forgotten.
     mutating func settleBackings(now: UInt64) -> [BrokerEffect] {
+        // Called on every turn of the daemon's loop: nothing to sort or allocate when nothing waits.
+        guard !pendingBackings.isEmpty else { return [] }
         var effects: [BrokerEffect] = []
         for pending in pendingBackings.values.sorted(by: { $0.sequence < $1.sequence }) {
             let importerGone = peers[pending.importer] == nil

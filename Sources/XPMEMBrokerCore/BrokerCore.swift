@@ -143,13 +143,6 @@ public struct BrokerCore: Sendable {
         }
     }
 
-    /// An acknowledgement arrived on the peer's event channel.
-    public mutating func acknowledged(
-        _ segment: SegmentID, sequence: UInt64, from peer: PeerID, now: UInt64
-    ) -> [BrokerEffect] {
-        event(.acknowledge(segment, sequence: sequence), from: peer, now: now)
-    }
-
     /// Time passed: importers that missed an invalidation deadline lose their grants, and attaches
     /// whose exporter did not back the range in time fail.
     public mutating func tick(now: UInt64) -> [BrokerEffect] {

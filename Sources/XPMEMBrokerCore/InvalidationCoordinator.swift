@@ -42,7 +42,7 @@ public struct InvalidationRequest: Equatable, Sendable {
     }
 
     func overlaps(offset other: UInt64, length otherLength: UInt64) -> Bool {
-        offset < other &+ otherLength && other < offset &+ length
+        byteRangesOverlap(offset, length, other, otherLength)
     }
 }
 

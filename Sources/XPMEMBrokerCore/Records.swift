@@ -35,8 +35,14 @@ public struct AttachmentRecord: Equatable, Sendable {
 
     /// Whether this mapping covers any byte of `offset..<offset+length`.
     public func overlaps(offset other: UInt64, length otherLength: UInt64) -> Bool {
-        offset < other &+ otherLength && other < offset &+ length
+        byteRangesOverlap(offset, length, other, otherLength)
     }
+}
+
+/// Whether `start..<start+length` and `otherStart..<otherStart+otherLength` share a byte: the one
+/// range test of attachments, invalidations and their windows.
+func byteRangesOverlap(_ start: UInt64, _ length: UInt64, _ otherStart: UInt64, _ otherLength: UInt64) -> Bool {
+    start < otherStart &+ otherLength && otherStart < start &+ length
 }
 
 /// A connected client and what it holds.

@@ -11,8 +11,4 @@ public enum ProcessSettings {
 
     /// The signals that ask a daemon to stop cleanly.
     public static let terminationSignals: [CInt] = [SIGTERM, SIGINT]
-
-    /// This process's id and user id.
-    public static var processID: Int32 { getpid() }
-    public static var userID: UInt32 { getuid() }
 }

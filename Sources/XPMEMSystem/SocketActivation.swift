@@ -15,8 +15,8 @@ public enum SocketActivation {
     /// socket-activated. Throws when it was, but descriptor 3 is not a listening `SOCK_SEQPACKET`
     /// Unix socket. The variables are cleared so that children do not take the socket for theirs.
     public static func listener() throws(Errno) -> OwnedDescriptor? {
-        guard let pid = environment("LISTEN_PID").flatMap(Int32.init), pid == getpid(),
-              let count = environment("LISTEN_FDS").flatMap(Int.init), count >= 1
+        guard let pid = ThisProcess.environment("LISTEN_PID").flatMap(Int32.init), pid == getpid(),
+              let count = ThisProcess.environment("LISTEN_FDS").flatMap(Int.init), count >= 1
         else { return nil }
         unsetenv("LISTEN_PID")
         unsetenv("LISTEN_FDS")
@@ -45,10 +45,5 @@ public enum SocketActivation {
         return withUnsafeBytes(of: address.sun_path) { bytes in
             String(decoding: bytes.prefix { $0 != 0 }, as: UTF8.self)
         }
-    }
-
-    static func environment(_ name: String) -> String? {
-        guard let value = getenv(name) else { return nil }
-        return String(cString: value)
     }
 }

@@ -10,8 +10,6 @@ public struct BackedExtent: Equatable, Sendable {
         self.length = length
     }
 
-    public var end: UInt64 { start &+ length }
-
     /// At most this many extents travel in one frame (a `rangeBacked` must fit a request frame).
     public static let maximumPerFrame = 240
 }

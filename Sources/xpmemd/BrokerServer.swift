@@ -79,7 +79,7 @@ final class BrokerServer {
             // become guessable, which is worse than stopping.
             do { return try ProcessHandle.randomUInt64() } catch { fatalError("getrandom failed: \(error)") }
         })
-        let facts = BrokerFacts(brokerPID: ProcessSettings.processID, numaNodes: UInt32(NUMA.configuredNodes),
+        let facts = BrokerFacts(brokerPID: Int32(ThisProcess.processID), numaNodes: UInt32(NUMA.configuredNodes),
                                 openDescriptorCount: { FileSystem.openDescriptorCount() })
         core = BrokerCore(registry: registry, quotas: quotas, facts: facts)
         receiveBuffer = .allocate(byteCount: WireProtocol.maximumRequestSize, alignment: 16)
@@ -96,7 +96,7 @@ final class BrokerServer {
     /// Serves until SIGTERM or SIGINT, then removes the socket file.
     func run() throws {
         logger.info("xpmemd listening", metadata: [
-            "socket": "\(socketPath)", "pid": "\(ProcessSettings.processID)", "activated": "\(socketActivated)",
+            "socket": "\(socketPath)", "pid": "\(ThisProcess.processID)", "activated": "\(socketActivated)",
             "descriptorBudget": "\(core.quotas.descriptorBudget)",
         ])
         while running {
@@ -161,9 +161,7 @@ final class BrokerServer {
     /// How long epoll may sleep: until the next invalidation deadline or stall limit, or forever.
     private func waitTimeout() -> Int32 {
         let stallDeadlines = stalled.compactMap { peer in
-            connections[peer].flatMap { connection in
-                [connection.main, connection.events].compactMap { $0?.stalledSince }.min().map { $0 + stallLimit }
-            }
+            connections[peer]?.stalledSince.map { $0 + stallLimit }
         }
         guard let deadline = (stallDeadlines + [core.nextDeadline].compactMap { $0 }).min() else { return -1 }
         let current = now
@@ -283,11 +281,9 @@ final class BrokerServer {
         let current = now
         for peer in stalled {
             guard let connection = connections[peer] else { stalled.remove(peer); continue }
-            let since = [connection.main, connection.events].compactMap { $0?.stalledSince }.min()
-            if let since, current - since >= stallLimit {
+            guard let since = connection.stalledSince else { stalled.remove(peer); continue }
+            if current - since >= stallLimit {
                 drop(peer, reason: "did not read what the broker sent for \(stallLimit / 1_000_000) s")
-            } else if since == nil {
-                stalled.remove(peer)
             }
         }
     }

@@ -51,5 +51,8 @@ final class PeerConnection {
 
     func channel(_ kind: PeerChannel) -> Channel? { kind == .main ? main : events }
 
+    /// Since when the peer has left frames unread past the pause threshold, on either socket.
+    var stalledSince: UInt64? { [main, events].compactMap { $0?.stalledSince }.min() }
+
     func token(for channel: Channel) -> PollToken { .peer(peer, channel.pollDescriptor) }
 }

@@ -82,7 +82,7 @@ struct XPMEMDaemon: ParsableCommand {
         quotas.bytesPerUID = Self.byteCount(maxBytesPerUid) ?? quotas.bytesPerUID
         quotas.descriptorBudget = max(limit - max(64, limit / 8), 16)
         quotas.administratorReserve = min(max(32, quotas.descriptorBudget / 16), quotas.descriptorBudget / 2)
-        quotas.brokerUID = ProcessSettings.userID
+        quotas.brokerUID = UInt32(ThisProcess.userID)
         return quotas
     }
 
@@ -94,7 +94,7 @@ struct XPMEMDaemon: ParsableCommand {
         }
         let logger = Logger(label: "xpmemd")
         let path = BrokerSocketPath.listeningPath(explicit: socket)
-        if socket == nil && BrokerSocketPath.listeningPath(explicit: nil) == BrokerSocketPath.defaultDirectory() + "/xpmemd.sock" {
+        if socket == nil && path == BrokerSocketPath.defaultDirectory() + "/xpmemd.sock" {
             try FileSystem.ensurePrivateDirectory(BrokerSocketPath.defaultDirectory())
         }
         if !NUMA.isAvailable { logger.notice("NUMA API unavailable: pages go wherever the kernel puts them") }
