@@ -54,7 +54,7 @@ struct BrokerCoreHarness {
     }
 
     mutating func acknowledge(_ segment: SegmentID, sequence: UInt64, from peer: PeerID) {
-        record(core.acknowledged(segment, sequence: sequence, from: peer, now: now))
+        record(core.event(.acknowledge(segment, sequence: sequence), from: peer, now: now))
     }
 
     mutating func depart(_ peer: PeerID, reason: String = "test") {

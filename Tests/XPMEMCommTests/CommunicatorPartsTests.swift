@@ -68,16 +68,22 @@ func receiveEager(_ rings: MessageRings, from source: Int, capacity: Int) throws
         defer { sender.deallocate(); receiver.part.deallocate() }
         let count = segments.layout.slotCount * 3
         let received = Mutex<[Int]>([])
+        let failure = Mutex<String?>(nil)
         let done = DispatchSemaphore(value: 0)
         Thread.detachNewThread {
-            for _ in 0..<count {
-                guard let message = try? receiveEager(receiver.part, from: 0, capacity: 8) else { break }
-                received.withLock { $0.append(message.bytes.withUnsafeBytes { $0.load(as: Int.self) }) }
+            do {
+                for _ in 0..<count {
+                    let message = try receiveEager(receiver.part, from: 0, capacity: 8)
+                    received.withLock { $0.append(message.bytes.withUnsafeBytes { $0.load(as: Int.self) }) }
+                }
+            } catch {
+                failure.withLock { $0 = "\(error)" }
             }
             done.signal()
         }
         for value in 0..<count { try withUnsafeBytes(of: value) { try sender.send($0, to: 1, tag: 0) } }
         #expect(done.wait(timeout: .now() + 20) == .success)
+        #expect(failure.withLock { $0 } == nil)
         #expect(received.withLock { $0 } == Array(0..<count))
     }
 
@@ -88,16 +94,22 @@ func receiveEager(_ rings: MessageRings, from source: Int, capacity: Int) throws
         }
         defer { for barrier in barriers { barrier.part.deallocate() } }
         let passed = Atomic<Int>(0)
+        let failures = Mutex<[String]>([])
         let done = DispatchSemaphore(value: 0)
         for rank in 1..<3 {
             Thread.detachNewThread {
-                for _ in 0..<50 { try? barriers[rank].part.wait() }
-                passed.add(1, ordering: .relaxed)
+                do {
+                    for _ in 0..<50 { try barriers[rank].part.wait() }
+                    passed.add(1, ordering: .relaxed)
+                } catch {
+                    failures.withLock { $0.append("rank \(rank): \(error)") }
+                }
                 done.signal()
             }
         }
         for _ in 0..<50 { try barriers[0].part.wait() }
         for _ in 1..<3 { #expect(done.wait(timeout: .now() + 20) == .success) }
+        #expect(failures.withLock { $0 } == [])
         #expect(passed.load(ordering: .relaxed) == 2)
     }
 
