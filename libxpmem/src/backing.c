@@ -153,6 +153,21 @@ static bool map_file_over(struct backing_pass *pass, uint64_t address, uint64_t 
 
 /* Anonymous memory, a pagemap chunk at a time: copy the runs of pages that exist, map the file
  * over the chunk, prefault the same runs. Untouched pages stay holes and still read as zero. */
+
+/* The next run of pages the pagemap says are present (in memory or swapped) at or after *index:
+ * [*first, *index) on return. False when no present page is left. */
+static bool next_present_run(const uint64_t *entries, uint64_t pages, uint64_t *index, uint64_t *first)
+{
+    while (*index < pages && (entries[*index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) == 0)
+        (*index)++;
+    if (*index >= pages)
+        return false;
+    *first = *index;
+    while (*index < pages && (entries[*index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0)
+        (*index)++;
+    return true;
+}
+
 static bool back_anonymous(struct backing_pass *pass, uint64_t start, uint64_t end, const struct maps_entry *entry)
 {
     uint64_t page = page_size();
@@ -167,29 +182,16 @@ static bool back_anonymous(struct backing_pass *pass, uint64_t start, uint64_t e
             return false;
         }
         const uint64_t *entries = pass->area->pagemap;
-        for (uint64_t index = 0; index < pages;) {
-            if ((entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) == 0) {
-                index++;
-                continue;
-            }
-            uint64_t first = index;
-            while (index < pages && (entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0)
-                index++;
+        uint64_t index = 0, first;
+        while (next_present_run(entries, pages, &index, &first)) {
             if (!copy_into_file(pass, chunk + first * page, (index - first) * page))
                 return false;
         }
         if (!map_file_over(pass, chunk, pages * page, entry))
             return false;
-        for (uint64_t index = 0; index < pages;) {
-            if ((entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) == 0) {
-                index++;
-                continue;
-            }
-            uint64_t first = index;
-            while (index < pages && (entries[index] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0)
-                index++;
+        index = 0;
+        while (next_present_run(entries, pages, &index, &first))
             populate(pass, chunk + first * page, (index - first) * page, entry->writable);
-        }
         chunk += pages * page;
     }
     return true;

@@ -162,6 +162,19 @@ static bool parse_ready(const char *line, xpmem_segid_t *segid, uintptr_t *addre
     return true;
 }
 
+/* Reads the exporter's "ready" line into `request`; when it does not come, reports the test failed
+ * and ends the exporter. */
+static bool exporter_ready(struct child *exporting, const char *name, struct import_request *request)
+{
+    char line[LINE] = "";
+    if (child_read_line(exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        && parse_ready(line, &request->segid, &request->address, &request->size))
+        return true;
+    report(name, false, "exporter said '%s'", line);
+    child_kill(exporting);
+    return false;
+}
+
 static void test_memory_kind(const char *kind, size_t size)
 {
     char name[128];
@@ -174,12 +187,8 @@ static void test_memory_kind(const char *kind, size_t size)
         return;
     }
     struct import_request import_request;
-    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
-        || !parse_ready(line, &import_request.segid, &import_request.address, &import_request.size)) {
-        report(name, false, "exporter said '%s'", line);
-        child_kill(&exporting);
+    if (!exporter_ready(&exporting, name, &import_request))
         return;
-    }
     child_start(&importing, importer, &import_request);
     bool ok = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS) && strcmp(line, "wrote 2") == 0;
     char why[LINE + 64] = "";
@@ -286,12 +295,8 @@ static void test_window_with_holes(void)
     char line[LINE];
     child_start(&exporting, holey_exporter, NULL);
     struct import_request request;
-    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
-        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
-        report(name, false, "exporter: %s", line);
-        child_kill(&exporting);
+    if (!exporter_ready(&exporting, name, &request))
         return;
-    }
     child_start(&importing, holey_importer, &request);
     bool got = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
     char expected[128];
@@ -335,12 +340,8 @@ static void test_read_only(void)
     char line[LINE];
     child_start(&exporting, exporter, &export_request);
     struct import_request request;
-    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
-        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
-        report(name, false, "exporter: %s", line);
-        child_kill(&exporting);
+    if (!exporter_ready(&exporting, name, &request))
         return;
-    }
     child_start(&importing, read_only_importer, &request);
     child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
     char expected[128];
@@ -422,12 +423,8 @@ static void test_error_paths(void)
     char line[LINE];
     child_start(&exporting, exporter, &export_request);
     struct import_request request;
-    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
-        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
-        report(name, false, "exporter: %s", line);
-        child_kill(&exporting);
+    if (!exporter_ready(&exporting, name, &request))
         return;
-    }
     child_start(&checking, error_paths, &request);
     bool got = child_read_line(&checking, line, sizeof line, STEP_TIMEOUT_MS);
     int status = child_wait(&checking, STEP_TIMEOUT_MS);
@@ -516,12 +513,8 @@ static void test_exit_without_remove(void)
     char line[LINE];
     child_start(&exporting, exporter, &export_request);
     struct import_request request;
-    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
-        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
-        report(name, false, "exporter: %s", line);
-        child_kill(&exporting);
+    if (!exporter_ready(&exporting, name, &request))
         return;
-    }
     child_start(&importing, attach_and_wait, &request);
     child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
     struct broker_status during = {0}, after = {0};
@@ -735,12 +728,8 @@ static void test_threads_keep_their_writes(void)
     char line[LINE], watched[LINE] = "";
     child_start(&exporting, busy_exporter, NULL);
     struct import_request request;
-    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
-        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
-        report(name, false, "exporter: %s", line);
-        child_kill(&exporting);
+    if (!exporter_ready(&exporting, name, &request))
         return;
-    }
     child_start(&importing, counter_watcher, &request);
     child_read_line(&importing, watched, sizeof watched, STEP_TIMEOUT_MS);
     child_wait(&importing, STEP_TIMEOUT_MS);
@@ -820,15 +809,11 @@ static void test_buffer_segment_and_threads(void)
 {
     const char *name = "a segment of one buffer: offsets from its base, none beyond it; 4 threads attach and detach 800 times";
     struct child exporting, importing;
-    char line[LINE], result[LINE] = "";
+    char result[LINE] = "";
     child_start(&exporting, range_exporter, NULL);
     struct import_request request;
-    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
-        || !parse_ready(line, &request.segid, &request.address, &request.size)) {
-        report(name, false, "exporter: %s", line);
-        child_kill(&exporting);
+    if (!exporter_ready(&exporting, name, &request))
         return;
-    }
     child_start(&importing, threaded_importer, &request);
     child_read_line(&importing, result, sizeof result, 30000);
     child_wait(&importing, STEP_TIMEOUT_MS);
