@@ -15,7 +15,10 @@ struct SocketActivationTests {
         let socket = directory + "/broker.sock"
         let manager = try ChildProcess("xpmem-probe", ["supervise", "--socket", socket, "--",
                                                        BuiltProducts.path("xpmemd"), "--log-level", "warning"])
-        defer { manager.send("stop"); _ = manager.waitForExit() }
+        defer {
+            if manager.process.isRunning { manager.send("stop") }
+            _ = manager.waitForExit()
+        }
         let first = try #require(manager.readLine().flatMap { $0.hasPrefix("started ") ? Int32($0.dropFirst(8)) : nil })
         let client = try XPMEMBroker.connect(socketPath: socket, name: "before")
         #expect(try client.status().pid == first)
@@ -31,7 +34,7 @@ struct SocketActivationTests {
         #expect(try XPMEMBroker.connect(socketPath: socket, name: "after").get(segment.id).attach()
                     .withUnsafeMutableBytes { $0[0] } == 8)
         #expect(throws: XPMEMError.self, "the old broker's client must learn it is gone") { try client.status() }
-        manager.send("stop")
+        #expect(manager.send("stop"))
         #expect(manager.readLine() == "stopped")
         #expect(FileSystem.exists(socket), "a socket-activated broker removed the manager's socket")
     }

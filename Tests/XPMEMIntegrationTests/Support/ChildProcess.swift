@@ -78,9 +78,21 @@ final class ChildProcess: @unchecked Sendable {
     }
 
     /// Writes a line to the child's standard input.
-    func send(_ line: String) {
-        input.fileHandleForWriting.write(Data((line + "\n").utf8))
+    /// Writes a line to the child's standard input; false if the child has already closed it (it
+    /// exited). Broken pipes are ignored process-wide, so such a write fails with EPIPE instead of
+    /// killing the test runner with SIGPIPE.
+    @discardableResult
+    func send(_ line: String) -> Bool {
+        _ = Self.brokenPipesIgnored
+        do {
+            try input.fileHandleForWriting.write(contentsOf: Data((line + "\n").utf8))
+            return true
+        } catch {
+            return false
+        }
     }
+
+    private static let brokenPipesIgnored: Void = { _ = Glibc.signal(SIGPIPE, SIG_IGN) }()
 
     func signal(_ number: Int32) { kill(process.processIdentifier, number) }
 
