@@ -7,7 +7,8 @@ extension BrokerCore {
     /// Asks the owner of an address-space segment to back the attachment's range; the importer is
     /// answered when it has.
     mutating func requestBacking(
-        of attachment: AttachmentRecord, base: UInt64, importer: PeerID, requestID: UInt32, now: UInt64
+        of attachment: AttachmentRecord, base: UInt64, importer: PeerID, requestID: UInt32, now: UInt64,
+        purpose: PendingBacking.Purpose = .attach
     ) -> [BrokerEffect] {
         guard let owner = registry.segments[attachment.segment]?.owner, let exporter = peerOfClient[owner],
               peers[exporter]?.subscribed == true
@@ -18,12 +19,32 @@ extension BrokerCore {
         }
         nextBackingSequence += 1
         let pending = PendingBacking(
-            sequence: nextBackingSequence, segment: attachment.segment, exporter: exporter, importer: importer,
+            purpose: purpose, sequence: nextBackingSequence, segment: attachment.segment, exporter: exporter, importer: importer,
             requestID: requestID, attachment: attachment.id, start: base + attachment.offset, length: attachment.length,
             deadline: now + Self.backingDeadline)
         pendingBackings[pending.sequence] = pending
-        return [.send(exporter, .events, requestID: 0,
-                      .backRange(pending.segment, sequence: pending.sequence, start: pending.start, length: pending.length))]
+        let event: Message = switch purpose {
+        case .attach: .backRange(pending.segment, sequence: pending.sequence, start: pending.start, length: pending.length)
+        case .fault: .fillRange(pending.segment, sequence: pending.sequence, start: pending.start, length: pending.length)
+        }
+        return [.send(exporter, .events, requestID: 0, event)]
+    }
+
+    /// An importer's attachment faulted where the exporter's file has no page: the exporter backs and
+    /// fills the range, then the importer is told which parts have pages. Checked as an attach is (a
+    /// grant of this client, page-aligned, inside the segment), but nothing stays recorded.
+    mutating func resolveFault(
+        _ handle: AccessHandle, offset: UInt64, length: UInt64, importer: PeerID, client: ClientID,
+        requestID: UInt32, now: UInt64
+    ) throws(BrokerError) -> [BrokerEffect] {
+        let attachment = try registry.attach(handle, offset: offset, length: length, by: client)
+        guard let base = registry.segments[attachment.segment]?.addressSpaceBase else {
+            try? registry.detach(attachment.id, by: client)
+            throw BrokerError(.invalidArgument,
+                "segment \(attachment.segment) is a memfd segment: its pages never move, so there is no fault to resolve")
+        }
+        return requestBacking(of: attachment, base: base, importer: importer, requestID: requestID, now: now,
+                              purpose: .fault)
     }
 
     /// The exporter answered a `backRange`: the importer gets its window, or the exporter's refusal.
@@ -36,6 +57,7 @@ extension BrokerCore {
         }
         pendingBackings[sequence] = nil
         guard let attachment = registry.attachments[pending.attachment] else { return [] }
+        if pending.purpose == .fault { try? registry.detach(attachment.id, by: attachment.client) }
         if let failure {
             try? registry.detach(attachment.id, by: attachment.client)
             return [.send(pending.importer, .main, requestID: pending.requestID,
@@ -47,6 +69,9 @@ extension BrokerCore {
                           "the exporter answered with extents outside the range or out of order")),
                     .note(.misbehaved(uid: peers[peer]?.credentials.uid ?? 0, pid: peers[peer]?.credentials.pid ?? 0,
                                       "answered backRange with extents outside the range or out of order"))]
+        }
+        if pending.purpose == .fault {
+            return [.send(pending.importer, .main, requestID: pending.requestID, .faultResolved(extents: extents))]
         }
         return [.send(pending.importer, .main, requestID: pending.requestID,
                       .attachedWindow(attachment.id, fileOffset: pending.start, extents: extents),

@@ -76,6 +76,9 @@ extension BrokerCore {
         case .attach(let handle, let offset, let length):
             return attach(DeferredAttach(peer: peer, client: client, requestID: requestID, handle: handle, offset: offset,
                                          length: length), now: now)
+        case .resolveFault(let handle, let offset, let length):
+            return try resolveFault(handle, offset: offset, length: length, importer: peer, client: client,
+                                    requestID: requestID, now: now)
         case .detach(let attachment):
             try registry.detach(attachment, by: client)
             return answer(.done)

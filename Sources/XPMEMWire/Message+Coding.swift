@@ -15,7 +15,7 @@ extension Message {
             writer.write(access.rawValue)
         case .release(let handle):
             writer.write(handle.rawValue)
-        case .attach(let handle, let offset, let length):
+        case .attach(let handle, let offset, let length), .resolveFault(let handle, let offset, let length):
             writer.write(handle.rawValue)
             writer.write(offset)
             writer.write(length)
@@ -84,7 +84,8 @@ extension Message {
             writer.write(failure?.rawValue ?? 0)
             writer.write(text, maximumLength: 256)
             writer.write(extents)
-        case .backRange(let id, let sequence, let start, let length):
+        case .backRange(let id, let sequence, let start, let length),
+             .fillRange(let id, let sequence, let start, let length):
             writer.write(id.rawValue)
             writer.write(sequence)
             writer.write(start)
@@ -92,6 +93,8 @@ extension Message {
         case .attachedWindow(let attachment, let fileOffset, let extents):
             writer.write(attachment.rawValue)
             writer.write(fileOffset)
+            writer.write(extents)
+        case .faultResolved(let extents):
             writer.write(extents)
         }
     }
@@ -114,10 +117,12 @@ extension Message {
             message = .get(id, try reader.readAccessMode())
         case .release:
             message = .release(AccessHandle(rawValue: try reader.read(UInt64.self, "apid")))
-        case .attach:
+        case .attach, .resolveFault:
             let handle = AccessHandle(rawValue: try reader.read(UInt64.self, "apid"))
             let offset = try reader.read(UInt64.self, "offset")
-            message = .attach(handle, offset: offset, length: try reader.read(UInt64.self, "length"))
+            let length = try reader.read(UInt64.self, "length")
+            message = type == .attach ? .attach(handle, offset: offset, length: length)
+                                      : .resolveFault(handle, offset: offset, length: length)
         case .detach:
             message = .detach(AttachmentID(rawValue: try reader.read(UInt64.self, "attachment")))
         case .listSegments:
@@ -208,11 +213,15 @@ extension Message {
             let text = try reader.readString("text", maximumLength: 256)
             message = .rangeBacked(id, sequence: sequence, failure: code == 0 ? nil : ErrorCode(wireValue: code),
                                    text: text, extents: try reader.readExtents())
-        case .backRange:
+        case .backRange, .fillRange:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             let sequence = try reader.read(UInt64.self, "sequence")
             let start = try reader.read(UInt64.self, "start")
-            message = .backRange(id, sequence: sequence, start: start, length: try reader.read(UInt64.self, "length"))
+            let length = try reader.read(UInt64.self, "length")
+            message = type == .backRange ? .backRange(id, sequence: sequence, start: start, length: length)
+                                         : .fillRange(id, sequence: sequence, start: start, length: length)
+        case .faultResolved:
+            message = .faultResolved(extents: try reader.readExtents())
         case .attachedWindow:
             let attachment = AttachmentID(rawValue: try reader.read(UInt64.self, "attachment"))
             let fileOffset = try reader.read(UInt64.self, "fileOffset")

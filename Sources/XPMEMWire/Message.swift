@@ -41,6 +41,11 @@ public enum Message: Equatable, Sendable {
     /// The frame carries two descriptors of the file, read-write then read-only. The exporter backs
     /// ranges on demand, when the broker sends `backRange` before an attach.
     case makeAddressSpace(base: UInt64, size: UInt64, permit: Permit, name: String)
+    /// An importer touched a page of its attachment that has no page in the exporter's file (the
+    /// exporter unmapped or moved that memory since): ask the exporter to back `offset..<offset+length`
+    /// of the segment again and to give every page it backs a page in the file, so the importer's
+    /// access can complete. Answered with `faultResolved` once the exporter has.
+    case resolveFault(AccessHandle, offset: UInt64, length: UInt64)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -58,6 +63,9 @@ public enum Message: Equatable, Sendable {
     /// To an address-space exporter: make your memory at `start..<start+length` the file's pages
     /// (copy and map over), then answer `rangeBacked` with the same sequence.
     case backRange(SegmentID, sequence: UInt64, start: UInt64, length: UInt64)
+    /// As `backRange`, and then allocate (as zeros) the pages of the backed extents that have none
+    /// yet, so that an importer's fault there finds a page; answered with `rangeBacked`.
+    case fillRange(SegmentID, sequence: UInt64, start: UInt64, length: UInt64)
 
     // Replies
     case welcome(ClientID, brokerPID: Int32)
@@ -74,6 +82,9 @@ public enum Message: Equatable, Sendable {
     /// The reply to an attach of an address-space segment: where the requested range starts in the
     /// file, and which parts of it are backed. The frame carries the file's descriptor.
     case attachedWindow(AttachmentID, fileOffset: UInt64, extents: [BackedExtent])
+    /// The reply to `resolveFault`: the file ranges (== exporter addresses) that now have pages; a
+    /// faulting address outside them is memory the exporter no longer has.
+    case faultResolved(extents: [BackedExtent])
 
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
@@ -97,11 +108,11 @@ public enum MessageType: UInt16, Sendable {
     static let firstBrokerEvent: UInt16 = 0x4000
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
-    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace
+    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, resolveFault
     case acknowledge = 0x2001, rangeBacked
-    case invalidateBegin = 0x4001, invalidateEnd, released, backRange
+    case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
-    case attachedWindow
+    case attachedWindow, faultResolved
 }
 
 extension Message {
@@ -138,6 +149,9 @@ extension Message {
         case .makeAddressSpace: .makeAddressSpace
         case .rangeBacked: .rangeBacked
         case .backRange: .backRange
+        case .resolveFault: .resolveFault
+        case .fillRange: .fillRange
+        case .faultResolved: .faultResolved
         case .attachedWindow: .attachedWindow
         }
     }

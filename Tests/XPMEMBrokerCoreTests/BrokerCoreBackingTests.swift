@@ -61,6 +61,41 @@ struct BrokerCoreBackingTests {
         #expect(scene.broker.core.registry.attachments.count == 1)
     }
 
+    @Test func aFaultAsksTheExporterToFillTheRangeAndAnswersWithExtentsLeavingNoAttachmentBehind() throws {
+        var scene = Scene()
+        let address: UInt64 = 0x7f00_0020_0000
+        var mark = scene.broker.mark
+        #expect(scene.broker.request(.resolveFault(scene.handle, offset: address, length: 4 * page), from: scene.importer) == nil,
+                "answered before the exporter filled the range")
+        var fills: [UInt64] = []
+        for case .fillRange(scene.segment, let sequence, address, 4 * page) in scene.broker.sent(to: scene.exporter, on: .events, since: mark) {
+            fills.append(sequence)
+        }
+        let sequence = try #require(fills.first, "the exporter was not asked to fill the range")
+        let extents = [BackedExtent(start: address, length: 2 * page)]
+        mark = scene.broker.mark
+        scene.broker.event(.rangeBacked(scene.segment, sequence: sequence, failure: nil, text: "", extents: extents),
+                           from: scene.exporter)
+        let answers = scene.broker.sent(to: scene.importer, on: .main, since: mark)
+        #expect(answers == [.faultResolved(extents: extents)])
+        #expect(scene.broker.core.registry.attachments.isEmpty, "the fault's transient attachment stayed recorded")
+    }
+
+    @Test func aFaultOutsideTheSegmentOrWithAForeignHandleIsRefused() {
+        var scene = Scene()
+        guard case .failure(.invalidArgument, _) = scene.broker.request(
+            .resolveFault(scene.handle, offset: AddressSpace.maximumSize, length: page), from: scene.importer) else {
+            Issue.record("a fault past the segment was accepted")
+            return
+        }
+        guard case .failure(.notFound, _) = scene.broker.request(
+            .resolveFault(scene.handle, offset: 0, length: page), from: scene.exporter) else {
+            Issue.record("a fault through another client's handle was accepted")
+            return
+        }
+        #expect(scene.broker.core.registry.attachments.isEmpty)
+    }
+
     @Test func aWindowOfTheAddressSpaceCountsNoBytesAgainstTheQuota() {
         var quotas = BrokerQuotas()
         quotas.bytesPerUID = 4096

@@ -10,6 +10,7 @@
 #include "export.h"
 #include "grants.h"
 #include "import_cache.h"
+#include "import_faults.h"
 #include "pages.h"
 #include "session.h"
 #include "window_map.h"
@@ -26,11 +27,13 @@ static void tell_broker_detached(uint64_t broker_attachment)
     channel_call(channel, request, length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply, NULL);
 }
 
-static void *record(void *address, size_t length, uint64_t handle, uint64_t broker_attachment)
+static void *record(void *address, size_t length, uint64_t handle, uint64_t broker_attachment, uint64_t segment_offset,
+                    uint64_t file_offset)
 {
     attachments_forget_overlapping((uintptr_t)address, length);
     struct attachment attachment = {.address = (uintptr_t)address, .length = length, .handle = handle,
-                                    .broker_attachment = broker_attachment};
+                                    .broker_attachment = broker_attachment, .segment_offset = segment_offset,
+                                    .file_offset = file_offset};
     if (attachments_add(attachment) < 0) {
         munmap(address, length);
         if (broker_attachment != 0)
@@ -42,7 +45,20 @@ static void *record(void *address, size_t length, uint64_t handle, uint64_t brok
 }
 
 /* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
-static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_t length, void *vaddr, int protection)
+/* A read-write window of an address-space segment follows the exporter (import_faults.h). */
+static void follow_faults(const struct grant *grant, void *mapped, uint64_t window_offset,
+                          const struct wire_extent *extents, uint32_t count)
+{
+    if (!grant->read_write)
+        return;
+    for (uint32_t index = 0; index < count; index++)
+        if (import_faults_watch((uint64_t)(uintptr_t)mapped + (extents[index].start - window_offset),
+                                extents[index].length) < 0)
+            return;
+}
+
+static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_t length, void *vaddr, int protection,
+                               uint64_t *file_offset_out)
 {
     if (!import_cache_enabled())
         return MAP_FAILED;
@@ -53,6 +69,10 @@ static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_
     if (descriptor >= 0) {
         struct wire_extent whole = {.start = file_offset, .length = length};
         mapped = window_map(vaddr, length, protection, descriptor, file_offset, &whole, 1);
+        if (mapped != MAP_FAILED) {
+            follow_faults(grant, mapped, file_offset, &whole, 1);
+            *file_offset_out = file_offset;
+        }
     }
     import_cache_unlock();
     return mapped;
@@ -82,7 +102,7 @@ static struct wire_extent *window_extents(const struct wire_message *reply, uint
 }
 
 static void *map_broker_window(const struct grant *grant, const struct wire_message *reply, int received,
-                               uint64_t offset, size_t length, void *vaddr, int protection)
+                               uint64_t offset, size_t length, void *vaddr, int protection, uint64_t *file_offset_out)
 {
     void *mapped;
     import_cache_lock();
@@ -90,6 +110,7 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
     if (reply->header.type == WIRE_ATTACHED) {
         /* An ordinary segment: one memfd, the window at `offset` in it. */
         mapped = mmap(vaddr, length, protection, MAP_SHARED | (vaddr != NULL ? MAP_FIXED : 0), descriptor, (off_t)offset);
+        *file_offset_out = offset;
     } else {
         uint64_t window_offset = reply->as.attached_window.file_offset;
         struct wire_extent *extents = window_extents(reply, window_offset, length);
@@ -98,6 +119,9 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
         } else {
             mapped = window_map(vaddr, length, protection, descriptor, window_offset, extents,
                                 reply->as.attached_window.count);
+            if (mapped != MAP_FAILED)
+                follow_faults(grant, mapped, window_offset, extents, reply->as.attached_window.count);
+            *file_offset_out = window_offset;
             if (mapped != MAP_FAILED && window_offset >= offset)
                 import_cache_note_backed(grant->segment, window_offset - offset, extents, reply->as.attached_window.count);
             free(extents);
@@ -128,9 +152,10 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
     int protection = PROT_READ | (grant.read_write ? PROT_WRITE : 0);
     uint64_t offset = (uint64_t)addr.offset;
 
-    void *mapped = attach_from_cache(&grant, offset, length, vaddr, protection);
+    uint64_t file_offset = 0;
+    void *mapped = attach_from_cache(&grant, offset, length, vaddr, protection, &file_offset);
     if (mapped != MAP_FAILED)
-        return record(mapped, length, grant.handle, 0);
+        return record(mapped, length, grant.handle, 0, offset, file_offset);
 
     uint8_t request[64];
     uint8_t *reply_buffer = malloc(WIRE_MAX_REPLY);
@@ -157,7 +182,7 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
     }
     broker_attachment = reply.header.type == WIRE_ATTACHED ? reply.as.attached.attachment
                                                            : reply.as.attached_window.attachment;
-    mapped = map_broker_window(&grant, &reply, received, offset, length, vaddr, protection);
+    mapped = map_broker_window(&grant, &reply, received, offset, length, vaddr, protection, &file_offset);
     free(reply_buffer);
     if (mapped == MAP_FAILED) {
         int saved = errno;
@@ -166,7 +191,7 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
         errno = saved;
         return (void *)-1;
     }
-    return record(mapped, length, grant.handle, broker_attachment);
+    return record(mapped, length, grant.handle, broker_attachment, offset, file_offset);
 }
 
 XPMEM_EXPORT int xpmem_detach(void *vaddr)

@@ -29,6 +29,20 @@ int attachments_add(struct attachment attachment)
 
 static void remove_at(size_t index) { attachments[index] = attachments[--attachment_count]; }
 
+bool attachments_find_containing(uintptr_t address, struct attachment *attachment)
+{
+    bool found = false;
+    pthread_mutex_lock(&attachments_lock);
+    for (size_t index = 0; index < attachment_count && !found; index++) {
+        if (address >= attachments[index].address && address - attachments[index].address < attachments[index].length) {
+            *attachment = attachments[index];
+            found = true;
+        }
+    }
+    pthread_mutex_unlock(&attachments_lock);
+    return found;
+}
+
 bool attachments_take_containing(uintptr_t address, struct attachment *attachment)
 {
     bool found = false;

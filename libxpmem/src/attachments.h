@@ -13,11 +13,16 @@ struct attachment {
     uint64_t handle;
     /* The broker's attachment id; 0 for windows mapped from the import cache without asking it. */
     uint64_t broker_attachment;
+    /* The window's first byte: its offset in the segment, and in the segment's file. */
+    uint64_t segment_offset;
+    uint64_t file_offset;
 };
 
 int attachments_add(struct attachment attachment);
 /* Removes and returns the attachment whose window contains `address`. */
 bool attachments_take_containing(uintptr_t address, struct attachment *attachment);
+/* Copies the attachment whose window contains `address`, leaving it recorded. */
+bool attachments_find_containing(uintptr_t address, struct attachment *attachment);
 /* Removes and returns one attachment made through `handle`; call until false. */
 bool attachments_take_by_handle(uint64_t handle, struct attachment *attachment);
 /* A window mapped at a fixed address replaces whatever attachment was there: forget those. */

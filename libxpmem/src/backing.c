@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "address_space_file.h"
+#include "exporter_watch.h"
 #include "pages.h"
 #include "private_area.h"
 #include "proc_maps.h"
@@ -148,6 +149,7 @@ static bool map_file_over(struct backing_pass *pass, uint64_t address, uint64_t 
         return false;
     }
     pass->result->remapped_bytes += length;
+    exporter_watch_add(address, length);
     return true;
 }
 
@@ -321,6 +323,69 @@ static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint
     }
 }
 
+
+/* Following the exporter's unmaps and moves (exporter_watch.h), with every other thread stopped. */
+
+/* The mapping at `to` still maps the file at `from`: copy what the file holds there to offset `to`,
+ * map that over the mapping, and free the old offsets. Only the moved bytes are copied; a mapping
+ * that grew as it moved gets holes (zeros) beyond them, as anonymous memory would, instead of the
+ * file's bytes at the old offsets beyond the old end, which belong to whatever lies there. */
+static void rehome_moved(struct backing_pass *pass, uint64_t from, uint64_t to, uint64_t length)
+{
+    ssize_t maps_length = proc_maps_read(pass->area);
+    if (maps_length < 0)
+        return;
+    const char *cursor = pass->area->maps_text, *maps_end = cursor + maps_length;
+    struct maps_entry entry;
+    bool found = false;
+    while (proc_maps_next(&cursor, maps_end, &entry)) {
+        if (entry.start <= to && to < entry.end) {
+            found = is_our_file(pass, &entry) && entry.offset + (to - entry.start) == from;
+            break;
+        }
+    }
+    /* Unmapped or moved again since: its own event follows, and the old offsets are free. */
+    if (found) {
+        uint64_t end = entry.end;
+        int descriptor = pass->file.descriptor;
+        fallocate(descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)to, (off_t)(end - to));
+        uint64_t moved_end = to + length < end ? to + length : end;
+        for (off_t data = (off_t)from; data < (off_t)(from + (moved_end - to));) {
+            data = lseek(descriptor, data, SEEK_DATA);
+            if (data < 0 || (uint64_t)data >= from + (moved_end - to))
+                break;
+            off_t hole = lseek(descriptor, data, SEEK_HOLE);
+            if (hole < 0 || (uint64_t)hole > from + (moved_end - to))
+                hole = (off_t)(from + (moved_end - to));
+            uint64_t address = to + ((uint64_t)data - from);
+            if (!copy_into_file(pass, address, (uint64_t)(hole - data)))
+                return;
+            data = hole;
+        }
+        exporter_watch_remove(to, end - to);
+        if (!map_file_over(pass, to, end - to, &entry))
+            return;
+    }
+    fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)length);
+}
+
+/* Acts on the queued events in order. Runs before any backing in the same stop, so that a new
+ * mapping backed at an address just unmapped is never punched by that address's old event. */
+static void follow_changes(struct backing_pass *pass)
+{
+    struct watch_queue *queue = pass->area->watch;
+    exporter_watch_collect(pass->area);
+    for (uint32_t index = 0; index < queue->count; index++) {
+        const struct watch_event *event = &queue->events[index];
+        if (event->kind == WATCH_UNMAPPED)
+            fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)event->from,
+                      (off_t)event->length);
+        else if (event->kind == WATCH_MOVED)
+            rehome_moved(pass, event->from, event->to, event->length);
+    }
+    queue->count = 0;
+}
+
 static uint64_t monotonic_ns(void)
 {
     struct timespec now;
@@ -361,6 +426,7 @@ void backing_back_range(uint64_t start, uint64_t length, struct backing_result *
         goto check_count;
     pass.needs_copy = false;
 
+    exporter_watch_prepare();
     if (thread_stop_prepare(pass.area) < 0) {
         fail(&pass, WIRE_BUSY, "no free real-time signal to stop threads with", errno, 0);
         return;
@@ -381,6 +447,7 @@ void backing_back_range(uint64_t start, uint64_t length, struct backing_result *
      * changed since the survey. */
     uint64_t stopped = monotonic_ns();
     result->stop_ns = stopped - began;
+    follow_changes(&pass);
     back_listed_mappings(&pass, start, end);
     thread_stop_release(pass.area);
     result->stopped_ns = monotonic_ns() - stopped;
@@ -390,4 +457,29 @@ check_count:
         fail(&pass, WIRE_RESOURCE_EXHAUSTED, "the range has more than 240 separate backed pieces", 0, start);
     if (result->code != 0)
         result->count = 0;
+}
+
+void backing_follow_changes(struct backing_result *result)
+{
+    memset(result, 0, sizeof *result);
+    struct backing_pass pass = {.result = result, .pagemap = -1};
+    pass.area = private_area_get();
+    pass.file = address_space_file_current();
+    if (pass.area == NULL || pass.file.descriptor < 0 || thread_stop_prepare(pass.area) < 0)
+        return;
+    result->extents = pass.area->extents;
+    if (thread_stop_all(pass.area) < 0) {
+        fail(&pass, WIRE_BUSY, "the exporter's threads did not stop within 5 s", errno, 0);
+        return;
+    }
+    follow_changes(&pass);
+    thread_stop_release(pass.area);
+}
+
+void backing_fill(const struct backing_result *result)
+{
+    struct address_space_file file = address_space_file_current();
+    for (uint32_t index = 0; index < result->count; index++)
+        fallocate(file.descriptor, FALLOC_FL_KEEP_SIZE, (off_t)result->extents[index].start,
+                  (off_t)result->extents[index].length);
 }

@@ -32,4 +32,12 @@ struct backing_result {
 /* Backs [start, start + length) (absolute addresses == file offsets). Runs on the event thread. */
 void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result);
 
+/* Acts on the exporter's unmaps and moves of backed memory (exporter_watch.h): stops the other
+ * threads, reads the pending events, frees unmapped file ranges and re-homes moved mappings. */
+void backing_follow_changes(struct backing_result *result);
+
+/* Gives every page of `result`'s extents a page in the file (zeros where none was), so that an
+ * importer's fault on a page the exporter never touched finds one. */
+void backing_fill(const struct backing_result *result);
+
 #endif

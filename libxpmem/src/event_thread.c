@@ -1,6 +1,8 @@
 #include "event_thread.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -10,6 +12,7 @@
 #include "backing.h"
 #include "channel.h"
 #include "debug_log.h"
+#include "exporter_watch.h"
 #include "import_cache.h"
 #include "private_area.h"
 #include "wire.h"
@@ -21,12 +24,14 @@ static double elapsed_ms(const struct timespec *since)
     return (double)(now.tv_sec - since->tv_sec) * 1e3 + (double)(now.tv_nsec - since->tv_nsec) / 1e6;
 }
 
-static void serve_back_range(int socket, struct private_area *area, const struct wire_message *event)
+static void serve_back_range(int socket, struct private_area *area, const struct wire_message *event, bool fill)
 {
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
     struct backing_result result;
     backing_back_range(event->as.back_range.start, event->as.back_range.length, &result);
+    if (fill && result.code == 0)
+        backing_fill(&result);
     if (result.code == 0)
         debug_log("backed [0x%llx, +0x%llx): %u extent(s), %llu bytes copied, %llu remapped, %.3f ms "
                   "(survey %.3f, stopping threads %.3f, copy and remap %.3f)",
@@ -47,7 +52,8 @@ static void serve(int socket, struct private_area *area, const struct wire_messa
 {
     switch (event->header.type) {
     case WIRE_BACK_RANGE:
-        serve_back_range(socket, area, event);
+    case WIRE_FILL_RANGE:
+        serve_back_range(socket, area, event, event->header.type == WIRE_FILL_RANGE);
         break;
     case WIRE_INVALIDATE_BEGIN: {
         /* What this process knew to be backed in that segment may no longer be: ask the broker
@@ -66,18 +72,42 @@ static void serve(int socket, struct private_area *area, const struct wire_messa
     }
 }
 
+/* Waits for the broker's next event, acting on the exporter's unmaps and moves (exporter_watch.h)
+ * as they come. Returns false when the broker's end is gone. */
+static bool wait_for_event(int socket)
+{
+    for (;;) {
+        struct pollfd watched[2] = {{.fd = socket, .events = POLLIN}, {.fd = exporter_watch_descriptor(), .events = POLLIN}};
+        int ready = poll(watched, watched[1].fd >= 0 ? 2 : 1, -1);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready < 0)
+            return false;
+        if (watched[1].fd >= 0 && (watched[1].revents & POLLIN) != 0) {
+            struct backing_result result;
+            backing_follow_changes(&result);
+            if (result.code != 0)
+                debug_log("following an unmap or move of backed memory failed: %s", result.text);
+        }
+        if (watched[0].revents != 0)
+            return true;
+    }
+}
+
 static void *serve_events(void *argument)
 {
     int socket = (int)(intptr_t)argument;
     struct private_area *area = private_area_get();
-    for (;;) {
+    while (wait_for_event(socket)) {
         int descriptors[4];
         int descriptor_count = 0;
         ssize_t length = seqpacket_receive(socket, area->event_frame, WIRE_MAX_REPLY, descriptors, 4, &descriptor_count);
         for (int index = 0; index < descriptor_count; index++)
             close(descriptors[index]);
-        if (length == 0 || (length < 0 && errno != EMSGSIZE))
+        if (length == 0 || (length < 0 && errno != EMSGSIZE && errno != EAGAIN))
             break; /* the broker is gone: the session reconnects on the next call */
+        if (length < 0 && errno == EAGAIN)
+            continue;
         struct wire_message event;
         if (length < 0 || wire_decode(area->event_frame, (size_t)length, &event) < 0) {
             debug_log("ignoring a malformed event from the broker");

@@ -17,11 +17,12 @@ static void make_area(void)
 {
     size_t guard = page_size();
     size_t stop = round_up(sizeof(struct thread_stop_control));
+    size_t watch = round_up(sizeof(struct watch_queue));
     size_t extents = round_up(sizeof(struct wire_extent) * MAX_WORKING_EXTENTS);
     size_t pagemap = round_up(sizeof(uint64_t) * PAGEMAP_CHUNK_PAGES);
     size_t frames = round_up(WIRE_MAX_REPLY) + round_up(WIRE_MAX_REQUEST);
     size_t buffers = round_up(DIRECTORY_BUFFER_SIZE) + round_up(4096);
-    size_t size = guard + PRIVATE_STACK_SIZE + stop + extents + pagemap + frames + buffers;
+    size_t size = guard + PRIVATE_STACK_SIZE + stop + watch + extents + pagemap + frames + buffers;
     uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
         area_error = errno;
@@ -35,6 +36,8 @@ static void make_area(void)
     cursor += PRIVATE_STACK_SIZE;
     area.stop = (struct thread_stop_control *)cursor;
     cursor += stop;
+    area.watch = (struct watch_queue *)cursor;
+    cursor += watch;
     area.extents = (struct wire_extent *)cursor;
     cursor += extents;
     area.pagemap = (uint64_t *)cursor;

@@ -20,12 +20,28 @@
 
 struct thread_stop_control;
 
+/* What the exporter did to backed memory, read from the watch (exporter_watch.h) while other threads
+ * stop and acted on once they have. Kept here: it is written while they are stopped. */
+#define MAX_WATCH_EVENTS 4096
+enum watch_kind { WATCH_UNMAPPED = 1, WATCH_MOVED = 2 };
+struct watch_event {
+    uint32_t kind;
+    uint64_t from;   /* the unmapped range's start, or where the moved range was */
+    uint64_t to;     /* where it is now (WATCH_MOVED) */
+    uint64_t length; /* bytes unmapped, or the moved range's length before the move */
+};
+struct watch_queue {
+    uint32_t count;
+    struct watch_event events[MAX_WATCH_EVENTS];
+};
+
 struct private_area {
     uint8_t *base;
     size_t size;
     void *stack; /* lowest usable byte; a guard page lies below */
     size_t stack_size;
     struct thread_stop_control *stop;
+    struct watch_queue *watch;
     struct wire_extent *extents;   /* MAX_WORKING_EXTENTS */
     uint64_t *pagemap;             /* PAGEMAP_CHUNK_PAGES entries */
     uint8_t *event_frame;          /* WIRE_MAX_REPLY bytes: the event being served */

@@ -16,6 +16,7 @@
 #include "event_thread.h"
 #include "grants.h"
 #include "import_cache.h"
+#include "import_faults.h"
 #include "socket_path.h"
 
 /* How long racing processes wait for the broker one of them started. */
@@ -47,6 +48,7 @@ static void after_fork_in_child(void)
     grants_forget_all();
     attachments_forget_all();
     import_cache_forget_all();
+    import_faults_forget();
     address_space_file_forget();
 }
 

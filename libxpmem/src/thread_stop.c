@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "exporter_watch.h"
+
 /* Read by the handler; written once, before the handler is installed. */
 static struct thread_stop_control *control;
 static int stop_signal = -1;
@@ -222,6 +224,9 @@ static bool wait_for_arrivals(struct private_area *area, uint32_t generation, lo
             return true;
         if (elapsed > ARRIVAL_DEADLINE_NS)
             return false;
+        /* A thread in munmap/mremap of watched memory waits for its event to be read, and cannot
+         * take the stop signal until it is: read them (it then stops on its way back). */
+        exporter_watch_collect(area);
         struct timespec timeout = {0, 1000000}; /* re-examine at least every millisecond */
         futex(&stop->arrivals, FUTEX_WAIT_PRIVATE, seen, &timeout);
     }

@@ -27,6 +27,7 @@ enum wire_type {
     WIRE_QUERY_STATUS = 0x000A,
     WIRE_SUBSCRIBE = 0x000B,
     WIRE_MAKE_ADDRESS_SPACE = 0x000F,
+    WIRE_RESOLVE_FAULT = 0x0010,
 
     WIRE_ACKNOWLEDGE = 0x2001,
     WIRE_RANGE_BACKED = 0x2002,
@@ -35,6 +36,7 @@ enum wire_type {
     WIRE_INVALIDATE_END = 0x4002,
     WIRE_RELEASED = 0x4003,
     WIRE_BACK_RANGE = 0x4004,
+    WIRE_FILL_RANGE = 0x4005, /* decoded into as.back_range */
 
     WIRE_WELCOME = 0x8001,
     WIRE_MADE = 0x8002,
@@ -44,6 +46,7 @@ enum wire_type {
     WIRE_FAILURE = 0x8006,
     WIRE_STATUS = 0x8009,
     WIRE_ATTACHED_WINDOW = 0x800B,
+    WIRE_FAULT_RESOLVED = 0x800C,
 };
 
 enum wire_error_code {
@@ -118,6 +121,9 @@ size_t wire_encode_get(void *buffer, size_t capacity, uint32_t request_id, uint6
 size_t wire_encode_release(void *buffer, size_t capacity, uint32_t request_id, uint64_t handle);
 size_t wire_encode_attach(void *buffer, size_t capacity, uint32_t request_id, uint64_t handle, uint64_t offset,
                           uint64_t length);
+/* An attachment faulted where the exporter's file has no page: back and fill [offset, +length). */
+size_t wire_encode_resolve_fault(void *buffer, size_t capacity, uint32_t request_id, uint64_t handle, uint64_t offset,
+                                 uint64_t length);
 size_t wire_encode_detach(void *buffer, size_t capacity, uint32_t request_id, uint64_t attachment);
 size_t wire_encode_query_status(void *buffer, size_t capacity, uint32_t request_id);
 
@@ -140,6 +146,10 @@ struct wire_message {
             uint32_t count;
             const uint8_t *extents; /* count × (u64 start, u64 length), read with wire_window_extent */
         } attached_window;
+        struct {
+            uint32_t count;
+            const uint8_t *extents; /* read with wire_window_extent */
+        } fault_resolved;
         struct { uint16_t code; const char *text; uint16_t text_length; } failure;
         struct {
             uint16_t protocol_version;

@@ -61,15 +61,27 @@ size_t wire_encode_get(void *buffer, size_t capacity, uint32_t request_id, uint6
     return wire_finish(&writer);
 }
 
-size_t wire_encode_attach(void *buffer, size_t capacity, uint32_t request_id, uint64_t handle, uint64_t offset,
-                          uint64_t length)
+static size_t encode_window_request(void *buffer, size_t capacity, uint16_t type, uint32_t request_id,
+                                    uint64_t handle, uint64_t offset, uint64_t length)
 {
     struct wire_writer writer;
-    wire_begin(&writer, buffer, capacity, WIRE_ATTACH, request_id);
+    wire_begin(&writer, buffer, capacity, type, request_id);
     wire_put_u64(&writer, handle);
     wire_put_u64(&writer, offset);
     wire_put_u64(&writer, length);
     return wire_finish(&writer);
+}
+
+size_t wire_encode_attach(void *buffer, size_t capacity, uint32_t request_id, uint64_t handle, uint64_t offset,
+                          uint64_t length)
+{
+    return encode_window_request(buffer, capacity, WIRE_ATTACH, request_id, handle, offset, length);
+}
+
+size_t wire_encode_resolve_fault(void *buffer, size_t capacity, uint32_t request_id, uint64_t handle, uint64_t offset,
+                                 uint64_t length)
+{
+    return encode_window_request(buffer, capacity, WIRE_RESOLVE_FAULT, request_id, handle, offset, length);
 }
 
 size_t wire_encode_query_status(void *buffer, size_t capacity, uint32_t request_id)
@@ -150,6 +162,10 @@ static void decode_payload(struct wire_reader *reader, struct wire_message *mess
         message->as.attached_window.count = wire_get_u32(reader);
         message->as.attached_window.extents = take_extents(reader, message->as.attached_window.count);
         break;
+    case WIRE_FAULT_RESOLVED:
+        message->as.fault_resolved.count = wire_get_u32(reader);
+        message->as.fault_resolved.extents = take_extents(reader, message->as.fault_resolved.count);
+        break;
     case WIRE_DONE:
         break;
     case WIRE_FAILURE:
@@ -170,6 +186,7 @@ static void decode_payload(struct wire_reader *reader, struct wire_message *mess
         *allow_trailing = true;
         break;
     case WIRE_BACK_RANGE:
+    case WIRE_FILL_RANGE:
         message->as.back_range.segment = wire_get_u64(reader);
         message->as.back_range.sequence = wire_get_u64(reader);
         message->as.back_range.start = wire_get_u64(reader);

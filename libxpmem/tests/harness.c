@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -259,4 +260,31 @@ void child_kill(struct child *child)
         close(child->from_child);
         child->pid = 0;
     }
+}
+
+static sigjmp_buf fault_return;
+static volatile sig_atomic_t fault_signal;
+
+static void on_fault(int signal_number)
+{
+    fault_signal = signal_number;
+    siglongjmp(fault_return, 1);
+}
+
+int touch_and_catch(volatile uint8_t *address, bool write)
+{
+    struct sigaction action = {.sa_handler = on_fault}, previous_bus, previous_segv;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGBUS, &action, &previous_bus);
+    sigaction(SIGSEGV, &action, &previous_segv);
+    fault_signal = 0;
+    if (sigsetjmp(fault_return, 1) == 0) {
+        if (write)
+            *address = 0x5A;
+        else
+            (void)*address;
+    }
+    sigaction(SIGBUS, &previous_bus, NULL);
+    sigaction(SIGSEGV, &previous_segv, NULL);
+    return fault_signal;
 }

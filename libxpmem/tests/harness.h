@@ -58,4 +58,7 @@ long pattern_check(const volatile uint8_t *bytes, size_t length, unsigned seed);
 
 double now_seconds(void);
 
+/* Reads (or writes 0x5A to) `address` and returns the signal that raised, SIGBUS or SIGSEGV, or 0. */
+int touch_and_catch(volatile uint8_t *address, bool write);
+
 #endif

@@ -80,5 +80,9 @@ output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/xpmem-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 
+output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/follow-tests")
+printf '%s\n' "$output" | sed '$d'
+count "$output"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -218,34 +218,6 @@ static void test_memory_kind(const char *kind, size_t size)
 /* ---------------------------------------------------------------------------------------------
  * Faults: touching a hole, writing a read-only attachment. */
 
-static sigjmp_buf fault_return;
-static volatile sig_atomic_t fault_signal;
-
-static void on_fault(int signal_number)
-{
-    fault_signal = signal_number;
-    siglongjmp(fault_return, 1);
-}
-
-/* Which signal touching `address` raises (0: none). */
-static int touch(volatile uint8_t *address, bool write)
-{
-    struct sigaction action = {.sa_handler = on_fault}, previous_bus, previous_segv;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGBUS, &action, &previous_bus);
-    sigaction(SIGSEGV, &action, &previous_segv);
-    fault_signal = 0;
-    if (sigsetjmp(fault_return, 1) == 0) {
-        if (write)
-            *address = 0x5A;
-        else
-            (void)*address;
-    }
-    sigaction(SIGBUS, &previous_bus, NULL);
-    sigaction(SIGSEGV, &previous_segv, NULL);
-    return fault_signal;
-}
-
 /* Five pages: data, unmapped, data, PROT_NONE, data. */
 static int holey_exporter(int in, int out, void *argument)
 {
@@ -281,9 +253,9 @@ static int holey_importer(int in, int out, void *argument)
     for (int page = 0; page < 5; page += 2)
         for (size_t index = 0; index < PAGE; index++)
             data_ok = data_ok && window[page * PAGE + index] == pattern_byte(page * PAGE + index, 1);
-    int unmapped_hole = touch(window + PAGE + 17, false);
-    int protected_hole = touch(window + 3 * PAGE, false);
-    int data_page = touch(window + 4 * PAGE + 9, true); /* writes 0x5A */
+    int unmapped_hole = touch_and_catch(window + PAGE + 17, false);
+    int protected_hole = touch_and_catch(window + 3 * PAGE, false);
+    int data_page = touch_and_catch(window + 4 * PAGE + 9, true); /* writes 0x5A */
     say(out, "data %d unmapped %d protnone %d write %d", data_ok, unmapped_hole, protected_hole, data_page);
     return 0;
 }
@@ -326,7 +298,7 @@ static int read_only_importer(int in, int out, void *argument)
     volatile uint8_t *view = window + (request->address - page_start(request->address));
     bool reads = pattern_check(view, request->size, 1) < 0;
     int protect_error = mprotect(window, span, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
-    int write_signal = touch(view, true);
+    int write_signal = touch_and_catch(view, true);
     say(out, "reads %d mprotect %s write-signal %d", reads, protect_error == EACCES ? "EACCES" : strerror(protect_error),
         write_signal);
     return 0;

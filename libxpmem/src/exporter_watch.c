@@ -1,0 +1,73 @@
+#include "exporter_watch.h"
+
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "debug_log.h"
+#include "uffd.h"
+
+static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
+static int watch_descriptor = -1;
+
+static void open_watch(void)
+{
+    int descriptor = uffd_open(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP);
+    if (descriptor < 0) {
+        debug_log("cannot watch backed memory with userfaultfd (%s): importers will not follow this process's "
+                  "munmap/mremap of memory they attached",
+                  strerror(errno));
+        return;
+    }
+    watch_descriptor = descriptor;
+}
+
+bool exporter_watch_prepare(void)
+{
+    pthread_once(&watch_once, open_watch);
+    return watch_descriptor >= 0;
+}
+
+int exporter_watch_descriptor(void) { return watch_descriptor; }
+
+void exporter_watch_add(uint64_t start, uint64_t length)
+{
+    if (watch_descriptor >= 0 && length > 0)
+        uffd_register(watch_descriptor, start, length, UFFDIO_REGISTER_MODE_WP);
+}
+
+void exporter_watch_remove(uint64_t start, uint64_t length)
+{
+    if (watch_descriptor >= 0 && length > 0)
+        uffd_unregister(watch_descriptor, start, length);
+}
+
+void exporter_watch_collect(struct private_area *area)
+{
+    if (watch_descriptor < 0)
+        return;
+    struct watch_queue *queue = area->watch;
+    while (queue->count < MAX_WATCH_EVENTS) {
+        struct uffd_msg message;
+        ssize_t got = read(watch_descriptor, &message, sizeof message);
+        if (got != (ssize_t)sizeof message)
+            return; /* EAGAIN: nothing more pending */
+        struct watch_event *event = &queue->events[queue->count];
+        if (message.event == UFFD_EVENT_UNMAP) {
+            event->kind = WATCH_UNMAPPED;
+            event->from = message.arg.remove.start;
+            event->length = message.arg.remove.end - message.arg.remove.start;
+            event->to = 0;
+        } else if (message.event == UFFD_EVENT_REMAP) {
+            event->kind = WATCH_MOVED;
+            event->from = message.arg.remap.from;
+            event->to = message.arg.remap.to;
+            event->length = message.arg.remap.len;
+        } else {
+            continue; /* no fault is ever raised in write-protect mode without protection */
+        }
+        queue->count++;
+    }
+}

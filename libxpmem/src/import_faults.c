@@ -1,0 +1,161 @@
+#include "import_faults.h"
+
+#include <errno.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "attachments.h"
+#include "channel.h"
+#include "debug_log.h"
+#include "pages.h"
+#include "session.h"
+#include "uffd.h"
+#include "wire.h"
+
+/* How much of a window one fault asks the exporter to back: enough that touching a buffer page by
+ * page costs one round trip per 2 MiB, little enough that a fault does not copy a whole window. */
+#define FAULT_CHUNK (UINT64_C(2) << 20)
+
+static pthread_mutex_t faults_lock = PTHREAD_MUTEX_INITIALIZER;
+static int faults_descriptor = -1;
+static bool faults_refused;
+
+static void wake(uint64_t start, uint64_t length) { uffd_wake(faults_descriptor, start, length); }
+
+/* Asks the broker to have [chunk_start, chunk_end) of the attachment backed; true when the page at
+ * `page` has a page in the file now. */
+static bool back_again(const struct attachment *attachment, uint64_t page, uint64_t chunk_start, uint64_t chunk_end)
+{
+    struct channel *channel = session_channel();
+    if (channel == NULL)
+        return false;
+    uint8_t request[64], reply_buffer[8192];
+    size_t length = wire_encode_resolve_fault(request, sizeof request, 0, attachment->handle,
+                                              attachment->segment_offset + (chunk_start - attachment->address),
+                                              chunk_end - chunk_start);
+    struct wire_message reply;
+    if (channel_call(channel, request, length, NULL, 0, WIRE_FAULT_RESOLVED, reply_buffer, sizeof reply_buffer, &reply,
+                     NULL) < 0) {
+        debug_log("the broker could not back the faulting page at %p again: %s", (void *)(uintptr_t)page, strerror(errno));
+        return false;
+    }
+    uint64_t file_offset = attachment->file_offset + (page - attachment->address);
+    for (uint32_t index = 0; index < reply.as.fault_resolved.count; index++) {
+        struct wire_extent extent = wire_window_extent(reply.as.fault_resolved.extents, index);
+        if (file_offset >= extent.start && file_offset - extent.start < extent.length)
+            return true;
+    }
+    return false;
+}
+
+static void resolve(uint64_t address, pid_t thread)
+{
+    uint64_t page = page_round_down(address);
+    /* Another thread's fault may have brought the page in already. */
+    unsigned char resident = 0;
+    if (mincore((void *)(uintptr_t)page, page_size(), &resident) == 0 && (resident & 1) != 0) {
+        wake(page, page_size());
+        return;
+    }
+    struct attachment attachment;
+    if (!attachments_find_containing((uintptr_t)page, &attachment)) {
+        wake(page, page_size()); /* detached meanwhile: the retry meets whatever is mapped now */
+        return;
+    }
+    uint64_t window_end = attachment.address + attachment.length;
+    uint64_t chunk_start = page & ~(FAULT_CHUNK - 1);
+    if (chunk_start < attachment.address)
+        chunk_start = attachment.address;
+    uint64_t chunk_end = chunk_start + FAULT_CHUNK < window_end ? chunk_start + FAULT_CHUNK : window_end;
+    if (back_again(&attachment, page, chunk_start, chunk_end)) {
+        wake(chunk_start, chunk_end - chunk_start);
+        return;
+    }
+    /* The exporter has no memory there any more: as with XPMEM, the access raises SIGBUS (the
+     * signal ends the thread's wait; if a handler returns, the access faults here again). */
+    syscall(SYS_tgkill, getpid(), thread, SIGBUS);
+}
+
+static void *serve_faults(void *unused)
+{
+    (void)unused;
+    for (;;) {
+        struct pollfd watched = {.fd = faults_descriptor, .events = POLLIN};
+        if (poll(&watched, 1, -1) < 0 && errno != EINTR)
+            return NULL;
+        struct uffd_msg messages[16];
+        ssize_t got = read(faults_descriptor, messages, sizeof messages);
+        if (got < 0)
+            continue; /* EAGAIN: another wake-up took them */
+        for (size_t index = 0; index < (size_t)got / sizeof messages[0]; index++)
+            if (messages[index].event == UFFD_EVENT_PAGEFAULT)
+                resolve(messages[index].arg.pagefault.address, (pid_t)messages[index].arg.pagefault.feat.ptid);
+    }
+}
+
+/* Opens the descriptor and starts the thread once; false when the kernel refuses. */
+static bool ready(void)
+{
+    if (faults_descriptor >= 0)
+        return true;
+    if (faults_refused)
+        return false;
+    int descriptor = uffd_open(UFFD_FEATURE_THREAD_ID);
+    if (descriptor < 0) {
+        faults_refused = true;
+        debug_log("cannot follow attachments with userfaultfd (%s): after the exporter unmaps memory an attachment "
+                  "reads zeros there until attached again",
+                  strerror(errno));
+        return false;
+    }
+    faults_descriptor = descriptor;
+    pthread_t thread;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    /* The application's signals go to its own threads; the real-time ones stay open, as the
+     * exporter's thread stop (thread_stop.h) must be able to park this thread too. */
+    sigset_t all, previous;
+    sigfillset(&all);
+    sigdelset(&all, SIGBUS);
+    sigdelset(&all, SIGSEGV);
+    for (int signal = SIGRTMIN; signal <= SIGRTMAX; signal++)
+        sigdelset(&all, signal);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int error = pthread_create(&thread, &attributes, serve_faults, NULL);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    pthread_attr_destroy(&attributes);
+    if (error != 0) {
+        close(descriptor);
+        faults_descriptor = -1;
+        faults_refused = true;
+        debug_log("cannot start the fault thread: %s", strerror(error));
+        return false;
+    }
+    pthread_setname_np(thread, "xpmem-faults");
+    return true;
+}
+
+int import_faults_watch(uint64_t address, uint64_t length)
+{
+    pthread_mutex_lock(&faults_lock);
+    int result = ready() ? uffd_register(faults_descriptor, address, length, UFFDIO_REGISTER_MODE_MISSING) : -1;
+    pthread_mutex_unlock(&faults_lock);
+    return result;
+}
+
+void import_faults_forget(void)
+{
+    pthread_mutex_init(&faults_lock, NULL);
+    if (faults_descriptor >= 0)
+        close(faults_descriptor);
+    faults_descriptor = -1;
+    faults_refused = false;
+}

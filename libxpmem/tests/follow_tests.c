@@ -1,0 +1,310 @@
+/* Importers follow the exporter's address space: after the exporter unmaps memory they attached and
+ * maps new memory at the same address, their existing attachment reads the new bytes (as with
+ * XPMEM's page faults); after it moves memory (mremap, as realloc does), the exporter's bytes are
+ * intact and importers find them at the new address; where nothing is mapped any more, touching the
+ * attachment raises SIGBUS. Real processes and a real broker, driven over pipes. */
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "test_report.h"
+#include "xpmem.h"
+
+#define LINE 4096
+#define STEP_TIMEOUT_MS 15000
+#define BUFFER_SIZE (UINT64_C(3) << 20)
+
+static struct broker broker;
+
+/* ---------------------------------------------------------------------------------------------
+ * The exporter: one anonymous buffer at a fixed address, exported with its whole address space. It
+ * answers "check SEED", "fill SEED", "replace SEED" (munmap, then new memory at the same address
+ * filled with SEED), "unmap", "move" (mremap to another address: answers "moved ADDRESS" and whether
+ * the bytes came along) and "grow" (mremap to twice the size at another address; the new half must
+ * read zero). */
+
+struct exporter_state {
+    uint8_t *buffer;
+    size_t size;
+    unsigned seed; /* what the buffer holds */
+};
+
+static uint8_t *new_buffer(void *at, size_t size)
+{
+    int fixed = at != NULL ? MAP_FIXED_NOREPLACE : 0;
+    uint8_t *buffer = mmap(at, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | fixed, -1, 0);
+    return buffer == MAP_FAILED || (at != NULL && buffer != at) ? NULL : buffer;
+}
+
+/* mremap to a fresh address: reserve one, then move over it. */
+static uint8_t *move_buffer(struct exporter_state *state, size_t new_size)
+{
+    void *target = mmap(NULL, new_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (target == MAP_FAILED)
+        return NULL;
+    uint8_t *moved = mremap(state->buffer, state->size, new_size, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+    return moved == MAP_FAILED ? NULL : moved;
+}
+
+static void serve_command(struct exporter_state *state, const char *line, int out)
+{
+    unsigned seed;
+    if (sscanf(line, "check %u", &seed) == 1) {
+        long bad = pattern_check(state->buffer, state->size, seed);
+        say(out, bad < 0 ? "ok" : "bad at %ld", bad);
+    } else if (sscanf(line, "fill %u", &seed) == 1) {
+        pattern_fill(state->buffer, state->size, seed);
+        say(out, "ok");
+    } else if (sscanf(line, "replace %u", &seed) == 1) {
+        munmap(state->buffer, state->size);
+        uint8_t *again = new_buffer(state->buffer, state->size);
+        if (again == NULL) {
+            say(out, "error: the address was not free again: %s", strerror(errno));
+            return;
+        }
+        pattern_fill(again, state->size, seed);
+        say(out, "ok");
+    } else if (strcmp(line, "unmap") == 0) {
+        say(out, munmap(state->buffer, state->size) == 0 ? "ok" : "error %s", strerror(errno));
+    } else if (sscanf(line, "move %u", &seed) == 1) {
+        uint8_t *moved = move_buffer(state, state->size);
+        if (moved == NULL) {
+            say(out, "error mremap %s", strerror(errno));
+            return;
+        }
+        state->buffer = moved;
+        long bad = pattern_check(moved, state->size, seed);
+        say(out, "moved %lu %s", (unsigned long)(uintptr_t)moved, bad < 0 ? "intact" : "damaged");
+    } else if (sscanf(line, "grow %u", &seed) == 1) {
+        uint8_t *moved = move_buffer(state, 2 * state->size);
+        if (moved == NULL) {
+            say(out, "error mremap %s", strerror(errno));
+            return;
+        }
+        bool kept = pattern_check(moved, state->size, seed) < 0;
+        bool zero = true;
+        for (size_t index = state->size; index < 2 * state->size; index++)
+            zero = zero && moved[index] == 0;
+        state->buffer = moved;
+        state->size *= 2;
+        say(out, "grew %lu %s %s", (unsigned long)(uintptr_t)moved, kept ? "intact" : "damaged",
+            zero ? "zero-tail" : "dirty-tail");
+    } else {
+        say(out, "unknown command '%s'", line);
+    }
+}
+
+static int exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    struct exporter_state state = {.buffer = new_buffer(NULL, BUFFER_SIZE), .size = BUFFER_SIZE};
+    if (state.buffer == NULL) {
+        say(out, "error mmap %s", strerror(errno));
+        return 2;
+    }
+    pattern_fill(state.buffer, state.size, 1);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    if (segid < 0) {
+        say(out, "error make %s", strerror(errno));
+        return 2;
+    }
+    say(out, "ready %lld %lu", (long long)segid, (unsigned long)(uintptr_t)state.buffer);
+    char line[LINE];
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0)
+        serve_command(&state, line, out);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The importer: attaches BUFFER_SIZE at an address of the exporter read-write, and answers "check
+ * SEED", "fill SEED" and "touch" (which signal reading the first and last page raises). */
+
+struct import_request {
+    xpmem_segid_t segid;
+    uintptr_t address;
+};
+
+static int importer(int in, int out, void *argument)
+{
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)request->address};
+    volatile uint8_t *window = apid < 0 ? (void *)-1 : xpmem_attach(where, BUFFER_SIZE, NULL);
+    if (window == (void *)-1) {
+        say(out, "error attach %s", strerror(errno));
+        return 2;
+    }
+    say(out, "attached");
+    char line[LINE];
+    unsigned seed;
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0) {
+        if (sscanf(line, "check %u", &seed) == 1) {
+            long bad = pattern_check(window, BUFFER_SIZE, seed);
+            say(out, bad < 0 ? "ok" : "bad at %ld", bad);
+        } else if (sscanf(line, "fill %u", &seed) == 1) {
+            pattern_fill(window, BUFFER_SIZE, seed);
+            say(out, "ok");
+        } else if (strcmp(line, "touch") == 0) {
+            say(out, "signals %d %d", touch_and_catch(window, false), touch_and_catch(window + BUFFER_SIZE - 1, false));
+        } else {
+            say(out, "unknown command '%s'", line);
+        }
+    }
+    xpmem_detach((void *)window);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * The runner's side: a command to a child and the line it must answer. */
+
+/* Sends `command` and reads the answer into `answer`; true when it starts with `expected`. */
+static bool step(struct child *child, const char *command, const char *expected, char *answer, size_t capacity)
+{
+    answer[0] = '\0';
+    if (command != NULL)
+        child_send(child, "%s", command);
+    return child_read_line(child, answer, capacity, STEP_TIMEOUT_MS) && strncmp(answer, expected, strlen(expected)) == 0;
+}
+
+struct scene {
+    struct child exporting;
+    struct import_request request;
+};
+
+static bool scene_start(struct scene *scene, const char *name)
+{
+    char line[LINE] = "";
+    long long segid;
+    unsigned long address;
+    if (child_start(&scene->exporting, exporter, NULL) < 0
+        || !child_read_line(&scene->exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || sscanf(line, "ready %lld %lu", &segid, &address) != 2) {
+        report(name, false, "exporter said '%s'", line);
+        child_kill(&scene->exporting);
+        return false;
+    }
+    scene->request.segid = segid;
+    scene->request.address = address;
+    return true;
+}
+
+static bool start_importer(struct child *importing, struct import_request *request, char *answer, size_t capacity)
+{
+    return child_start(importing, importer, request) == 0 && step(importing, NULL, "attached", answer, capacity);
+}
+
+static void test_unmap_and_reuse_followed(void)
+{
+    const char *name = "after the exporter unmaps attached memory and maps new memory there, the existing attachment "
+                       "reads the new bytes and its writes reach the exporter; after a plain unmap it raises SIGBUS";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    struct child importing;
+    char answer[LINE], expected[64];
+    const char *failed_at = NULL;
+    if (!start_importer(&importing, &scene.request, answer, sizeof answer))
+        failed_at = "attach";
+    else if (!step(&importing, "check 1", "ok", answer, sizeof answer))
+        failed_at = "importer reads the first bytes";
+    else if (!step(&scene.exporting, "replace 5", "ok", answer, sizeof answer))
+        failed_at = "exporter replaces its buffer";
+    else if (!step(&importing, "check 5", "ok", answer, sizeof answer))
+        failed_at = "importer reads the new bytes through its old attachment";
+    else if (!step(&importing, "fill 6", "ok", answer, sizeof answer))
+        failed_at = "importer writes";
+    else if (!step(&scene.exporting, "check 6", "ok", answer, sizeof answer))
+        failed_at = "exporter sees the importer's writes in its new memory";
+    else if (!step(&scene.exporting, "replace 8", "ok", answer, sizeof answer)
+             || !step(&importing, "check 8", "ok", answer, sizeof answer))
+        failed_at = "a second replacement is followed too";
+    else if (!step(&scene.exporting, "unmap", "ok", answer, sizeof answer))
+        failed_at = "exporter unmaps";
+    else {
+        snprintf(expected, sizeof expected, "signals %d %d", SIGBUS, SIGBUS);
+        if (!step(&importing, "touch", expected, answer, sizeof answer))
+            failed_at = "touching what the exporter unmapped raises SIGBUS";
+    }
+    child_send(&importing, "quit");
+    int importer_status = child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&scene.exporting, "quit");
+    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
+    report(name, failed_at == NULL && importer_status == 0 && exporter_status == 0,
+           "%s: '%s' (importer exit %d, exporter exit %d)", failed_at ? failed_at : "exit", answer, importer_status,
+           exporter_status);
+}
+
+static void test_move_keeps_bytes(void)
+{
+    const char *name = "mremap of attached memory (realloc) keeps the exporter's bytes, importers find them at the new "
+                       "address, the old attachment raises SIGBUS, and a mapping grown as it moved reads zeros beyond";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    struct child first, second;
+    bool second_started = false;
+    char answer[LINE], expected[64];
+    const char *failed_at = NULL;
+    unsigned long moved_to = 0;
+    if (!start_importer(&first, &scene.request, answer, sizeof answer))
+        failed_at = "attach";
+    else if (!step(&first, "fill 3", "ok", answer, sizeof answer))
+        failed_at = "importer writes";
+    else if (!step(&scene.exporting, "move 3", "moved ", answer, sizeof answer) || strstr(answer, " intact") == NULL
+             || sscanf(answer, "moved %lu", &moved_to) != 1)
+        failed_at = "the exporter's bytes survive the move";
+    else if (!step(&scene.exporting, "fill 4", "ok", answer, sizeof answer))
+        failed_at = "exporter writes at the new address";
+    else {
+        struct import_request at_new_address = {.segid = scene.request.segid, .address = moved_to};
+        second_started = start_importer(&second, &at_new_address, answer, sizeof answer);
+        snprintf(expected, sizeof expected, "signals %d %d", SIGBUS, SIGBUS);
+        if (!second_started)
+            failed_at = "attach at the new address";
+        else if (!step(&second, "check 4", "ok", answer, sizeof answer))
+            failed_at = "an importer at the new address reads the exporter's bytes";
+        else if (!step(&first, "touch", expected, answer, sizeof answer))
+            failed_at = "the old attachment raises SIGBUS where nothing is mapped now";
+        else if (!step(&scene.exporting, "grow 4", "grew ", answer, sizeof answer)
+                 || strstr(answer, " intact zero-tail") == NULL)
+            failed_at = "a mapping grown as it moved keeps its bytes and reads zeros beyond";
+    }
+    child_send(&first, "quit");
+    child_wait(&first, STEP_TIMEOUT_MS);
+    if (second_started) {
+        child_send(&second, "quit");
+        child_wait(&second, STEP_TIMEOUT_MS);
+    }
+    child_send(&scene.exporting, "quit");
+    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
+    report(name, failed_at == NULL && exporter_status == 0, "%s: '%s' (exporter exit %d)",
+           failed_at ? failed_at : "exit", answer, exporter_status);
+}
+
+int main(void)
+{
+    const char *xpmemd = getenv("XPMEMD");
+    if (xpmemd == NULL || xpmemd[0] == '\0' || access(xpmemd, X_OK) != 0) {
+        printf("FAILED setup: no xpmemd to test with (set XPMEMD=path/to/xpmemd)\n");
+        tests_failed++;
+        return report_totals();
+    }
+    if (broker_start(&broker, xpmemd) < 0) {
+        printf("FAILED setup: xpmemd did not start\n");
+        tests_failed++;
+        return report_totals();
+    }
+    setenv("XPMEM_SOCKET", broker.socket, 1);
+    setenv("XPMEM_AUTOSTART", "0", 1);
+    signal(SIGPIPE, SIG_IGN);
+    test_unmap_and_reuse_followed();
+    test_move_keeps_bytes();
+    broker_stop(&broker);
+    return report_totals();
+}
