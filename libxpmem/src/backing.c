@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +30,12 @@
 
 /* Copy in pieces the kernel accepts in one pwrite (it caps a call just under 2 GiB). */
 #define MAX_COPY_CALL (UINT64_C(1) << 30)
+
+static pthread_mutex_t backing_mutex = PTHREAD_MUTEX_INITIALIZER;
+
+void backing_lock(void) { pthread_mutex_lock(&backing_mutex); }
+void backing_unlock(void) { pthread_mutex_unlock(&backing_mutex); }
+void backing_lock_reset(void) { pthread_mutex_init(&backing_mutex, NULL); }
 
 struct backing_pass {
     struct private_area *area;
@@ -393,7 +400,16 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
 
+static void back_range(uint64_t start, uint64_t length, struct backing_result *result);
+
 void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result)
+{
+    backing_lock();
+    back_range(start, length, result);
+    backing_unlock();
+}
+
+static void back_range(uint64_t start, uint64_t length, struct backing_result *result)
 {
     memset(result, 0, sizeof *result);
     struct backing_pass pass = {.result = result, .pagemap = -1, .populate = populate_enabled()};
@@ -459,7 +475,16 @@ check_count:
         result->count = 0;
 }
 
+static void follow_all_changes(struct backing_result *result);
+
 void backing_follow_changes(struct backing_result *result)
+{
+    backing_lock();
+    follow_all_changes(result);
+    backing_unlock();
+}
+
+static void follow_all_changes(struct backing_result *result)
 {
     memset(result, 0, sizeof *result);
     struct backing_pass pass = {.result = result, .pagemap = -1};

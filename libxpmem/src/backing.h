@@ -32,6 +32,12 @@ struct backing_result {
 /* Backs [start, start + length) (absolute addresses == file offsets). Runs on the event thread. */
 void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result);
 
+/* Backing and following run one at a time, and never across a fork (fork_snapshot.h). */
+void backing_lock(void);
+void backing_unlock(void);
+/* In a fork child: the lock as if never taken. */
+void backing_lock_reset(void);
+
 /* Acts on the exporter's unmaps and moves of backed memory (exporter_watch.h): stops the other
  * threads, reads the pending events, frees unmapped file ranges and re-homes moved mappings. */
 void backing_follow_changes(struct backing_result *result);

@@ -9,11 +9,13 @@
 #include "debug_log.h"
 #include "uffd.h"
 
-static pthread_once_t watch_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool watch_tried;
 static int watch_descriptor = -1;
 
 static void open_watch(void)
 {
+    watch_tried = true;
     int descriptor = uffd_open(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP);
     if (descriptor < 0) {
         debug_log("cannot watch backed memory with userfaultfd (%s): importers will not follow this process's "
@@ -26,8 +28,20 @@ static void open_watch(void)
 
 bool exporter_watch_prepare(void)
 {
-    pthread_once(&watch_once, open_watch);
+    pthread_mutex_lock(&watch_lock);
+    if (!watch_tried)
+        open_watch();
+    pthread_mutex_unlock(&watch_lock);
     return watch_descriptor >= 0;
+}
+
+void exporter_watch_forget(void)
+{
+    pthread_mutex_init(&watch_lock, NULL);
+    if (watch_descriptor >= 0)
+        close(watch_descriptor);
+    watch_descriptor = -1;
+    watch_tried = false;
 }
 
 int exporter_watch_descriptor(void) { return watch_descriptor; }

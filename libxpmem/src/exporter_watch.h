@@ -31,6 +31,8 @@ int exporter_watch_descriptor(void);
  * mmap over a watched range would wait for its own unmap event to be read). */
 void exporter_watch_add(uint64_t start, uint64_t length);
 void exporter_watch_remove(uint64_t start, uint64_t length);
+/* In a fork child: the parent's watch is not ours (the child's mappings are not registered with it). */
+void exporter_watch_forget(void);
 /* Reads every pending event into the area's queue without blocking. Only while other threads are
  * being stopped: reading lets the unmapping thread return. */
 void exporter_watch_collect(struct private_area *area);

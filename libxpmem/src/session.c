@@ -14,6 +14,8 @@
 #include "autostart.h"
 #include "debug_log.h"
 #include "event_thread.h"
+#include "exporter_watch.h"
+#include "fork_snapshot.h"
 #include "grants.h"
 #include "import_cache.h"
 #include "import_faults.h"
@@ -34,6 +36,7 @@ static void after_fork_in_child(void)
 {
     /* The parent's connection, event thread and permits are the parent's: a child that calls the
      * API gets a connection and identity of its own. */
+    fork_snapshot_child();
     pthread_mutex_init(&session_lock, NULL);
     pthread_mutex_init(&channel.lock, NULL);
     if (channel.socket >= 0)
@@ -49,10 +52,14 @@ static void after_fork_in_child(void)
     attachments_forget_all();
     import_cache_forget_all();
     import_faults_forget();
+    exporter_watch_forget();
     address_space_file_forget();
 }
 
-static void install_fork_handler(void) { pthread_atfork(NULL, NULL, after_fork_in_child); }
+static void install_fork_handler(void)
+{
+    pthread_atfork(fork_snapshot_prepare, fork_snapshot_parent, after_fork_in_child);
+}
 
 static int connect_with_autostart(const char *path)
 {

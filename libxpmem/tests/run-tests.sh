@@ -80,7 +80,7 @@ output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/xpmem-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 
-output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/follow-tests")
+output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/address-space-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 

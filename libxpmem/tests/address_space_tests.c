@@ -1,8 +1,10 @@
-/* Importers follow the exporter's address space: after the exporter unmaps memory they attached and
+/* The exporter's address space keeps its meaning under the library. Importers follow it: after the exporter unmaps memory they attached and
  * maps new memory at the same address, their existing attachment reads the new bytes (as with
  * XPMEM's page faults); after it moves memory (mremap, as realloc does), the exporter's bytes are
  * intact and importers find them at the new address; where nothing is mapped any more, touching the
- * attachment raises SIGBUS. Real processes and a real broker, driven over pipes. */
+ * attachment raises SIGBUS. fork() gives the child a private copy: neither side's later writes reach
+ * the other, and the child that uses the API is a client of its own. Real processes and a real
+ * broker, driven over pipes. */
 #include <errno.h>
 #include <signal.h>
 #include <stdint.h>
@@ -10,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -52,6 +55,49 @@ static uint8_t *move_buffer(struct exporter_state *state, size_t new_size)
     return moved == MAP_FAILED ? NULL : moved;
 }
 
+/* The buffer holds `state->seed` when this runs. The child checks it has those bytes, writes its own,
+ * and checks the parent's later writes do not reach it; the parent checks the child's writes did not
+ * reach it. Answers "fork parent-kept P child-saw-snapshot S child-kept K own-segid O". */
+static void say_fork_verdict(struct exporter_state *state, int out)
+{
+    int to_child[2], from_child[2];
+    if (pipe(to_child) < 0 || pipe(from_child) < 0) {
+        say(out, "error pipe");
+        return;
+    }
+    xpmem_segid_t parent_segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    pid_t child = fork();
+    if (child == 0) {
+        char verdict[64];
+        bool snapshot = pattern_check(state->buffer, state->size, state->seed) < 0;
+        pattern_fill(state->buffer, state->size, 9);
+        (void)!write(from_child[1], "w", 1);
+        char go;
+        (void)!read(to_child[0], &go, 1);
+        bool kept = pattern_check(state->buffer, state->size, 9) < 0;
+        xpmem_segid_t own = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+        snprintf(verdict, sizeof verdict, "%d %d %d", snapshot, kept, own > 0 && own != parent_segid);
+        (void)!write(from_child[1], verdict, strlen(verdict) + 1);
+        _exit(0);
+    }
+    char wrote = 0, verdict[64] = "none";
+    bool heard = read(from_child[0], &wrote, 1) == 1;
+    bool parent_kept = heard && pattern_check(state->buffer, state->size, state->seed) < 0;
+    pattern_fill(state->buffer, state->size, 10);
+    state->seed = 10;
+    (void)!write(to_child[1], "g", 1);
+    ssize_t got = read(from_child[0], verdict, sizeof verdict - 1);
+    verdict[got > 0 ? got : 0] = '\0';
+    waitpid(child, NULL, 0);
+    int snapshot = 0, kept = 0, own = 0;
+    sscanf(verdict, "%d %d %d", &snapshot, &kept, &own);
+    say(out, "fork parent-kept %d child-saw-snapshot %d child-kept %d own-segid %d", parent_kept, snapshot, kept, own);
+    close(to_child[0]);
+    close(to_child[1]);
+    close(from_child[0]);
+    close(from_child[1]);
+}
+
 static void serve_command(struct exporter_state *state, const char *line, int out)
 {
     unsigned seed;
@@ -60,6 +106,7 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
         say(out, bad < 0 ? "ok" : "bad at %ld", bad);
     } else if (sscanf(line, "fill %u", &seed) == 1) {
         pattern_fill(state->buffer, state->size, seed);
+        state->seed = seed;
         say(out, "ok");
     } else if (sscanf(line, "replace %u", &seed) == 1) {
         munmap(state->buffer, state->size);
@@ -95,6 +142,8 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
         state->size *= 2;
         say(out, "grew %lu %s %s", (unsigned long)(uintptr_t)moved, kept ? "intact" : "damaged",
             zero ? "zero-tail" : "dirty-tail");
+    } else if (strcmp(line, "fork") == 0) {
+        say_fork_verdict(state, out);
     } else {
         say(out, "unknown command '%s'", line);
     }
@@ -103,7 +152,7 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
 static int exporter(int in, int out, void *argument)
 {
     (void)argument;
-    struct exporter_state state = {.buffer = new_buffer(NULL, BUFFER_SIZE), .size = BUFFER_SIZE};
+    struct exporter_state state = {.buffer = new_buffer(NULL, BUFFER_SIZE), .size = BUFFER_SIZE, .seed = 1};
     if (state.buffer == NULL) {
         say(out, "error mmap %s", strerror(errno));
         return 2;
@@ -287,6 +336,37 @@ static void test_move_keeps_bytes(void)
            failed_at ? failed_at : "exit", answer, exporter_status);
 }
 
+static void test_fork_gives_a_private_copy(void)
+{
+    const char *name = "fork() of an exporter whose memory an importer attached: the child has the bytes of fork time, "
+                       "neither side's later writes reach the other, the child is a client of its own, and the "
+                       "importer still shares the parent's memory";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    struct child importing;
+    char answer[LINE];
+    const char *failed_at = NULL;
+    if (!start_importer(&importing, &scene.request, answer, sizeof answer))
+        failed_at = "attach";
+    else if (!step(&importing, "fill 2", "ok", answer, sizeof answer)
+             || !step(&scene.exporting, "check 2", "ok", answer, sizeof answer))
+        failed_at = "the importer's writes reach the exporter";
+    else if (!step(&scene.exporting, "fill 2", "ok", answer, sizeof answer)
+             || !step(&scene.exporting, "fork", "fork parent-kept 1 child-saw-snapshot 1 child-kept 1 own-segid 1",
+                      answer, sizeof answer))
+        failed_at = "fork";
+    else if (!step(&importing, "check 10", "ok", answer, sizeof answer))
+        failed_at = "the importer sees the parent's writes after the fork";
+    child_send(&importing, "quit");
+    int importer_status = child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&scene.exporting, "quit");
+    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
+    report(name, failed_at == NULL && importer_status == 0 && exporter_status == 0,
+           "%s: '%s' (importer exit %d, exporter exit %d)", failed_at ? failed_at : "exit", answer, importer_status,
+           exporter_status);
+}
+
 int main(void)
 {
     const char *xpmemd = getenv("XPMEMD");
@@ -305,6 +385,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     test_unmap_and_reuse_followed();
     test_move_keeps_bytes();
+    test_fork_gives_a_private_copy();
     broker_stop(&broker);
     return report_totals();
 }

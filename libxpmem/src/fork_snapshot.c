@@ -1,0 +1,122 @@
+#include "fork_snapshot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/sysmacros.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "address_space_file.h"
+#include "backing.h"
+#include "debug_log.h"
+#include "private_area.h"
+#include "proc_maps.h"
+
+/* How long the parent waits for the child to copy before going on without it. */
+#define CHILD_COPY_TIMEOUT_MS 30000
+
+/* The pipe the child says "copied" on; -1 when this process backs nothing. */
+static int copied_pipe[2] = {-1, -1};
+
+static bool is_backed(const struct maps_entry *entry, const struct address_space_file *file)
+{
+    return entry->shared && entry->inode == (uint64_t)file->inode && entry->device_major == major(file->device)
+           && entry->device_minor == minor(file->device) && entry->offset == entry->start;
+}
+
+/* Replaces one backed mapping with private memory holding the same bytes and protection. */
+static void make_private(const struct maps_entry *entry, int file_descriptor)
+{
+    uint64_t length = entry->end - entry->start;
+    uint8_t *copy = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (copy == MAP_FAILED) {
+        debug_log("fork: cannot copy backed memory at 0x%llx: %s; the child shares it with the parent",
+                  (unsigned long long)entry->start, strerror(errno));
+        return;
+    }
+    if (!entry->readable)
+        mprotect((void *)(uintptr_t)entry->start, length, PROT_READ);
+    for (off_t data = (off_t)entry->start; (uint64_t)data < entry->end;) {
+        data = lseek(file_descriptor, data, SEEK_DATA);
+        if (data < 0 || (uint64_t)data >= entry->end)
+            break;
+        off_t hole = lseek(file_descriptor, data, SEEK_HOLE);
+        if (hole < 0 || (uint64_t)hole > entry->end)
+            hole = (off_t)entry->end;
+        memcpy(copy + ((uint64_t)data - entry->start), (const void *)(uintptr_t)data, (size_t)(hole - data));
+        data = hole;
+    }
+    int protection = (entry->readable ? PROT_READ : 0) | (entry->writable ? PROT_WRITE : 0);
+    mprotect(copy, length, protection);
+    if (mremap(copy, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(uintptr_t)entry->start) == MAP_FAILED) {
+        debug_log("fork: cannot put the copy of 0x%llx in place: %s", (unsigned long long)entry->start, strerror(errno));
+        munmap(copy, length);
+    }
+}
+
+static void make_every_backed_mapping_private(void)
+{
+    struct private_area *area = private_area_get();
+    struct address_space_file file = address_space_file_current();
+    ssize_t maps_length = area == NULL ? -1 : proc_maps_read(area);
+    if (maps_length < 0)
+        return;
+    const char *cursor = area->maps_text, *end = cursor + maps_length;
+    struct maps_entry entry;
+    /* Replacing a mapping changes the maps text only at that entry: the cursor stays valid, as
+     * the text was read once, before any change. */
+    while (proc_maps_next(&cursor, end, &entry))
+        if (is_backed(&entry, &file))
+            make_private(&entry, file.descriptor);
+}
+
+void fork_snapshot_prepare(void)
+{
+    /* No backing is half done while we fork, and the private area's buffers are free. */
+    backing_lock();
+    if (address_space_file_current().descriptor >= 0 && pipe2(copied_pipe, O_CLOEXEC) < 0)
+        copied_pipe[0] = copied_pipe[1] = -1;
+}
+
+void fork_snapshot_parent(void)
+{
+    if (copied_pipe[0] >= 0) {
+        close(copied_pipe[1]);
+        struct pollfd readable = {.fd = copied_pipe[0], .events = POLLIN};
+        int ready;
+        do
+            ready = poll(&readable, 1, CHILD_COPY_TIMEOUT_MS);
+        while (ready < 0 && errno == EINTR);
+        if (ready == 0)
+            debug_log("fork: the child did not copy its backed memory within %d s", CHILD_COPY_TIMEOUT_MS / 1000);
+        close(copied_pipe[0]);
+        copied_pipe[0] = copied_pipe[1] = -1;
+    }
+    backing_unlock();
+}
+
+void fork_snapshot_child(void)
+{
+    backing_lock_reset();
+    if (copied_pipe[0] < 0)
+        return;
+    close(copied_pipe[0]);
+    struct private_area *area = private_area_get();
+    if (area != NULL) {
+        /* This thread's stack may be backed memory: copy on the library's own stack (the event
+         * thread that used it does not exist in the child). */
+        ucontext_t here, copier;
+        getcontext(&copier);
+        copier.uc_stack.ss_sp = area->stack;
+        copier.uc_stack.ss_size = area->stack_size;
+        copier.uc_link = &here;
+        makecontext(&copier, make_every_backed_mapping_private, 0);
+        swapcontext(&here, &copier);
+    }
+    /* Closing our end tells the parent (it reads end-of-file). */
+    close(copied_pipe[1]);
+    copied_pipe[0] = copied_pipe[1] = -1;
+}
