@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <stdbool.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
@@ -12,7 +11,7 @@
 #include "backing.h"
 #include "channel.h"
 #include "debug_log.h"
-#include "exporter_watch.h"
+#include "thread_stop.h"
 #include "import_cache.h"
 #include "private_area.h"
 #include "wire.h"
@@ -72,42 +71,19 @@ static void serve(int socket, struct private_area *area, const struct wire_messa
     }
 }
 
-/* Waits for the broker's next event, acting on the exporter's unmaps and moves (exporter_watch.h)
- * as they come. Returns false when the broker's end is gone. */
-static bool wait_for_event(int socket)
-{
-    for (;;) {
-        struct pollfd watched[2] = {{.fd = socket, .events = POLLIN}, {.fd = exporter_watch_descriptor(), .events = POLLIN}};
-        int ready = poll(watched, watched[1].fd >= 0 ? 2 : 1, -1);
-        if (ready < 0 && errno == EINTR)
-            continue;
-        if (ready < 0)
-            return false;
-        if (watched[1].fd >= 0 && (watched[1].revents & POLLIN) != 0) {
-            struct backing_result result;
-            backing_follow_changes(&result);
-            if (result.code != 0)
-                debug_log("following an unmap or move of backed memory failed: %s", result.text);
-        }
-        if (watched[0].revents != 0)
-            return true;
-    }
-}
-
 static void *serve_events(void *argument)
 {
     int socket = (int)(intptr_t)argument;
     struct private_area *area = private_area_get();
-    while (wait_for_event(socket)) {
+    thread_stop_exempt_self(THREAD_STOP_EVENT_THREAD);
+    for (;;) {
         int descriptors[4];
         int descriptor_count = 0;
         ssize_t length = seqpacket_receive(socket, area->event_frame, WIRE_MAX_REPLY, descriptors, 4, &descriptor_count);
         for (int index = 0; index < descriptor_count; index++)
             close(descriptors[index]);
-        if (length == 0 || (length < 0 && errno != EMSGSIZE && errno != EAGAIN))
+        if (length == 0 || (length < 0 && errno != EMSGSIZE))
             break; /* the broker is gone: the session reconnects on the next call */
-        if (length < 0 && errno == EAGAIN)
-            continue;
         struct wire_message event;
         if (length < 0 || wire_decode(area->event_frame, (size_t)length, &event) < 0) {
             debug_log("ignoring a malformed event from the broker");

@@ -1,29 +1,77 @@
 #include "exporter_watch.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <signal.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "backing.h"
 #include "debug_log.h"
+#include "thread_stop.h"
 #include "uffd.h"
 
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool watch_tried;
 static int watch_descriptor = -1;
 
+/* The watch thread: acts on events as they come, for the life of the process (a thread unmapping
+ * watched memory waits until its event is read, broker or no broker). */
+static void *serve_watch(void *unused)
+{
+    (void)unused;
+    thread_stop_exempt_self(THREAD_STOP_WATCH_THREAD);
+    for (;;) {
+        struct pollfd watched = {.fd = watch_descriptor, .events = POLLIN};
+        if (poll(&watched, 1, -1) < 0 && errno != EINTR)
+            return NULL;
+        struct backing_result result;
+        backing_follow_changes(&result);
+        if (result.code != 0)
+            debug_log("following an unmap or move of backed memory failed: %s", result.text);
+    }
+}
+
+static bool start_watch_thread(void)
+{
+    struct private_area *area = private_area_get();
+    if (area == NULL)
+        return false;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setstack(&attributes, area->watch_stack, area->watch_stack_size);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    pthread_t thread;
+    int error = pthread_create(&thread, &attributes, serve_watch, NULL);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    pthread_attr_destroy(&attributes);
+    if (error != 0) {
+        errno = error;
+        return false;
+    }
+    pthread_setname_np(thread, "xpmem-watch");
+    return true;
+}
+
 static void open_watch(void)
 {
     watch_tried = true;
     int descriptor = uffd_open(UFFD_FEATURE_EVENT_UNMAP | UFFD_FEATURE_EVENT_REMAP);
-    if (descriptor < 0) {
-        debug_log("cannot watch backed memory with userfaultfd (%s): importers will not follow this process's "
-                  "munmap/mremap of memory they attached",
-                  strerror(errno));
-        return;
+    if (descriptor >= 0) {
+        watch_descriptor = descriptor;
+        if (start_watch_thread())
+            return;
+        watch_descriptor = -1;
+        close(descriptor);
     }
-    watch_descriptor = descriptor;
+    debug_log("cannot watch backed memory with userfaultfd (%s): importers will not follow this process's "
+              "munmap/mremap of memory they attached",
+              strerror(errno));
 }
 
 bool exporter_watch_prepare(void)
@@ -43,8 +91,6 @@ void exporter_watch_forget(void)
     watch_descriptor = -1;
     watch_tried = false;
 }
-
-int exporter_watch_descriptor(void) { return watch_descriptor; }
 
 void exporter_watch_add(uint64_t start, uint64_t length)
 {

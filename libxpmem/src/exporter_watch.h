@@ -10,7 +10,8 @@
  * write-protect mode, which costs nothing while nothing is write-protected. The thread that unmapped
  * or moved waits in the kernel until the event is read; the library reads events only while every
  * other thread is stopped (see thread_stop), so that thread stops on its way back and nothing runs
- * on the moved memory before it is re-homed.
+ * on the moved memory before it is re-homed. A thread of the library's own (xpmem-watch, on a
+ * private stack) serves the events for the life of the process, whether or not a broker is there.
  *
  * MADV_DONTNEED on backed memory is not followed: the bytes stay (it is shared file memory), which is
  * what importers see too. */
@@ -25,8 +26,6 @@
 /* Opens the watch once; call before stopping threads. False (and a debug line) when the kernel
  * cannot watch: backing still works, importers then do not follow unmaps. */
 bool exporter_watch_prepare(void);
-/* The descriptor to poll, or -1. */
-int exporter_watch_descriptor(void);
 /* Start or stop watching a backed range (stop before mapping over a watched range ourselves: an
  * mmap over a watched range would wait for its own unmap event to be read). */
 void exporter_watch_add(uint64_t start, uint64_t length);

@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -29,13 +30,15 @@ static bool faults_refused;
 
 static void wake(uint64_t start, uint64_t length) { uffd_wake(faults_descriptor, start, length); }
 
-/* Asks the broker to have [chunk_start, chunk_end) of the attachment backed; true when the page at
- * `page` has a page in the file now. */
-static bool back_again(const struct attachment *attachment, uint64_t page, uint64_t chunk_start, uint64_t chunk_end)
+enum resolution { PAGE_BACKED, NOTHING_MAPPED, NO_ANSWER };
+
+/* Asks the broker to have [chunk_start, chunk_end) of the attachment backed: whether the page at
+ * `page` has a page in the file now, or the exporter has nothing there, or no answer came. */
+static enum resolution back_again(const struct attachment *attachment, uint64_t page, uint64_t chunk_start, uint64_t chunk_end)
 {
     struct channel *channel = session_channel();
     if (channel == NULL)
-        return false;
+        return NO_ANSWER;
     uint8_t request[64], reply_buffer[8192];
     size_t length = wire_encode_resolve_fault(request, sizeof request, 0, attachment->handle,
                                               attachment->segment_offset + (chunk_start - attachment->address),
@@ -44,15 +47,15 @@ static bool back_again(const struct attachment *attachment, uint64_t page, uint6
     if (channel_call(channel, request, length, NULL, 0, WIRE_FAULT_RESOLVED, reply_buffer, sizeof reply_buffer, &reply,
                      NULL) < 0) {
         debug_log("the broker could not back the faulting page at %p again: %s", (void *)(uintptr_t)page, strerror(errno));
-        return false;
+        return errno == ENOENT ? NOTHING_MAPPED : NO_ANSWER;
     }
     uint64_t file_offset = attachment->file_offset + (page - attachment->address);
     for (uint32_t index = 0; index < reply.as.fault_resolved.count; index++) {
         struct wire_extent extent = wire_window_extent(reply.as.fault_resolved.extents, index);
         if (file_offset >= extent.start && file_offset - extent.start < extent.length)
-            return true;
+            return PAGE_BACKED;
     }
-    return false;
+    return NOTHING_MAPPED;
 }
 
 static void resolve(uint64_t address, pid_t thread)
@@ -74,9 +77,20 @@ static void resolve(uint64_t address, pid_t thread)
     if (chunk_start < attachment.address)
         chunk_start = attachment.address;
     uint64_t chunk_end = chunk_start + FAULT_CHUNK < window_end ? chunk_start + FAULT_CHUNK : window_end;
-    if (back_again(&attachment, page, chunk_start, chunk_end)) {
+    switch (back_again(&attachment, page, chunk_start, chunk_end)) {
+    case PAGE_BACKED:
         wake(chunk_start, chunk_end - chunk_start);
         return;
+    case NO_ANSWER: {
+        /* No broker to ask (it is gone, or restarting): the page reads as zeros, a page of the
+         * file like any the importer touches first, rather than killing the importer. */
+        struct uffdio_zeropage zero = {.range = {.start = page, .len = page_size()}};
+        if (ioctl(faults_descriptor, UFFDIO_ZEROPAGE, &zero) < 0)
+            wake(page, page_size());
+        return;
+    }
+    case NOTHING_MAPPED:
+        break;
     }
     /* The exporter has no memory there any more: as with XPMEM, the access raises SIGBUS (the
      * signal ends the thread's wait; if a handler returns, the access faults here again). */

@@ -22,7 +22,7 @@ static void make_area(void)
     size_t pagemap = round_up(sizeof(uint64_t) * PAGEMAP_CHUNK_PAGES);
     size_t frames = round_up(WIRE_MAX_REPLY) + round_up(WIRE_MAX_REQUEST);
     size_t buffers = round_up(DIRECTORY_BUFFER_SIZE) + round_up(4096);
-    size_t size = guard + PRIVATE_STACK_SIZE + stop + watch + extents + pagemap + frames + buffers;
+    size_t size = guard + PRIVATE_STACK_SIZE + guard + WATCH_STACK_SIZE + stop + watch + extents + pagemap + frames + buffers;
     uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
         area_error = errno;
@@ -34,6 +34,11 @@ static void make_area(void)
     area.stack = cursor;
     area.stack_size = PRIVATE_STACK_SIZE;
     cursor += PRIVATE_STACK_SIZE;
+    mprotect(cursor, guard, PROT_NONE);
+    cursor += guard;
+    area.watch_stack = cursor;
+    area.watch_stack_size = WATCH_STACK_SIZE;
+    cursor += WATCH_STACK_SIZE;
     area.stop = (struct thread_stop_control *)cursor;
     cursor += stop;
     area.watch = (struct watch_queue *)cursor;

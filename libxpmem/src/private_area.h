@@ -1,5 +1,5 @@
 /* Memory of the library's own that backing never moves into the address-space file: the event
- * thread's stack (with its TLS and thread descriptor) and the scratch buffers it uses while the
+ * thread's and the watch thread's stacks (with its TLS and thread descriptor) and the scratch buffers it uses while the
  * other threads are stopped. Backing copies a range and then maps the copy over it, so anything
  * written in between would be lost; the event thread writes only here during that time. */
 #ifndef XPMEM_PRIVATE_AREA_H
@@ -11,6 +11,7 @@
 #include "wire.h"
 
 #define PRIVATE_STACK_SIZE (1u << 20)
+#define WATCH_STACK_SIZE (256u << 10)
 #define MAX_STOPPED_THREADS 16384
 #define MAX_WORKING_EXTENTS 4096
 /* Backing copies and remaps this many pages at a time: the process needs only one chunk of extra
@@ -40,6 +41,8 @@ struct private_area {
     size_t size;
     void *stack; /* lowest usable byte; a guard page lies below */
     size_t stack_size;
+    void *watch_stack; /* the watch thread's (exporter_watch.h), also above a guard page */
+    size_t watch_stack_size;
     struct thread_stop_control *stop;
     struct watch_queue *watch;
     struct wire_extent *extents;   /* MAX_WORKING_EXTENTS */

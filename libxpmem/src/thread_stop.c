@@ -176,7 +176,8 @@ static int signal_new_tasks(struct private_area *area, uint32_t generation)
                 continue;
             pid_t tid = (pid_t)strtol(entry->d_name, NULL, 10);
             uint32_t count = atomic_load(&stop->count);
-            if (tid == self || already_listed(stop, count, tid))
+            if (tid == self || tid == atomic_load(&stop->exempt[0]) || tid == atomic_load(&stop->exempt[1])
+                || already_listed(stop, count, tid))
                 continue;
             if (count == MAX_STOPPED_THREADS) {
                 close(directory);
@@ -230,6 +231,13 @@ static bool wait_for_arrivals(struct private_area *area, uint32_t generation, lo
         struct timespec timeout = {0, 1000000}; /* re-examine at least every millisecond */
         futex(&stop->arrivals, FUTEX_WAIT_PRIVATE, seen, &timeout);
     }
+}
+
+void thread_stop_exempt_self(int slot)
+{
+    struct private_area *area = private_area_get();
+    if (area != NULL)
+        atomic_store(&area->stop->exempt[slot], (pid_t)syscall(SYS_gettid));
 }
 
 int thread_stop_all(struct private_area *area)

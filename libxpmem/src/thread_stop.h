@@ -24,9 +24,15 @@ struct thread_stop_control {
     _Atomic uint32_t released;   /* == generation once the stopped threads may go; futex word */
     _Atomic uint32_t arrivals;   /* bumped by every handler run; futex word the stopper waits on */
     _Atomic uint32_t count;      /* entries of tids/arrived in use */
+    _Atomic pid_t exempt[2];     /* the library's own threads, never stopped (THREAD_STOP_*) */
     pid_t tids[MAX_STOPPED_THREADS];
     _Atomic uint32_t arrived[MAX_STOPPED_THREADS]; /* generation the thread arrived in */
 };
+
+/* The library's threads, which run on the private area, write nothing a stop protects, and block
+ * every signal: each records itself once so that stops skip it instead of waiting for it. */
+enum { THREAD_STOP_EVENT_THREAD = 0, THREAD_STOP_WATCH_THREAD = 1 };
+void thread_stop_exempt_self(int slot);
 
 /* Installs the handler once; returns the signal used, or -1 with errno. */
 int thread_stop_prepare(struct private_area *area);

@@ -7,6 +7,7 @@
  * broker, driven over pipes. */
 #include <errno.h>
 #include <signal.h>
+#include <sys/types.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -142,6 +143,10 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
         state->size *= 2;
         say(out, "grew %lu %s %s", (unsigned long)(uintptr_t)moved, kept ? "intact" : "damaged",
             zero ? "zero-tail" : "dirty-tail");
+    } else if (strcmp(line, "call") == 0) {
+        /* Any call: with the broker gone it fails, and the library drops its connection. */
+        xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+        say(out, segid < 0 ? "failed %s" : "made", strerror(errno));
     } else if (strcmp(line, "fork") == 0) {
         say_fork_verdict(state, out);
     } else {
@@ -367,6 +372,41 @@ static void test_fork_gives_a_private_copy(void)
            exporter_status);
 }
 
+/* Runs last: it kills the test's broker. */
+static void test_unmap_after_broker_loss(void)
+{
+    const char *name = "after the broker dies and a call has failed, an exporter unmapping memory an importer had "
+                       "attached does not hang";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    struct child importing;
+    char answer[LINE];
+    const char *failed_at = NULL;
+    if (!start_importer(&importing, &scene.request, answer, sizeof answer))
+        failed_at = "attach";
+    else if (!step(&importing, "check 1", "ok", answer, sizeof answer))
+        failed_at = "importer reads";
+    else {
+        kill(broker.pid, SIGKILL);
+        waitpid(broker.pid, NULL, 0);
+        broker.pid = 0;
+        if (!step(&scene.exporting, "call", "failed ", answer, sizeof answer))
+            failed_at = "a call with the broker gone fails";
+        else if (!step(&scene.exporting, "replace 4", "ok", answer, sizeof answer))
+            failed_at = "the exporter unmaps and maps again with no broker";
+        else if (!step(&scene.exporting, "check 4", "ok", answer, sizeof answer))
+            failed_at = "the exporter's new memory";
+    }
+    child_send(&importing, "quit");
+    int importer_status = child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&scene.exporting, "quit");
+    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
+    report(name, failed_at == NULL && importer_status == 0 && exporter_status == 0,
+           "%s: '%s' (importer exit %d, exporter exit %d)", failed_at ? failed_at : "exit", answer, importer_status,
+           exporter_status);
+}
+
 int main(void)
 {
     const char *xpmemd = getenv("XPMEMD");
@@ -386,6 +426,7 @@ int main(void)
     test_unmap_and_reuse_followed();
     test_move_keeps_bytes();
     test_fork_gives_a_private_copy();
+    test_unmap_after_broker_loss();
     broker_stop(&broker);
     return report_totals();
 }
