@@ -108,7 +108,9 @@ public enum MessageType: UInt16, Sendable {
     static let firstBrokerEvent: UInt16 = 0x4000
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
-    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, resolveFault
+    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace
+    // 16 is reserved for `claim` (a re-registration after a broker restart).
+    case resolveFault = 0x0011
     case acknowledge = 0x2001, rangeBacked
     case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
