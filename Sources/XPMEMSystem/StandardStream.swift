@@ -29,4 +29,8 @@ public enum StandardStream: Sendable {
 
     /// Writes `text` and a newline.
     public func writeLine(_ text: String) { write(Array((text + "\n").utf8)) }
+
+    /// Sends on what `print` has buffered (stdio buffers whole blocks when the output is a pipe, and a
+    /// parent reading this process's lines would wait for them). The corresponding C function is `fflush`.
+    public static func flushPrinted() { fflush(stdout) }
 }

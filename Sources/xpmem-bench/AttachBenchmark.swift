@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import ArgumentParser
 import XPMEM
 import XPMEMSystem
@@ -97,7 +96,7 @@ final class RawListener {
     private let path: String
 
     init(environment: BenchEnvironment, memfdSize: Int, peers: Int, polling: Bool) throws {
-        path = "/tmp/xpmem-bench-raw-\(getpid())-\(peers).sock"
+        path = "/tmp/xpmem-bench-raw-\(ThisProcess.processID)-\(peers).sock"
         let listener = try UnixSocket.listen(at: path)
         try listener.setNonBlocking(false)
         for _ in 0..<peers {
@@ -105,18 +104,22 @@ final class RawListener {
                                                   + (polling ? ["--poll"] : [])))
             var socket: CInt = -1
             while socket < 0 {
-                if let accepted = try UnixSocket.accept(on: listener) { socket = accepted.relinquish() } else { usleep(1000) }
+                if let accepted = try UnixSocket.accept(on: listener) {
+                    try accepted.setNonBlocking(false)
+                    socket = accepted.relinquish()
+                } else {
+                    ThisProcess.sleep(microseconds: 1000)
+                }
             }
             sockets.append(socket)
-            _ = fcntl(socket, F_SETFL, fcntl(socket, F_GETFL) & ~O_NONBLOCK)
         }
     }
 
     func stop() {
-        for socket in sockets { close(socket) }
+        for socket in sockets { _ = OwnedDescriptor(adopting: socket) }  // closes it
         sockets.removeAll()
         helpers.forEach { $0.stop() }
-        unlink(path)
+        FileSystem.removeQuietly(path)
     }
 
     deinit { stop() }

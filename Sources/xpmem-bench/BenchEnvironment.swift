@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import Foundation
 import XPMEM
 import XPMEMSystem

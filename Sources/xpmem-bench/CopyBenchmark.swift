@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import ArgumentParser
 import XPMEM
 import XPMEMSystem
@@ -28,7 +27,7 @@ struct CopyBenchmark: ParsableCommand {
             let iterations = options.iterations(size >= 256 << 20 ? 8 : size >= 16 << 20 ? 40 : 400)
             let grant = try importer.get(SegmentID(exported[index][0])!, access: .readOnly)
             let attachment = try grant.attach()
-            let exporterPID = pid_t(exported[index][1])!
+            let exporterPID = Int32(exported[index][1])!
             let exporterAddress = UInt(exported[index][2])!
             let destination = try MemoryMapping.anonymous(length: size)
             let source = try MemoryMapping.anonymous(length: size)

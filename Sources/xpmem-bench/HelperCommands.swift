@@ -1,5 +1,4 @@
 // Hidden subcommands: the other processes of a measurement, started by the benchmark itself.
-@preconcurrency import Glibc
 import ArgumentParser
 import XPMEM
 import XPMEMSystem
@@ -18,9 +17,9 @@ struct ExporterHelper: ParsableCommand {
             let segment = try broker.makeSegment(size: size, permit: Permit(rawValue: 0o600))
             segment.bytes.initializeMemory(as: UInt8.self, repeating: 0x5A)
             segments.append(segment)
-            print("\(segment.id) \(getpid()) \(UInt(bitPattern: segment.bytes.baseAddress!))")
+            print("\(segment.id) \(ThisProcess.processID) \(UInt(bitPattern: segment.bytes.baseAddress!))")
         }
-        fflush(stdout)
+        StandardStream.flushPrinted()
         while readLine() != nil {}
         withExtendedLifetime(segments) {}
     }
@@ -53,7 +52,7 @@ struct ImporterHelper: ParsableCommand {
             }
         }
         print("ready \(attachment.policy)")
-        fflush(stdout)
+        StandardStream.flushPrinted()
         while readLine() != nil {}
         withExtendedLifetime(attachment) {}
     }
@@ -100,7 +99,7 @@ enum RawReceive {
         }
         let polled: Box? = spin.spin {
             guard let message = try? UnixSocket.receive(socket, into: buffer, maximumDescriptors: maximumDescriptors,
-                                                         flags: CInt(MSG_DONTWAIT))
+                                                         flags: MessageFlags.dontWait)
             else { return nil }
             return Box(message)
         }

@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import ArgumentParser
 import XPMEM
 import XPMEMSystem
@@ -92,7 +91,7 @@ struct InvalidateBenchmark: ParsableCommand {
         var samples = Samples()
         for _ in 0..<iterations {
             let report = try segment.beginInvalidation(deadline: .seconds(10))
-            usleep(2000)  // the reader is asleep in its fault now
+            ThisProcess.sleep(microseconds: 2000)  // the reader is asleep in its fault now
             SharedMemoryAccess.store(0, to: stamp)
             let ended = SharedMemoryAccess.monotonicNanoseconds()
             try segment.endInvalidation(report)

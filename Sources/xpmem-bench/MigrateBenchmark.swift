@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import ArgumentParser
 import Foundation
 import XPMEM
@@ -122,7 +121,7 @@ struct NUMAImporterHelper: ParsableCommand {
         let attachment = try broker.get(SegmentID(segment)!).attach(policy: .block)
         let words = UnsafeBufferPointer(attachment.bytes.bindMemory(to: UInt64.self))
         print("ready")
-        fflush(stdout)
+        StandardStream.flushPrinted()
         var sink: UInt64 = 0
         while let command = readLine() {
             switch command {
@@ -139,7 +138,7 @@ struct NUMAImporterHelper: ParsableCommand {
             default:
                 print("unknown \(command)")
             }
-            fflush(stdout)
+            StandardStream.flushPrinted()
         }
         if sink == 42 { print("") }  // keeps the reads from being optimised away
         withExtendedLifetime(attachment) {}
