@@ -47,6 +47,8 @@ let package = Package(
         .target(name: "XPMEMBrokerCore", dependencies: ["XPMEMWire"], swiftSettings: strictSettings),
         // The client library applications link.
         .target(name: "XPMEM", dependencies: ["XPMEMSystem", "XPMEMWire"], swiftSettings: strictSettings),
+        // What launchers, benchmarks and checks share and applications do not: a private broker.
+        .target(name: "XPMEMRunKit", dependencies: ["XPMEM", "XPMEMSystem"], swiftSettings: strictSettings),
         .executableTarget(
             name: "xpmemd",
             dependencies: [
@@ -64,7 +66,7 @@ let package = Package(
         .executableTarget(
             name: "xpmem-bench",
             dependencies: [
-                "XPMEM", "XPMEMSystem", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                "XPMEM", "XPMEMSystem", "XPMEMRunKit", .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings
         ),
@@ -86,7 +88,7 @@ let package = Package(
         // The NUMA integration checks, run inside an emulated multi-node machine by `make numa-test`.
         .executableTarget(
             name: "xpmem-numa-check",
-            dependencies: ["XPMEM", "XPMEMSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["XPMEM", "XPMEMSystem", "XPMEMRunKit", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Tests/NUMACheck",
             swiftSettings: strictSettings
         ),
@@ -94,7 +96,7 @@ let package = Package(
         .target(name: "XPMEMComm", dependencies: ["XPMEM", "XPMEMSystem"], swiftSettings: strictSettings),
         .executableTarget(
             name: "xprun",
-            dependencies: ["XPMEM", "XPMEMSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["XPMEM", "XPMEMSystem", "XPMEMRunKit", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strictSettings
         ),
         .executableTarget(name: "pingpong", dependencies: exampleDependencies, path: "Examples/pingpong",

@@ -43,7 +43,7 @@ public struct XPMEMError: Error, Equatable, Sendable, CustomStringConvertible {
 
     public var description: String { "\(code): \(message)" }
 
-    static func system(_ what: String, _ errno: Errno) -> XPMEMError {
+    package static func system(_ what: String, _ errno: Errno) -> XPMEMError {
         XPMEMError(.systemCallFailed, "\(what) failed: \(errno)", errno: errno)
     }
 

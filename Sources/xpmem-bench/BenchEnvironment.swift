@@ -1,5 +1,6 @@
 import Foundation
 import XPMEM
+import XPMEMRunKit
 import XPMEMSystem
 
 /// The broker the benchmark talks to: one already running at the socket, or a private one it starts.

@@ -6,6 +6,7 @@
 // XPMEM_JOB_DIR (the rendezvous directory, see XPMEMComm's Rendezvous) in its environment.
 import ArgumentParser
 import XPMEM
+import XPMEMRunKit
 import XPMEMSystem
 
 @main

@@ -1,39 +1,27 @@
-@preconcurrency import Glibc
-import Foundation
 import XPMEM
+import XPMEMRunKit
 import XPMEMSystem
 
 /// The broker the checks use: a private xpmemd open to every uid (the cooperative checks run as
 /// another user), or one already running.
 final class CheckBroker {
     let socketPath: String
-    private var daemon: Helper?
-    private var directory: String?
+    private let started: BrokerForRun?
 
     init() throws {
-        var template = Array("/tmp/xpmem-numa-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
-        let directory = String(cString: made)
-        chmod(directory, 0o755)
-        self.directory = directory
-        socketPath = directory + "/xpmemd.sock"
-        daemon = try Helper(path: Helper.sibling("xpmemd"), ["--socket", socketPath, "--mode", "0666", "--log-level", "error"])
-        for _ in 0..<500 {
-            if (try? XPMEMBroker.connect(socketPath: socketPath, name: "readiness")) != nil { return }
-            usleep(10_000)
-        }
-        throw XPMEMError(.brokerUnavailable, "xpmemd did not start at \(socketPath)")
+        let broker = try BrokerForRun(privateFor: "xpmem-numa", openToEveryUID: true)
+        started = broker
+        socketPath = broker.socketPath
     }
 
-    init(existing socketPath: String) { self.socketPath = socketPath }
+    init(existing socketPath: String) {
+        self.socketPath = socketPath
+        started = nil
+    }
 
     func connect(_ name: String) throws -> XPMEMBroker { try XPMEMBroker.connect(socketPath: socketPath, name: name) }
 
-    func stop() {
-        daemon?.terminate()
-        daemon = nil
-        if let directory { try? FileManager.default.removeItem(atPath: directory) }
-    }
+    func stop() { started?.stop() }
 }
 
 /// A child process built beside this program (or any program), with its standard input and output piped.

@@ -1,6 +1,7 @@
+import XPMEM
 import XPMEMSystem
 
-/// The broker a launcher or benchmark uses: one already answering at the requested socket, or a
+/// The broker a launcher, benchmark or check uses: one already answering at the requested socket, or a
 /// private `xpmemd` (the one built beside the running program) on a socket in a fresh temporary
 /// directory, stopped — and its directory removed — by `stop()` or when this object goes.
 public final class BrokerForRun {
@@ -14,27 +15,40 @@ public final class BrokerForRun {
     /// - Parameters:
     ///   - requested: `--socket`, else `$XPMEM_SOCKET`, else the per-user default.
     ///   - user: names the programs in messages and the temporary directory ("xprun", "xpmem-bench").
-    public init(requested: String?, for user: String) throws(XPMEMError) {
+    public convenience init(requested: String?, for user: String) throws(XPMEMError) {
         let path = BrokerSocketPath.resolve(explicit: requested)
         if (try? XPMEMBroker.connect(socketPath: path, name: "\(user) probe")) != nil {
-            socketPath = path
-            return
+            self.init(borrowing: path)
+        } else {
+            try self.init(privateFor: user, notFoundAt: path)
         }
+    }
+
+    private init(borrowing path: String) { socketPath = path }
+
+    /// Always starts a private broker.
+    /// - Parameter openToEveryUID: the socket and its directory usable by every uid (`--mode 0666`), for
+    ///   checks whose processes run as another user.
+    public init(privateFor user: String, openToEveryUID: Bool = false, notFoundAt requested: String? = nil)
+        throws(XPMEMError)
+    {
         let program = FileSystem.executableDirectory() + "/xpmemd"
         guard FileSystem.isExecutable(program) else {
-            throw XPMEMError(.brokerUnavailable,
-                "no broker answers at \(path) and there is no xpmemd beside \(user) to start a private one")
+            let why = requested.map { "no broker answers at \($0) and " } ?? ""
+            throw XPMEMError(.brokerUnavailable, "\(why)there is no xpmemd beside \(user) to start a private one")
         }
         let directory: String
         do {
             directory = try FileSystem.makeTemporaryDirectory("/tmp/\(user)-broker-XXXXXX")
+            if openToEveryUID { try FileSystem.setMode(directory, 0o755) }
         } catch {
             throw XPMEMError.system("creating a directory for a private broker", error)
         }
         self.directory = directory
         socketPath = directory + "/xpmemd.sock"
+        let access = openToEveryUID ? ["--mode", "0666"] : []
         do {
-            daemon = try PipedChild(path: program, ["--socket", socketPath, "--log-level", "warning"])
+            daemon = try PipedChild(path: program, ["--socket", socketPath, "--log-level", "warning"] + access)
         } catch {
             FileSystem.removeFlatDirectory(directory)
             throw XPMEMError.system("starting \(program)", error)
