@@ -7,6 +7,7 @@
 
 #include "address_space_file.h"
 #include "debug_log.h"
+#include "exporter_watch.h"
 #include "export.h"
 #include "pages.h"
 #include "session.h"
@@ -72,6 +73,7 @@ XPMEM_EXPORT xpmem_segid_t xpmem_make(void *vaddr, size_t size, int permit_type,
         errno = EPROTO;
         return -1;
     }
+    session_segment_made();
     return (xpmem_segid_t)reply.as.made.segment;
 }
 
@@ -87,6 +89,12 @@ XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
     uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
     size_t request_length = wire_encode_remove(request, sizeof request, 0, (uint64_t)segid);
     struct wire_message reply;
-    return channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer,
-                        &reply, NULL);
+    if (channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply,
+                     NULL) < 0)
+        return -1;
+    /* The last segment gone: the memory backed for them becomes private again, so that descriptors
+     * importers kept alias nothing live (as XPMEM's remove cuts their mappings). */
+    if (session_segment_removed())
+        exporter_watch_unback_all();
+    return 0;
 }

@@ -508,3 +508,68 @@ void backing_fill(const struct backing_result *result)
         fallocate(file.descriptor, FALLOC_FL_KEEP_SIZE, (off_t)result->extents[index].start,
                   (off_t)result->extents[index].length);
 }
+
+/* Every backed mapping becomes private anonymous memory with the same bytes and protection, and the
+ * file is emptied: descriptors importers still hold alias nothing live any more. Threads stopped, so
+ * no write made meanwhile is lost; runs on a private stack (the caller's may be backed). */
+static void unback_all(struct backing_pass *pass)
+{
+    ssize_t maps_length = proc_maps_read(pass->area);
+    if (maps_length < 0) {
+        fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/maps", errno, 0);
+        return;
+    }
+    const char *cursor = pass->area->maps_text, *end = cursor + maps_length;
+    struct maps_entry entry;
+    while (proc_maps_next(&cursor, end, &entry)) {
+        if (!is_our_file(pass, &entry) || entry.offset != entry.start)
+            continue;
+        uint64_t length = entry.end - entry.start;
+        uint8_t *copy = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (copy == MAP_FAILED) {
+            fail(pass, WIRE_RESOURCE_EXHAUSTED, "no memory for a private copy", errno, entry.start);
+            continue;
+        }
+        if (!entry.readable)
+            mprotect((void *)(uintptr_t)entry.start, length, PROT_READ);
+        int descriptor = pass->file.descriptor;
+        for (off_t data = (off_t)entry.start; (uint64_t)data < entry.end;) {
+            data = lseek(descriptor, data, SEEK_DATA);
+            if (data < 0 || (uint64_t)data >= entry.end)
+                break;
+            off_t hole = lseek(descriptor, data, SEEK_HOLE);
+            if (hole < 0 || (uint64_t)hole > entry.end)
+                hole = (off_t)entry.end;
+            memcpy(copy + ((uint64_t)data - entry.start), (const void *)(uintptr_t)data, (size_t)(hole - data));
+            data = hole;
+        }
+        mprotect(copy, length, (entry.readable ? PROT_READ : 0) | (entry.writable ? PROT_WRITE : 0));
+        /* Replacing a watched mapping would wait for its own unmap event: stop watching it first. */
+        exporter_watch_remove(entry.start, length);
+        if (mremap(copy, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(uintptr_t)entry.start) == MAP_FAILED) {
+            fail(pass, WIRE_INTERNAL_ERROR, "cannot put a private copy in place", errno, entry.start);
+            munmap(copy, length);
+        }
+    }
+    fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)ADDRESS_SPACE_LIMIT);
+}
+
+void backing_unback_all(struct backing_result *result)
+{
+    backing_lock();
+    memset(result, 0, sizeof *result);
+    struct backing_pass pass = {.result = result, .pagemap = -1};
+    pass.area = private_area_get();
+    pass.file = address_space_file_current();
+    if (pass.area != NULL && pass.file.descriptor >= 0) {
+        result->extents = pass.area->extents;
+        if (thread_stop_prepare(pass.area) < 0 || thread_stop_all(pass.area) < 0) {
+            fail(&pass, WIRE_BUSY, "the exporter's threads did not stop within 5 s", errno, 0);
+        } else {
+            follow_changes(&pass);
+            unback_all(&pass);
+            thread_stop_release(pass.area);
+        }
+    }
+    backing_unlock();
+}

@@ -42,6 +42,11 @@ void backing_lock_reset(void);
  * threads, reads the pending events, frees unmapped file ranges and re-homes moved mappings. */
 void backing_follow_changes(struct backing_result *result);
 
+/* Makes every backed mapping private memory again, with its bytes, and empties the file (the last
+ * address-space segment was removed). Stops the other threads; run it on a private stack
+ * (exporter_watch_unback_all does). */
+void backing_unback_all(struct backing_result *result);
+
 /* Gives every page of `result`'s extents a page in the file (zeros where none was), so that an
  * importer's fault on a page the exporter never touched finds one. */
 void backing_fill(const struct backing_result *result);

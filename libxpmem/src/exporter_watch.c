@@ -1,11 +1,13 @@
 #include "exporter_watch.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <string.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include "backing.h"
@@ -16,6 +18,10 @@
 static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool watch_tried;
 static int watch_descriptor = -1;
+/* Work handed to the watch thread: one byte in job_pipe asks for backing_unback_all, one byte back in
+ * done_pipe says it is done. */
+static int job_pipe[2] = {-1, -1}, done_pipe[2] = {-1, -1};
+static pthread_mutex_t job_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* The watch thread: acts on events as they come, for the life of the process (a thread unmapping
  * watched memory waits until its event is read, broker or no broker). */
@@ -24,21 +30,36 @@ static void *serve_watch(void *unused)
     (void)unused;
     thread_stop_exempt_self(THREAD_STOP_WATCH_THREAD);
     for (;;) {
-        struct pollfd watched = {.fd = watch_descriptor, .events = POLLIN};
-        if (poll(&watched, 1, -1) < 0 && errno != EINTR)
+        struct pollfd watched[2] = {{.fd = watch_descriptor, .events = POLLIN}, {.fd = job_pipe[0], .events = POLLIN}};
+        if (poll(watched, 2, -1) < 0 && errno != EINTR)
             return NULL;
         struct backing_result result;
-        backing_follow_changes(&result);
-        if (result.code != 0)
-            debug_log("following an unmap or move of backed memory failed: %s", result.text);
+        if (watched[0].revents != 0) {
+            backing_follow_changes(&result);
+            if (result.code != 0)
+                debug_log("following an unmap or move of backed memory failed: %s", result.text);
+        }
+        char job;
+        if (watched[1].revents != 0 && read(job_pipe[0], &job, 1) == 1) {
+            backing_unback_all(&result);
+            if (result.code != 0)
+                debug_log("making backed memory private again failed: %s", result.text);
+            (void)!write(done_pipe[1], &job, 1);
+        }
     }
 }
 
 static bool start_watch_thread(void)
 {
     struct private_area *area = private_area_get();
-    if (area == NULL)
+    if (area == NULL || pipe2(job_pipe, O_CLOEXEC) < 0)
         return false;
+    if (pipe2(done_pipe, O_CLOEXEC) < 0) {
+        close(job_pipe[0]);
+        close(job_pipe[1]);
+        job_pipe[0] = job_pipe[1] = -1;
+        return false;
+    }
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setstack(&attributes, area->watch_stack, area->watch_stack_size);
@@ -83,9 +104,49 @@ bool exporter_watch_prepare(void)
     return watch_descriptor >= 0;
 }
 
+static void run_unback_all(void)
+{
+    struct backing_result result;
+    backing_unback_all(&result);
+    if (result.code != 0)
+        debug_log("making backed memory private again failed: %s", result.text);
+}
+
+void exporter_watch_unback_all(void)
+{
+    pthread_mutex_lock(&job_lock);
+    char job = 'u';
+    if (watch_descriptor >= 0 && job_pipe[1] >= 0) {
+        if (write(job_pipe[1], &job, 1) == 1)
+            while (read(done_pipe[0], &job, 1) < 0 && errno == EINTR) {
+            }
+    } else {
+        /* No watch thread: its stack is free, and the caller's own stack may be backed memory. */
+        struct private_area *area = private_area_get();
+        if (area != NULL) {
+            ucontext_t here, worker;
+            getcontext(&worker);
+            worker.uc_stack.ss_sp = area->watch_stack;
+            worker.uc_stack.ss_size = area->watch_stack_size;
+            worker.uc_link = &here;
+            makecontext(&worker, run_unback_all, 0);
+            swapcontext(&here, &worker);
+        }
+    }
+    pthread_mutex_unlock(&job_lock);
+}
+
 void exporter_watch_forget(void)
 {
     pthread_mutex_init(&watch_lock, NULL);
+    pthread_mutex_init(&job_lock, NULL);
+    for (int index = 0; index < 2; index++) {
+        if (job_pipe[index] >= 0)
+            close(job_pipe[index]);
+        if (done_pipe[index] >= 0)
+            close(done_pipe[index]);
+        job_pipe[index] = done_pipe[index] = -1;
+    }
     if (watch_descriptor >= 0)
         close(watch_descriptor);
     watch_descriptor = -1;

@@ -30,6 +30,9 @@ bool exporter_watch_prepare(void);
  * mmap over a watched range would wait for its own unmap event to be read). */
 void exporter_watch_add(uint64_t start, uint64_t length);
 void exporter_watch_remove(uint64_t start, uint64_t length);
+/* Makes every backed mapping private memory again and empties the address-space file
+ * (backing_unback_all), on the watch thread, or on its stack when there is none; returns when done. */
+void exporter_watch_unback_all(void);
 /* In a fork child: the parent's watch is not ours (the child's mappings are not registered with it). */
 void exporter_watch_forget(void);
 /* Reads every pending event into the area's queue without blocking. Only while other threads are

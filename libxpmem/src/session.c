@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -31,6 +32,10 @@ static bool connected;
 static int event_socket = -1; /* our end of the event channel, served by the event thread */
 static pthread_t event_thread;
 static bool event_thread_running;
+static _Atomic long live_segments;
+
+void session_segment_made(void) { live_segments++; }
+bool session_segment_removed(void) { return --live_segments == 0; }
 
 static void after_fork_in_child(void)
 {
@@ -48,6 +53,7 @@ static void after_fork_in_child(void)
     event_socket = -1;
     event_thread_running = false;
     connected = false;
+    live_segments = 0;
     grants_forget_all();
     attachments_forget_all();
     import_cache_forget_all();
@@ -152,6 +158,7 @@ static void drop_connection(void)
     grants_forget_all();
     attachments_forget_broker_ids();
     import_cache_forget_all();
+    live_segments = 0;
     connected = false;
 }
 

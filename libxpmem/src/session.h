@@ -5,9 +5,16 @@
 #ifndef XPMEM_SESSION_H
 #define XPMEM_SESSION_H
 
+#include <stdbool.h>
+
 #include "channel.h"
 
 /* The connected channel, connecting (and starting a broker) if needed; NULL with errno. */
 struct channel *session_channel(void);
+
+/* Counts this connection's segments (the broker forgets them with the connection). Returns, for a
+ * removal, whether it was the last. */
+void session_segment_made(void);
+bool session_segment_removed(void);
 
 #endif

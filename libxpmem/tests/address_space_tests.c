@@ -37,6 +37,7 @@ struct exporter_state {
     uint8_t *buffer;
     size_t size;
     unsigned seed; /* what the buffer holds */
+    xpmem_segid_t segid;
 };
 
 static uint8_t *new_buffer(void *at, size_t size)
@@ -143,6 +144,8 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
         state->size *= 2;
         say(out, "grew %lu %s %s", (unsigned long)(uintptr_t)moved, kept ? "intact" : "damaged",
             zero ? "zero-tail" : "dirty-tail");
+    } else if (strcmp(line, "remove") == 0) {
+        say(out, xpmem_remove(state->segid) == 0 ? "ok" : "error %s", strerror(errno));
     } else if (strcmp(line, "call") == 0) {
         /* Any call: with the broker gone it fails, and the library drops its connection. */
         xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
@@ -168,6 +171,7 @@ static int exporter(int in, int out, void *argument)
         say(out, "error make %s", strerror(errno));
         return 2;
     }
+    state.segid = segid;
     say(out, "ready %lld %lu", (long long)segid, (unsigned long)(uintptr_t)state.buffer);
     char line[LINE];
     while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0)
@@ -182,12 +186,13 @@ static int exporter(int in, int out, void *argument)
 struct import_request {
     xpmem_segid_t segid;
     uintptr_t address;
+    bool read_only;
 };
 
 static int importer(int in, int out, void *argument)
 {
     const struct import_request *request = argument;
-    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    xpmem_apid_t apid = xpmem_get(request->segid, request->read_only ? XPMEM_RDONLY : XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
     struct xpmem_addr where = {.apid = apid, .offset = (off_t)request->address};
     volatile uint8_t *window = apid < 0 ? (void *)-1 : xpmem_attach(where, BUFFER_SIZE, NULL);
     if (window == (void *)-1) {
@@ -245,6 +250,7 @@ static bool scene_start(struct scene *scene, const char *name)
     }
     scene->request.segid = segid;
     scene->request.address = address;
+    scene->request.read_only = false;
     return true;
 }
 
@@ -372,6 +378,50 @@ static void test_fork_gives_a_private_copy(void)
            exporter_status);
 }
 
+static void test_remove_makes_memory_private(void)
+{
+    const char *name = "xpmem_remove while the exporter lives: the exporter keeps its bytes and writes on, and the "
+                       "attachments importers kept reach none of it (read-write ones raise SIGBUS, read-only ones do "
+                       "not see its later writes)";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    struct child writer, reader;
+    struct import_request read_only = scene.request;
+    read_only.read_only = true;
+    bool reader_started = false;
+    char answer[LINE], expected[64];
+    const char *failed_at = NULL;
+    snprintf(expected, sizeof expected, "signals %d %d", SIGBUS, SIGBUS);
+    if (!start_importer(&writer, &scene.request, answer, sizeof answer))
+        failed_at = "attach read-write";
+    else if (!(reader_started = start_importer(&reader, &read_only, answer, sizeof answer)))
+        failed_at = "attach read-only";
+    else if (!step(&writer, "fill 3", "ok", answer, sizeof answer) || !step(&reader, "check 3", "ok", answer, sizeof answer))
+        failed_at = "both importers share the exporter's memory before the remove";
+    else if (!step(&scene.exporting, "remove", "ok", answer, sizeof answer))
+        failed_at = "remove";
+    else if (!step(&scene.exporting, "check 3", "ok", answer, sizeof answer))
+        failed_at = "the exporter keeps its bytes";
+    else if (!step(&scene.exporting, "fill 7", "ok", answer, sizeof answer)
+             || !step(&scene.exporting, "check 7", "ok", answer, sizeof answer))
+        failed_at = "the exporter writes on";
+    else if (!step(&writer, "touch", expected, answer, sizeof answer))
+        failed_at = "the read-write attachment raises SIGBUS";
+    else if (!step(&reader, "check 7", "bad at ", answer, sizeof answer))
+        failed_at = "the read-only attachment does not see the exporter's later writes";
+    child_send(&writer, "quit");
+    child_wait(&writer, STEP_TIMEOUT_MS);
+    if (reader_started) {
+        child_send(&reader, "quit");
+        child_wait(&reader, STEP_TIMEOUT_MS);
+    }
+    child_send(&scene.exporting, "quit");
+    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
+    report(name, failed_at == NULL && exporter_status == 0, "%s: '%s' (exporter exit %d)", failed_at ? failed_at : "exit",
+           answer, exporter_status);
+}
+
 /* Runs last: it kills the test's broker. */
 static void test_unmap_after_broker_loss(void)
 {
@@ -426,6 +476,7 @@ int main(void)
     test_unmap_and_reuse_followed();
     test_move_keeps_bytes();
     test_fork_gives_a_private_copy();
+    test_remove_makes_memory_private();
     test_unmap_after_broker_loss();
     broker_stop(&broker);
     return report_totals();
