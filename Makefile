@@ -5,7 +5,7 @@ RELEASE_DIR := .build/release
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench install clean
+.PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench chaos install clean
 
 all: build
 
@@ -119,6 +119,13 @@ numa-bench: release numa-deps
 
 bench: release
 	$(RELEASE_DIR)/xpmem-bench all
+
+# The soak: exporters, read-only and read-write importers and the broker killed at random points
+# under attach/read/write load (libxpmem/tests/chaos.c says what each round checks). `make test` runs
+# four rounds; CHAOS_ROUNDS=N and CHAOS_SEED=S (printed by every run) choose another soak.
+CHAOS_ROUNDS ?= 200
+chaos: build
+	$(MAKE) -s -C libxpmem chaos XPMEMD=$(DEBUG_DIR)/xpmemd CHAOS_ROUNDS=$(CHAOS_ROUNDS)
 
 # Installs the broker, its tools and the systemd units for a system-wide broker (socket activation):
 #   make install PREFIX=/usr/local [DESTDIR=/staging]

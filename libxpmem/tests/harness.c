@@ -80,6 +80,7 @@ int broker_query_status(const char *socket, struct broker_status *status)
             status->segments = message.as.status.segments;
             status->grants = message.as.status.grants;
             status->attachments = message.as.status.attachments;
+            status->open_descriptors = message.as.status.open_descriptors;
             result = 0;
         }
     }
@@ -93,6 +94,11 @@ int broker_start(struct broker *broker, const char *xpmemd)
     if (mkdtemp(broker->directory) == NULL)
         return -1;
     snprintf(broker->socket, sizeof broker->socket, "%s/xpmemd.sock", broker->directory);
+    return broker_restart(broker, xpmemd);
+}
+
+int broker_restart(struct broker *broker, const char *xpmemd)
+{
     char log_path[400];
     snprintf(log_path, sizeof log_path, "%s/xpmemd.log", broker->directory);
     broker->pid = fork();
@@ -101,6 +107,8 @@ int broker_start(struct broker *broker, const char *xpmemd)
     if (broker->pid == 0) {
         FILE *log = freopen(log_path, "a", stderr);
         (void)log;
+        /* Not the runner's pipes to its children: the broker must not hold their ends open. */
+        close_range(3, ~0U, 0);
         execl(xpmemd, xpmemd, "--socket", broker->socket, (char *)NULL);
         _exit(127);
     }

@@ -17,11 +17,13 @@ struct broker {
 
 /* Starts `xpmemd --socket DIR/xpmemd.sock` and waits until it answers. */
 int broker_start(struct broker *broker, const char *xpmemd);
+/* Starts xpmemd again on the same socket (after the last one died) and waits until it answers. */
+int broker_restart(struct broker *broker, const char *xpmemd);
 void broker_stop(struct broker *broker);
 
 struct broker_status {
     int32_t pid;
-    uint32_t clients, segments, grants, attachments;
+    uint32_t clients, segments, grants, attachments, open_descriptors;
 };
 /* Connects, says hello, asks queryStatus. */
 int broker_query_status(const char *socket, struct broker_status *status);

@@ -84,5 +84,10 @@ output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/address-space-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 
+# A short soak (make chaos runs a long one): four rounds, one of each kind of death.
+output=$(XPMEMD="$XPMEMD" CHAOS_ROUNDS=4 timeout 300 "$build/tests/chaos")
+printf '%s\n' "$output" | sed '$d'
+count "$output"
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
