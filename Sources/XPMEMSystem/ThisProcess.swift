@@ -14,6 +14,9 @@ public enum ThisProcess {
     /// Lets another runnable thread have this CPU. The corresponding C function is `sched_yield`.
     public static func yieldProcessor() { sched_yield() }
 
+    /// How many processors are online. The corresponding C function is `sysconf(_SC_NPROCESSORS_ONLN)`.
+    public static var onlineProcessors: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
     /// Sleeps at least `microseconds`. The corresponding C function is `usleep`.
     public static func sleep(microseconds: Int) { usleep(useconds_t(max(0, microseconds))) }
 }

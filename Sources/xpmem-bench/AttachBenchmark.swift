@@ -17,63 +17,96 @@ struct AttachBenchmark: ParsableCommand {
     }
 
     static func measure(_ environment: BenchEnvironment, _ options: BenchOptions) throws -> FigureGroup {
-        let iterations = options.iterations(300)
+        let batch = options.iterations(30)
         let exporterProcess = try environment.helper(["exporter-helper", "--socket", environment.socketPath, "--sizes", "\(size)"])
+        defer { exporterProcess.stop() }
         let segment = SegmentID(String(exporterProcess.readLine().split(separator: " ")[0]))!
         let importer = try environment.connect("bench importer")
-        var ours = Samples()
-        for iteration in 0..<(iterations + 10) {
-            let start = SharedMemoryAccess.monotonicNanoseconds()
-            let grant = try importer.get(segment, access: .readWrite)
-            let attachment = try grant.attach()
-            touchEveryPage(UnsafeRawBufferPointer(attachment.bytes))
-            let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
-            try attachment.detach()
-            try grant.release()
-            if iteration >= 10 { ours.add(Double(elapsed) / 1000) }
-        }
-        exporterProcess.stop()
+        let polledPeer = try RawAttach(environment, polling: true)
+        defer { polledPeer.stop() }
+        let blockingPeer = try RawAttach(environment, polling: false)
+        defer { blockingPeer.stop() }
 
-        let polled = try rawAttach(environment, iterations: iterations, polling: true)
-        let blocking = try rawAttach(environment, iterations: iterations, polling: false)
-        // The bare minimum is the faster of the two ways to wait.
-        let raw = polled.median <= blocking.median ? polled : blocking
-        let ratio = ours.median / raw.median
+        func oursBatch(_ count: Int) throws -> Samples {
+            var samples = Samples()
+            for _ in 0..<count {
+                let start = SharedMemoryAccess.monotonicNanoseconds()
+                let grant = try importer.get(segment, access: .readWrite)
+                let attachment = try grant.attach()
+                touchEveryPage(UnsafeRawBufferPointer(attachment.bytes))
+                let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
+                try attachment.detach()
+                try grant.release()
+                samples.add(Double(elapsed) / 1000)
+            }
+            return samples
+        }
+        // Warm-up: first connections, first faults of the code paths.
+        _ = try oursBatch(10)
+        _ = try polledPeer.batch(10)
+        _ = try blockingPeer.batch(10)
+
+        var ours = Samples(), polled = Samples(), blocking = Samples()
+        let figure = try InterleavedRatio().measure(
+            ours: {
+                let samples = try oursBatch(batch)
+                ours.add(contentsOf: samples)
+                return samples.median
+            },
+            reference: {
+                // The bare minimum is the faster of the two ways to wait.
+                let polledSamples = try polledPeer.batch(batch), blockingSamples = try blockingPeer.batch(batch)
+                polled.add(contentsOf: polledSamples)
+                blocking.add(contentsOf: blockingSamples)
+                return min(polledSamples.median, blockingSamples.median)
+            })
         return FigureGroup(
             name: "attach",
-            note: "1 MiB, \(iterations) iterations, microseconds; importer and exporter are separate processes",
+            note: "1 MiB, batches of \(batch), ours and the raw reference interleaved; microseconds; importer and exporter are separate processes",
             columns: ["what", "median µs", "p90 µs"],
             rows: [
                 ["get + attach + touch 1 MiB (ours)", Format.micros(ours.median), Format.micros(ours.p90)],
                 ["raw round trip with memfd + mmap + touch, polling", Format.micros(polled.median), Format.micros(polled.p90)],
                 ["raw round trip with memfd + mmap + touch, blocking", Format.micros(blocking.median), Format.micros(blocking.p90)],
-                ["ratio (ours / raw)", Format.ratio(ratio), ""],
+                ["ratio (ours / raw), pair by pair", figure.summary, ""],
             ],
-            ratios: ["attach_vs_raw_roundtrip": ratio],
-            targets: ["attach_vs_raw_roundtrip <= 1.5 (reference: the faster raw variant)"])
+            ratios: [:],
+            targets: ["attach_vs_raw_roundtrip <= 1.5 (reference: the faster raw variant)"],
+            spreads: ["attach_vs_raw_roundtrip": figure])
     }
 
-    /// One raw SOCK_SEQPACKET round trip bringing back a memfd, then mmap and touch of every page.
-    static func rawAttach(_ environment: BenchEnvironment, iterations: Int, polling: Bool) throws -> Samples {
-        var raw = Samples()
-        let peer = try RawListener(environment: environment, memfdSize: size, peers: 1, polling: polling)
-        let spin = SpinPolicy(microseconds: polling ? 50 : 0)
-        let request: [UInt8] = Array(repeating: 0, count: 24)
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
-        defer { buffer.deallocate() }
-        for iteration in 0..<(iterations + 10) {
-            let start = SharedMemoryAccess.monotonicNanoseconds()
-            try UnixSocket.send(peer.sockets[0], bytes: request)
-            let received = try RawReceive.receive(peer.sockets[0], into: buffer, maximumDescriptors: 1, spin: spin)
-            guard let file = received.descriptors.takeFirst() else { throw XPMEMError(.protocolError, "no memfd came back") }
-            let mapping = try MemoryMapping.mapShared(file, length: size, protection: .readWrite)
-            touchEveryPage(UnsafeRawBufferPointer(mapping.bytes))
-            let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
-            mapping.unmap()
-            if iteration >= 10 { raw.add(Double(elapsed) / 1000) }
+    /// A raw peer process answering one SOCK_SEQPACKET round trip with a memfd.
+    final class RawAttach {
+        private let peer: RawListener
+        private let spin: SpinPolicy
+        private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+
+        init(_ environment: BenchEnvironment, polling: Bool) throws {
+            peer = try RawListener(environment: environment, memfdSize: AttachBenchmark.size, peers: 1, polling: polling)
+            spin = SpinPolicy(microseconds: polling ? 50 : 0)
         }
-        peer.stop()
-        return raw
+
+        /// `count` round trips, each followed by mmap and a touch of every page.
+        func batch(_ count: Int) throws -> Samples {
+            var samples = Samples()
+            let request: [UInt8] = Array(repeating: 0, count: 24)
+            for _ in 0..<count {
+                let start = SharedMemoryAccess.monotonicNanoseconds()
+                try UnixSocket.send(peer.sockets[0], bytes: request)
+                let received = try RawReceive.receive(peer.sockets[0], into: buffer, maximumDescriptors: 1, spin: spin)
+                guard let file = received.descriptors.takeFirst() else { throw XPMEMError(.protocolError, "no memfd came back") }
+                let mapping = try MemoryMapping.mapShared(file, length: AttachBenchmark.size, protection: .readWrite)
+                touchEveryPage(UnsafeRawBufferPointer(mapping.bytes))
+                let elapsed = SharedMemoryAccess.monotonicNanoseconds() - start
+                mapping.unmap()
+                samples.add(Double(elapsed) / 1000)
+            }
+            return samples
+        }
+
+        func stop() { peer.stop() }
+
+        deinit { buffer.deallocate() }
     }
 
     /// Reads one byte of every page, so every page is faulted in.
@@ -96,7 +129,7 @@ final class RawListener {
     private let path: String
 
     init(environment: BenchEnvironment, memfdSize: Int, peers: Int, polling: Bool) throws {
-        path = "/tmp/xpmem-bench-raw-\(ThisProcess.processID)-\(peers).sock"
+        path = "/tmp/xpmem-bench-raw-\(ThisProcess.processID)-\(peers)-\(polling ? "polled" : "blocking").sock"
         let listener = try UnixSocket.listen(at: path)
         try listener.setNonBlocking(false)
         for _ in 0..<peers {

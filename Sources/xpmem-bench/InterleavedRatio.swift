@@ -1,0 +1,78 @@
+import XPMEMSystem
+
+/// Ours and its reference measured alternately, a batch of each per pair (A B, then B A, …), so that
+/// the machine's speed drifting between them hits both alike. A pair's ratio is ours / reference (a
+/// time over a time, or a bandwidth over a bandwidth); the figure is the median of the pairs' ratios,
+/// with their minimum and maximum. Pairs are added until the spread is under `spreadBound` (after
+/// `minimumPairs`), or `maximumPairs` or the time budget is spent — then the figure says it did not
+/// settle.
+struct InterleavedRatio {
+    var minimumPairs = 5
+    var maximumPairs = 25
+    /// (maximum − minimum) / median of the pairs' ratios.
+    var spreadBound = 0.2
+    var budgetSeconds = 30.0
+
+    /// `ours` and `reference` each measure one batch and return its median.
+    func measure(ours: () throws -> Double, reference: () throws -> Double) rethrows -> RatioFigure {
+        var ratios: [Double] = []
+        var oursValues = Samples(), referenceValues = Samples()
+        let started = SharedMemoryAccess.monotonicNanoseconds()
+        var settled = false
+        while ratios.count < maximumPairs {
+            let (mine, theirs): (Double, Double)
+            if ratios.count % 2 == 0 {
+                mine = try ours()
+                theirs = try reference()
+            } else {
+                theirs = try reference()
+                mine = try ours()
+            }
+            oursValues.add(mine)
+            referenceValues.add(theirs)
+            ratios.append(mine / theirs)
+            if ratios.count >= minimumPairs {
+                let figure = RatioFigure(ratios: ratios, ours: oursValues.median, reference: referenceValues.median, settled: true)
+                if figure.spread <= spreadBound {
+                    settled = true
+                    break
+                }
+            }
+            if Double(SharedMemoryAccess.monotonicNanoseconds() - started) / 1e9 > budgetSeconds, ratios.count >= 3 { break }
+        }
+        return RatioFigure(ratios: ratios, ours: oursValues.median, reference: referenceValues.median, settled: settled)
+    }
+}
+
+/// One ratio as measured by `InterleavedRatio`.
+struct RatioFigure: Encodable {
+    var median: Double
+    var minimum: Double
+    var maximum: Double
+    var pairs: Int
+    /// Whether the spread came under the bound; false: the budget ran out first.
+    var settled: Bool
+    /// The medians of ours' and of the reference's batch values.
+    var ours: Double
+    var reference: Double
+
+    var spread: Double { median > 0 ? (maximum - minimum) / median : .infinity }
+
+    init(ratios: [Double], ours: Double, reference: Double, settled: Bool) {
+        var samples = Samples()
+        ratios.forEach { samples.add($0) }
+        median = samples.median
+        minimum = ratios.min() ?? .nan
+        maximum = ratios.max() ?? .nan
+        pairs = ratios.count
+        self.settled = settled
+        self.ours = ours
+        self.reference = reference
+    }
+
+    /// "1.23 (1.10–1.41, 9 pairs)", with "not settled" when it did not.
+    var summary: String {
+        let range = "\(Format.ratioValue(minimum))–\(Format.ratioValue(maximum)), \(pairs) pairs"
+        return "\(Format.ratioValue(median)) (\(range)\(settled ? "" : ", not settled"))"
+    }
+}
