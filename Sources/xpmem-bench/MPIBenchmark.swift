@@ -4,8 +4,9 @@ import Foundation
 /// Our communicator next to Open MPI on the same host, in one run: the `pingpong` and `allreduce`
 /// examples under `xprun` against their MPI twins in Examples/mpi-c under `mpirun.openmpi`, with
 /// vader's CMA single-copy and with vader's two-copy path (`btl_vader_single_copy_mechanism none`).
-/// Every program prints the median of its timed batches; each is run `--runs` times and the
-/// median of those is taken. Ratios are ours ÷ Open MPI's best transport for that figure.
+/// Every program prints the median of its timed batches; each is run `--runs` times, ours and Open
+/// MPI's in turn. A round's ratio is ours ÷ Open MPI's best transport in that round; the figure is
+/// the median of the rounds' ratios, with their spread.
 struct MPIBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "mpi",
@@ -38,23 +39,35 @@ struct MPIBenchmark: ParsableCommand {
         let allreduceArguments = ["--sizes", "1M", "--scale", scale, "--batches", batches]
 
         let xprun = [BenchEnvironment.sibling("xprun"), "-n", "2", "--bind", "core"]
+        // Ours and both Open MPI transports run one after the other in every round, so each round's
+        // ratio compares runs taken at nearly the same moment; the figure is the median over rounds.
         var ours = Measured(), cma = Measured(), twoCopy = Measured()
+        var rounds: [(ours: Measured, cma: Measured, twoCopy: Measured)] = []
         for _ in 0..<max(1, runs) {
-            ours.add(pingpong: try run(xprun + [BenchEnvironment.sibling("pingpong")] + pingpongArguments),
-                     allreduce: try run(xprun + [BenchEnvironment.sibling("allreduce")] + allreduceArguments))
-            cma.add(pingpong: try run(tools.mpirun(ranks: 2, singleCopy: "cma") + [programs.pingpong] + pingpongArguments),
-                    allreduce: try run(tools.mpirun(ranks: 2, singleCopy: "cma") + [programs.allreduce] + allreduceArguments))
-            twoCopy.add(
+            var round = (ours: Measured(), cma: Measured(), twoCopy: Measured())
+            round.ours.add(pingpong: try run(xprun + [BenchEnvironment.sibling("pingpong")] + pingpongArguments),
+                           allreduce: try run(xprun + [BenchEnvironment.sibling("allreduce")] + allreduceArguments))
+            round.cma.add(pingpong: try run(tools.mpirun(ranks: 2, singleCopy: "cma") + [programs.pingpong] + pingpongArguments),
+                          allreduce: try run(tools.mpirun(ranks: 2, singleCopy: "cma") + [programs.allreduce] + allreduceArguments))
+            round.twoCopy.add(
                 pingpong: try run(tools.mpirun(ranks: 2, singleCopy: "none") + [programs.pingpong] + pingpongArguments),
                 allreduce: try run(tools.mpirun(ranks: 2, singleCopy: "none") + [programs.allreduce] + allreduceArguments))
+            ours.merge(round.ours)
+            cma.merge(round.cma)
+            twoCopy.merge(round.twoCopy)
+            rounds.append(round)
         }
 
         func row(_ label: String, _ value: (Measured) -> Double, format: (Double) -> String, higherIsBetter: Bool)
-            -> (row: [String], ratio: Double)
+            -> (row: [String], figure: RatioFigure)
         {
-            let best = higherIsBetter ? max(value(cma), value(twoCopy)) : min(value(cma), value(twoCopy))
-            let ratio = value(ours) / best
-            return ([label, format(value(ours)), format(value(cma)), format(value(twoCopy)), Format.ratio(ratio)], ratio)
+            func best(_ first: Measured, _ second: Measured) -> Double {
+                higherIsBetter ? max(value(first), value(second)) : min(value(first), value(second))
+            }
+            let ratios = rounds.map { value($0.ours) / best($0.cma, $0.twoCopy) }
+            var figure = RatioFigure(ratios: ratios, ours: value(ours), reference: best(cma, twoCopy), settled: false)
+            figure.settled = figure.pairs >= 3 && figure.spread <= 0.2
+            return ([label, format(value(ours)), format(value(cma)), format(value(twoCopy)), figure.summary], figure)
         }
         let latency = row("latency 8 B (µs)", { $0.latency(8) }, format: { String(format: "%.3f", $0) },
                           higherIsBetter: false)
@@ -66,16 +79,17 @@ struct MPIBenchmark: ParsableCommand {
                             higherIsBetter: false)
         return FigureGroup(
             name: "mpi",
-            note: "xprun + XPMEMComm vs Open MPI \(tools.version) (vader), 2 ranks bound to cores, median of \(runs) runs",
-            columns: ["figure", "ours", "Open MPI CMA", "Open MPI two-copy", "ours / best"],
+            note: "xprun + XPMEMComm vs Open MPI \(tools.version) (vader), 2 ranks bound to cores, \(runs) rounds of ours, CMA and two-copy in turn; ratio per round, median (min-max)",
+            columns: ["figure", "ours", "Open MPI CMA", "Open MPI two-copy", "ours / best, per round"],
             rows: [latency.row, bandwidth1.row, bandwidth64.row, allreduce.row],
-            ratios: [
-                "latency_8B": latency.ratio, "pingpong_bw_1MiB": bandwidth1.ratio,
-                "pingpong_bw_64MiB": bandwidth64.ratio, "allreduce_1MiB": allreduce.ratio,
-            ],
+            ratios: [:],
             targets: [
                 "pingpong_bw_1MiB >= 1.2 (vs two-copy)", "pingpong_bw_64MiB >= 1.8", "latency_8B <= 1.1",
                 "allreduce_1MiB <= 0.7",
+            ],
+            spreads: [
+                "latency_8B": latency.figure, "pingpong_bw_1MiB": bandwidth1.figure,
+                "pingpong_bw_64MiB": bandwidth64.figure, "allreduce_1MiB": allreduce.figure,
             ])
     }
 
@@ -114,6 +128,14 @@ private struct Measured {
             pingpong[size, default: (Samples(), Samples())].bandwidth.add(columns[1])
         }
         if let time = Self.table(allreduceOutput)[1 << 20]?.first { allreduce.add(time) }
+    }
+
+    mutating func merge(_ other: Measured) {
+        for (size, samples) in other.pingpong {
+            pingpong[size, default: (Samples(), Samples())].latency.add(contentsOf: samples.latency)
+            pingpong[size, default: (Samples(), Samples())].bandwidth.add(contentsOf: samples.bandwidth)
+        }
+        allreduce.add(contentsOf: other.allreduce)
     }
 
     func latency(_ size: Int) -> Double { pingpong[size]?.latency.median ?? .nan }
