@@ -124,6 +124,11 @@ ssize_t cxpmem_process_vm_readv(pid_t pid, void *local, size_t length, const voi
 }
 
 const int cxpmem_MAP_FIXED_NOREPLACE = MAP_FIXED_NOREPLACE;
+
+void *cxpmem_mremap_replacing(void *old_address, size_t length, void *new_address)
+{
+    return mremap(old_address, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new_address);
+}
 const int cxpmem_MAP_POPULATE = MAP_POPULATE;
 
 int cxpmem_uffd_open(void) {

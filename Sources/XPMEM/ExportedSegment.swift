@@ -51,8 +51,13 @@ public final class ExportedSegment: Sendable {
     /// Withdraws the segment (XPMEM's `remove`): importers that map it first get to stop access
     /// (an invalidation of the whole segment with reason `.remove`, waiting up to `deadline`), then
     /// they are told it is released and their mappings become inaccessible. No new get or attach
-    /// succeeds. Idempotent.
+    /// succeeds. The segment's bytes then become private memory of this process at the same
+    /// addresses (`makePagesPrivate`): a descriptor an importer kept aliases nothing live. Idempotent.
     public func remove(deadline: Duration = .seconds(5)) throws(XPMEMError) {
+        try withdraw(deadline: deadline, keepingBytes: true)
+    }
+
+    private func withdraw(deadline: Duration, keepingBytes: Bool) throws(XPMEMError) {
         let alreadyRemoved = state.withLock { state in
             defer { state.removed = true }
             return state.removed
@@ -60,9 +65,12 @@ public final class ExportedSegment: Sendable {
         if alreadyRemoved { return }
         _ = try beginInvalidation(deadline: deadline, reason: .remove)
         try broker.channel.requestDone(.remove(id))
+        if keepingBytes { try makePagesPrivate() }
     }
 
-    deinit { try? remove() }
+    /// Memory the library allocated is unmapped right after, so only a caller's range (exportRange)
+    /// needs its bytes made private.
+    deinit { try? withdraw(deadline: .seconds(5), keepingBytes: state.withLock { $0.ownedMapping == nil }) }
 }
 
 extension XPMEMBroker {

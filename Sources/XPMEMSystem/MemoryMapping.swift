@@ -127,6 +127,21 @@ public struct MemoryMapping: ~Copyable, @unchecked Sendable {
         MemoryMapping.unmapOnce(base, length)
     }
 
+    /// Moves this mapping's pages to `address`, in place of whatever was mapped there (the same
+    /// length; the old addresses become unmapped). The corresponding C function is
+    /// `mremap(MREMAP_MAYMOVE | MREMAP_FIXED)`. On failure the target is untouched and this mapping
+    /// is unmapped.
+    public consuming func move(replacing address: UnsafeMutableRawPointer) throws(Errno) -> MemoryMapping {
+        let (base, length) = (self.base, self.length)
+        discard self
+        guard let moved = cxpmem_mremap_replacing(base, length, address), moved != MAP_FAILED else {
+            let error = Errno(rawValue: errno)
+            MemoryMapping.unmapOnce(base, length)
+            throw error
+        }
+        return MemoryMapping(base: moved, length: length)
+    }
+
     /// Gives up ownership without unmapping, when the range has become another owner's
     /// (for example after mapping a file over it with `.replacing`).
     public consuming func relinquish() -> UnsafeMutableRawBufferPointer {

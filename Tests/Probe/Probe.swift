@@ -14,7 +14,7 @@ struct Probe: ParsableCommand {
         abstract: "Test helper: acts as an importer or exporter and reports what it could do.",
         subcommands: [
             ReadOnlyEscape.self, Truncate.self, Get.self, Hold.self, ExportRange.self, Watch.self, ExportAndInvalidate.self,
-            NUMAImporter.self, ReadLoop.self, Flood.self, Supervise.self,
+            NUMAImporter.self, ReadLoop.self, Flood.self, Supervise.self, KeepDescriptor.self,
         ])
 }
 

@@ -112,6 +112,26 @@ struct LifecycleTests {
         #expect(broker.waitForDescriptorCount(baseline) == baseline)
     }
 
+    @Test("After remove, a memfd an importer kept aliases nothing live: it sees none of the exporter's later writes, the exporter none of its")
+    func removeRevokesForReal() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)
+        segment.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0x11) }
+        let importer = try ChildProcess("xpmem-probe", ["keep-descriptor", "--socket", broker.socketPath, "\(segment.id)"])
+        #expect(importer.readLine() == "mapped first-byte 17")
+        #expect(importer.send("write 18") && importer.readLine() == "wrote")
+        #expect(segment.withUnsafeMutableBytes { $0[0] } == 18, "before remove the importer shares the exporter's bytes")
+        try segment.remove()
+        #expect(segment.withUnsafeMutableBytes { $0[0] == 18 && $0[1...].allSatisfy { $0 == 0x11 } },
+                "the exporter keeps its bytes through remove")
+        segment.withUnsafeMutableBytes { $0[0] = 0x22 }
+        #expect(importer.send("read") && importer.readLine() == "first-byte 18", "the kept descriptor sees a later write")
+        #expect(importer.send("write 51") && importer.readLine() == "wrote")
+        #expect(segment.withUnsafeMutableBytes { $0[0] } == 0x22, "a write through the kept descriptor reached the exporter")
+        importer.signal(SIGKILL)
+        importer.waitForExit()
+    }
+
     @Test("exportRange keeps the address and the bytes, and importers then share them")
     func exportExistingRange() throws {
         let broker = try TestBroker()

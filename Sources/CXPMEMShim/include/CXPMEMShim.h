@@ -61,6 +61,9 @@ ssize_t cxpmem_process_vm_readv(pid_t pid, void *local, size_t length, const voi
 
 // Memory mapping constants that Glibc's module map does not carry everywhere.
 extern const int cxpmem_MAP_FIXED_NOREPLACE;
+/* mremap(old, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new): mremap is variadic, which Swift
+ * cannot call. Returns the new address or MAP_FAILED with errno. */
+void *cxpmem_mremap_replacing(void *old_address, size_t length, void *new_address);
 extern const int cxpmem_MAP_POPULATE;
 
 // userfaultfd in minor-fault mode on shmem: the mechanism behind the `.block` access policy.

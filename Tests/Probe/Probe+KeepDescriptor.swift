@@ -1,0 +1,33 @@
+@preconcurrency import Glibc
+import ArgumentParser
+import XPMEMSystem
+import XPMEMWire
+
+extension Probe {
+    /// An importer that ignores `released`: gets the segment's memfd through the raw protocol, maps it
+    /// itself, and keeps it. Prints "mapped first-byte N", then answers "read" with "first-byte N" and
+    /// "write V" (the first byte) with "wrote", to show what the kept descriptor still reaches.
+    struct KeepDescriptor: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "keep-descriptor")
+        @OptionGroup var options: ProbeOptions
+        @Argument var segment: String
+
+        func run() throws {
+            try options.becomeRequestedUser()
+            let (descriptor, size) = try rawDescriptor(socket: options.socket, segment: SegmentID(segment)!, access: .readWrite)
+            let file = OwnedDescriptor(adopting: descriptor)
+            let mapping = try MemoryMapping.mapShared(file, length: Int(size), protection: .readWrite)
+            report("mapped first-byte \(mapping.bytes[0])")
+            while let line = readLine() {
+                if line == "read" {
+                    report("first-byte \(mapping.bytes[0])")
+                } else if line.hasPrefix("write "), let value = UInt8(line.dropFirst(6)) {
+                    mapping.bytes[0] = value
+                    report("wrote")
+                } else {
+                    report("unknown \(line)")
+                }
+            }
+        }
+    }
+}
