@@ -30,6 +30,10 @@ extension BrokerCore {
         return [.send(exporter, .events, requestID: 0, event)]
     }
 
+    /// The most one fault may have an exporter fill: filling allocates the exporter's memory, so no
+    /// importer may make it fill more than a fault needs at once.
+    public static let maximumFaultLength: UInt64 = 2 << 20
+
     /// An importer's attachment faulted where the exporter's file has no page: the exporter backs and
     /// fills the range, then the importer is told which parts have pages. Checked as an attach is (a
     /// grant of this client, page-aligned, inside the segment), but nothing stays recorded.
@@ -37,6 +41,10 @@ extension BrokerCore {
         _ handle: AccessHandle, offset: UInt64, length: UInt64, importer: PeerID, client: ClientID,
         requestID: UInt32, now: UInt64
     ) throws(BrokerError) -> [BrokerEffect] {
+        guard length <= Self.maximumFaultLength else {
+            throw BrokerError(.invalidArgument,
+                "a fault may ask for at most \(Self.maximumFaultLength) bytes to be filled, not \(length)")
+        }
         let attachment = try registry.attach(handle, offset: offset, length: length, by: client)
         guard let base = registry.segments[attachment.segment]?.addressSpaceBase else {
             try? registry.detach(attachment.id, by: client)

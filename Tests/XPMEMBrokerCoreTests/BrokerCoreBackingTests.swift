@@ -81,7 +81,7 @@ struct BrokerCoreBackingTests {
         #expect(scene.broker.core.registry.attachments.isEmpty, "the fault's transient attachment stayed recorded")
     }
 
-    @Test func aFaultOutsideTheSegmentOrWithAForeignHandleIsRefused() {
+    @Test func aFaultOutsideTheSegmentWithAForeignHandleOrTooLongIsRefused() {
         var scene = Scene()
         guard case .failure(.invalidArgument, _) = scene.broker.request(
             .resolveFault(scene.handle, offset: AddressSpace.maximumSize, length: page), from: scene.importer) else {
@@ -91,6 +91,11 @@ struct BrokerCoreBackingTests {
         guard case .failure(.notFound, _) = scene.broker.request(
             .resolveFault(scene.handle, offset: 0, length: page), from: scene.exporter) else {
             Issue.record("a fault through another client's handle was accepted")
+            return
+        }
+        guard case .failure(.invalidArgument, _) = scene.broker.request(
+            .resolveFault(scene.handle, offset: 0, length: BrokerCore.maximumFaultLength + page), from: scene.importer) else {
+            Issue.record("a fault asking to fill more than a fault needs was accepted")
             return
         }
         #expect(scene.broker.core.registry.attachments.isEmpty)

@@ -21,7 +21,8 @@
 #include "wire.h"
 
 /* How much of a window one fault asks the exporter to back: enough that touching a buffer page by
- * page costs one round trip per 2 MiB, little enough that a fault does not copy a whole window. */
+ * page costs one round trip per 2 MiB, little enough that a fault does not copy a whole window; the
+ * broker refuses more (BrokerCore.maximumFaultLength), as filling allocates the exporter's memory. */
 #define FAULT_CHUNK (UINT64_C(2) << 20)
 
 static pthread_mutex_t faults_lock = PTHREAD_MUTEX_INITIALIZER;
