@@ -14,7 +14,7 @@ export PATH=$UCX/bin:$PATH
 export XPMEM_SOCKET=$run_dir/xpmemd.sock XPMEM_AUTOSTART=0
 # As root (CI), Open MPI refuses to start without both.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export XPMEM_DEBUG=${XPMEM_DEBUG:-0}
+export XPMEM_DEBUG=${XPMEM_DEBUG:-0} UCX_LOG_LEVEL=${UCX_LOG_LEVEL:-warn}
 
 start_broker() {
     "$XPMEMD" --socket "$XPMEM_SOCKET" --log-level warning 2>"$run_dir/xpmemd.log" &
@@ -44,7 +44,7 @@ allow_root=()
 # pml_ucx_tls/devices=any: Open MPI 4.1 otherwise declines UCX when it offers no InfiniBand transport.
 mpirun_ucx_xpmem=(mpirun "${allow_root[@]}" -np 2 --bind-to core --mca pml ucx --mca pml_ucx_tls any
     --mca pml_ucx_devices any --mca btl self --mca osc ^ucx -x UCX_TLS=xpmem,self -x LD_LIBRARY_PATH
-    -x XPMEM_SOCKET -x XPMEM_AUTOSTART -x XPMEM_DEBUG)
+    -x XPMEM_SOCKET -x XPMEM_AUTOSTART -x XPMEM_DEBUG -x UCX_LOG_LEVEL)
 
 # The reference: Debian's Open MPI alone (no rebuilt UCX on its library path), ob1 over vader with
 # CMA single copy (process_vm_readv).
