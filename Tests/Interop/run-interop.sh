@@ -15,13 +15,15 @@ fail() { echo "FAIL $*"; failed=$((failed + 1)); }
 # The output of a failed step, indented, so that the log says why.
 show() { sed 's/^/    | /' "$1" | tail -n "${2:-30}"; }
 
-# Bytes the exporters' libraries backed for their peers' xpmem_attach (XPMEM_DEBUG=1 prints one
-# "backed [start, +length): …, N bytes copied, M remapped" line per range). Each such line exists
-# only because a peer attached that range through libxpmem.
+# What the exporters' libraries backed for their peers' xpmem_attach: XPMEM_DEBUG=1 prints one
+# "backed [start, +length): …, C bytes copied, R remapped …" line per range a peer attached for the
+# first time; R counts the bytes newly made shared (a range attached again, or overlapping one backed
+# before, adds only what was not shared yet). Each line exists only because a peer attached through
+# libxpmem.
 backed_ranges() { grep -c 'libxpmem\[[0-9]*\]: backed \[' "$1"; }
 backed_bytes() {
-    sed -n 's/.*libxpmem\[[0-9]*\]: backed \[.* \([0-9]*\) bytes copied, \([0-9]*\) remapped.*/\1 \2/p' "$1" |
-        awk '{ total += $1 + $2 } END { print total + 0 }'
+    sed -n 's/.*libxpmem\[[0-9]*\]: backed \[.* bytes copied, \([0-9]*\) remapped.*/\1/p' "$1" |
+        awk '{ total += $1 } END { print total + 0 }'
 }
 
 # --- UCX sees the transport only when libxpmem answers ---------------------------------------------
@@ -106,14 +108,14 @@ mpi_check() { # LOG_NAME MIN_BACKED_BYTES PROGRAM ARGS...
     local what="mpirun -np 2 --mca pml ucx -x UCX_TLS=xpmem,self $program $*"
     if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ "$xpmem_endpoints" -eq 2 ]; then
         pass "$what: ${verdict#OK: }; both ranks' endpoints tag(xpmem/memory); $ranges range(s)," \
-             "$((bytes >> 20)) MiB attached through libxpmem"
+             "$((bytes >> 20)) MiB of the ranks' memory shared for the peer's attaches"
     else
         fail "$what: status $status, verdict '${verdict:-none}', $xpmem_endpoints of 2 endpoints tag(xpmem/memory)," \
-             "$ranges range(s) and $bytes bytes backed (at least $min_bytes expected)${why:+; $why}"
+             "$ranges range(s) and $bytes bytes shared for the peer (at least $min_bytes expected)${why:+; $why}"
         show "$log"
     fi
 }
-# 64 MiB messages: the rendezvous attaches the sender's buffer, so at least 64 MiB is backed.
+# 64 MiB messages: the rendezvous attaches the sender's buffer, so at least 64 MiB is made shared.
 mpi_check pingpong $((64 << 20)) pingpong --sizes 8,4K,1M,4M,64M --scale 0.05 --batches 3
 mpi_check allreduce $((1 << 20)) allreduce --sizes 1M,8M --scale 0.05 --batches 3
 # Memory freed and allocated again: allreduce frees its 64 MiB vectors after the first size and
