@@ -46,7 +46,7 @@ interop-deps:
 	  echo "make: installing what the interop checks need: $(INTEROP_PACKAGES)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(INTEROP_PACKAGES) >/dev/null; \
 	else \
-	  echo "FAIL interop prerequisites are installed. Run: sudo apt-get install -y $(INTEROP_PACKAGES)"; exit 1; \
+	  echo "FAIL interop prerequisites are installed: some are missing. Run: sudo apt-get install -y $(INTEROP_PACKAGES)"; exit 1; \
 	fi
 
 build: deps
@@ -160,8 +160,10 @@ interop-checks: interop-deps
 # Figures: Open MPI + UCX + libxpmem against Open MPI's vader with CMA, interleaved pairs, as JSON
 # (INTEROP_PAIRS=5 by default). Uses the release broker.
 INTEROP_PAIRS ?= 5
-interop-bench: deps release interop-deps
-	@$(MAKE) -s -C libxpmem install PREFIX=$(INTEROP_DIR)/xpmem
+# Only the JSON goes to standard output: the builds' messages go to standard error.
+interop-bench: deps interop-deps
+	@$(MAKE) -s release >&2
+	@$(MAKE) -s -C libxpmem install PREFIX=$(INTEROP_DIR)/xpmem >&2
 	@Tests/Interop/build-ucx.sh $(INTEROP_DIR) >&2
 	@Tests/Interop/bench-interop.sh $(INTEROP_DIR) $(CURDIR)/$(RELEASE_DIR)/xpmemd $(INTEROP_PAIRS)
 

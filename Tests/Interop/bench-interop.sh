@@ -52,6 +52,8 @@ done | awk -v pairs="$pairs" -v ucx="$(ucx_info -v | sed -n 's/^# Version //p')"
         for (i = 2; i <= count; i++) { if (list[i] < lo) lo = list[i]; if (list[i] > hi) hi = list[i] }
         ratios[++n] = sprintf("    \"%s\": %.3f", name, median(list, count))
         spreads[n] = sprintf("    \"%s\": [%.3f, %.3f]", name, lo, hi)
+        each[n] = sprintf("    \"%s\": [", name)
+        for (i = 1; i <= count; i++) each[n] = each[n] sprintf("%.3f%s", list[i], i < count ? ", " : "]")
     }
     { size = $2; p = $1
       lat_ours[size, p] = $3; lat_ref[size, p] = $4; bw_ours[size, p] = $5; bw_ref[size, p] = $6 }
@@ -75,5 +77,7 @@ done | awk -v pairs="$pairs" -v ucx="$(ucx_info -v | sed -n 's/^# Version //p')"
         for (i = 1; i <= n; i++) printf "%s%s\n", ratios[i], i < n ? "," : ""
         printf "  },\n  \"ratio_min_max\": {\n"
         for (i = 1; i <= n; i++) printf "%s%s\n", spreads[i], i < n ? "," : ""
+        printf "  },\n  \"ratio_each_pair\": {\n"
+        for (i = 1; i <= n; i++) printf "%s%s\n", each[i], i < n ? "," : ""
         printf "  }\n}\n"
     }'
