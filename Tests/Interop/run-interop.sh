@@ -42,10 +42,15 @@ fi
 # The control: with no broker and autostart off, xpmem_version() fails and UCX drops the transport.
 # If xpmem were still listed, the check above would prove nothing about libxpmem.
 XPMEM_SOCKET=$run_dir/nobody.sock ucx_info -d >"$run_dir/ucx_info_nobroker.out" 2>&1
+# (It must still list its other shared-memory transport, posix: a ucx_info that failed altogether
+# would list nothing and prove nothing.)
 if grep -q 'Transport: xpmem' "$run_dir/ucx_info_nobroker.out"; then
     fail "without a broker (XPMEM_AUTOSTART=0) UCX does not offer xpmem: it still does"
+elif ! grep -q 'Transport: posix' "$run_dir/ucx_info_nobroker.out"; then
+    fail "without a broker (XPMEM_AUTOSTART=0) UCX does not offer xpmem: ucx_info listed no posix transport either"
+    show "$run_dir/ucx_info_nobroker.out"
 else
-    pass "without a broker (XPMEM_AUTOSTART=0) UCX does not offer xpmem"
+    pass "without a broker (XPMEM_AUTOSTART=0) UCX does not offer xpmem (it still offers posix)"
 fi
 device=$(awk '/Memory domain: xpmem/ { md = 1 } md && /Transport: xpmem/ { tl = 1 } tl && /Device: / { print $3; exit }' \
          "$run_dir/ucx_info.out")
