@@ -5,7 +5,8 @@ RELEASE_DIR := .build/release
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: all deps numa-deps build release demo test unit-and-integration-test numa-test numa-bench bench chaos install clean
+.PHONY: all deps numa-deps interop-deps build release demo test unit-and-integration-test numa-test numa-bench bench \
+	chaos interop interop-checks interop-bench install clean
 
 all: build
 
@@ -33,6 +34,21 @@ numa-deps:
 	  echo "make: the NUMA checks run in an emulated machine. Run: sudo apt-get install -y $(NUMA_PACKAGES)" >&2; exit 1; \
 	fi
 
+# What the interop checks need: UCX's release tarball carries no configure script (autoconf,
+# automake, libtool), UCX has C++ parts (g++), and Debian's Open MPI runs the MPI examples. Missing
+# and not root: a FAIL line with the exact command, which `make test` counts as a failure.
+INTEROP_PACKAGES := autoconf automake libtool g++ make xz-utils openmpi-bin libopenmpi-dev
+interop-deps:
+	@if command -v autoreconf >/dev/null && command -v automake >/dev/null && command -v libtoolize >/dev/null \
+	   && command -v g++ >/dev/null && command -v xz >/dev/null && command -v mpicc >/dev/null \
+	   && command -v mpirun >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  echo "make: installing what the interop checks need: $(INTEROP_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(INTEROP_PACKAGES) >/dev/null; \
+	else \
+	  echo "FAIL interop prerequisites are installed: some are missing. Run: sudo apt-get install -y $(INTEROP_PACKAGES)"; exit 1; \
+	fi
+
 build: deps
 	$(SWIFT) build
 
@@ -43,7 +59,8 @@ release: deps
 demo: release
 	@Examples/demo.sh $(RELEASE_DIR)
 
-# Every test: unit and integration tests on this machine, the C library's tests, then the NUMA checks in emulated
+# Every test: unit and integration tests on this machine, the C library's tests, unmodified UCX and
+# Open MPI on the C library (interop), then the NUMA checks in emulated
 # 2-node and 4-node machines (this machine has one node; see Tests/NUMAMachine). Every step runs
 # even when an earlier one failed, and keeps its whole output in $(TEST_LOGS). The last line counts
 # every test, skip and NUMA check, "N passed, N failed, N skipped" alone on its line (CI reads it);
@@ -55,6 +72,7 @@ test: deps numa-deps
 	fi
 	@$(call test-step,swift-test,$(SWIFT) test --skip-build,$(COUNT_SWIFT_TESTS))
 	@$(call test-step,libxpmem,$(MAKE) -s -C libxpmem test XPMEMD=$(DEBUG_DIR)/xpmemd,$(COUNT_C_TESTS))
+	@$(call test-step,interop,$(MAKE) -s interop-checks INTEROP_XPMEMD=$(DEBUG_DIR)/xpmemd,$(COUNT_INTEROP_CHECKS))
 	@$(call test-step,numa-2-nodes,$(call numa-machine,2),$(COUNT_NUMA_CHECKS))
 	@$(call test-step,numa-4-nodes,$(call numa-machine,4),$(COUNT_NUMA_CHECKS))
 	@cat $(TEST_LOGS)/*.counts | awk '{ passed += $$1; failed += $$2; skipped += $$3 } \
@@ -93,6 +111,9 @@ COUNT_C_TESTS := awk '/^[0-9]+ passed, [0-9]+ failed$$/ { passed = $$1; failed =
 # xpmem-numa-check prints one line per check: "PASS what" or "FAIL what: why".
 COUNT_NUMA_CHECKS := awk '/^PASS / { passed++ } /^FAIL / { failed++ } END { print passed + 0, failed + 0, 0 }'
 
+# The interop checks print "PASS what" or "FAIL what: why", one line each, like the NUMA checks.
+COUNT_INTEROP_CHECKS := $(COUNT_NUMA_CHECKS)
+
 DEBUG_DIR := $(CURDIR)/.build/debug
 VM := Tests/NUMAMachine/run-in-vm.sh
 VM_FILES := --file $(DEBUG_DIR)/xpmem-numa-check --file $(DEBUG_DIR)/xpmemd --file $(DEBUG_DIR)/xpmem-probe \
@@ -126,6 +147,32 @@ bench: release
 CHAOS_ROUNDS ?= 200
 chaos: build
 	$(MAKE) -s -C libxpmem chaos XPMEMD=$(DEBUG_DIR)/xpmemd CHAOS_ROUNDS=$(CHAOS_ROUNDS)
+
+# Unmodified UCX 1.13.1 (built once from its release tarball against libxpmem installed in
+# $(INTEROP_DIR)/xpmem, rebuilt only when the tarball, xpmem.h or its flags change) and Debian's
+# Open MPI on libxpmem: ucx_info, ucx_perftest put/get over the xpmem transport alone, and the MPI
+# examples over pml ucx with UCX_TLS=xpmem,self. See Tests/Interop.
+INTEROP_DIR := $(CURDIR)/.build/interop
+INTEROP_XPMEMD ?= $(DEBUG_DIR)/xpmemd
+interop: deps build
+	@$(MAKE) -s interop-checks INTEROP_XPMEMD=$(INTEROP_XPMEMD)
+
+# The checks alone, on a broker already built (`make test` runs this as its interop step).
+interop-checks: interop-deps
+	@$(MAKE) -s -C libxpmem install PREFIX=$(INTEROP_DIR)/xpmem
+	@Tests/Interop/build-ucx.sh $(INTEROP_DIR) \
+	  || { echo "FAIL UCX builds --with-xpmem=$(INTEROP_DIR)/xpmem (log: $(INTEROP_DIR)/ucx-build.log)"; exit 1; }
+	@Tests/Interop/run-interop.sh $(INTEROP_DIR) $(INTEROP_XPMEMD)
+
+# Figures: Open MPI + UCX + libxpmem against Open MPI's vader with CMA, interleaved pairs, as JSON
+# (INTEROP_PAIRS=5 by default). Uses the release broker.
+INTEROP_PAIRS ?= 5
+# Only the JSON goes to standard output: the builds' messages go to standard error.
+interop-bench: deps interop-deps
+	@$(MAKE) -s release >&2
+	@$(MAKE) -s -C libxpmem install PREFIX=$(INTEROP_DIR)/xpmem >&2
+	@Tests/Interop/build-ucx.sh $(INTEROP_DIR) >&2
+	@Tests/Interop/bench-interop.sh $(INTEROP_DIR) $(CURDIR)/$(RELEASE_DIR)/xpmemd $(INTEROP_PAIRS)
 
 # Installs the broker, its tools and the systemd units for a system-wide broker (socket activation):
 #   make install PREFIX=/usr/local [DESTDIR=/staging]

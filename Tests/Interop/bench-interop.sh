@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Open MPI + rebuilt UCX + libxpmem (pml ucx, UCX_TLS=xpmem,self) against Debian's Open MPI with
+# ob1/vader and CMA single copy, on Examples/mpi-c/pingpong.c. Runs are INTERLEAVED (ours,
+# reference, ours, reference, …) so that the machine's drift hits both alike; each pair gives one
+# ratio per figure, and the JSON reports their median and min–max. Measures, asserts nothing.
+#   Tests/Interop/bench-interop.sh WORK_DIR XPMEMD [PAIRS]
+set -euo pipefail
+WORK=$(realpath "${1:?usage: bench-interop.sh WORK_DIR XPMEMD [PAIRS]}")
+XPMEMD=$(realpath "${2:?usage: bench-interop.sh WORK_DIR XPMEMD [PAIRS]}")
+pairs=${3:-5}
+# shellcheck source=interop-env.sh
+source "$(dirname "$0")/interop-env.sh"
+trap stop_broker_and_clean EXIT
+start_broker
+compile_examples >&2
+arguments=(--sizes 8,1M,4M,64M --batches 5)
+
+# One run of pingpong; its table rows "SIZE LATENCY_US BANDWIDTH_MBS" go to the file, and a run
+# without the example's own "OK" verdict (every byte checked) stops the benchmark.
+measure() { # OUTPUT_FILE MPIRUN...
+    local file=$1
+    shift
+    local output
+    output=$("$@" "$run_dir/pingpong" "${arguments[@]}" 2>&1) || { echo "$output" >&2; exit 1; }
+    grep -q '^OK:' <<<"$output" || { echo "$output" >&2; echo "bench-interop: no OK verdict" >&2; exit 1; }
+    awk '$1 ~ /^[0-9]+$/ && NF == 3 { print $1, $2, $3 }' <<<"$output" >"$file"
+}
+
+for pair in $(seq "$pairs"); do
+    echo "bench-interop: pair $pair of $pairs" >&2
+    measure "$run_dir/ours.$pair" "${mpirun_ucx_xpmem[@]}"
+    measure "$run_dir/reference.$pair" "${mpirun_vader_cma[@]}"
+done
+
+# Per pair: bandwidth ratios ours ÷ reference (above 1: ours is faster), latency ratio ours ÷
+# reference (below 1: ours is faster). Then each ratio's median (lower middle for an even count),
+# min and max over the pairs, and each side's median figure.
+for pair in $(seq "$pairs"); do
+    awk -v pair="$pair" 'FNR == NR { latency[$1] = $2; bandwidth[$1] = $3; next }
+        { printf "%s %s %.6f %.6f %.6f %.6f\n", pair, $1, latency[$1], $2, bandwidth[$1], $3 }' \
+        "$run_dir/ours.$pair" "$run_dir/reference.$pair"
+done | awk -v pairs="$pairs" -v ucx="$(ucx_info -v | sed -n 's/^# Version //p')" \
+    -v ompi="$(mpirun --version 2>/dev/null | sed -n '1s/.* //p')" '
+    function median(list, count,    sorted, i, j, t) {
+        for (i = 1; i <= count; i++) sorted[i] = list[i]
+        for (i = 2; i <= count; i++) for (j = i; j > 1 && sorted[j-1] > sorted[j]; j--) {
+            t = sorted[j]; sorted[j] = sorted[j-1]; sorted[j-1] = t }
+        return sorted[int((count + 1) / 2)]
+    }
+    function spread(name, list, count,    i, lo, hi) {
+        lo = hi = list[1]
+        for (i = 2; i <= count; i++) { if (list[i] < lo) lo = list[i]; if (list[i] > hi) hi = list[i] }
+        ratios[++n] = sprintf("    \"%s\": %.3f", name, median(list, count))
+        spreads[n] = sprintf("    \"%s\": [%.3f, %.3f]", name, lo, hi)
+        each[n] = sprintf("    \"%s\": [", name)
+        for (i = 1; i <= count; i++) each[n] = each[n] sprintf("%.3f%s", list[i], i < count ? ", " : "]")
+    }
+    { size = $2; p = $1
+      lat_ours[size, p] = $3; lat_ref[size, p] = $4; bw_ours[size, p] = $5; bw_ref[size, p] = $6 }
+    END {
+        split("1048576 4194304 67108864", sizes, " "); split("1MiB 4MiB 64MiB", names, " ")
+        for (s = 1; s <= 3; s++) {
+            for (p = 1; p <= pairs; p++) r[p] = bw_ours[sizes[s], p] / bw_ref[sizes[s], p]
+            spread("ucx_xpmem_bw_" names[s] "_vs_vader_cma", r, pairs)
+        }
+        for (p = 1; p <= pairs; p++) r[p] = lat_ours[8, p] / lat_ref[8, p]
+        spread("ucx_xpmem_latency_8B_vs_vader", r, pairs)
+        printf "{\n  \"note\": \"Examples/mpi-c/pingpong, 2 ranks bound to cores, %d interleaved pairs. ours: Open MPI %s pml ucx + UCX %s (UCX_TLS=xpmem,self) + libxpmem; reference: Open MPI %s pml ob1, btl vader,self, single copy cma. bw ratios ours/reference (>1 ours faster), latency ratio ours/reference (<1 ours faster)\",\n", pairs, ompi, ucx, ompi
+        printf "  \"medians\": {\n"
+        for (s = 1; s <= 3; s++) {
+            for (p = 1; p <= pairs; p++) { a[p] = bw_ours[sizes[s], p]; b[p] = bw_ref[sizes[s], p] }
+            printf "    \"bw_%s_MBps\": {\"ours\": %.0f, \"vader_cma\": %.0f},\n", names[s], median(a, pairs), median(b, pairs)
+        }
+        for (p = 1; p <= pairs; p++) { a[p] = lat_ours[8, p]; b[p] = lat_ref[8, p] }
+        printf "    \"latency_8B_us\": {\"ours\": %.3f, \"vader\": %.3f}\n  },\n", median(a, pairs), median(b, pairs)
+        printf "  \"ratios\": {\n"
+        for (i = 1; i <= n; i++) printf "%s%s\n", ratios[i], i < n ? "," : ""
+        printf "  },\n  \"ratio_min_max\": {\n"
+        for (i = 1; i <= n; i++) printf "%s%s\n", spreads[i], i < n ? "," : ""
+        printf "  },\n  \"ratio_each_pair\": {\n"
+        for (i = 1; i <= n; i++) printf "%s%s\n", each[i], i < n ? "," : ""
+        printf "  }\n}\n"
+    }'

@@ -1,0 +1,52 @@
+# Sourced by run-interop.sh and bench-interop.sh: where the rebuilt UCX and libxpmem are, a private
+# broker for the run, and the mpirun command lines. Needs WORK (the build dir holding ucx/ and
+# xpmem/) and XPMEMD (the broker to run) set by the caller.
+UCX=$WORK/ucx
+XPMEM_PREFIX=$WORK/xpmem
+EXAMPLES=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../Examples/mpi-c" && pwd)
+run_dir=$(mktemp -d /tmp/xpmem-interop-XXXXXX)
+broker_pid=
+original_library_path=${LD_LIBRARY_PATH:-}
+# The rebuilt UCX first, then our library: Debian's libucx0 (no xpmem transport) must not be found.
+export LD_LIBRARY_PATH=$UCX/lib:$XPMEM_PREFIX/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export PATH=$UCX/bin:$PATH
+# A private broker on a private socket, started here (not autostarted) so that it is stopped here.
+export XPMEM_SOCKET=$run_dir/xpmemd.sock XPMEM_AUTOSTART=0
+# As root (CI), Open MPI refuses to start without both.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export XPMEM_DEBUG=${XPMEM_DEBUG:-0} UCX_LOG_LEVEL=${UCX_LOG_LEVEL:-warn}
+
+start_broker() {
+    "$XPMEMD" --socket "$XPMEM_SOCKET" --log-level warning 2>"$run_dir/xpmemd.log" &
+    broker_pid=$!
+    for _ in $(seq 200); do [ -S "$XPMEM_SOCKET" ] && return 0; sleep 0.05; done
+    echo "interop: the broker did not start; its log:" >&2
+    cat "$run_dir/xpmemd.log" >&2
+    return 1
+}
+
+stop_broker_and_clean() {
+    [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+    rm -rf "$run_dir"
+}
+
+# The MPI twins of the examples, compiled with Debian's Open MPI (whose mpicc knows nothing of UCX).
+compile_examples() {
+    mpicc -O2 -o "$run_dir/pingpong" "$EXAMPLES/pingpong.c" && mpicc -O2 -o "$run_dir/allreduce" "$EXAMPLES/allreduce.c"
+}
+
+allow_root=()
+[ "$(id -u)" = 0 ] && allow_root=(--allow-run-as-root)
+
+# mpirun over UCX with UCX_TLS=xpmem,self: between the two ranks only UCX's xpmem transport exists
+# (its active messages go through a FIFO the peer attaches with xpmem_attach, its large messages
+# through attached user buffers), so anything that arrives came through libxpmem.
+# pml_ucx_tls/devices=any: Open MPI 4.1 otherwise declines UCX when it offers no InfiniBand transport.
+mpirun_ucx_xpmem=(mpirun "${allow_root[@]}" -np 2 --bind-to core --mca pml ucx --mca pml_ucx_tls any
+    --mca pml_ucx_devices any --mca btl self --mca osc ^ucx -x UCX_TLS=xpmem,self -x LD_LIBRARY_PATH
+    -x XPMEM_SOCKET -x XPMEM_AUTOSTART -x XPMEM_DEBUG -x UCX_LOG_LEVEL)
+
+# The reference: Debian's Open MPI alone (no rebuilt UCX on its library path), ob1 over vader with
+# CMA single copy (process_vm_readv).
+mpirun_vader_cma=(env "LD_LIBRARY_PATH=$original_library_path" mpirun "${allow_root[@]}" -np 2 --bind-to core
+    --mca pml ob1 --mca btl vader,self --mca btl_vader_single_copy_mechanism cma)
