@@ -1,8 +1,10 @@
 /* The C API's costs, as JSON: the first attach of private heap memory (the exporter copies it
  * into its address-space file and maps the file over it) against process_vm_readv of the same
- * bytes, and a warm attach (range already backed, descriptor cached) against a bare mmap.
- * Runs its own broker (XPMEM_BROKER names xpmemd). */
+ * bytes, and a warm attach (range already backed, descriptor cached) against a bare mmap. Ours and
+ * the reference are measured alternately, and each ratio is the median of the pairs' ratios, with
+ * their minimum and maximum under "spread". Runs its own broker (XPMEM_BROKER names xpmemd). */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,14 +63,28 @@ static uintptr_t ask_alloc(struct child *exporting, size_t size)
     return address;
 }
 
+/* A ratio from interleaved pairs: median, minimum and maximum of the pairs' ratios. */
+struct spread {
+    double median, minimum, maximum;
+    int pairs;
+};
+
+static struct spread spread_of(double *ratios, int count)
+{
+    struct spread result = {.median = median(ratios, count), .minimum = ratios[0], .maximum = ratios[count - 1],
+                            .pairs = count}; /* median() sorted them */
+    return result;
+}
+
 struct first_attach {
     double attach_us, touch_us, cma_us;
+    struct spread ratio;
 };
 
 /* Medians over `trials` fresh buffers of `size` bytes. */
 static struct first_attach measure_first_attach(struct child *exporting, xpmem_apid_t apid, size_t size, int trials)
 {
-    double attach[32], touch[32], cma[32];
+    double attach[32], touch[32], cma[32], ratios[32];
     uint8_t *destination = malloc(size);
     memset(destination, 0, size);
     for (int trial = 0; trial < trials; trial++) {
@@ -99,32 +115,52 @@ static struct first_attach measure_first_attach(struct child *exporting, xpmem_a
         touch[trial] = (now_seconds() - began) * 1e6;
         (void)sum;
         xpmem_detach((void *)window);
-        /* Not freed: a later buffer at the same address would already be backed (and, until the
-         * exporter follows its munmaps, be served stale from the importer's cache). */
+        ratios[trial] = attach[trial] / cma[trial];
+        /* Not freed: a later buffer at the same address would reuse the importer's cached knowledge
+         * of the backed range, and its first attach would cost a page fault per 2 MiB instead. */
     }
     free(destination);
-    struct first_attach result = {median(attach, trials), median(touch, trials), median(cma, trials)};
+    struct first_attach result = {median(attach, trials), median(touch, trials), median(cma, trials),
+                                  spread_of(ratios, trials)};
     return result;
 }
 
-/* Medians of attach (window already backed) and of a bare mmap of a memfd of the same length. */
+/* Attach of a window already backed (no broker round trip) against a bare mmap of a memfd of the
+ * same length, in alternating batches; and attach through the broker (XPMEM_ATTACH_CACHE=0). */
 static void measure_warm(struct child *exporting, xpmem_apid_t apid, size_t size, double *warm_us, double *mmap_us,
-                         double *broker_us)
+                         double *broker_us, struct spread *ratio)
 {
-    enum { ROUNDS = 400 };
-    static double samples[ROUNDS];
+    enum { BATCHES = 15, ROUNDS = 40 };
+    static double samples[ROUNDS], warm[BATCHES], bare[BATCHES], ratios[BATCHES];
     uintptr_t address = ask_alloc(exporting, size);
     uintptr_t start = address & ~(PAGE - 1);
     struct xpmem_addr where = {.apid = apid, .offset = (off_t)start};
     void *first = xpmem_attach(where, size, NULL); /* backs it */
     xpmem_detach(first);
-    for (int round = 0; round < ROUNDS; round++) {
-        double began = now_seconds();
-        void *window = xpmem_attach(where, size, NULL);
-        samples[round] = (now_seconds() - began) * 1e6;
-        xpmem_detach(window);
+    int file = memfd_create("bench", MFD_CLOEXEC);
+    if (ftruncate(file, (off_t)size) < 0)
+        exit(1);
+    for (int batch = 0; batch < BATCHES; batch++) {
+        for (int round = 0; round < ROUNDS; round++) {
+            double began = now_seconds();
+            void *window = xpmem_attach(where, size, NULL);
+            samples[round] = (now_seconds() - began) * 1e6;
+            xpmem_detach(window);
+        }
+        warm[batch] = median(samples, ROUNDS);
+        for (int round = 0; round < ROUNDS; round++) {
+            double began = now_seconds();
+            void *mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, file, 0);
+            samples[round] = (now_seconds() - began) * 1e6;
+            munmap(mapped, size);
+        }
+        bare[batch] = median(samples, ROUNDS);
+        ratios[batch] = warm[batch] / bare[batch];
     }
-    *warm_us = median(samples, ROUNDS);
+    close(file);
+    *ratio = spread_of(ratios, BATCHES);
+    *warm_us = median(warm, BATCHES);
+    *mmap_us = median(bare, BATCHES);
 
     setenv("XPMEM_ATTACH_CACHE", "0", 1); /* every attach asks the broker */
     for (int round = 0; round < ROUNDS; round++) {
@@ -135,18 +171,12 @@ static void measure_warm(struct child *exporting, xpmem_apid_t apid, size_t size
     }
     unsetenv("XPMEM_ATTACH_CACHE");
     *broker_us = median(samples, ROUNDS);
+}
 
-    int file = memfd_create("bench", MFD_CLOEXEC);
-    if (ftruncate(file, (off_t)size) < 0)
-        exit(1);
-    for (int round = 0; round < ROUNDS; round++) {
-        double began = now_seconds();
-        void *mapped = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, file, 0);
-        samples[round] = (now_seconds() - began) * 1e6;
-        munmap(mapped, size);
-    }
-    close(file);
-    *mmap_us = median(samples, ROUNDS);
+static void print_spread(const char *name, struct spread value, bool last)
+{
+    printf("    \"%s\": {\"median\": %.2f, \"minimum\": %.2f, \"maximum\": %.2f, \"pairs\": %d}%s\n", name, value.median,
+           value.minimum, value.maximum, value.pairs, last ? "" : ",");
 }
 
 int main(void)
@@ -176,7 +206,8 @@ int main(void)
     struct first_attach one = measure_first_attach(&exporting, apid, 1UL << 20, 15);
     struct first_attach sixty_four = measure_first_attach(&exporting, apid, 64UL << 20, 5);
     double warm_us, mmap_us, broker_us;
-    measure_warm(&exporting, apid, 1UL << 20, &warm_us, &mmap_us, &broker_us);
+    struct spread warm_ratio;
+    measure_warm(&exporting, apid, 1UL << 20, &warm_us, &mmap_us, &broker_us, &warm_ratio);
 
     child_send(&exporting, "quit");
     child_wait(&exporting, 15000);
@@ -190,9 +221,13 @@ int main(void)
     printf("  \"warm_attach_1MiB_us\": %.2f,\n  \"warm_attach_through_broker_1MiB_us\": %.2f,\n  \"bare_mmap_1MiB_us\": %.2f,\n",
            warm_us, broker_us, mmap_us);
     printf("  \"ratios\": {\n");
-    printf("    \"warm_attach_vs_mmap\": %.2f,\n", warm_us / mmap_us);
-    printf("    \"first_attach_1MiB_vs_cma\": %.2f,\n", one.attach_us / one.cma_us);
-    printf("    \"first_attach_64MiB_vs_cma\": %.2f\n", sixty_four.attach_us / sixty_four.cma_us);
+    printf("    \"warm_attach_vs_mmap\": %.2f,\n", warm_ratio.median);
+    printf("    \"first_attach_1MiB_vs_cma\": %.2f,\n", one.ratio.median);
+    printf("    \"first_attach_64MiB_vs_cma\": %.2f\n", sixty_four.ratio.median);
+    printf("  },\n  \"spread\": {\n");
+    print_spread("warm_attach_vs_mmap", warm_ratio, false);
+    print_spread("first_attach_1MiB_vs_cma", one.ratio, false);
+    print_spread("first_attach_64MiB_vs_cma", sixty_four.ratio, true);
     printf("  }\n}\n");
     return 0;
 }
