@@ -1,0 +1,81 @@
+import ArgumentParser
+import Foundation
+
+/// The C library's costs (libxpmem/tests/capi_bench.c, built by `make -C libxpmem`): the first attach
+/// of private heap memory against `process_vm_readv` of the same bytes, and a warm attach against a
+/// bare `mmap`, each a median of interleaved pairs. It runs its own private broker, the `xpmemd`
+/// beside this program.
+struct CAPIBenchmark: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "capi", abstract: "libxpmem's first and warm attach against process_vm_readv and mmap.",
+        discussion: "Needs libxpmem built: make -C libxpmem (it builds build/tests/xpmem-capi-bench).")
+    @OptionGroup var options: BenchOptions
+    @Option(help: "The xpmem-capi-bench program (default: libxpmem/build/tests of this checkout).")
+    var program: String?
+
+    func run() throws {
+        FigureGroup.emit([try Self.measure(program: program ?? Self.defaultProgram())], json: options.json)
+    }
+
+    /// libxpmem/build/tests/xpmem-capi-bench of the checkout this program was built in.
+    static func defaultProgram() -> String {
+        var directory = URL(fileURLWithPath: BenchEnvironment.sibling("xpmem-bench")).deletingLastPathComponent()
+        for _ in 0..<4 {
+            let candidate = directory.appendingPathComponent("libxpmem/build/tests/xpmem-capi-bench")
+            if FileManager.default.isExecutableFile(atPath: candidate.path) { return candidate.path }
+            directory.deleteLastPathComponent()
+        }
+        return "libxpmem/build/tests/xpmem-capi-bench"
+    }
+
+    static func measure(program: String) throws -> FigureGroup {
+        guard FileManager.default.isExecutableFile(atPath: program) else {
+            throw ValidationError("\(program) is not built: run make -C libxpmem")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: program)
+        var environment = ProcessInfo.processInfo.environment
+        environment["XPMEM_BROKER"] = BenchEnvironment.sibling("xpmemd")
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ValidationError("\(program) failed (status \(process.terminationStatus))") }
+
+        struct Report: Decodable {
+            struct Spread: Decodable { var median, minimum, maximum: Double; var pairs: Int }
+            var first_attach_1MiB_us, cma_1MiB_us, first_attach_64MiB_us, cma_64MiB_us: Double
+            var warm_attach_1MiB_us, warm_attach_through_broker_1MiB_us, bare_mmap_1MiB_us: Double
+            var spread: [String: Spread]
+        }
+        let report = try JSONDecoder().decode(Report.self, from: data)
+        var spreads: [String: RatioFigure] = [:]
+        for (name, spread) in report.spread {
+            var figure = RatioFigure(ratios: [spread.minimum, spread.median, spread.maximum], ours: .nan, reference: .nan,
+                                     settled: false)
+            figure.median = spread.median
+            figure.pairs = spread.pairs
+            figure.settled = figure.spread <= 0.2
+            spreads[name] = figure
+        }
+        func summary(_ name: String) -> String { spreads[name]?.summary ?? "" }
+        return FigureGroup(
+            name: "capi",
+            note: "libxpmem, exporter and importer separate processes, a private broker; microseconds, medians",
+            columns: ["what", "ours µs", "reference µs", "ratio, pair by pair"],
+            rows: [
+                ["first attach of 1 MiB of heap vs process_vm_readv", Format.micros(report.first_attach_1MiB_us),
+                 Format.micros(report.cma_1MiB_us), summary("first_attach_1MiB_vs_cma")],
+                ["first attach of 64 MiB of heap vs process_vm_readv", Format.micros(report.first_attach_64MiB_us),
+                 Format.micros(report.cma_64MiB_us), summary("first_attach_64MiB_vs_cma")],
+                ["warm attach of 1 MiB vs a bare mmap", String(format: "%.2f", report.warm_attach_1MiB_us),
+                 String(format: "%.2f", report.bare_mmap_1MiB_us), summary("warm_attach_vs_mmap")],
+                ["attach of 1 MiB through the broker (no cache)", Format.micros(report.warm_attach_through_broker_1MiB_us), "", ""],
+            ],
+            ratios: [:],
+            targets: ["warm_attach_vs_mmap <= 2", "first_attach_1MiB_vs_cma <= 1.5", "first_attach_64MiB_vs_cma <= 1.5"],
+            spreads: spreads)
+    }
+}
