@@ -64,16 +64,18 @@ XPMEM_EXPORT xpmem_segid_t xpmem_make(void *vaddr, size_t size, int permit_type,
                                                            (uint32_t)(mode & 0666), name);
     int descriptors[2] = {file.descriptor, read_only};
     struct wire_message reply;
+    /* Counted before asking, so that a concurrent remove of the last other segment does not make the
+     * memory private again under this one. */
+    session_segment_made();
     int result = channel_call(channel, request, request_length, descriptors, 2, WIRE_MADE, reply_buffer,
                               sizeof reply_buffer, &reply, NULL);
     close(read_only);
-    if (result < 0)
-        return -1;
-    if (reply.as.made.segment == 0 || reply.as.made.segment > (uint64_t)INT64_MAX) {
-        errno = EPROTO;
+    if (result < 0 || reply.as.made.segment == 0 || reply.as.made.segment > (uint64_t)INT64_MAX) {
+        int saved = result < 0 ? errno : EPROTO;
+        (void)session_segment_removed(); /* none was made: nothing to make private for it */
+        errno = saved;
         return -1;
     }
-    session_segment_made();
     return (xpmem_segid_t)reply.as.made.segment;
 }
 

@@ -102,3 +102,10 @@ void attachments_forget_all(void)
     attachment_count = 0;
     pthread_mutex_unlock(&attachments_lock);
 }
+
+void attachments_reset_after_fork(void)
+{
+    /* Another thread of the parent may have held the lock at fork: it does not exist here. */
+    pthread_mutex_init(&attachments_lock, NULL);
+    attachments_forget_all();
+}

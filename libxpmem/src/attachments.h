@@ -31,4 +31,7 @@ void attachments_forget_overlapping(uintptr_t address, size_t length);
 void attachments_forget_broker_ids(void);
 void attachments_forget_all(void);
 
+/* In a fork child: the lock as if never taken, then everything forgotten. */
+void attachments_reset_after_fork(void);
+
 #endif

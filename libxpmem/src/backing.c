@@ -333,11 +333,37 @@ static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint
 
 /* Following the exporter's unmaps and moves (exporter_watch.h), with every other thread stopped. */
 
-/* The mapping at `to` still maps the file at `from`: copy what the file holds there to offset `to`,
- * map that over the mapping, and free the old offsets. Only the moved bytes are copied; a mapping
- * that grew as it moved gets holes (zeros) beyond them, as anonymous memory would, instead of the
- * file's bytes at the old offsets beyond the old end, which belong to whatever lies there. */
-static void rehome_moved(struct backing_pass *pass, uint64_t from, uint64_t to, uint64_t length)
+/* Frees the file's pages for [start, end), which the exporter unmapped, except where the file is
+ * mapped at offset == address again by now: another thread may have grown a backed mapping in place
+ * into the range (mremap without a move raises no event) and written there. */
+static void punch_unmapped(struct backing_pass *pass, uint64_t start, uint64_t end)
+{
+    ssize_t maps_length = proc_maps_read(pass->area);
+    if (maps_length < 0)
+        return; /* leaving the pages costs memory and staleness, never data */
+    const char *cursor = pass->area->maps_text, *maps_end = cursor + maps_length;
+    struct maps_entry entry;
+    uint64_t next = start;
+    while (next < end && proc_maps_next(&cursor, maps_end, &entry)) {
+        if (entry.end <= next || !is_our_file(pass, &entry) || entry.offset != entry.start)
+            continue;
+        if (entry.start >= end)
+            break;
+        if (entry.start > next)
+            fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)next,
+                      (off_t)(entry.start - next));
+        next = entry.end;
+    }
+    if (next < end)
+        fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)next, (off_t)(end - next));
+}
+
+/* A mapping moved from `from` (by mremap, perhaps more than once since) still maps the file at
+ * `from`, wherever it is now: copy what the file holds there to offset == its address, map that over
+ * it, and free the old offsets. Only the moved bytes are copied; a mapping that grew as it moved gets
+ * holes (zeros) beyond them, as anonymous memory would, instead of the file's bytes past the old end,
+ * which belong to whatever lies there. */
+static void rehome_moved(struct backing_pass *pass, uint64_t from, uint64_t length)
 {
     ssize_t maps_length = proc_maps_read(pass->area);
     if (maps_length < 0)
@@ -346,14 +372,14 @@ static void rehome_moved(struct backing_pass *pass, uint64_t from, uint64_t to, 
     struct maps_entry entry;
     bool found = false;
     while (proc_maps_next(&cursor, maps_end, &entry)) {
-        if (entry.start <= to && to < entry.end) {
-            found = is_our_file(pass, &entry) && entry.offset + (to - entry.start) == from;
+        if (is_our_file(pass, &entry) && entry.offset == from && entry.start != from) {
+            found = true;
             break;
         }
     }
-    /* Unmapped or moved again since: its own event follows, and the old offsets are free. */
+    /* Unmapped since: its own event follows, and the old offsets are free. */
     if (found) {
-        uint64_t end = entry.end;
+        uint64_t to = entry.start, end = entry.end;
         int descriptor = pass->file.descriptor;
         fallocate(descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)to, (off_t)(end - to));
         uint64_t moved_end = to + length < end ? to + length : end;
@@ -373,7 +399,7 @@ static void rehome_moved(struct backing_pass *pass, uint64_t from, uint64_t to, 
         if (!map_file_over(pass, to, end - to, &entry))
             return;
     }
-    fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)from, (off_t)length);
+    punch_unmapped(pass, from, from + length);
 }
 
 /* Acts on the queued events in order. Runs before any backing in the same stop, so that a new
@@ -385,10 +411,9 @@ static void follow_changes(struct backing_pass *pass)
     for (uint32_t index = 0; index < queue->count; index++) {
         const struct watch_event *event = &queue->events[index];
         if (event->kind == WATCH_UNMAPPED)
-            fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)event->from,
-                      (off_t)event->length);
+            punch_unmapped(pass, event->from, event->from + event->length);
         else if (event->kind == WATCH_MOVED)
-            rehome_moved(pass, event->from, event->to, event->length);
+            rehome_moved(pass, event->from, event->length);
     }
     queue->count = 0;
 }
@@ -400,16 +425,23 @@ static uint64_t monotonic_ns(void)
     return (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
 }
 
-static void back_range(uint64_t start, uint64_t length, struct backing_result *result);
+static void back_range(uint64_t start, uint64_t length, bool fill, struct backing_result *result);
 
-void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result)
+void backing_back_range(uint64_t start, uint64_t length, bool fill, struct backing_result *result)
 {
-    backing_lock();
-    back_range(start, length, result);
-    backing_unlock();
+    back_range(start, length, fill, result);
 }
 
-static void back_range(uint64_t start, uint64_t length, struct backing_result *result)
+/* Gives every page of the backed extents a page in the file (zeros where none was). While the other
+ * threads are stopped, so that nothing the exporter unmaps meanwhile gets pages back. */
+static void fill_extents(const struct backing_pass *pass)
+{
+    for (uint32_t index = 0; index < pass->result->count; index++)
+        fallocate(pass->file.descriptor, FALLOC_FL_KEEP_SIZE, (off_t)pass->result->extents[index].start,
+                  (off_t)pass->result->extents[index].length);
+}
+
+static void back_range(uint64_t start, uint64_t length, bool fill, struct backing_result *result)
 {
     memset(result, 0, sizeof *result);
     struct backing_pass pass = {.result = result, .pagemap = -1, .populate = populate_enabled()};
@@ -438,7 +470,8 @@ static void back_range(uint64_t start, uint64_t length, struct backing_result *r
     back_listed_mappings(&pass, start, end);
     pass.surveying = false;
     result->survey_ns = monotonic_ns() - began;
-    if (!pass.needs_copy || result->code != 0)
+    /* A fill must happen with the threads stopped even when nothing needs copying. */
+    if ((!pass.needs_copy && !fill) || result->code != 0)
         goto check_count;
     pass.needs_copy = false;
 
@@ -465,6 +498,8 @@ static void back_range(uint64_t start, uint64_t length, struct backing_result *r
     result->stop_ns = stopped - began;
     follow_changes(&pass);
     back_listed_mappings(&pass, start, end);
+    if (fill && result->code == 0)
+        fill_extents(&pass);
     thread_stop_release(pass.area);
     result->stopped_ns = monotonic_ns() - stopped;
     close(pass.pagemap);
@@ -501,13 +536,6 @@ static void follow_all_changes(struct backing_result *result)
     thread_stop_release(pass.area);
 }
 
-void backing_fill(const struct backing_result *result)
-{
-    struct address_space_file file = address_space_file_current();
-    for (uint32_t index = 0; index < result->count; index++)
-        fallocate(file.descriptor, FALLOC_FL_KEEP_SIZE, (off_t)result->extents[index].start,
-                  (off_t)result->extents[index].length);
-}
 
 /* Every backed mapping becomes private anonymous memory with the same bytes and protection, and the
  * file is emptied: descriptors importers still hold alias nothing live any more. Threads stopped, so

@@ -13,6 +13,7 @@
 #ifndef XPMEM_BACKING_H
 #define XPMEM_BACKING_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "wire.h"
@@ -29,10 +30,15 @@ struct backing_result {
     uint64_t survey_ns, stop_ns, stopped_ns;
 };
 
-/* Backs [start, start + length) (absolute addresses == file offsets). Runs on the event thread. */
-void backing_back_range(uint64_t start, uint64_t length, struct backing_result *result);
+/* Backs [start, start + length) (absolute addresses == file offsets); with `fill`, also gives every
+ * page of the backed extents a page in the file (zeros where none was), so that an importer's fault
+ * on a page the exporter never touched finds one. Runs on the event thread, which holds the backing
+ * lock (backing_lock) while it serves any event. */
+void backing_back_range(uint64_t start, uint64_t length, bool fill, struct backing_result *result);
 
-/* Backing and following run one at a time, and never across a fork (fork_snapshot.h). */
+/* Backing, following and serving the broker's events run one at a time: while one library thread
+ * has the others stopped, the other library thread (exempt from stops) must not write memory a copy
+ * is being taken of. */
 void backing_lock(void);
 void backing_unlock(void);
 /* In a fork child: the lock as if never taken. */
@@ -47,8 +53,5 @@ void backing_follow_changes(struct backing_result *result);
  * (exporter_watch_unback_all does). */
 void backing_unback_all(struct backing_result *result);
 
-/* Gives every page of `result`'s extents a page in the file (zeros where none was), so that an
- * importer's fault on a page the exporter never touched finds one. */
-void backing_fill(const struct backing_result *result);
 
 #endif

@@ -28,9 +28,7 @@ static void serve_back_range(int socket, struct private_area *area, const struct
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
     struct backing_result result;
-    backing_back_range(event->as.back_range.start, event->as.back_range.length, &result);
-    if (fill && result.code == 0)
-        backing_fill(&result);
+    backing_back_range(event->as.back_range.start, event->as.back_range.length, fill, &result);
     if (result.code == 0)
         debug_log("backed [0x%llx, +0x%llx): %u extent(s), %llu bytes copied, %llu remapped, %.3f ms "
                   "(survey %.3f, stopping threads %.3f, copy and remap %.3f)",
@@ -89,7 +87,9 @@ static void *serve_events(void *argument)
             debug_log("ignoring a malformed event from the broker");
             continue;
         }
+        backing_lock();
         serve(socket, area, &event);
+        backing_unlock();
     }
     return NULL; /* the session closes the socket after joining */
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <string.h>
@@ -29,12 +30,16 @@ static void *serve_watch(void *unused)
 {
     (void)unused;
     thread_stop_exempt_self(THREAD_STOP_WATCH_THREAD);
+    struct private_area *area = private_area_get();
     for (;;) {
         struct pollfd watched[2] = {{.fd = watch_descriptor, .events = POLLIN}, {.fd = job_pipe[0], .events = POLLIN}};
-        if (poll(watched, 2, -1) < 0 && errno != EINTR)
-            return NULL;
+        /* Events read during a stop that then failed wait in the queue: try again soon. */
+        bool queued = area != NULL && area->watch->count > 0;
+        int ready = poll(watched, 2, queued ? 100 : -1);
+        if (ready < 0)
+            continue; /* EINTR or ENOMEM: this thread must not end, unmapping threads wait on it */
         struct backing_result result;
-        if (watched[0].revents != 0) {
+        if (watched[0].revents != 0 || (ready == 0 && queued)) {
             backing_follow_changes(&result);
             if (result.code != 0)
                 debug_log("following an unmap or move of backed memory failed: %s", result.text);
@@ -47,6 +52,7 @@ static void *serve_watch(void *unused)
             (void)!write(done_pipe[1], &job, 1);
         }
     }
+    return NULL;
 }
 
 static bool start_watch_thread(void)
@@ -95,12 +101,29 @@ static void open_watch(void)
               strerror(errno));
 }
 
+/* The first registration failure, told on the next exporter_watch_prepare: registering runs while
+ * other threads are stopped, when stdio must not be used. */
+static _Atomic int registration_error;
+static _Atomic uint64_t registration_failed_at;
+
+static void tell_registration_failure(void)
+{
+    static _Atomic bool told;
+    if (registration_error != 0 && !told) {
+        told = true;
+        /* Before Linux 5.19 shmem has no write-protect mode; EBUSY: the application registered it. */
+        debug_log("cannot watch backed memory at 0x%llx (%s): importers will not follow its munmap/mremap",
+                  (unsigned long long)registration_failed_at, strerror(registration_error));
+    }
+}
+
 bool exporter_watch_prepare(void)
 {
     pthread_mutex_lock(&watch_lock);
     if (!watch_tried)
         open_watch();
     pthread_mutex_unlock(&watch_lock);
+    tell_registration_failure();
     return watch_descriptor >= 0;
 }
 
@@ -155,9 +178,13 @@ void exporter_watch_forget(void)
 
 void exporter_watch_add(uint64_t start, uint64_t length)
 {
-    if (watch_descriptor >= 0 && length > 0)
-        uffd_register(watch_descriptor, start, length, UFFDIO_REGISTER_MODE_WP);
+    if (watch_descriptor >= 0 && length > 0 && uffd_register(watch_descriptor, start, length, UFFDIO_REGISTER_MODE_WP) < 0
+        && registration_error == 0) {
+        registration_failed_at = start;
+        registration_error = errno != 0 ? errno : EINVAL;
+    }
 }
+
 
 void exporter_watch_remove(uint64_t start, uint64_t length)
 {

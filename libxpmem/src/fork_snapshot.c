@@ -21,10 +21,12 @@
 /* The pipe the child says "copied" on; -1 when this process backs nothing. */
 static int copied_pipe[2] = {-1, -1};
 
-static bool is_backed(const struct maps_entry *entry, const struct address_space_file *file)
+/* Any mapping of the file: backed memory (offset == address), a backed mapping moved by mremap whose
+ * event was not acted on yet, or an attachment of this process's own segment. The child shares none. */
+static bool maps_our_file(const struct maps_entry *entry, const struct address_space_file *file)
 {
     return entry->shared && entry->inode == (uint64_t)file->inode && entry->device_major == major(file->device)
-           && entry->device_minor == minor(file->device) && entry->offset == entry->start;
+           && entry->device_minor == minor(file->device);
 }
 
 /* Replaces one backed mapping with private memory holding the same bytes and protection. */
@@ -39,14 +41,17 @@ static void make_private(const struct maps_entry *entry, int file_descriptor)
     }
     if (!entry->readable)
         mprotect((void *)(uintptr_t)entry->start, length, PROT_READ);
-    for (off_t data = (off_t)entry->start; (uint64_t)data < entry->end;) {
+    /* Only the pages the file holds: the rest reads as zero in the copy too. */
+    uint64_t file_start = entry->offset, file_end = entry->offset + length;
+    for (off_t data = (off_t)file_start; (uint64_t)data < file_end;) {
         data = lseek(file_descriptor, data, SEEK_DATA);
-        if (data < 0 || (uint64_t)data >= entry->end)
+        if (data < 0 || (uint64_t)data >= file_end)
             break;
         off_t hole = lseek(file_descriptor, data, SEEK_HOLE);
-        if (hole < 0 || (uint64_t)hole > entry->end)
-            hole = (off_t)entry->end;
-        memcpy(copy + ((uint64_t)data - entry->start), (const void *)(uintptr_t)data, (size_t)(hole - data));
+        if (hole < 0 || (uint64_t)hole > file_end)
+            hole = (off_t)file_end;
+        uint64_t at = (uint64_t)data - file_start;
+        memcpy(copy + at, (const void *)(uintptr_t)(entry->start + at), (size_t)(hole - data));
         data = hole;
     }
     int protection = (entry->readable ? PROT_READ : 0) | (entry->writable ? PROT_WRITE : 0);
@@ -69,14 +74,17 @@ static void make_every_backed_mapping_private(void)
     /* Replacing a mapping changes the maps text only at that entry: the cursor stays valid, as
      * the text was read once, before any change. */
     while (proc_maps_next(&cursor, end, &entry))
-        if (is_backed(&entry, &file))
+        if (maps_our_file(&entry, &file))
             make_private(&entry, file.descriptor);
 }
 
+/* No lock of the library's is held across fork: glibc takes malloc's locks after the prepare
+ * handlers, and a thread holding one may be waiting (in munmap or brk of backed memory) for the watch
+ * thread, which must not then wait for us. Backing changes memory only while the other threads are
+ * stopped, and a thread in fork is not stopped, so the child never sees one half done; the buffers
+ * of the private area it uses, it fills afresh. */
 void fork_snapshot_prepare(void)
 {
-    /* No backing is half done while we fork, and the private area's buffers are free. */
-    backing_lock();
     if (address_space_file_current().descriptor >= 0 && pipe2(copied_pipe, O_CLOEXEC) < 0)
         copied_pipe[0] = copied_pipe[1] = -1;
 }
@@ -95,7 +103,6 @@ void fork_snapshot_parent(void)
         close(copied_pipe[0]);
         copied_pipe[0] = copied_pipe[1] = -1;
     }
-    backing_unlock();
 }
 
 void fork_snapshot_child(void)

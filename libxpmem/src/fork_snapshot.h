@@ -3,7 +3,8 @@
  *
  * Backed memory is a shared mapping of the address-space file, which fork() would leave shared
  * between parent and child. So the child, first thing after fork (a pthread_atfork handler, before
- * any of the application's code runs in it), replaces every backed mapping with private anonymous
+ * any of the application's code runs in it), replaces every mapping of that file (backed memory, a
+ * backed mapping just moved by mremap, an attachment of its own segment) with private anonymous
  * memory holding a copy of its bytes (only the pages the file holds; the rest stays zero), running
  * on the library's private stack since its own stack may be backed memory. The parent's forking
  * thread waits in its own atfork handler until the child has copied, so what it writes after fork()

@@ -63,3 +63,10 @@ void grants_forget_all(void)
     grant_count = 0;
     pthread_mutex_unlock(&grants_lock);
 }
+
+void grants_reset_after_fork(void)
+{
+    /* Another thread of the parent may have held the lock at fork: it does not exist here. */
+    pthread_mutex_init(&grants_lock, NULL);
+    grants_forget_all();
+}

@@ -17,4 +17,7 @@ bool grants_find(uint64_t handle, struct grant *grant);
 bool grants_remove(uint64_t handle);
 void grants_forget_all(void);
 
+/* In a fork child: the lock as if never taken, then everything forgotten. */
+void grants_reset_after_fork(void);
+
 #endif

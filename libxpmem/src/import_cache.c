@@ -171,3 +171,10 @@ void import_cache_forget_all(void)
     segment_count = 0;
     pthread_mutex_unlock(&cache_lock);
 }
+
+void import_cache_reset_after_fork(void)
+{
+    /* Another thread of the parent may have held the lock at fork: it does not exist here. */
+    pthread_mutex_init(&cache_lock, NULL);
+    import_cache_forget_all();
+}

@@ -30,4 +30,7 @@ void import_cache_forget_segment(uint64_t segment);
 void import_cache_forget_all(void);
 bool import_cache_enabled(void);
 
+/* In a fork child: the lock as if never taken, then everything forgotten. */
+void import_cache_reset_after_fork(void);
+
 #endif

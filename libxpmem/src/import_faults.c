@@ -16,7 +16,9 @@
 #include "channel.h"
 #include "debug_log.h"
 #include "pages.h"
+#include "private_area.h"
 #include "session.h"
+#include "thread_stop.h"
 #include "uffd.h"
 #include "wire.h"
 
@@ -135,14 +137,16 @@ static bool ready(void)
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    /* The application's signals go to its own threads; the real-time ones stay open, as the
-     * exporter's thread stop (thread_stop.h) must be able to park this thread too. */
+    /* The application's signals go to its own threads; only the exporter's thread stop
+     * (thread_stop.h) must be able to park this thread too. */
+    struct private_area *area = private_area_get();
+    int stop_signal = area != NULL ? thread_stop_prepare(area) : -1;
     sigset_t all, previous;
     sigfillset(&all);
     sigdelset(&all, SIGBUS);
     sigdelset(&all, SIGSEGV);
-    for (int signal = SIGRTMIN; signal <= SIGRTMAX; signal++)
-        sigdelset(&all, signal);
+    if (stop_signal > 0)
+        sigdelset(&all, stop_signal);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     int error = pthread_create(&thread, &attributes, serve_faults, NULL);
     pthread_sigmask(SIG_SETMASK, &previous, NULL);

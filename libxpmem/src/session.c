@@ -21,6 +21,7 @@
 #include "import_cache.h"
 #include "import_faults.h"
 #include "socket_path.h"
+#include "thread_stop.h"
 
 /* How long racing processes wait for the broker one of them started. */
 #define AUTOSTART_WAIT_NS (5LL * 1000000000LL)
@@ -54,9 +55,10 @@ static void after_fork_in_child(void)
     event_thread_running = false;
     connected = false;
     live_segments = 0;
-    grants_forget_all();
-    attachments_forget_all();
-    import_cache_forget_all();
+    grants_reset_after_fork();
+    attachments_reset_after_fork();
+    import_cache_reset_after_fork();
+    thread_stop_reset_after_fork();
     import_faults_forget();
     exporter_watch_forget();
     address_space_file_forget();

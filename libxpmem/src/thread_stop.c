@@ -233,6 +233,18 @@ static bool wait_for_arrivals(struct private_area *area, uint32_t generation, lo
     }
 }
 
+void thread_stop_reset_after_fork(void)
+{
+    struct private_area *area = private_area_get();
+    if (area == NULL)
+        return;
+    /* The parent's library threads do not exist here (and their tids may be reused); nor do the
+     * events it had read. */
+    atomic_store(&area->stop->exempt[0], 0);
+    atomic_store(&area->stop->exempt[1], 0);
+    area->watch->count = 0;
+}
+
 void thread_stop_exempt_self(int slot)
 {
     struct private_area *area = private_area_get();

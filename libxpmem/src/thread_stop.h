@@ -33,6 +33,8 @@ struct thread_stop_control {
  * every signal: each records itself once so that stops skip it instead of waiting for it. */
 enum { THREAD_STOP_EVENT_THREAD = 0, THREAD_STOP_WATCH_THREAD = 1 };
 void thread_stop_exempt_self(int slot);
+/* In a fork child: no library thread and no pending watch event. */
+void thread_stop_reset_after_fork(void);
 
 /* Installs the handler once; returns the signal used, or -1 with errno. */
 int thread_stop_prepare(struct private_area *area);
