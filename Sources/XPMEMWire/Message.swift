@@ -41,6 +41,14 @@ public enum Message: Equatable, Sendable {
     /// The frame carries two descriptors of the file, read-write then read-only. The exporter backs
     /// ranges on demand, when the broker sends `backRange` before an attach.
     case makeAddressSpace(base: UInt64, size: UInt64, permit: Permit, name: String)
+    /// Export a memfd under the id `token` stands for (`ReclaimToken.segmentID(ownerUID:)` of the
+    /// sender's uid): a first export (`segment` nil), or the same segment registered again with a
+    /// broker that restarted (`segment` its previous id, which must be the one the token stands for).
+    /// Refused while a live segment has that id. The frame carries two descriptors, read-write then
+    /// read-only, as `make`'s; the reply is `made`. Added to version 3 without a bump: a broker that
+    /// predates it answers `failure(malformedFrame)` and keeps the connection, and the library then
+    /// falls back to `make`.
+    case claim(SegmentID?, token: ReclaimToken, size: UInt64, permit: Permit, name: String)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -78,7 +86,7 @@ public enum Message: Equatable, Sendable {
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
         switch self {
-        case .make, .makeAddressSpace: 2
+        case .make, .makeAddressSpace, .claim: 2
         case .attached, .attachedWindow, .subscribe: 1
         default: 0
         }
@@ -97,7 +105,7 @@ public enum MessageType: UInt16, Sendable {
     static let firstBrokerEvent: UInt16 = 0x4000
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
-    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace
+    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, claim
     case acknowledge = 0x2001, rangeBacked
     case invalidateBegin = 0x4001, invalidateEnd, released, backRange
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
@@ -136,6 +144,7 @@ extension Message {
         case .released: .released
         case .invalidated: .invalidated
         case .makeAddressSpace: .makeAddressSpace
+        case .claim: .claim
         case .rangeBacked: .rangeBacked
         case .backRange: .backRange
         case .attachedWindow: .attachedWindow
