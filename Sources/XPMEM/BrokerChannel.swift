@@ -23,6 +23,8 @@ final class BrokerChannel: Sendable {
         var nextRequestID: UInt32 = 1
         let buffer: UnsafeMutableRawBufferPointer
         var generation: UInt64 = 1
+        /// The last generation number handed to a reconnection attempt (each gets its own).
+        var lastReserved: UInt64 = 1
         /// `close()` was called: nothing reconnects.
         var closedByOwner = false
         /// Why there is no socket, for the errors of requests made meanwhile.
@@ -42,7 +44,10 @@ final class BrokerChannel: Sendable {
     private let lossHandler = Mutex<(@Sendable (UInt64, String) -> Void)?>(nil)
 
     /// Connects to the broker at `path`.
-    init(path: String) throws(XPMEMError) {
+    /// - Parameter replyTimeoutMilliseconds: how long a reply may take before the request fails
+    ///   (a reconnection's socket, until installed: a socket-activated listener accepts even while no
+    ///   broker runs behind it); nil waits for ever.
+    init(path: String, replyTimeoutMilliseconds: Int? = nil) throws(XPMEMError) {
         self.path = path
         let socket: OwnedDescriptor
         do {
@@ -51,6 +56,13 @@ final class BrokerChannel: Sendable {
             throw XPMEMError(.brokerUnavailable,
                 "no broker answers at \(path) (\(error)); start one with `xpmemd --socket \(path)` or set XPMEM_SOCKET",
                 errno: error)
+        }
+        if let replyTimeoutMilliseconds {
+            do {
+                try UnixSocket.setReceiveTimeout(socket, milliseconds: replyTimeoutMilliseconds)
+            } catch {
+                throw XPMEMError.system("setting a reply timeout on the broker socket", error)
+            }
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WireProtocol.maximumReplySize, alignment: 16)
         state = Mutex(State(socket: .some(socket), buffer: buffer))
@@ -116,15 +128,26 @@ final class BrokerChannel: Sendable {
         state.withLock { $0.downReason = reason }
     }
 
+    /// A generation number for a reconnection attempt, never used before: what an attempt that fails
+    /// registered is bound to a generation no socket will ever have.
+    func reserveGeneration() -> UInt64 {
+        state.withLock { state in
+            state.lastReserved += 1
+            return state.lastReserved
+        }
+    }
+
     /// Takes `fresh`'s socket (connected, greeted and restored by the reconnection) as generation
-    /// `generation`, which must follow the current one. False, and nothing changes, if the channel
-    /// was closed by its owner meanwhile or has a socket.
+    /// `generation`, from `reserveGeneration`. False, and nothing changes, if the channel was closed
+    /// by its owner meanwhile or has a socket.
     func install(_ fresh: BrokerChannel, as generation: UInt64) -> Bool {
         guard let socket = fresh.takeSocket() else { return false }
+        // Replies on the connection's socket may take as long as an invalidation's deadline.
+        try? UnixSocket.setReceiveTimeout(socket, milliseconds: 0)
         var installed = false
         var leftover: OwnedDescriptor? = .some(socket)
         state.withLock { state in
-            guard !state.closedByOwner, !state.hasSocket, generation == state.generation + 1 else { return }
+            guard !state.closedByOwner, !state.hasSocket, generation > state.generation else { return }
             state.socket = leftover.take()
             state.generation = generation
             state.downReason = ""

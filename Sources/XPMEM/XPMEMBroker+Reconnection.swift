@@ -66,9 +66,11 @@ extension XPMEMBroker {
         }
         guard start else { return }
         channel.setDownReason("\(reason); reconnecting in the background")
-        emit(.lost(reason: reason))
         do {
-            try DetachedThread.start { [weak self] in Self.reconnectionLoop(WeakReference(object: self)) }
+            try DetachedThread.start { [weak self] in
+                self?.emit(.lost(reason: reason))
+                Self.reconnectionLoop(WeakReference(object: self))
+            }
         } catch {
             reconnection.withLock { $0.running = false }
             channel.setDownReason("\(reason); the reconnection thread could not start: \(error)")
@@ -126,9 +128,9 @@ extension XPMEMBroker {
     /// grant obtained again (those whose segment is back), all on a socket nobody else uses yet;
     /// then that socket becomes the connection's. Throws on a failure of the connection itself.
     private func reconnectOnce() throws(XPMEMError) -> Restoration {
-        let fresh = try BrokerChannel(path: channel.path)
+        let fresh = try BrokerChannel(path: channel.path, replyTimeoutMilliseconds: 30_000)
         let (clientID, brokerPID) = try Self.hello(on: fresh, name: reconnection.withLock { $0.clientName })
-        let generation = channel.generation + 1
+        let generation = channel.reserveGeneration()
         var restoration = Restoration(clientID: clientID, brokerPID: brokerPID)
         let (segments, grants) = tracked.withLock { $0.live() }
         var abandoned: [(SegmentID, String)] = []

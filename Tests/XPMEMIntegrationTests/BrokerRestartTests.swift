@@ -2,6 +2,7 @@
 import Foundation
 import Testing
 import XPMEM
+import Synchronization
 import XPMEMSystem
 
 /// A child process whose output lines are kept, so that a test can wait for one among others that
@@ -115,5 +116,125 @@ struct BrokerRestartTests {
         #expect(exporter.ask("read", answer: "bytes ") == "bytes uniform 8")
         #expect(reader.ask("read", answer: "bytes ") == "bytes uniform 8")
         #expect(!writer.lines.contains { $0.hasPrefix("abandoned") || $0.hasPrefix("release") }, "\(writer.lines)")
+    }
+}
+
+/// Connection events of an in-process client, kept for the test to wait on.
+final class ConnectionEvents: Sendable {
+    private let seen = Mutex<[BrokerConnectionEvent]>([])
+
+    init(of broker: XPMEMBroker) {
+        broker.setConnectionEventHandler { [self] event in seen.withLock { $0.append(event) } }
+    }
+
+    var all: [BrokerConnectionEvent] { seen.withLock { $0 } }
+
+    /// Waits up to `timeout` seconds for an event `matching`.
+    func waitFor(timeout: Double = 60, _ matching: (BrokerConnectionEvent) -> Bool) -> BrokerConnectionEvent? {
+        let deadline = Date().addingTimeInterval(timeout)
+        repeat {
+            if let event = all.first(where: matching) { return event }
+            usleep(10_000)
+        } while Date() < deadline
+        return nil
+    }
+
+    func reconnected(timeout: Double = 60) -> Restoration? {
+        guard case .reconnected(let restoration)? = waitFor(timeout: timeout, {
+            if case .reconnected = $0 { return true }
+            return false
+        }) else { return nil }
+        return restoration
+    }
+}
+
+extension BrokerRestartTests {
+    @Test("While the broker is gone calls fail at once, saying why; the connection then comes back by itself and says what it restored")
+    func callsFailFastThenTheConnectionComesBack() throws {
+        let broker = try TestBroker()
+        let client = try broker.connect(name: "survivor")
+        let events = ConnectionEvents(of: client)
+        let kept = try client.makeSegment(size: 8192, permit: Permit(rawValue: 0o644), name: "kept")
+        let dropped = try client.makeSegment(size: 4096, name: "removed while down")
+        let firstPID = client.brokerPID
+        broker.kill9()
+        #expect(events.waitFor { $0 == .lost(reason: "the broker closed the event channel") } != nil, "\(events.all)")
+        #expect(!client.isConnected)
+        let began = Date()
+        for _ in 0..<3 {
+            do {
+                _ = try client.status()
+                Issue.record("a request succeeded with no broker")
+            } catch {
+                #expect(error.code == .brokerUnavailable)
+                #expect(error.message.contains("reconnecting"), "\(error.message)")
+            }
+        }
+        #expect(throws: XPMEMError.self) { try client.get(kept.id) }
+        #expect(throws: XPMEMError.self) { try kept.invalidate() }
+        #expect(Date().timeIntervalSince(began) < 10, "requests without a broker must not wait for one")
+        // Removed while nobody can be told: gone here, and not registered again.
+        try dropped.remove()
+
+        try broker.startAgain()
+        let restoration = try #require(events.reconnected(), "\(events.all)")
+        #expect(restoration.segments == [kept.id])
+        #expect(restoration.brokerPID == broker.pid && restoration.brokerPID != firstPID)
+        #expect(client.isConnected)
+        #expect(try client.status().pid == broker.pid)
+        #expect(try client.segments().map(\.id) == ["\(kept.id)"])
+        #expect(try broker.connect(name: "importer").get(kept.id, access: .readOnly).size == 8192)
+    }
+
+    @Test("With reconnection disabled, the connection stays down after the broker restarts (the behaviour before reconnection)")
+    func disabledReconnectionStaysDown() throws {
+        let broker = try TestBroker()
+        let client = try XPMEMBroker.connect(socketPath: broker.socketPath, name: "no reconnect", reconnect: .disabled)
+        let events = ConnectionEvents(of: client)
+        let segment = try client.makeSegment(size: 4096)
+        broker.kill9()
+        try broker.startAgain()
+        usleep(300_000)
+        #expect(throws: XPMEMError.self) { try client.status() }
+        #expect(throws: XPMEMError.self) { try client.status() }
+        #expect(try broker.connect(name: "lister").segments().isEmpty, "segment \(segment.id) came back")
+        #expect(events.all.isEmpty)
+    }
+
+    @Test("Under socket activation (systemd's part played by xpmem-probe supervise), a killed broker's clients come back to its successor")
+    func socketActivatedRestart() throws {
+        let directory = try FileSystem.makeTemporaryDirectory("/tmp/xpmem-restart-XXXXXX")
+        defer { FileSystem.removeFlatDirectory(directory) }
+        let socket = directory + "/broker.sock"
+        let manager = try ChildProcess("xpmem-probe", ["supervise", "--socket", socket, "--",
+                                                       BuiltProducts.path("xpmemd"), "--log-level", "warning"])
+        defer {
+            if manager.process.isRunning { manager.send("stop") }
+            _ = manager.waitForExit()
+        }
+        let first = try #require(manager.readLine().flatMap { $0.hasPrefix("started ") ? Int32($0.dropFirst(8)) : nil })
+        let exporter = try XPMEMBroker.connect(socketPath: socket, name: "exporter")
+        let events = ConnectionEvents(of: exporter)
+        let segment = try exporter.makeSegment(size: 65536, permit: Permit(rawValue: 0o600))
+        segment.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 3) }
+        let importer = ChildLines(try ChildProcess("xpmem-probe", ["restart-importer", "--socket", socket, "\(segment.id)"]))
+        defer {
+            importer.process.send("quit")
+            importer.process.waitForExit(timeout: 20)
+        }
+        #expect(importer.waitFor("attached ") != nil)
+        kill(first, SIGKILL)
+        #expect(manager.readLine() == "exited 9")
+        let second = try #require(manager.readLine().flatMap { $0.hasPrefix("started ") ? Int32($0.dropFirst(8)) : nil })
+        let restoration = try #require(events.reconnected(), "\(events.all)")
+        #expect(restoration.segments == [segment.id] && restoration.brokerPID == second)
+        #expect(importer.waitFor("restored \(segment.id)") != nil, "\(importer.lines)")
+        #expect(importer.ask("write 4", answer: "wrote ") == "wrote 4")
+        #expect(segment.withUnsafeMutableBytes { $0[65535] } == 4)
+        let report = try segment.invalidate(deadline: .seconds(30))
+        #expect(report.importers.map(\.outcome) == [.acknowledged])
+        #expect(importer.waitFor("end \(report.sequence)") != nil, "\(importer.lines)")
+        #expect(manager.send("stop"))
+        #expect(manager.readLine() == "stopped")
     }
 }
