@@ -238,3 +238,38 @@ extension BrokerRestartTests {
         #expect(manager.readLine() == "stopped")
     }
 }
+
+extension BrokerRestartTests {
+    @Test("Killed inside an invalidation window: the importer ends the window itself (brokerLost), comes back, and the next invalidation reaches it")
+    func restartInsideAWindow() throws {
+        let broker = try TestBroker()
+        let client = try broker.connect(name: "exporter")
+        let events = ConnectionEvents(of: client)
+        let segment = try client.makeSegment(size: 65536)
+        fill(segment, with: 1)
+        let importer = ChildLines(try ChildProcess("xpmem-probe", ["restart-importer", "--socket", broker.socketPath,
+                                                                   "\(segment.id)"]))
+        defer {
+            importer.process.send("quit")
+            importer.process.waitForExit(timeout: 20)
+        }
+        #expect(importer.waitFor("attached ") != nil)
+        let open = try segment.beginInvalidation(deadline: .seconds(30))
+        #expect(open.importers.map(\.outcome) == [.acknowledged])
+        #expect(importer.waitFor("begin \(open.sequence) ") != nil)
+        fill(segment, with: 2)
+        broker.kill9()
+        #expect(importer.waitFor("broker-lost") == "broker-lost [\(open.sequence)]", "\(importer.lines)")
+        #expect(throws: XPMEMError.self, "no broker holds the window any more") { try segment.endInvalidation(open) }
+        #expect(importer.ask("read", answer: "bytes ") == "bytes uniform 2", "the window ended with the pages mapped back")
+
+        try broker.startAgain()
+        #expect(events.reconnected()?.segments == [segment.id], "\(events.all)")
+        #expect(importer.waitFor("restored \(segment.id)") != nil, "\(importer.lines)")
+        let next = try segment.invalidate(deadline: .seconds(30)) { fill(segment, with: 3) }
+        #expect(next.importers.map(\.outcome) == [.acknowledged])
+        #expect(importer.waitFor("begin \(next.sequence) ") != nil && importer.waitFor("end \(next.sequence)") != nil,
+                "\(importer.lines)")
+        #expect(importer.ask("read", answer: "bytes ") == "bytes uniform 3")
+    }
+}
