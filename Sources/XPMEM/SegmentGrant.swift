@@ -141,7 +141,8 @@ public final class SegmentGrant: Sendable {
 
     /// Gets the segment again on `channel` (generation `generation`, maybe not installed yet) and
     /// re-registers every attachment still mapped; returns how many. Throws what the broker answered
-    /// (`notFound` while the segment's exporter has not registered it again).
+    /// (`notFound` while the segment's exporter has not registered it again), or `protocolError`
+    /// when what came back under the id is not the segment mapped here (another size or file).
     func restore(on channel: BrokerChannel, generation: UInt64, installed: Bool) throws(XPMEMError) -> Int {
         let bound: UInt64? = installed ? generation : nil
         let message = Message.get(segment, access)
@@ -151,7 +152,7 @@ public final class SegmentGrant: Sendable {
         }
         guard size == UInt64(self.size) else {
             try? channel.requestDone(.release(handle))
-            throw XPMEMError(.notFound, "segment \(segment) came back with \(size) bytes instead of \(self.size)")
+            throw XPMEMError(.protocolError, "segment \(segment) came back with \(size) bytes instead of \(self.size)")
         }
         let ranges = state.withLock { Array($0.attachments.values) }.sorted { $0.id.rawValue < $1.id.rawValue }
         var restored = 0
@@ -165,7 +166,7 @@ public final class SegmentGrant: Sendable {
             // very file, or the segment that came back under this id is not the one mapped here.
             guard range.maps(sameFileAs: file) else {
                 try? channel.requestDone(.release(handle))
-                throw XPMEMError(.notFound, "segment \(segment) came back backed by another file than the one mapped here")
+                throw XPMEMError(.protocolError, "segment \(segment) came back backed by another file than the one mapped here")
             }
             range.rebind(id, generation: generation)
             restored += 1

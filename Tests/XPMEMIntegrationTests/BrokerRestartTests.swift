@@ -273,3 +273,45 @@ extension BrokerRestartTests {
         #expect(importer.ask("read", answer: "bytes ") == "bytes uniform 3")
     }
 }
+
+extension BrokerRestartTests {
+    @Test("An id that comes back backed by another file is not re-attached: the importer abandons it and keeps mapping the pages it had")
+    func anotherFileUnderTheSameIdIsNotAttached() throws {
+        let broker = try TestBroker()
+        // The owner speaks the protocol by hand, to do what the library never does: claim its id
+        // again with another memfd.
+        let token = ReclaimToken(high: try ProcessHandle.randomUInt64(), low: try ProcessHandle.randomUInt64())
+        // The files need not stay open here: the broker and the importer's mapping hold them.
+        func claim(_ id: SegmentID?, on client: RawClient, name: String) throws -> Message? {
+            let file = try MemoryFile.create(name: name, size: 65536)
+            try MemoryFile.setMode(0o600, of: file)
+            let readOnly = try MemoryFile.reopen(file, flags: O_RDONLY)
+            return try client.exchange(.claim(id, token: token, size: 65536, permit: Permit(rawValue: 0o600), name: name),
+                                       descriptors: [file.rawValue, readOnly.rawValue])
+        }
+        let owner = try RawClient(broker.socketPath)
+        try owner.hello()
+        let made = try claim(nil, on: owner, name: "first")
+        guard case .made(let id)? = made else {
+            Issue.record("the first claim was answered \(String(describing: made))")
+            return
+        }
+        let importer = try broker.connect(name: "importer")
+        let events = ConnectionEvents(of: importer)
+        let attachment = try importer.get(id).attach()
+        attachment.withUnsafeMutableBytes { $0[0] = 9 }
+
+        broker.kill9()
+        try broker.startAgain()
+        let impostor = try RawClient(broker.socketPath)
+        try impostor.hello()
+        let again = try claim(id, on: impostor, name: "second")
+        #expect(again == .made(id), "the same uid with the token may register the id again")
+        let abandoned = events.waitFor {
+            if case .abandoned(id, let reason) = $0 { return reason.contains("another file") }
+            return false
+        }
+        #expect(abandoned != nil, "\(events.all)")
+        #expect(attachment.withUnsafeMutableBytes { $0[0] } == 9, "the mapping still shows the first file")
+    }
+}
