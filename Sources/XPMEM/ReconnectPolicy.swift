@@ -23,7 +23,8 @@ public struct ReconnectPolicy: Sendable, Equatable {
 
     /// Reconnect for up to a minute.
     public static let standard = ReconnectPolicy()
-    /// Never reconnect: after the broker goes away every request fails with `brokerUnavailable`.
+    /// Never reconnect: after the broker goes away every request fails with `brokerUnavailable`, and
+    /// no connection event is told (the behaviour before reconnection existed).
     public static let disabled = ReconnectPolicy(isEnabled: false)
 
     /// `standard`, or as `XPMEM_RECONNECT_SECONDS` says: 0 disables reconnection, N gives up after N s.
