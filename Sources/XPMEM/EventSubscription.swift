@@ -8,8 +8,6 @@ import XPMEMWire
 /// after a reconnection a new one serves the same attachment table.
 final class EventSubscription: Sendable {
     let table: AttachmentTable
-    /// The userfaultfd behind `.block`, or nil where the kernel refuses it (all attachments `.revoke`).
-    let gate: UserFaultGate?
     /// The connection generation whose broker this channel reaches.
     let generation: UInt64
     private let socket: OwnedDescriptor
@@ -19,7 +17,7 @@ final class EventSubscription: Sendable {
     /// Hands the broker one end of a new socket pair and starts the listener thread on the other.
     /// - Parameter bound: the generation to bind the `subscribe` request to, nil for a channel not
     ///   installed yet (a reconnection restoring before it publishes the new socket).
-    init(channel: BrokerChannel, generation: UInt64, bound: UInt64?, table: AttachmentTable, gate: UserFaultGate?,
+    init(channel: BrokerChannel, generation: UInt64, bound: UInt64?, table: AttachmentTable,
          ended: @escaping @Sendable () -> Void) throws(XPMEMError) {
         let pair: SocketPair
         do {
@@ -31,7 +29,6 @@ final class EventSubscription: Sendable {
         guard case .done = reply.message else { throw BrokerChannel.unexpected(reply.message, for: .subscribe) }
         socket = pair.first
         self.table = table
-        self.gate = gate
         self.generation = generation
         self.ended = ended
         do {

@@ -83,7 +83,7 @@ public final class SegmentGrant: Sendable {
         }
         let range = AttachedRange(id: id, generation: generation, segment: segment, segmentOffset: offset,
                                   mapping: mapping, file: file, protection: protection, policy: policy,
-                                  handlers: handlers, gate: events.gate)
+                                  handlers: handlers, gate: broker.userFaultGate())
         let accepted = state.withLock { state in
             if state.released { return false }
             state.attachments[ObjectIdentifier(range)] = range

@@ -135,15 +135,7 @@ extension XPMEMBroker {
         let (segments, grants) = tracked.withLock { $0.live() }
         var abandoned: [(SegmentID, String)] = []
         let needsEvents = !segments.isEmpty || !grants.isEmpty || events.withLock { $0.subscription != nil }
-        var subscription: EventSubscription? = nil
-        if needsEvents {
-            let result: Result<EventSubscription, XPMEMError> = events.withLock { events in
-                Result { () throws(XPMEMError) -> EventSubscription in
-                    try openSubscription(on: fresh, generation: generation, installed: false, events: &events)
-                }
-            }
-            subscription = try result.get()
-        }
+        let subscription = needsEvents ? try openSubscription(on: fresh, generation: generation, installed: false) : nil
         for segment in segments where segment.needsRestoring(for: generation) {
             do throws(XPMEMError) {
                 try segment.restore(on: fresh, generation: generation, installed: false)

@@ -28,7 +28,8 @@ public final class XPMEMBroker: Sendable {
     let reconnection = Mutex<ReconnectionState>(ReconnectionState())
 
     struct Events {
-        /// The userfaultfd, opened with the first event channel (nil inside: the kernel refused it).
+        /// The userfaultfd behind `.block`, opened with the first attachment (nil inside: the kernel
+        /// refused it, and every attachment is `.revoke`). It outlives reconnections.
         var gate: UserFaultGate?? = nil
         /// The event channel of the current (or last) generation.
         var subscription: EventSubscription?
@@ -84,8 +85,7 @@ public final class XPMEMBroker: Sendable {
         let result: Result<EventSubscription, XPMEMError> = events.withLock { events in
             if let current = events.subscription, current.generation == generation { return .success(current) }
             return Result { () throws(XPMEMError) -> EventSubscription in
-                let subscription = try openSubscription(on: channel, generation: generation, installed: true,
-                                                        events: &events)
+                let subscription = try openSubscription(on: channel, generation: generation, installed: true)
                 events.subscription = subscription
                 return subscription
             }
@@ -93,14 +93,21 @@ public final class XPMEMBroker: Sendable {
         return try result.get()
     }
 
-    /// A new event channel on `channel`, sharing this connection's attachment table and userfaultfd.
-    func openSubscription(on channel: BrokerChannel, generation: UInt64, installed: Bool, events: inout Events)
+    /// The connection's userfaultfd, opened on first use; nil where the kernel refuses it.
+    func userFaultGate() -> UserFaultGate? {
+        events.withLock { events in
+            if events.gate == nil { events.gate = .some(try? UserFaultGate(UserFaultDescriptor())) }
+            return events.gate ?? nil
+        }
+    }
+
+    /// A new event channel on `channel`, sharing this connection's attachment table.
+    func openSubscription(on channel: BrokerChannel, generation: UInt64, installed: Bool)
         throws(XPMEMError) -> EventSubscription
     {
-        if events.gate == nil { events.gate = .some(try? UserFaultGate(UserFaultDescriptor())) }
-        return try EventSubscription(
+        try EventSubscription(
             channel: channel, generation: generation, bound: installed ? generation : nil, table: eventTable,
-            gate: events.gate ?? nil, ended: { [weak self] in
+            ended: { [weak self] in
                 self?.connectionLost(generation: generation, reason: "the broker closed the event channel")
             })
     }
