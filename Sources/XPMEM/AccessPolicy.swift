@@ -41,7 +41,8 @@ public struct InvalidationHandlers: Sendable {
     /// invalidations of this attachment were in flight, so their `end` will never come. Called instead
     /// of `didInvalidate`, after access is given back (sleepers woken, the segment's pages mapped
     /// again, holding whatever the exporter had written: its change may be half done). The mapping
-    /// stays usable, but no invalidation will reach it any more.
+    /// stays usable; no invalidation reaches it until the library has reconnected to a new broker and
+    /// registered it again (`XPMEMBroker.setConnectionEventHandler` tells when).
     public var brokerLost: (@Sendable (BrokerLossNotice) -> Void)?
 
     public init(

@@ -24,7 +24,9 @@ final class UserFaultGate: Sendable {
 /// The mapping behind one attachment and its invalidation state, shared by the `Attachment`, its
 /// grant and the event listener, so that a detach, a release or a revocation unmaps it exactly once.
 final class AttachedRange: Sendable {
-    let id: AttachmentID
+    /// The broker's number for this mapping and the connection generation that issued it (a new
+    /// one after a reconnection re-registers the mapping).
+    private let link: Mutex<(id: AttachmentID, generation: UInt64)>
     let segment: SegmentID
     let segmentOffset: Int
     let base: UInt
@@ -63,10 +65,10 @@ final class AttachedRange: Sendable {
         }
     }
 
-    init(id: AttachmentID, segment: SegmentID, segmentOffset: Int, mapping: consuming MemoryMapping,
+    init(id: AttachmentID, generation: UInt64, segment: SegmentID, segmentOffset: Int, mapping: consuming MemoryMapping,
          file: consuming OwnedDescriptor, protection: MemoryProtection, policy: AccessPolicy,
          handlers: InvalidationHandlers, gate: UserFaultGate?) {
-        self.id = id
+        link = Mutex((id, generation))
         self.segment = segment
         self.segmentOffset = segmentOffset
         base = UInt(bitPattern: mapping.base)
@@ -82,6 +84,28 @@ final class AttachedRange: Sendable {
                 || gate.blocksReadOnlyMappings(of: file, fileOffset: segmentOffset)
         }
         state = Mutex(State(mapping: .some(mapping), file: .some(file), blocks: blocks))
+    }
+
+    /// The broker's current number for this mapping.
+    var id: AttachmentID { link.withLock { $0.id } }
+
+    /// The broker's number for this mapping and the generation of the connection that issued it.
+    var brokerLink: (id: AttachmentID, generation: UInt64) { link.withLock { $0 } }
+
+    /// The mapping was registered again, with a broker that restarted.
+    func rebind(_ id: AttachmentID, generation: UInt64) { link.withLock { $0 = (id, generation) } }
+
+    /// Whether `file` is the very file this range maps (a re-registration must find the same pages).
+    func maps(sameFileAs other: borrowing OwnedDescriptor) -> Bool {
+        state.withLock { state in
+            switch state.file {
+            case .some(let file):
+                guard let mine = try? FileFacts(of: file), let theirs = try? FileFacts(of: other) else { return false }
+                return mine.isSameFile(as: theirs)
+            case .none:
+                return false
+            }
+        }
     }
 
     /// The policy in force: `.block` only while touches during a window really sleep.

@@ -37,10 +37,17 @@ public final class Attachment: Sendable {
         try withExtendedLifetime(self) { try body(bytes) }
     }
 
-    /// Unmaps exactly this attachment and tells the broker (XPMEM's `detach`). Idempotent.
+    /// Unmaps exactly this attachment and tells the broker (XPMEM's `detach`). Idempotent. While the
+    /// broker is gone (or before a restarted one has this attachment again) there is nobody to tell.
     public func detach() throws(XPMEMError) {
-        guard range.unmap() else { return }
-        if grant.forget(id) { try grant.broker.channel.requestDone(.detach(id)) }
+        guard range.unmap(), grant.forget(range) else { return }
+        let (id, generation) = range.brokerLink
+        do throws(XPMEMError) {
+            let reply = try grant.broker.channel.request(.detach(id), generation: generation)
+            guard case .done = reply.message else { throw BrokerChannel.unexpected(reply.message, for: .detach(id)) }
+        } catch let error where error.code == .brokerUnavailable {
+            _ = error  // the broker that knew this attachment is gone
+        }
     }
 
     deinit { try? detach() }

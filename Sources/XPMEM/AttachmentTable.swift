@@ -1,13 +1,14 @@
 import Synchronization
 import XPMEMWire
 
-/// The live attachments of one connection, for the event listener to find by segment.
+/// The live attachments of one connection, for the event listener to find by segment. Keyed by the
+/// range object: the broker's attachment numbers change when a reconnection re-registers them.
 final class AttachmentTable: Sendable {
-    private let ranges = Mutex<[AttachmentID: AttachedRange]>([:])
+    private let ranges = Mutex<[ObjectIdentifier: AttachedRange]>([:])
 
-    func insert(_ range: AttachedRange) { ranges.withLock { $0[range.id] = range } }
+    func insert(_ range: AttachedRange) { ranges.withLock { $0[ObjectIdentifier(range)] = range } }
 
-    func remove(_ id: AttachmentID) { ranges.withLock { _ = $0.removeValue(forKey: id) } }
+    func remove(_ range: AttachedRange) { ranges.withLock { _ = $0.removeValue(forKey: ObjectIdentifier(range)) } }
 
     /// The attachments of `segment`, in attachment order.
     func ranges(of segment: SegmentID) -> [AttachedRange] {

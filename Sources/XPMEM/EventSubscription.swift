@@ -4,29 +4,33 @@ import XPMEMWire
 
 /// A connection's event channel: the socket on which the broker sends invalidation events, and the
 /// thread of the library's own that serves it. User callbacks run on that thread, so they may sleep
-/// without stalling the broker or any thread of the application.
+/// without stalling the broker or any thread of the application. One per connection generation:
+/// after a reconnection a new one serves the same attachment table.
 final class EventSubscription: Sendable {
-    let table = AttachmentTable()
-    /// The userfaultfd behind `.block`, or nil where the kernel refuses it (all attachments `.revoke`).
-    let gate: UserFaultGate?
+    let table: AttachmentTable
+    /// The connection generation whose broker this channel reaches.
+    let generation: UInt64
     private let socket: OwnedDescriptor
+    /// Called on the listener thread once the channel has ended (the broker went away or dropped us).
+    private let ended: @Sendable () -> Void
 
     /// Hands the broker one end of a new socket pair and starts the listener thread on the other.
-    init(channel: BrokerChannel) throws(XPMEMError) {
+    /// - Parameter bound: the generation to bind the `subscribe` request to, nil for a channel not
+    ///   installed yet (a reconnection restoring before it publishes the new socket).
+    init(channel: BrokerChannel, generation: UInt64, bound: UInt64?, table: AttachmentTable,
+         ended: @escaping @Sendable () -> Void) throws(XPMEMError) {
         let pair: SocketPair
         do {
             pair = try UnixSocket.pair()
         } catch {
             throw XPMEMError.system("socketpair for the event channel", error)
         }
-        let reply = try channel.request(.subscribe, passing: [pair.second.fileDescriptor])
+        let reply = try channel.request(.subscribe, passing: [pair.second.fileDescriptor], generation: bound)
         guard case .done = reply.message else { throw BrokerChannel.unexpected(reply.message, for: .subscribe) }
         socket = pair.first
-        do {
-            gate = UserFaultGate(try UserFaultDescriptor())
-        } catch {
-            gate = nil
-        }
+        self.table = table
+        self.generation = generation
+        self.ended = ended
         do {
             try DetachedThread.start { [self] in listen() }
         } catch {
@@ -40,7 +44,7 @@ final class EventSubscription: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WireProtocol.maximumReplySize, alignment: 16)
         defer { buffer.deallocate() }
         // Attachments with an invalidation window open; only this thread touches it.
-        var suspended: [AttachmentID: AttachedRange] = [:]
+        var suspended: [ObjectIdentifier: AttachedRange] = [:]
         while true {
             let received: ReceivedMessage
             do {
@@ -56,9 +60,10 @@ final class EventSubscription: Sendable {
             handle(frame.message, suspended: &suspended)
         }
         endWindowsOfLostBroker(suspended)
+        ended()
     }
 
-    private func handle(_ event: Message, suspended: inout [AttachmentID: AttachedRange]) {
+    private func handle(_ event: Message, suspended: inout [ObjectIdentifier: AttachedRange]) {
         switch event {
         case .invalidateBegin(let segment, let offset, let length, let sequence, let reason):
             let notices = table.ranges(of: segment).compactMap { range in
@@ -70,7 +75,7 @@ final class EventSubscription: Sendable {
             for (range, notice) in notices { range.handlers.willInvalidate?(notice) }
             for (range, notice) in notices {
                 range.suspend(notice)
-                suspended[range.id] = range
+                suspended[ObjectIdentifier(range)] = range
             }
             send(.acknowledge(segment, sequence: sequence))
         case .invalidateEnd(let segment, _, _, let sequence):
@@ -83,7 +88,7 @@ final class EventSubscription: Sendable {
         case .released(let segment, let reason):
             for range in table.ranges(of: segment) {
                 range.revoke()
-                suspended[range.id] = nil
+                suspended[ObjectIdentifier(range)] = nil
                 range.handlers.released?(segment, reason)
             }
         default:
@@ -94,7 +99,7 @@ final class EventSubscription: Sendable {
     /// No `end` will come for the windows still open: threads asleep in them would sleep for ever.
     /// Their access is given back with the segment's pages mapped again (the memfd keeps them; the
     /// exporter and this process still hold it), and the application is told.
-    private func endWindowsOfLostBroker(_ suspended: [AttachmentID: AttachedRange]) {
+    private func endWindowsOfLostBroker(_ suspended: [ObjectIdentifier: AttachedRange]) {
         for range in suspended.values.sorted(by: { $0.id.rawValue < $1.id.rawValue }) {
             let interrupted = range.endAllWindows()
             guard !interrupted.isEmpty else { continue }

@@ -14,10 +14,17 @@ public final class ExportedSegment: Sendable {
     public let size: Int
     public let permit: Permit
     let baseAddress: UInt
+    let name: String
+    /// The secret its id stands for, to register it again with a restarted broker; nil when the
+    /// broker predates `claim` (the segment then does not survive a restart of the broker).
+    let reclaimToken: ReclaimToken?
     let state: Mutex<State>
 
     struct State: ~Copyable {
         var removed = false
+        /// The connection generation on whose broker the segment is registered; nil once registering
+        /// it again was refused.
+        var generation: UInt64?
         /// The memfd, kept for later operations on the segment's pages.
         var file: OwnedDescriptor?
         /// Set when the library allocated the memory and so unmaps it when the segment goes.
@@ -38,14 +45,18 @@ public final class ExportedSegment: Sendable {
         try withExtendedLifetime(self) { try body(bytes) }
     }
 
-    fileprivate init(broker: XPMEMBroker, id: SegmentID, size: Int, permit: Permit, baseAddress: UInt,
-                     file: consuming OwnedDescriptor, ownedMapping: consuming MemoryMapping?, placement: Placement) {
+    fileprivate init(broker: XPMEMBroker, registration: XPMEMBroker.Registration, size: Int, permit: Permit, name: String,
+                     baseAddress: UInt, file: consuming OwnedDescriptor, ownedMapping: consuming MemoryMapping?,
+                     placement: Placement) {
         self.broker = broker
-        self.id = id
+        self.id = registration.id
+        self.reclaimToken = registration.token
         self.size = size
         self.permit = permit
+        self.name = name
         self.baseAddress = baseAddress
-        self.state = Mutex(State(file: .some(file), ownedMapping: ownedMapping, placement: placement))
+        self.state = Mutex(State(generation: registration.generation, file: .some(file), ownedMapping: ownedMapping,
+                                 placement: placement))
     }
 
     /// Withdraws the segment (XPMEM's `remove`): importers that map it first get to stop access
@@ -53,18 +64,22 @@ public final class ExportedSegment: Sendable {
     /// they are told it is released and their mappings become inaccessible. No new get or attach
     /// succeeds. The segment's bytes then become private memory of this process at the same
     /// addresses (`makePagesPrivate`): a descriptor an importer kept aliases nothing live. Idempotent.
+    /// While the broker is gone, or before a restarted one has the segment again, it is removed here
+    /// only: it will not be registered again.
     public func remove(deadline: Duration = .seconds(5)) throws(XPMEMError) {
         try withdraw(deadline: deadline, keepingBytes: true)
     }
 
     private func withdraw(deadline: Duration, keepingBytes: Bool) throws(XPMEMError) {
-        let alreadyRemoved = state.withLock { state in
+        let registeredOn: UInt64?? = state.withLock { state in
             defer { state.removed = true }
-            return state.removed
+            return state.removed ? .none : .some(state.generation)
         }
-        if alreadyRemoved { return }
-        _ = try beginInvalidation(deadline: deadline, reason: .remove)
-        try broker.channel.requestDone(.remove(id))
+        guard case .some(let generation) = registeredOn else { return }
+        if let generation, generation == broker.channel.generation, broker.channel.isConnected {
+            _ = try beginInvalidation(deadline: deadline, reason: .remove)
+            try broker.channel.requestDone(.remove(id))
+        }
         if keepingBytes { try makePagesPrivate() }
     }
 
@@ -93,10 +108,10 @@ extension XPMEMBroker {
             throw XPMEMError.system("mmap of \(rounded) bytes", error)
         }
         try placement.apply(to: mapping.base, length: rounded)
-        let id = try register(file, size: rounded, permit: permit, name: name, placement: placement)
+        let registration = try register(file, size: rounded, permit: permit, name: name, placement: placement)
         let base = UInt(bitPattern: mapping.base)
-        return ExportedSegment(broker: self, id: id, size: rounded, permit: permit, baseAddress: base, file: file,
-                               ownedMapping: .some(mapping), placement: placement)
+        return track(ExportedSegment(broker: self, registration: registration, size: rounded, permit: permit, name: name,
+                                     baseAddress: base, file: file, ownedMapping: .some(mapping), placement: placement))
     }
 
     /// Exports an existing page-aligned range of private anonymous memory (XPMEM's `make` on an
@@ -144,9 +159,10 @@ extension XPMEMBroker {
         } catch {
             throw XPMEMError.system("moving the range into a memfd", error)
         }
-        let id = try register(file, size: range.count, permit: permit, name: name, placement: placement)
-        return ExportedSegment(broker: self, id: id, size: range.count, permit: permit,
-                               baseAddress: UInt(bitPattern: base), file: file, ownedMapping: nil, placement: placement)
+        let registration = try register(file, size: range.count, permit: permit, name: name, placement: placement)
+        return track(ExportedSegment(broker: self, registration: registration, size: range.count, permit: permit,
+                                     name: name, baseAddress: UInt(bitPattern: base), file: file, ownedMapping: nil,
+                                     placement: placement))
     }
 
     /// Creates the memfd: sealable, and mode 0600 so that no other uid can reopen it writable through
@@ -161,23 +177,113 @@ extension XPMEMBroker {
         }
     }
 
-    /// Sends the memfd (read-write and a read-only reopening) to the broker and returns the new id.
+    /// What registering a segment gave: its id, the token it stands for (nil from a broker that
+    /// predates `claim`), and the connection generation it is registered on.
+    fileprivate struct Registration {
+        var id: SegmentID
+        var token: ReclaimToken?
+        var generation: UInt64
+    }
+
+    /// Sends the memfd (read-write and a read-only reopening) to the broker under a fresh reclaim
+    /// token (`claim`), or with `make` to a broker that predates `claim`, and returns the new id.
     private func register(_ file: borrowing OwnedDescriptor, size: Int, permit: Permit, name: String,
-                          placement: Placement) throws(XPMEMError) -> SegmentID
+                          placement: Placement) throws(XPMEMError) -> Registration
     {
         guard permit.rawValue & ~Permit.validBits == 0 else {
             throw XPMEMError(.invalidArgument, "permit \(permit) may only have read/write bits (0o666)")
         }
+        let generation = channel.generation
+        var registration: Registration? = nil
+        // A token whose digest gives no id (one in 2^63) is refused as an invalid argument: draw again.
+        for _ in 0..<3 where registration == nil {
+            let token = try Self.drawToken()
+            do throws(XPMEMError) {
+                let id = try Self.send(file, as: .claim(nil, token: token, size: UInt64(size), permit: permit, name: name),
+                                       on: channel, generation: generation)
+                registration = Registration(id: id, token: token, generation: generation)
+            } catch let error where error.code == .protocolError && error.message.contains("unknownType") {
+                // A broker from before `claim`: the segment is made the old way and will not survive it.
+                let id = try Self.send(file, as: .make(size: UInt64(size), permit: permit, name: name), on: channel,
+                                       generation: generation)
+                registration = Registration(id: id, token: nil, generation: generation)
+            } catch let error where error.code == .invalidArgument && error.message.contains("draw another") {
+                continue
+            }
+        }
+        guard let registration else { throw XPMEMError(.brokerInternal, "the broker refused three fresh reclaim tokens") }
+        if placement != .firstTouch { try describePlacement(of: registration.id, as: placement) }
+        return registration
+    }
+
+    /// 128 bits from the kernel's CSPRNG.
+    private static func drawToken() throws(XPMEMError) -> ReclaimToken {
+        do {
+            return ReclaimToken(high: try ProcessHandle.randomUInt64(), low: try ProcessHandle.randomUInt64())
+        } catch {
+            throw XPMEMError.system("getrandom for a reclaim token", error)
+        }
+    }
+
+    /// Sends `message` (`make` or `claim`) with the memfd and a read-only reopening of it on
+    /// `channel`; returns the id the broker answered.
+    static func send(_ file: borrowing OwnedDescriptor, as message: Message, on channel: BrokerChannel,
+                     generation: UInt64?) throws(XPMEMError) -> SegmentID
+    {
         let readOnly: OwnedDescriptor
         do {
             readOnly = try MemoryFile.reopenReadOnly(file)
         } catch {
             throw XPMEMError.system("reopening the memfd read-only", error)
         }
-        let message = Message.make(size: UInt64(size), permit: permit, name: name)
-        let reply = try channel.request(message, passing: [file.fileDescriptor, readOnly.fileDescriptor])
+        let reply = try channel.request(message, passing: [file.fileDescriptor, readOnly.fileDescriptor],
+                                        generation: generation)
         guard case .made(let id) = reply.message else { throw BrokerChannel.unexpected(reply.message, for: message) }
-        if placement != .firstTouch { try describePlacement(of: id, as: placement) }
         return id
     }
+}
+
+extension ExportedSegment {
+    /// Whether the segment still needs registering with the broker of `generation`.
+    func needsRestoring(for generation: UInt64) -> Bool {
+        state.withLock { state in
+            guard !state.removed, reclaimToken != nil, let registered = state.generation else { return false }
+            return registered != generation
+        }
+    }
+
+    /// Registers the segment again, under its id, with the broker `channel` reaches (generation
+    /// `generation`, maybe not installed yet), with its placement. Throws what the broker answered.
+    func restore(on channel: BrokerChannel, generation: UInt64, installed: Bool) throws(XPMEMError) {
+        guard let reclaimToken else { return }
+        let message = Message.claim(id, token: reclaimToken, size: UInt64(size), permit: permit, name: name)
+        let bound: UInt64? = installed ? generation : nil
+        let result: Result<SegmentID, XPMEMError> = state.withLock { state in
+            switch state.file {
+            case .some(let file):
+                return Result { () throws(XPMEMError) -> SegmentID in
+                    try XPMEMBroker.send(file, as: message, on: channel, generation: bound)
+                }
+            case .none:
+                return .failure(XPMEMError(.alreadyClosed, "segment \(id) has no file any more"))
+            }
+        }
+        let answered = try result.get()
+        guard answered == id else {
+            try? channel.requestDone(.remove(answered))
+            throw XPMEMError(.protocolError, "the broker registered segment \(id) again as \(answered)")
+        }
+        let placement = state.withLock { $0.placement }
+        if placement != .firstTouch {
+            try channel.requestDone(.describePlacement(id, placement: placement.description))
+        }
+        let removedMeanwhile = state.withLock { state in
+            if !state.removed { state.generation = generation }
+            return state.removed
+        }
+        if removedMeanwhile { try? channel.requestDone(.remove(id)) }
+    }
+
+    /// Registering again was refused: the segment lives on here, unknown to the broker.
+    func abandon() { state.withLock { $0.generation = nil } }
 }

@@ -6,28 +6,36 @@ import XPMEMWire
 /// The right to attach one segment (XPMEM's `apid`), obtained with `XPMEMBroker.get`.
 ///
 /// Valid only through the connection that obtained it. Released by `release()` or when this object
-/// goes away; releasing unmaps every attachment made through it.
+/// goes away; releasing unmaps every attachment made through it. When the broker restarts, the
+/// library gets it again from the new broker (and re-registers its attachments), under a new handle.
 public final class SegmentGrant: Sendable {
     public let broker: XPMEMBroker
     public let segment: SegmentID
-    public let handle: AccessHandle
     /// The segment's size in bytes.
     public let size: Int
     public let access: AccessMode
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
     private struct State {
         var released = false
-        var attachments: [AttachmentID: AttachedRange] = [:]
+        var attachments: [ObjectIdentifier: AttachedRange] = [:]
+        /// The broker's handle and the connection generation that issued it; nil once restoring it
+        /// was given up.
+        var link: (handle: AccessHandle, generation: UInt64)?
+        /// The last handle the broker issued.
+        var lastHandle: AccessHandle
     }
 
-    init(broker: XPMEMBroker, segment: SegmentID, handle: AccessHandle, size: Int, access: AccessMode) {
+    init(broker: XPMEMBroker, segment: SegmentID, handle: AccessHandle, generation: UInt64, size: Int, access: AccessMode) {
         self.broker = broker
         self.segment = segment
-        self.handle = handle
         self.size = size
         self.access = access
+        state = Mutex(State(link: (handle, generation), lastHandle: handle))
     }
+
+    /// The broker's handle for this grant (a new one after a reconnection obtained it again).
+    public var handle: AccessHandle { state.withLock { $0.lastHandle } }
 
     /// Maps `length` bytes of the segment from `offset` (XPMEM's `attach`).
     /// - Parameters:
@@ -38,7 +46,8 @@ public final class SegmentGrant: Sendable {
     ///     `attachment.policy` says which one is in force.
     ///   - handlers: callbacks run on the library's event thread around invalidations.
     /// - Throws: `invalidArgument` for a range outside the segment, unaligned values or an address in
-    ///   use; `notFound` when the segment was removed or this grant released.
+    ///   use; `notFound` when the segment was removed or this grant released; `brokerUnavailable`
+    ///   while the broker is gone, or after it restarted until this grant is obtained again.
     public func attach(
         offset: Int = 0, length: Int? = nil, at address: UnsafeMutableRawPointer? = nil,
         policy: AccessPolicy = .block, handlers: InvalidationHandlers = InvalidationHandlers()
@@ -50,10 +59,13 @@ public final class SegmentGrant: Sendable {
         if let address, !isPageAligned(Int(bitPattern: address)) {
             throw XPMEMError(.invalidArgument, "attach address \(address) is not page-aligned")
         }
+        guard let (handle, generation) = state.withLock({ $0.link }) else {
+            throw XPMEMError(.brokerUnavailable, "the grant of segment \(segment) was not obtained again after the broker restarted")
+        }
         // Invalidation events must be able to reach this mapping from the moment it exists.
-        let events = try broker.subscription()
+        let events = try broker.subscription(generation: generation)
         let message = Message.attach(handle, offset: UInt64(offset), length: UInt64(length))
-        let reply = try broker.channel.request(message)
+        let reply = try broker.channel.request(message, generation: generation)
         guard case .attached(let id) = reply.message, let file = reply.descriptors.takeFirst() else {
             throw BrokerChannel.unexpected(reply.message, for: message)
         }
@@ -63,17 +75,18 @@ public final class SegmentGrant: Sendable {
             mapping = try MemoryMapping.mapShared(file, offset: offset, length: length, protection: protection,
                                                   placement: address.map { .exactlyIfFree($0) } ?? .anywhere)
         } catch {
-            try? broker.channel.requestDone(.detach(id))
+            _ = try? broker.channel.request(.detach(id), generation: generation)
             if error == .fileExists {
                 throw XPMEMError(.invalidArgument, "address \(address!) is already in use", errno: error)
             }
             throw XPMEMError.system("mmap of the segment", error)
         }
-        let range = AttachedRange(id: id, segment: segment, segmentOffset: offset, mapping: mapping, file: file,
-                                  protection: protection, policy: policy, handlers: handlers, gate: events.gate)
+        let range = AttachedRange(id: id, generation: generation, segment: segment, segmentOffset: offset,
+                                  mapping: mapping, file: file, protection: protection, policy: policy,
+                                  handlers: handlers, gate: broker.userFaultGate())
         let accepted = state.withLock { state in
             if state.released { return false }
-            state.attachments[id] = range
+            state.attachments[ObjectIdentifier(range)] = range
             return true
         }
         guard accepted else {
@@ -85,28 +98,91 @@ public final class SegmentGrant: Sendable {
     }
 
     /// Gives up the handle (XPMEM's `release`), unmapping every attachment made through it. Idempotent.
+    /// While the broker is gone there is nobody to tell: the grant is released here only.
     public func release() throws(XPMEMError) {
-        let ranges: [AttachedRange]? = state.withLock { state in
+        let taken: ([AttachedRange], (handle: AccessHandle, generation: UInt64)?)? = state.withLock { state in
             if state.released { return nil }
             state.released = true
             defer { state.attachments.removeAll() }
-            return Array(state.attachments.values)
+            return (Array(state.attachments.values), state.link)
         }
-        guard let ranges else { return }
+        guard let (ranges, link) = taken else { return }
         for range in ranges {
             range.unmap()
-            broker.attachmentTable?.remove(range.id)
+            broker.eventTable.remove(range)
         }
-        try broker.channel.requestDone(.release(handle))
+        guard let (handle, generation) = link else { return }
+        do throws(XPMEMError) {
+            let reply = try broker.channel.request(.release(handle), generation: generation)
+            guard case .done = reply.message else { throw BrokerChannel.unexpected(reply.message, for: .release(handle)) }
+        } catch let error where error.code == .brokerUnavailable {
+            _ = error
+            // The broker that issued the handle is gone, and took the grant with it.
+        }
     }
 
-    /// Called by `Attachment.detach`.
-    func forget(_ attachment: AttachmentID) -> Bool {
-        broker.attachmentTable?.remove(attachment)
-        return state.withLock { $0.attachments.removeValue(forKey: attachment) != nil }
+    /// Called by `Attachment.detach`: forgets the range; true if it was this grant's.
+    func forget(_ range: AttachedRange) -> Bool {
+        broker.eventTable.remove(range)
+        return state.withLock { $0.attachments.removeValue(forKey: ObjectIdentifier(range)) != nil }
     }
 
     deinit { try? release() }
+
+    // MARK: Reconnection
+
+    /// Whether this grant still needs to be obtained from the broker of `generation`.
+    func needsRestoring(for generation: UInt64) -> Bool {
+        state.withLock { state in
+            guard !state.released, let link = state.link else { return false }
+            return link.generation != generation
+        }
+    }
+
+    /// Gets the segment again on `channel` (generation `generation`, maybe not installed yet) and
+    /// re-registers every attachment still mapped; returns how many. Throws what the broker answered
+    /// (`notFound` while the segment's exporter has not registered it again), or `protocolError`
+    /// when what came back under the id is not the segment mapped here (another size or file).
+    func restore(on channel: BrokerChannel, generation: UInt64, installed: Bool) throws(XPMEMError) -> Int {
+        let bound: UInt64? = installed ? generation : nil
+        let message = Message.get(segment, access)
+        let reply = try channel.request(message, generation: bound)
+        guard case .granted(let handle, let size, let granted) = reply.message, granted == access else {
+            throw BrokerChannel.unexpected(reply.message, for: message)
+        }
+        guard size == UInt64(self.size) else {
+            try? channel.requestDone(.release(handle))
+            throw XPMEMError(.protocolError, "segment \(segment) came back with \(size) bytes instead of \(self.size)")
+        }
+        let ranges = state.withLock { Array($0.attachments.values) }.sorted { $0.id.rawValue < $1.id.rawValue }
+        var restored = 0
+        for range in ranges where range.isMapped {
+            let attach = Message.attach(handle, offset: UInt64(range.segmentOffset), length: UInt64(range.length))
+            let reply = try channel.request(attach, generation: bound)
+            guard case .attached(let id) = reply.message, let file = reply.descriptors.takeFirst() else {
+                throw BrokerChannel.unexpected(reply.message, for: attach)
+            }
+            // The importer keeps mapping the file it has; the broker's new descriptor must be that
+            // very file, or the segment that came back under this id is not the one mapped here.
+            guard range.maps(sameFileAs: file) else {
+                try? channel.requestDone(.release(handle))
+                throw XPMEMError(.protocolError, "segment \(segment) came back backed by another file than the one mapped here")
+            }
+            range.rebind(id, generation: generation)
+            restored += 1
+        }
+        let keep = state.withLock { state in
+            guard !state.released else { return false }
+            state.link = (handle, generation)
+            state.lastHandle = handle
+            return true
+        }
+        if !keep { try? channel.requestDone(.release(handle)) }
+        return restored
+    }
+
+    /// Restoring failed for good: no invalidation will reach this grant's mappings (they stay usable).
+    func abandon() { state.withLock { $0.link = nil } }
 }
 
 extension XPMEMBroker {
@@ -116,10 +192,14 @@ extension XPMEMBroker {
     ///   do not allow `access`.
     public func get(_ segment: SegmentID, access: AccessMode = .readWrite) throws(XPMEMError) -> SegmentGrant {
         let message = Message.get(segment, access)
-        let reply = try channel.request(message)
+        let generation = channel.generation
+        let reply = try channel.request(message, generation: generation)
         guard case .granted(let handle, let size, let granted) = reply.message, granted == access,
               size <= UInt64(Int.max)
         else { throw BrokerChannel.unexpected(reply.message, for: message) }
-        return SegmentGrant(broker: self, segment: segment, handle: handle, size: Int(size), access: access)
+        let grant = SegmentGrant(broker: self, segment: segment, handle: handle, generation: generation, size: Int(size),
+                                 access: access)
+        track(grant)
+        return grant
     }
 }

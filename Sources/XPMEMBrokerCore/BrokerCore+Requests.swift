@@ -54,6 +54,9 @@ extension BrokerCore {
             usageOfUID[credentials.uid, default: Usage()].bytes += size
             return [.keepSegmentFiles(id)] + answer(.made(id))
                 + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]
+        case .claim(let requested, let token, let size, let permit, let name):
+            return try claim(requested, token: token, size: size, permit: permit, name: name, requestID: requestID,
+                             from: peer, client: client, credentials: credentials)
         case .makeAddressSpace(let base, let size, let permit, let name):
             try admitSegment(size: 0, by: credentials)
             let id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name)
@@ -114,7 +117,7 @@ extension BrokerCore {
     }
 
     /// Refuses a segment that would take its owner's uid past a quota, or the broker past its budget.
-    private func admitSegment(size: UInt64, by credentials: Credentials) throws(BrokerError) {
+    func admitSegment(size: UInt64, by credentials: Credentials) throws(BrokerError) {
         if descriptorsInUse + BrokerQuotas.descriptorsPerSegment > quotas.descriptorCeiling(for: credentials) {
             throw BrokerError(.resourceExhausted,
                 "the broker's descriptor budget of \(quotas.descriptorBudget) is spent; remove segments or raise its RLIMIT_NOFILE")

@@ -36,6 +36,8 @@ public enum BrokerNote: Equatable, Sendable {
     case clientJoined(ClientID, name: String, pid: Int32, uid: UInt32)
     case clientLeft(ClientID, pid: Int32, reason: String, segmentsRemoved: Int, grantsReleased: Int)
     case segmentMade(SegmentID, size: UInt64, permit: Permit, pid: Int32)
+    /// A segment registered again under its previous id, by its owner after a restart of the broker.
+    case segmentReclaimed(SegmentID, size: UInt64, permit: Permit, pid: Int32, uid: UInt32)
     case segmentRemoved(SegmentID, importersTold: Int)
     case placementDescribed(SegmentID, String)
     /// A request or a connection was refused because a quota or the descriptor budget was reached.

@@ -81,8 +81,11 @@ public struct Registry: Sendable {
         return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base)
     }
 
-    private mutating func register(
-        by client: ClientID, size: UInt64, permit: Permit, name: String, addressSpaceBase: UInt64?
+    /// Registers a segment under a fresh random id, or under `chosen` (a claim, checked by the caller
+    /// to stand for the owner's token) when no live segment has it.
+    mutating func register(
+        by client: ClientID, size: UInt64, permit: Permit, name: String, addressSpaceBase: UInt64?,
+        id chosen: SegmentID? = nil
     ) throws(BrokerError) -> SegmentID {
         guard var owner = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
         guard size > 0, size % limits.pageSize == 0 else {
@@ -94,11 +97,20 @@ public struct Registry: Sendable {
         guard owner.segments.count < limits.segmentsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already exports \(owner.segments.count) segments")
         }
-        // Ids stay below 2^63, so that C callers, who hold them as a signed xpmem_segid_t, see them positive.
-        var raw: UInt64
-        repeat { raw = randomSource() & UInt64(Int64.max) } while raw == 0 || issuedSegmentIDs.contains(raw)
-        issuedSegmentIDs.insert(raw)
-        let id = SegmentID(rawValue: raw)
+        let id: SegmentID
+        if let chosen {
+            if let live = segments[chosen] {
+                throw BrokerError(.busy, "segment \(chosen) is live (registered by pid \(live.ownerCredentials.pid)); it cannot be registered twice")
+            }
+            id = chosen
+            issuedSegmentIDs.insert(chosen.rawValue)
+        } else {
+            // Ids stay below 2^63, so that C callers, who hold them as a signed xpmem_segid_t, see them positive.
+            var raw: UInt64
+            repeat { raw = randomSource() & UInt64(Int64.max) } while raw == 0 || issuedSegmentIDs.contains(raw)
+            issuedSegmentIDs.insert(raw)
+            id = SegmentID(rawValue: raw)
+        }
         segments[id] = SegmentRecord(id: id, owner: client, ownerCredentials: owner.credentials, size: size,
                                      permit: permit, name: name, addressSpaceBase: addressSpaceBase)
         owner.segments.insert(id)

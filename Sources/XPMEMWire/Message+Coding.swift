@@ -78,6 +78,13 @@ extension Message {
             writer.write(size)
             writer.write(permit.rawValue)
             writer.write(name, maximumLength: 256)
+        case .claim(let id, let token, let size, let permit, let name):
+            writer.write(id?.rawValue ?? 0)
+            writer.write(token.high)
+            writer.write(token.low)
+            writer.write(size)
+            writer.write(permit.rawValue)
+            writer.write(name, maximumLength: 256)
         case .rangeBacked(let id, let sequence, let failure, let text, let extents):
             writer.write(id.rawValue)
             writer.write(sequence)
@@ -213,6 +220,13 @@ extension Message {
             let text = try reader.readString("text", maximumLength: 256)
             message = .rangeBacked(id, sequence: sequence, failure: code == 0 ? nil : ErrorCode(wireValue: code),
                                    text: text, extents: try reader.readExtents())
+        case .claim:
+            let id = try reader.read(UInt64.self, "segid")
+            let token = ReclaimToken(high: try reader.read(UInt64.self, "tokenHigh"), low: try reader.read(UInt64.self, "tokenLow"))
+            let size = try reader.read(UInt64.self, "size")
+            let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
+            message = .claim(id == 0 ? nil : SegmentID(rawValue: id), token: token, size: size, permit: permit,
+                             name: try reader.readString("name", maximumLength: 256))
         case .backRange, .fillRange:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             let sequence = try reader.read(UInt64.self, "sequence")

@@ -46,6 +46,14 @@ public enum Message: Equatable, Sendable {
     /// of the segment again and to give every page it backs a page in the file, so the importer's
     /// access can complete. Answered with `faultResolved` once the exporter has.
     case resolveFault(AccessHandle, offset: UInt64, length: UInt64)
+    /// Export a memfd under the id `token` stands for (`ReclaimToken.segmentID(ownerUID:)` of the
+    /// sender's uid): a first export (`segment` nil), or the same segment registered again with a
+    /// broker that restarted (`segment` its previous id, which must be the one the token stands for).
+    /// Refused while a live segment has that id. The frame carries two descriptors, read-write then
+    /// read-only, as `make`'s; the reply is `made`. Added to version 3 without a bump: a broker that
+    /// predates it answers `failure(malformedFrame)` and keeps the connection, and the library then
+    /// falls back to `make`.
+    case claim(SegmentID?, token: ReclaimToken, size: UInt64, permit: Permit, name: String)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -89,7 +97,7 @@ public enum Message: Equatable, Sendable {
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
         switch self {
-        case .make, .makeAddressSpace: 2
+        case .make, .makeAddressSpace, .claim: 2
         case .attached, .attachedWindow, .subscribe: 1
         default: 0
         }
@@ -108,9 +116,7 @@ public enum MessageType: UInt16, Sendable {
     static let firstBrokerEvent: UInt16 = 0x4000
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
-    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace
-    // 16 is reserved for `claim` (a re-registration after a broker restart).
-    case resolveFault = 0x0011
+    case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, claim, resolveFault
     case acknowledge = 0x2001, rangeBacked
     case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
@@ -149,6 +155,7 @@ extension Message {
         case .released: .released
         case .invalidated: .invalidated
         case .makeAddressSpace: .makeAddressSpace
+        case .claim: .claim
         case .rangeBacked: .rangeBacked
         case .backRange: .backRange
         case .resolveFault: .resolveFault

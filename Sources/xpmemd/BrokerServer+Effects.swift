@@ -81,6 +81,9 @@ extension BrokerServer {
         case .segmentMade(let segment, let size, let permit, let pid):
             logger.debug("segment made", metadata: ["segid": "\(segment)", "size": "\(size)", "mode": "\(permit)",
                                                      "pid": "\(pid)"])
+        case .segmentReclaimed(let segment, let size, let permit, let pid, let uid):
+            logger.debug("segment reclaimed", metadata: ["segid": "\(segment)", "size": "\(size)", "mode": "\(permit)",
+                                                          "pid": "\(pid)", "uid": "\(uid)"])
         case .segmentRemoved(let segment, let told):
             logger.debug("segment removed", metadata: ["segid": "\(segment)", "importersTold": "\(told)"])
         case .placementDescribed(let segment, let placement):

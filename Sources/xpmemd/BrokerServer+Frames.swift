@@ -96,9 +96,9 @@ extension BrokerServer {
         let incoming = IncomingDescriptors()
         do throws(BrokerError) {
             switch message {
-            case .make(let size, _, _):
+            case .make(let size, _, _), .claim(_, _, let size, _, _):
                 guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
-                    throw BrokerError(.malformedFrame, "make needs two descriptors")
+                    throw BrokerError(.malformedFrame, "\(message.type) needs two descriptors")
                 }
                 incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
                                                                   size: .exactly(size))

@@ -14,7 +14,8 @@ struct Probe: ParsableCommand {
         abstract: "Test helper: acts as an importer or exporter and reports what it could do.",
         subcommands: [
             ReadOnlyEscape.self, Truncate.self, Get.self, Hold.self, ExportRange.self, Watch.self, ExportAndInvalidate.self,
-            NUMAImporter.self, ReadLoop.self, Flood.self, Supervise.self, KeepDescriptor.self,
+            NUMAImporter.self, ReadLoop.self, Flood.self, Supervise.self, KeepDescriptor.self, RestartExporter.self,
+            RestartImporter.self, Squat.self,
         ])
 }
 

@@ -139,6 +139,14 @@ struct BadInputTests {
         try MemoryFile.setMode(0o600, of: file)
         #expect(failureCode(try client.exchange(.make(size: 8192, permit: Permit(rawValue: 0o600), name: ""),
                                                 descriptors: [file.rawValue, readOnly.rawValue])) == .invalidArgument)
+        // claim is checked as make is: its two descriptors, a memfd of the declared size.
+        let token = ReclaimToken(high: 5, low: 6)
+        #expect(failureCode(try client.exchange(.claim(nil, token: token, size: 4096, permit: Permit(rawValue: 0o600), name: "")))
+                == .malformedFrame)
+        #expect(failureCode(try client.exchange(.claim(nil, token: token, size: 4096, permit: Permit(rawValue: 0o600), name: ""),
+                                                descriptors: [pipeEnds[0], pipeEnds[1]])) == .invalidArgument)
+        #expect(failureCode(try client.exchange(.claim(nil, token: token, size: 8192, permit: Permit(rawValue: 0o600), name: ""),
+                                                descriptors: [file.rawValue, readOnly.rawValue])) == .invalidArgument)
         // subscribe with a pipe instead of a socket.
         #expect(failureCode(try client.exchange(.subscribe, descriptors: [pipeEnds[0]])) == .invalidArgument)
         try expectServes(broker, "after bad descriptors")

@@ -6,7 +6,8 @@ import XPMEM
 final class TestBroker: @unchecked Sendable {
     let directory: String
     let socketPath: String
-    private let child: ChildProcess
+    private var child: ChildProcess
+    private let arguments: [String]
 
     /// Starts the broker and waits until it accepts connections.
     /// - Parameters:
@@ -19,13 +20,33 @@ final class TestBroker: @unchecked Sendable {
         directory = String(cString: made)
         if openDirectory { chmod(directory, 0o755) }
         socketPath = directory + "/broker.sock"
-        child = try ChildProcess("xpmemd", ["--socket", socketPath, "--mode", mode, "--log-level", "warning"] + arguments)
+        self.arguments = ["--socket", socketPath, "--mode", mode, "--log-level", "warning"] + arguments
+        child = try ChildProcess("xpmemd", self.arguments)
+        try waitUntilServing()
+    }
+
+    private func waitUntilServing() throws {
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
-            if (try? XPMEMBroker.connect(socketPath: socketPath, name: "readiness check")) != nil { return }
+            if (try? XPMEMBroker.connect(socketPath: socketPath, name: "readiness check", reconnect: .disabled)) != nil {
+                return
+            }
             usleep(10_000)
         }
         throw XPMEMError(.brokerUnavailable, "xpmemd did not start at \(socketPath)")
+    }
+
+    /// Kills the broker with SIGKILL (it cleans nothing up: its socket file and lock file stay) and
+    /// waits until it is gone.
+    func kill9() {
+        child.signal(SIGKILL)
+        child.waitForExit(timeout: 20)
+    }
+
+    /// Starts a new broker with the same options on the same socket and waits until it serves.
+    func startAgain() throws {
+        child = try ChildProcess("xpmemd", arguments)
+        try waitUntilServing()
     }
 
     var pid: pid_t { child.pid }

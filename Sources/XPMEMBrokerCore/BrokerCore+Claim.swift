@@ -1,0 +1,41 @@
+import XPMEMWire
+
+/// `claim`: an export under the id a reclaim token stands for, so that an exporter can register its
+/// segments again, with the same ids, after the broker restarted.
+///
+/// The threat: the broker keeps nothing across a restart, so between its new start and the owner's
+/// return nothing it remembers says who owned an id. Whoever registered a known id first would have
+/// importers that `get` it by that id map *their* memory (reading forged data, writing secrets into
+/// it). The defence needs no memory: an id is `ReclaimToken.segmentID(ownerUID:)`, a one-way function
+/// of 128 secret bits only the exporter holds and of the kernel-verified uid of the connection that
+/// claims it. Without the token an id cannot be produced (a 63-bit preimage); with a stolen token,
+/// another uid still derives another id.
+extension BrokerCore {
+    mutating func claim(
+        _ requested: SegmentID?, token: ReclaimToken, size: UInt64, permit: Permit, name: String, requestID: UInt32,
+        from peer: PeerID, client: ClientID, credentials: Credentials
+    ) throws(BrokerError) -> [BrokerEffect] {
+        guard let derived = token.segmentID(ownerUID: credentials.uid) else {
+            throw BrokerError(.invalidArgument, "this reclaim token stands for no segment id; draw another")
+        }
+        if let requested, requested != derived {
+            throw BrokerError(.permissionDenied,
+                "uid \(credentials.uid) does not hold the reclaim token of segment \(requested): only the uid that made it, with the token it chose then, may register it again")
+        }
+        guard size <= registry.limits.maximumSegmentSize else {
+            throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(registry.limits.maximumSegmentSize) bytes")
+        }
+        try admitSegment(size: size, by: credentials)
+        let id = try registry.register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil, id: derived)
+        // Grants left over from an earlier life of this id in this broker (its exporter's connection was
+        // dropped, and importers have not released yet) were given for a segment that is gone; they
+        // must not attach the new one, whose mode may differ.
+        for holder in registry.grantHolders(of: id) { registry.revokeGrants(of: holder, on: id) }
+        usageOfUID[credentials.uid, default: Usage()].segments += 1
+        usageOfUID[credentials.uid, default: Usage()].bytes += size
+        let note: BrokerNote = requested == nil
+            ? .segmentMade(id, size: size, permit: permit, pid: credentials.pid)
+            : .segmentReclaimed(id, size: size, permit: permit, pid: credentials.pid, uid: credentials.uid)
+        return [.keepSegmentFiles(id), .send(peer, .main, requestID: requestID, .made(id)), .note(note)]
+    }
+}
