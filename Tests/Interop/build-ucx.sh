@@ -5,7 +5,10 @@
 #   Tests/Interop/build-ucx.sh WORK_DIR    (WORK_DIR/xpmem must hold `make -C libxpmem install`)
 set -euo pipefail
 work=$(realpath -m "${1:?usage: build-ucx.sh WORK_DIR}")
-tarball=${UCX_TARBALL:-/work/shared/interop/ucx-1.13.1.tar.xz}
+# The tarball is provided beside the checkout (../shared/interop, for development machines and CI).
+repository=$(cd "$(dirname "$0")/../.." && pwd)
+tarball=${UCX_TARBALL:-$repository/../shared/interop/ucx-1.13.1.tar.xz}
+[ -f "$tarball" ] || [ -n "${UCX_TARBALL:-}" ] || tarball=/work/shared/interop/ucx-1.13.1.tar.xz
 xpmem=$work/xpmem
 ucx=$work/ucx
 # No InfiniBand, no RDMA-CM, no KNEM: shared memory alone, so xpmem has only posix/sysv/cma beside it.
