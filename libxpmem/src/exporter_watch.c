@@ -8,7 +8,6 @@
 #include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <string.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include "backing.h"
@@ -146,15 +145,8 @@ void exporter_watch_unback_all(void)
     } else {
         /* No watch thread: its stack is free, and the caller's own stack may be backed memory. */
         struct private_area *area = private_area_get();
-        if (area != NULL) {
-            ucontext_t here, worker;
-            getcontext(&worker);
-            worker.uc_stack.ss_sp = area->watch_stack;
-            worker.uc_stack.ss_size = area->watch_stack_size;
-            worker.uc_link = &here;
-            makecontext(&worker, run_unback_all, 0);
-            swapcontext(&here, &worker);
-        }
+        if (area != NULL)
+            private_area_run_on_stack(area->watch_stack, area->watch_stack_size, run_unback_all);
     }
     pthread_mutex_unlock(&job_lock);
 }

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/sysmacros.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include "address_space_file.h"
@@ -112,17 +111,10 @@ void fork_snapshot_child(void)
         return;
     close(copied_pipe[0]);
     struct private_area *area = private_area_get();
-    if (area != NULL) {
-        /* This thread's stack may be backed memory: copy on the library's own stack (the event
-         * thread that used it does not exist in the child). */
-        ucontext_t here, copier;
-        getcontext(&copier);
-        copier.uc_stack.ss_sp = area->stack;
-        copier.uc_stack.ss_size = area->stack_size;
-        copier.uc_link = &here;
-        makecontext(&copier, make_every_backed_mapping_private, 0);
-        swapcontext(&here, &copier);
-    }
+    /* This thread's stack may be backed memory: copy on the library's own stack (the event thread
+     * that used it does not exist in the child). */
+    if (area != NULL)
+        private_area_run_on_stack(area->stack, area->stack_size, make_every_backed_mapping_private);
     /* Closing our end tells the parent (it reads end-of-file). */
     close(copied_pipe[1]);
     copied_pipe[0] = copied_pipe[1] = -1;

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <ucontext.h>
 
 #include "pages.h"
 #include "thread_stop.h"
@@ -84,4 +85,15 @@ int private_area_grow_maps(struct private_area *target, size_t capacity)
     target->maps_text = text;
     target->maps_capacity = capacity;
     return 0;
+}
+
+void private_area_run_on_stack(void *stack, size_t size, void (*function)(void))
+{
+    ucontext_t caller, worker;
+    getcontext(&worker);
+    worker.uc_stack.ss_sp = stack;
+    worker.uc_stack.ss_size = size;
+    worker.uc_link = &caller;
+    makecontext(&worker, function, 0);
+    swapcontext(&caller, &worker);
 }

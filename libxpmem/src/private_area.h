@@ -61,5 +61,8 @@ struct private_area *private_area_get(void);
 /* Replaces the maps buffer with one of at least `capacity` bytes; may be called while other
  * threads are stopped (only mmap/munmap). */
 int private_area_grow_maps(struct private_area *area, size_t capacity);
+/* Runs `function` on `stack` (one of the area's, unused meanwhile) and returns: for work that remaps
+ * memory the calling thread's own stack may lie in. */
+void private_area_run_on_stack(void *stack, size_t size, void (*function)(void));
 
 #endif
