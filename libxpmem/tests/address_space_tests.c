@@ -257,6 +257,36 @@ static bool scene_start(struct scene *scene, const char *name)
     return true;
 }
 
+/* Tells a child to quit and returns its exit status (-1: it did not exit in time). */
+static int quit(struct child *child)
+{
+    child_send(child, "quit");
+    return child_wait(child, STEP_TIMEOUT_MS);
+}
+
+/* Ends a test with one importer: both children quit, and the verdict names the first failed step. */
+static void finish(const char *name, struct scene *scene, struct child *importing, const char *failed_at,
+                   const char *answer)
+{
+    int importer_status = quit(importing);
+    int exporter_status = quit(&scene->exporting);
+    report(name, failed_at == NULL && importer_status == 0 && exporter_status == 0,
+           "%s: '%s' (importer exit %d, exporter exit %d)", failed_at ? failed_at : "exit", answer, importer_status,
+           exporter_status);
+}
+
+/* The same with two importers (the second may not have started); their exit statuses are not judged. */
+static void finish_two(const char *name, struct scene *scene, struct child *first, struct child *second,
+                       const char *failed_at, const char *answer)
+{
+    quit(first);
+    if (second != NULL)
+        quit(second);
+    int exporter_status = quit(&scene->exporting);
+    report(name, failed_at == NULL && exporter_status == 0, "%s: '%s' (exporter exit %d)", failed_at ? failed_at : "exit",
+           answer, exporter_status);
+}
+
 static bool start_importer(struct child *importing, struct import_request *request, char *answer, size_t capacity)
 {
     return child_start(importing, importer, request) == 0 && step(importing, NULL, "attached", answer, capacity);
@@ -294,13 +324,7 @@ static void test_unmap_and_reuse_followed(void)
         if (!step(&importing, "touch", expected, answer, sizeof answer))
             failed_at = "touching what the exporter unmapped raises SIGBUS";
     }
-    child_send(&importing, "quit");
-    int importer_status = child_wait(&importing, STEP_TIMEOUT_MS);
-    child_send(&scene.exporting, "quit");
-    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
-    report(name, failed_at == NULL && importer_status == 0 && exporter_status == 0,
-           "%s: '%s' (importer exit %d, exporter exit %d)", failed_at ? failed_at : "exit", answer, importer_status,
-           exporter_status);
+    finish(name, &scene, &importing, failed_at, answer);
 }
 
 static void test_move_keeps_bytes(void)
@@ -338,16 +362,7 @@ static void test_move_keeps_bytes(void)
                  || strstr(answer, " intact zero-tail") == NULL)
             failed_at = "a mapping grown as it moved keeps its bytes and reads zeros beyond";
     }
-    child_send(&first, "quit");
-    child_wait(&first, STEP_TIMEOUT_MS);
-    if (second_started) {
-        child_send(&second, "quit");
-        child_wait(&second, STEP_TIMEOUT_MS);
-    }
-    child_send(&scene.exporting, "quit");
-    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
-    report(name, failed_at == NULL && exporter_status == 0, "%s: '%s' (exporter exit %d)",
-           failed_at ? failed_at : "exit", answer, exporter_status);
+    finish_two(name, &scene, &first, second_started ? &second : NULL, failed_at, answer);
 }
 
 static void test_fork_gives_a_private_copy(void)
@@ -372,13 +387,7 @@ static void test_fork_gives_a_private_copy(void)
         failed_at = "fork";
     else if (!step(&importing, "check 10", "ok", answer, sizeof answer))
         failed_at = "the importer sees the parent's writes after the fork";
-    child_send(&importing, "quit");
-    int importer_status = child_wait(&importing, STEP_TIMEOUT_MS);
-    child_send(&scene.exporting, "quit");
-    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
-    report(name, failed_at == NULL && importer_status == 0 && exporter_status == 0,
-           "%s: '%s' (importer exit %d, exporter exit %d)", failed_at ? failed_at : "exit", answer, importer_status,
-           exporter_status);
+    finish(name, &scene, &importing, failed_at, answer);
 }
 
 static void test_remove_makes_memory_private(void)
@@ -413,16 +422,7 @@ static void test_remove_makes_memory_private(void)
         failed_at = "the read-write attachment raises SIGBUS";
     else if (!step(&reader, "check 7", "bad at ", answer, sizeof answer))
         failed_at = "the read-only attachment does not see the exporter's later writes";
-    child_send(&writer, "quit");
-    child_wait(&writer, STEP_TIMEOUT_MS);
-    if (reader_started) {
-        child_send(&reader, "quit");
-        child_wait(&reader, STEP_TIMEOUT_MS);
-    }
-    child_send(&scene.exporting, "quit");
-    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
-    report(name, failed_at == NULL && exporter_status == 0, "%s: '%s' (exporter exit %d)", failed_at ? failed_at : "exit",
-           answer, exporter_status);
+    finish_two(name, &scene, &writer, reader_started ? &reader : NULL, failed_at, answer);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -565,13 +565,7 @@ static void test_unmap_after_broker_loss(void)
         else if (!step(&scene.exporting, "check 4", "ok", answer, sizeof answer))
             failed_at = "the exporter's new memory";
     }
-    child_send(&importing, "quit");
-    int importer_status = child_wait(&importing, STEP_TIMEOUT_MS);
-    child_send(&scene.exporting, "quit");
-    int exporter_status = child_wait(&scene.exporting, STEP_TIMEOUT_MS);
-    report(name, failed_at == NULL && importer_status == 0 && exporter_status == 0,
-           "%s: '%s' (importer exit %d, exporter exit %d)", failed_at ? failed_at : "exit", answer, importer_status,
-           exporter_status);
+    finish(name, &scene, &importing, failed_at, answer);
 }
 
 int main(void)
