@@ -121,7 +121,7 @@ let package = Package(
         ),
         .testTarget(
             name: "XPMEMIntegrationTests",
-            dependencies: ["XPMEM", "XPMEMSystem", "XPMEMWire"],
+            dependencies: ["XPMEM", "XPMEMSystem", "XPMEMWire", "XPMEMRunKit"],
             swiftSettings: strictSettings
         ),
     ]

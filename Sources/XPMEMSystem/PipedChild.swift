@@ -67,6 +67,12 @@ public final class PipedChild {
         return termination?.shellStatus ?? -1
     }
 
+    /// Whether the child has ended (reaping it then), without blocking.
+    public var hasExited: Bool {
+        if termination == nil, let reaped = ProcessLauncher.reap(pid) { termination = reaped.termination }
+        return termination != nil
+    }
+
     /// Sends `signal` unless the child was already reaped, then waits for it.
     @discardableResult
     public func stop(signal: CInt = SIGTERM) -> Int32 {

@@ -1,55 +1,35 @@
 @preconcurrency import Glibc
 import Foundation
 import XPMEM
+import XPMEMRunKit
 
-/// A real `xpmemd` on a socket in a fresh temporary directory, stopped when the test is done.
+/// A real `xpmemd` on a socket in a fresh temporary directory (a `PrivateBroker`, as xprun and the
+/// benchmark start theirs), stopped when the test is done; and what tests ask of it.
 final class TestBroker: @unchecked Sendable {
-    let directory: String
-    let socketPath: String
-    private var child: ChildProcess
-    private let arguments: [String]
+    private let broker: PrivateBroker
+    var directory: String { broker.directory }
+    var socketPath: String { broker.socketPath }
 
     /// Starts the broker and waits until it accepts connections.
     /// - Parameters:
-    ///   - mode: the socket file's mode (`--mode`); 0666 with an open directory lets other uids in.
+    ///   - mode: "0666" with an open directory lets other uids in (`--mode 0666`, directory 0755);
+    ///     otherwise the socket is the broker's default 0600.
     ///   - openDirectory: make the directory reachable by every user (for tests as another uid).
     ///   - arguments: more options for `xpmemd` (quotas, say).
     init(mode: String = "0600", openDirectory: Bool = false, arguments: [String] = []) throws {
-        var template = Array("/tmp/xpmem-test-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw POSIXError(.EIO) }
-        directory = String(cString: made)
-        if openDirectory { chmod(directory, 0o755) }
-        socketPath = directory + "/broker.sock"
-        self.arguments = ["--socket", socketPath, "--mode", mode, "--log-level", "warning"] + arguments
-        child = try ChildProcess("xpmemd", self.arguments)
-        try waitUntilServing()
-    }
-
-    private func waitUntilServing() throws {
-        let deadline = Date().addingTimeInterval(10)
-        while Date() < deadline {
-            if (try? XPMEMBroker.connect(socketPath: socketPath, name: "readiness check", reconnect: .disabled)) != nil {
-                return
-            }
-            usleep(10_000)
-        }
-        throw XPMEMError(.brokerUnavailable, "xpmemd did not start at \(socketPath)")
+        precondition(mode == "0600" || (mode == "0666" && openDirectory), "TestBroker offers 0600, or 0666 with an open directory")
+        broker = try PrivateBroker(for: "xpmem-test", openToEveryUID: mode == "0666",
+                                   arguments: ["--log-level", "warning"] + arguments)
     }
 
     /// Kills the broker with SIGKILL (it cleans nothing up: its socket file and lock file stay) and
     /// waits until it is gone.
-    func kill9() {
-        child.signal(SIGKILL)
-        child.waitForExit(timeout: 20)
-    }
+    func kill9() { broker.kill() }
 
     /// Starts a new broker with the same options on the same socket and waits until it serves.
-    func startAgain() throws {
-        child = try ChildProcess("xpmemd", arguments)
-        try waitUntilServing()
-    }
+    func startAgain() throws { try broker.start() }
 
-    var pid: pid_t { child.pid }
+    var pid: pid_t { broker.pid }
 
     /// A new client connection to this broker.
     func connect(name: String = "test") throws -> XPMEMBroker {
@@ -102,19 +82,11 @@ final class TestBroker: @unchecked Sendable {
         return status
     }
 
-    var isRunning: Bool { child.process.isRunning }
+    var isRunning: Bool { broker.isRunning }
 
     /// Stops the broker with SIGTERM and returns its exit status.
     @discardableResult
-    func stop() -> Int32? {
-        child.signal(SIGTERM)
-        return child.waitForExit(timeout: 10)
-    }
-
-    deinit {
-        if child.process.isRunning { stop() }
-        try? FileManager.default.removeItem(atPath: directory)
-    }
+    func stop() -> Int32? { broker.stop() }
 }
 
 /// Whether the tests can act as another uid (they run as root in CI and drop to `nobody`).
