@@ -29,13 +29,17 @@ if [ "$jobs" -gt 1 ]; then
 else
   executions=$(awk '/^stat::number_of_executed_units:/ { print $2 }' "$log" | tail -1)
 fi
-crashes=$(find "$work" -maxdepth 1 -newer "$stamp" \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \) | wc -l)
+reproducers=$(find "$work" -maxdepth 1 -newer "$stamp" -type f \( -name 'crash-*' -o -name 'leak-*' -o -name 'timeout-*' -o -name 'oom-*' \))
+crashes=$(printf '%s' "$reproducers" | grep -c . || true)
 # A failure that left no reproducer (the fuzzer itself could not start) still counts as one.
 [ "$status" -ne 0 ] && [ "$crashes" -eq 0 ] && crashes=1
 
 if [ "$crashes" -gt 0 ]; then
-  grep -E 'invariant broken|Fatal error|ERROR:|SUMMARY:|Test unit written' "$log" | head -20
-  find "$work" -maxdepth 1 -newer "$stamp" -name '*-*' -type f | sed 's/^/reproducer: /'
+  for reproducer in $reproducers; do
+    echo "reproducer: $reproducer"
+    # Replayed, so that the broken invariant is named here (fork mode keeps its workers' logs elsewhere).
+    "$binary" "$reproducer" 2>&1 | grep -E 'invariant broken|Fatal error|ERROR: AddressSanitizer|SUMMARY:' | head -5
+  done
   echo "replay one with: $binary FILE (whole log: $log)"
 fi
 echo "fuzz: ${executions:-0} executions, $crashes crashes in $elapsed s"
