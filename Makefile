@@ -6,7 +6,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
 .PHONY: all deps numa-deps interop-deps build release demo test unit-and-integration-test numa-test numa-bench bench \
-	chaos interop interop-checks interop-bench install clean
+	chaos interop interop-checks interop-bench fuzz fuzz-build fuzz-seeds install clean
 
 all: build
 
@@ -71,6 +71,7 @@ test: deps numa-deps
 	  echo "make test: the build failed, so no test ran"; echo "0 passed, 1 failed, 0 skipped"; exit 1; \
 	fi
 	@$(call test-step,swift-test,$(SWIFT) test --skip-build,$(COUNT_SWIFT_TESTS))
+	@$(call test-step,fuzz,$(MAKE) -s fuzz FUZZ_SECONDS=$(FUZZ_TEST_SECONDS),$(COUNT_FUZZ_RUNS))
 	@$(call test-step,libxpmem,$(MAKE) -s -C libxpmem test XPMEMD=$(DEBUG_DIR)/xpmemd,$(COUNT_C_TESTS))
 	@$(call test-step,interop,$(MAKE) -s interop-checks INTEROP_XPMEMD=$(DEBUG_DIR)/xpmemd,$(COUNT_INTEROP_CHECKS))
 	@$(call test-step,numa-2-nodes,$(call numa-machine,2),$(COUNT_NUMA_CHECKS))
@@ -107,6 +108,10 @@ COUNT_SWIFT_TESTS := awk '{ gsub(/\033\[[0-9;]*m/, "") } \
 
 # libxpmem's tests (real processes, a real broker) end with "N passed, N failed" alone on a line.
 COUNT_C_TESTS := awk '/^[0-9]+ passed, [0-9]+ failed$$/ { passed = $$1; failed = $$3 } END { print passed + 0, failed + 0, 0 }'
+
+# `make fuzz` ends with "fuzz: N executions, N crashes in N s"; a run with no crash is one passed test.
+COUNT_FUZZ_RUNS := awk '/^fuzz: [0-9]+ executions, [0-9]+ crashes/ { ran = 1; failed = ($$4 > 0) } \
+	END { print (ran && !failed) ? 1 : 0, (ran && failed) ? 1 : 0, 0 }'
 
 # xpmem-numa-check prints one line per check: "PASS what" or "FAIL what: why".
 COUNT_NUMA_CHECKS := awk '/^PASS / { passed++ } /^FAIL / { failed++ } END { print passed + 0, failed + 0, 0 }'
@@ -190,3 +195,49 @@ install: release
 
 clean:
 	rm -rf .build
+
+# The fuzz target (Tests/Fuzz): the frame decoder and the broker core under libFuzzer, with
+# AddressSanitizer. It is built by swiftc here, not by SwiftPM, so that `swift build` and `swift test`
+# never see its instrumentation or its libFuzzer `main`: XPMEMWire and XPMEMBrokerCore are compiled
+# again as modules of their own (with -enable-testing: the invariants read the core's internal state),
+# then linked with the target. Everything lands in $(FUZZ_DIR); a crash leaves its reproducer there.
+FUZZ_DIR := $(CURDIR)/.build/fuzz
+FUZZ_BINARY := $(FUZZ_DIR)/xpmem-fuzz
+FUZZ_CORPUS := Tests/Fuzz/corpus
+FUZZ_SECONDS ?= 60
+# The short run `make test` includes.
+FUZZ_TEST_SECONDS ?= 25
+# One in-process fuzzer by default: libFuzzer's fork mode (FUZZ_JOBS=2) restarts its workers every few
+# seconds, which costs more than a second core gains in a short run; it pays off in long ones.
+FUZZ_JOBS ?= 1
+SWIFTC ?= swiftc
+FUZZ_SWIFTFLAGS := -swift-version 6 -enable-upcoming-feature ExistentialAny -enable-upcoming-feature MemberImportVisibility \
+	-warnings-as-errors -O -g -sanitize=fuzzer,address -parse-as-library -I $(FUZZ_DIR)/modules
+# gold warns about ASan's local helper symbols on every link; nothing to act on.
+FUZZ_LINK_NOISE := grep -v "Cannot export local symbol '__asan" >&2 || true
+
+fuzz-build: $(FUZZ_BINARY)
+
+$(FUZZ_DIR)/XPMEMWire.o: $(wildcard Sources/XPMEMWire/*.swift)
+	@mkdir -p $(FUZZ_DIR)/modules
+	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -enable-testing -wmo -module-name XPMEMWire -emit-module \
+	  -emit-module-path $(FUZZ_DIR)/modules/XPMEMWire.swiftmodule -c $^ -o $@
+
+$(FUZZ_DIR)/XPMEMBrokerCore.o: $(wildcard Sources/XPMEMBrokerCore/*.swift) $(FUZZ_DIR)/XPMEMWire.o
+	$(SWIFTC) $(FUZZ_SWIFTFLAGS) -enable-testing -wmo -module-name XPMEMBrokerCore -emit-module \
+	  -emit-module-path $(FUZZ_DIR)/modules/XPMEMBrokerCore.swiftmodule -c $(filter %.swift,$^) -o $@
+
+# With -g swiftc also writes the module it wraps for the debugger into its working directory: it runs
+# in $(FUZZ_DIR), not in the working tree.
+$(FUZZ_BINARY): $(wildcard Tests/Fuzz/*.swift) $(FUZZ_DIR)/XPMEMWire.o $(FUZZ_DIR)/XPMEMBrokerCore.o
+	cd $(FUZZ_DIR) && $(SWIFTC) $(FUZZ_SWIFTFLAGS) -wmo -module-name XPMEMFuzz $(abspath $^) -o $@ 2> >($(FUZZ_LINK_NOISE))
+
+# Regenerates the seed corpus from the encoder (Tests/Fuzz/SeedCorpus.swift).
+fuzz-seeds: $(FUZZ_BINARY)
+	rm -rf $(FUZZ_CORPUS) && XPMEM_FUZZ_WRITE_SEEDS=$(FUZZ_CORPUS) $(FUZZ_BINARY)
+
+# Fuzzes for FUZZ_SECONDS on FUZZ_JOBS cores, starting from the seeds and what earlier runs found
+# ($(FUZZ_DIR)/corpus, not in git), and ends with "fuzz: N executions, N crashes in N s". Fails when
+# anything crashed; reproducers are $(FUZZ_DIR)/crash-*, replayed by `$(FUZZ_BINARY) FILE`.
+fuzz: $(FUZZ_BINARY)
+	@Tests/Fuzz/run-fuzzer.sh $(FUZZ_BINARY) $(FUZZ_DIR) $(FUZZ_CORPUS) $(FUZZ_SECONDS) $(FUZZ_JOBS)

@@ -64,7 +64,12 @@ extension BrokerCore {
             return []
         }
         pendingBackings[sequence] = nil
-        guard let attachment = registry.attachments[pending.attachment] else { return [] }
+        guard let attachment = registry.attachments[pending.attachment] else {
+            // The importer released the grant (or lost it to a missed invalidation deadline) while the
+            // exporter backed the range: its attach still gets the one reply every request gets.
+            return [.send(pending.importer, .main, requestID: pending.requestID, .failure(.notFound,
+                          "\(pending.attachment) went away before its exporter backed the range"))]
+        }
         if pending.purpose == .fault { try? registry.detach(attachment.id, by: attachment.client) }
         if let failure {
             try? registry.detach(attachment.id, by: attachment.client)

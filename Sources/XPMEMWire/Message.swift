@@ -111,7 +111,7 @@ public enum Message: Equatable, Sendable {
 }
 
 /// The numeric type in a frame header.
-public enum MessageType: UInt16, Sendable {
+public enum MessageType: UInt16, Sendable, CaseIterable {
     static let firstClientEvent: UInt16 = 0x2000
     static let firstBrokerEvent: UInt16 = 0x4000
 

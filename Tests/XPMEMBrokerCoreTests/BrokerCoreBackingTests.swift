@@ -197,6 +197,21 @@ struct BrokerCoreBackingTests {
         #expect(scene.broker.core.nextDeadline == nil)
     }
 
+    /// Caught by the fuzz target's "nothing waits, yet a request has no reply" invariant: the attach was
+    /// never answered, so a client that pipelines its requests waited for it forever.
+    @Test func anAttachWhoseGrantWasReleasedBeforeTheExporterAnsweredIsStillAnswered() throws {
+        var scene = Scene()
+        let attached = scene.attach(offset: 0, length: page)
+        let sequence = try #require(attached)
+        #expect(scene.broker.request(.release(scene.handle), from: scene.importer) == .done)
+        let mark = scene.broker.mark
+        scene.broker.event(.rangeBacked(scene.segment, sequence: sequence, failure: nil, text: "",
+                                        extents: [BackedExtent(start: 0, length: page)]), from: scene.exporter)
+        #expect(failureCodeOf(scene.broker.sent(to: scene.importer, on: .main, since: mark).first) == .notFound)
+        #expect(scene.broker.sent(to: scene.importer, on: .main, since: mark).count == 1)
+        #expect(scene.broker.core.registry.attachments.isEmpty)
+    }
+
     @Test func anExporterWithoutAnEventChannelCannotServeAttaches() {
         var scene = Scene(subscribedExporter: false)
         let reply = scene.broker.request(.attach(scene.handle, offset: 0, length: page), from: scene.importer)

@@ -1,0 +1,100 @@
+@testable import XPMEMBrokerCore
+import XPMEMWire
+
+/// What must hold of a `BrokerCore` after every input, checked against its state and against what
+/// the daemon has been told (`DaemonView`).
+enum BrokerCoreInvariants {
+    static func checkAll(_ core: BrokerCore, against daemon: DaemonView) {
+        checkPeers(core, daemon)
+        checkRegistry(core.registry)
+        checkOwnership(core, daemon)
+        checkQuotas(core)
+        checkWaiting(core, daemon)
+    }
+
+    /// The core knows exactly the connected peers; each client is one active peer and back.
+    private static func checkPeers(_ core: BrokerCore, _ daemon: DaemonView) {
+        check(Set(core.peers.keys) == Set(daemon.connectedPeers),
+                   "the core knows peers \(core.peers.keys.sorted()), the daemon \(daemon.connectedPeers)")
+        var clients = 0
+        for (peer, record) in core.peers {
+            check(record.subscribed == daemon.subscribed.contains(peer), "\(peer)'s event channel differs")
+            guard let client = record.client else { continue }
+            clients += 1
+            check(core.peerOfClient[client] == peer, "\(client) of \(peer) maps to \(String(describing: core.peerOfClient[client]))")
+            check(core.registry.clients[client] != nil, "\(client) of \(peer) is not in the registry")
+        }
+        check(core.peerOfClient.count == clients && core.registry.clients.count == clients,
+                   "\(clients) active peers, \(core.peerOfClient.count) mapped clients, \(core.registry.clients.count) registered")
+    }
+
+    /// Every record points at records that exist, and each client's sets list exactly its records.
+    private static func checkRegistry(_ registry: Registry) {
+        for (id, client) in registry.clients {
+            check(client.segments == Set(registry.segments.values.filter { $0.owner == id }.map(\.id)),
+                       "\(id)'s segments differ from the segments it owns")
+            check(client.grants == Set(registry.grants.values.filter { $0.client == id }.map(\.handle)),
+                       "\(id)'s grants differ from the grants it holds")
+            check(client.attachments == Set(registry.attachments.values.filter { $0.client == id }.map(\.id)),
+                       "\(id)'s attachments differ from the attachments it made")
+        }
+        for grant in registry.grants.values {
+            check(registry.clients[grant.client] != nil, "\(grant.handle) held by departed \(grant.client)")
+        }
+        for attachment in registry.attachments.values {
+            guard let grant = registry.grants[attachment.handle] else {
+                fatalError("invariant broken: \(attachment.id) outlived its grant \(attachment.handle)")
+            }
+            check(grant.client == attachment.client && grant.segment == attachment.segment
+                       && grant.access == attachment.access, "\(attachment.id) does not match its grant")
+            check(attachment.length > 0 && attachment.offset % registry.limits.pageSize == 0
+                       && attachment.length % registry.limits.pageSize == 0, "\(attachment.id) is not page-aligned")
+        }
+    }
+
+    /// No segment outlives its owner, and the daemon holds the files of exactly the live segments.
+    private static func checkOwnership(_ core: BrokerCore, _ daemon: DaemonView) {
+        for segment in core.registry.segments.values {
+            guard let peer = core.peerOfClient[segment.owner] else {
+                fatalError("invariant broken: \(segment.id) is owned by \(segment.owner), which departed")
+            }
+            check(core.peers[peer]?.credentials == segment.ownerCredentials, "\(segment.id)'s owner credentials differ")
+        }
+        check(daemon.heldFiles == Set(core.registry.segments.keys),
+                   "the daemon holds the files of \(daemon.heldFiles.count) segments, the registry has \(core.registry.segments.count)")
+    }
+
+    /// The per-uid counters equal a recount (so none is negative), and the descriptor budget holds.
+    private static func checkQuotas(_ core: BrokerCore) {
+        var recount: [UInt32: BrokerCore.Usage] = [:]
+        for record in core.peers.values { recount[record.credentials.uid, default: .init()].connections += 1 }
+        for segment in core.registry.segments.values {
+            recount[segment.ownerCredentials.uid, default: .init()].segments += 1
+            recount[segment.ownerCredentials.uid, default: .init()].bytes += segment.countedBytes
+        }
+        for uid in Set(recount.keys).union(core.usageOfUID.keys) {
+            let counted = core.usageOfUID[uid, default: .init()]
+            check(counted.connections >= 0 && counted.segments >= 0, "uid \(uid)'s counters went negative: \(counted)")
+            check(counted == recount[uid, default: .init()],
+                       "uid \(uid) counts \(counted), a recount finds \(recount[uid, default: .init()])")
+        }
+        check(core.descriptorsInUse <= core.quotas.descriptorBudget,
+                   "\(core.descriptorsInUse) descriptors in use, past the budget of \(core.quotas.descriptorBudget)")
+    }
+
+    /// What waits refers to live peers and segments; when nothing waits (no invalidation in flight, no
+    /// parked attach, no backing), every request of a peer still served has had its reply.
+    private static func checkWaiting(_ core: BrokerCore, _ daemon: DaemonView) {
+        for pending in core.pendingBackings.values {
+            check(core.peers[pending.importer] != nil && core.peers[pending.exporter] != nil
+                       && core.registry.segments[pending.segment] != nil,
+                       "backing \(pending.sequence) waits for a peer or segment that is gone")
+        }
+        for attach in core.deferredAttaches {
+            check(core.peers[attach.peer] != nil, "an attach of departed \(attach.peer) is parked")
+        }
+        guard core.pendingBackings.isEmpty, core.deferredAttaches.isEmpty, core.coordinator.inFlightCount == 0 else { return }
+        let forgotten = daemon.unanswered.filter { !daemon.closing.contains($0.peer) }
+        check(forgotten.isEmpty, "nothing waits, yet requests were never answered: \(forgotten)")
+    }
+}

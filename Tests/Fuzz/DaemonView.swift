@@ -1,0 +1,151 @@
+@testable import XPMEMBrokerCore
+import XPMEMWire
+
+/// What the daemon knows while it carries out the core's effects: which peers are connected, which
+/// have an event channel, which requests still wait for their reply, which segment files it holds.
+/// Every effect is checked against it as it is applied, so an effect the daemon could not carry out
+/// honestly (a frame to a peer that left, a second reply, a file it does not hold) stops the fuzzer.
+struct DaemonView {
+    struct Request: Hashable {
+        var peer: PeerID
+        var requestID: UInt32
+    }
+
+    private(set) var credentials: [PeerID: Credentials] = [:]
+    private(set) var subscribed: Set<PeerID> = []
+    /// Peers the core asked to close; the daemon ends them after their queued frames.
+    private(set) var closing: Set<PeerID> = []
+    /// Requests handed to the core and not answered yet.
+    private(set) var unanswered: Set<Request> = []
+    private(set) var heldFiles: Set<SegmentID> = []
+    /// Every id the broker ever issued, so the scenario can name live and stale ones.
+    private(set) var issuedSegments: [SegmentID] = []
+    private(set) var issuedHandles: [AccessHandle] = []
+    private(set) var issuedAttachments: [AttachmentID] = []
+
+    var connectedPeers: [PeerID] { credentials.keys.sorted() }
+
+    mutating func connected(_ peer: PeerID, _ who: Credentials) { credentials[peer] = who }
+
+    mutating func departed(_ peer: PeerID) {
+        credentials[peer] = nil
+        subscribed.remove(peer)
+        closing.remove(peer)
+        unanswered = unanswered.filter { $0.peer != peer }
+    }
+
+    mutating func awaitReply(to request: Request) {
+        check(!unanswered.contains(request), "request \(request.requestID) of \(request.peer) handed over twice")
+        unanswered.insert(request)
+    }
+
+    /// Applies `effects` as the daemon would. `request` is the request being handled, if any: only it
+    /// may bring segment files to keep or an event channel to adopt.
+    mutating func apply(_ effects: [BrokerEffect], core: BrokerCore, handling request: (Request, Message)? = nil) {
+        for effect in effects {
+            switch effect {
+            case .send(let peer, let channel, let requestID, let message, let handOver):
+                check(credentials[peer] != nil, "\(message.type) sent to \(peer), which is not connected")
+                checkSendable(message)
+                switch channel {
+                case .events:
+                    check(subscribed.contains(peer), "event \(message.type) to \(peer), which has no event channel")
+                    check(requestID == 0, "event \(message.type) carries request id \(requestID)")
+                    check(isBrokerEvent(message.type), "\(message.type) sent on an event channel")
+                case .main:
+                    check(message.type.rawValue >= 0x8000, "\(message.type) sent as a reply")
+                    check(unanswered.remove(Request(peer: peer, requestID: requestID)) != nil,
+                          "\(message.type) sent to \(peer) with request id \(requestID), which no unanswered request of it has")
+                }
+                if let handOver { checkHandOver(handOver, with: message, to: peer, core: core) }
+            case .keepSegmentFiles(let segment):
+                guard let (_, message) = request, message.type == .make || message.type == .makeAddressSpace else {
+                    fatalError("invariant broken: keepSegmentFiles(\(segment)) outside a make")
+                }
+                check(!heldFiles.contains(segment), "the files of \(segment) kept twice")
+                heldFiles.insert(segment)
+                issuedSegments.append(segment)
+            case .discardSegmentFiles(let segment):
+                check(heldFiles.remove(segment) != nil, "discardSegmentFiles(\(segment)) of files not held")
+            case .adoptEventChannel(let peer):
+                guard let (asked, message) = request, message == .subscribe, asked.peer == peer else {
+                    fatalError("invariant broken: adoptEventChannel(\(peer)) outside its subscribe")
+                }
+                check(!subscribed.contains(peer), "\(peer) given a second event channel")
+                subscribed.insert(peer)
+            case .watchProcess(let peer, let pid):
+                check(credentials[peer]?.pid == pid, "watchProcess(\(peer), \(pid)) is not that peer's process")
+            case .close(let peer, _):
+                check(credentials[peer] != nil, "close of \(peer), which is not connected")
+                closing.insert(peer)
+            case .note:
+                break
+            }
+        }
+        if let (asked, message) = request { checkDescriptorsAccounted(message, asked: asked, effects: effects) }
+        recordIssuedIDs(effects)
+    }
+
+    /// A request's descriptors (a make's two files, a subscribe's socket) are kept exactly when the
+    /// request succeeded, and then for the id it answered; otherwise the daemon closes them.
+    private func checkDescriptorsAccounted(_ message: Message, asked: Request, effects: [BrokerEffect]) {
+        let reply = effects.lazy.compactMap { effect -> Message? in
+            guard case .send(asked.peer, .main, asked.requestID, let reply, _) = effect else { return nil }
+            return reply
+        }.first
+        let kept = effects.compactMap { effect -> SegmentID? in
+            guard case .keepSegmentFiles(let segment) = effect else { return nil }
+            return segment
+        }
+        let adopted = effects.contains { $0 == .adoptEventChannel(asked.peer) }
+        switch message {
+        case .make, .makeAddressSpace:
+            if case .made(let segment)? = reply {
+                check(kept == [segment], "make answered made(\(segment)) but kept the files of \(kept)")
+            } else {
+                check(kept.isEmpty, "a refused make kept files \(kept)")
+            }
+        case .subscribe:
+            check(adopted == (reply == .done), "subscribe answered \(String(describing: reply)), event channel adopted: \(adopted)")
+        default:
+            check(kept.isEmpty && !adopted, "\(message.type) kept descriptors it did not carry")
+        }
+    }
+
+    /// A segment's file travels only with the attach reply it belongs to, as the grant allows, to the
+    /// client that holds the attachment, while the daemon still holds it.
+    private func checkHandOver(_ handOver: SegmentFileHandOver, with message: Message, to peer: PeerID, core: BrokerCore) {
+        let attachmentID: AttachmentID
+        switch message {
+        case .attached(let id), .attachedWindow(let id, _, _): attachmentID = id
+        default: fatalError("invariant broken: a segment file handed over with \(message.type)")
+        }
+        check(heldFiles.contains(handOver.segment), "the file of \(handOver.segment) handed over but not held")
+        guard let attachment = core.registry.attachments[attachmentID] else {
+            fatalError("invariant broken: the file handed over for \(attachmentID), which the registry does not know")
+        }
+        check(attachment.segment == handOver.segment && attachment.access == handOver.access,
+              "hand-over \(handOver) does not match \(attachment)")
+        check(core.client(of: peer) == attachment.client, "\(attachmentID) handed to \(peer), not its client")
+    }
+
+    private func isBrokerEvent(_ type: MessageType) -> Bool { (0x4000..<0x8000).contains(type.rawValue) }
+
+    /// Whatever the core sends must fit a frame and decode to itself at the other end.
+    private func checkSendable(_ message: Message) {
+        let frame = Frame(requestID: 7, message: message)
+        let bytes = frame.encoded()
+        check(bytes.count <= WireProtocol.maximumReplySize, "\(message.type) of \(bytes.count) bytes does not fit a frame")
+        check(WireDecodingProperty.decode(bytes) == frame, "\(message.type) does not survive the wire: \(message)")
+    }
+
+    private mutating func recordIssuedIDs(_ effects: [BrokerEffect]) {
+        for case .send(_, .main, _, let message, _) in effects {
+            switch message {
+            case .granted(let handle, _, _): issuedHandles.append(handle)
+            case .attached(let id), .attachedWindow(let id, _, _): issuedAttachments.append(id)
+            default: break
+            }
+        }
+    }
+}
