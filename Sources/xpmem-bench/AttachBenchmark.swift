@@ -11,6 +11,7 @@ struct AttachBenchmark: ParsableCommand {
     static let size = 1 << 20
 
     func run() throws {
+        _ = MachineLoad.atStart
         let environment = try BenchEnvironment(socket: options.socket)
         defer { environment.stop() }
         FigureGroup.emit([try Self.measure(environment, options)], json: options.json)

@@ -40,6 +40,7 @@ struct All: ParsableCommand {
     @OptionGroup var options: BenchOptions
 
     func run() throws {
+        _ = MachineLoad.atStart
         let environment = try BenchEnvironment(socket: options.socket)
         defer { environment.stop() }
         let groups: [FigureGroup] = [

@@ -14,6 +14,7 @@ struct CAPIBenchmark: ParsableCommand {
     var program: String?
 
     func run() throws {
+        _ = MachineLoad.atStart
         FigureGroup.emit([try Self.measure(program: program ?? Self.defaultProgram())], json: options.json)
     }
 

@@ -11,6 +11,7 @@ struct CopyBenchmark: ParsableCommand {
     static let sizes = [1 << 20, 16 << 20, 256 << 20]
 
     func run() throws {
+        _ = MachineLoad.atStart
         let environment = try BenchEnvironment(socket: options.socket)
         defer { environment.stop() }
         FigureGroup.emit([try Self.measure(environment, options)], json: options.json)

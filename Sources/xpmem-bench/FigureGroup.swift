@@ -41,7 +41,7 @@ struct FigureGroup: Encodable {
 
     /// Prints the groups as tables, or as one JSON object `{groups: {...}, ratios: {...}}`.
     static func emit(_ groups: [FigureGroup], json: Bool) {
-        let load = MachineLoad.now()
+        let load = MachineLoad.atStart
         guard json else {
             if let warning = load.warning { print("warning: \(warning)\n") }
             groups.forEach { $0.printTable() }

@@ -10,6 +10,7 @@ struct InvalidateBenchmark: ParsableCommand {
     @OptionGroup var options: BenchOptions
 
     func run() throws {
+        _ = MachineLoad.atStart
         let environment = try BenchEnvironment(socket: options.socket)
         defer { environment.stop() }
         FigureGroup.emit([try Self.measure(environment, options)], json: options.json)

@@ -23,6 +23,7 @@ struct MPIBenchmark: ParsableCommand {
     var mpiSources: String?
 
     func run() throws {
+        _ = MachineLoad.atStart
         FigureGroup.emit([try Self.measure(options, runs: runs, sources: mpiSources)], json: options.json)
     }
 

@@ -7,6 +7,10 @@ struct MachineLoad: Encodable {
     var cores: Int
     var warning: String?
 
+    /// The load when the program started, before its own processes added to it (read by each
+    /// command's first line).
+    static let atStart = now()
+
     static func now() -> MachineLoad {
         let text = FileSystem.readSmallFile("/proc/loadavg") ?? ""
         let oneMinute = Double(text.split(separator: " ").first ?? "") ?? 0

@@ -18,6 +18,7 @@ struct MigrateBenchmark: ParsableCommand {
     @Option(help: "Migrations timed per configuration (the median is reported).") var repeats: Int = 3
 
     func run() throws {
+        _ = MachineLoad.atStart
         let environment = try BenchEnvironment(socket: options.socket)
         defer { environment.stop() }
         guard let bytes = ByteCount(size)?.value, bytes > 0 else { throw ValidationError("--size: not a size") }
@@ -116,6 +117,7 @@ struct NUMAImporterHelper: ParsableCommand {
     @Option var node: Int
 
     func run() throws {
+        _ = MachineLoad.atStart
         try NUMA.runCurrentThread(onNode: node)
         let broker = try XPMEMBroker.connect(socketPath: socket, name: "bench numa importer")
         let attachment = try broker.get(SegmentID(segment)!).attach(policy: .block)
