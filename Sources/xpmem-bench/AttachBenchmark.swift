@@ -47,28 +47,22 @@ struct AttachBenchmark: ParsableCommand {
         _ = try polledPeer.batch(10)
         _ = try blockingPeer.batch(10)
 
-        var ours = Samples(), polled = Samples(), blocking = Samples()
+        var ours = Samples(), raw = FasterOfTwoWaits()
         let figure = try InterleavedRatio().measure(
             ours: {
                 let samples = try oursBatch(batch)
                 ours.add(contentsOf: samples)
                 return samples.median
             },
-            reference: {
-                // The bare minimum is the faster of the two ways to wait.
-                let polledSamples = try polledPeer.batch(batch), blockingSamples = try blockingPeer.batch(batch)
-                polled.add(contentsOf: polledSamples)
-                blocking.add(contentsOf: blockingSamples)
-                return min(polledSamples.median, blockingSamples.median)
-            })
+            reference: { try raw.batch(batch, polled: polledPeer, blocking: blockingPeer) })
         return FigureGroup(
             name: "attach",
             note: "1 MiB, batches of \(batch), ours and the raw reference interleaved; microseconds; importer and exporter are separate processes",
             columns: ["what", "median µs", "p90 µs"],
             rows: [
                 ["get + attach + touch 1 MiB (ours)", Format.micros(ours.median), Format.micros(ours.p90)],
-                ["raw round trip with memfd + mmap + touch, polling", Format.micros(polled.median), Format.micros(polled.p90)],
-                ["raw round trip with memfd + mmap + touch, blocking", Format.micros(blocking.median), Format.micros(blocking.p90)],
+                ["raw round trip with memfd + mmap + touch, polling", Format.micros(raw.polled.median), Format.micros(raw.polled.p90)],
+                ["raw round trip with memfd + mmap + touch, blocking", Format.micros(raw.blocking.median), Format.micros(raw.blocking.p90)],
                 ["ratio (ours / raw), pair by pair", figure.summary, ""],
             ],
             ratios: [:],
@@ -77,7 +71,7 @@ struct AttachBenchmark: ParsableCommand {
     }
 
     /// A raw peer process answering one SOCK_SEQPACKET round trip with a memfd.
-    final class RawAttach {
+    final class RawAttach: RawBatches {
         private let peer: RawListener
         private let spin: SpinPolicy
         private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)

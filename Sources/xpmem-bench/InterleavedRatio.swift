@@ -76,3 +76,24 @@ struct RatioFigure: Encodable {
         return "\(Format.ratioValue(median)) (\(range)\(settled ? "" : ", not settled"))"
     }
 }
+
+/// A raw reference process answering in one discipline (polling or blocking), measured a batch at a time.
+protocol RawBatches {
+    func batch(_ count: Int) throws -> Samples
+}
+
+/// The bare minimum of a raw reference is the faster of its two ways to wait: each pair's reference
+/// batch runs both, keeps their samples for the table, and counts the faster median.
+struct FasterOfTwoWaits {
+    private(set) var polled = Samples()
+    private(set) var blocking = Samples()
+
+    mutating func batch(_ count: Int, polled polledPeer: some RawBatches, blocking blockingPeer: some RawBatches) throws
+        -> Double
+    {
+        let polledSamples = try polledPeer.batch(count), blockingSamples = try blockingPeer.batch(count)
+        polled.add(contentsOf: polledSamples)
+        blocking.add(contentsOf: blockingSamples)
+        return min(polledSamples.median, blockingSamples.median)
+    }
+}

@@ -47,26 +47,21 @@ struct InvalidateBenchmark: ParsableCommand {
             _ = try oursBatch(5)
             _ = try polledPeers.batch(5)
             _ = try blockingPeers.batch(5)
-            var ours = Samples(), polled = Samples(), blocking = Samples()
+            var ours = Samples(), raw = FasterOfTwoWaits()
             let figure = try InterleavedRatio().measure(
                 ours: {
                     let samples = try oursBatch(batch)
                     ours.add(contentsOf: samples)
                     return samples.median
                 },
-                reference: {
-                    let polledSamples = try polledPeers.batch(batch), blockingSamples = try blockingPeers.batch(batch)
-                    polled.add(contentsOf: polledSamples)
-                    blocking.add(contentsOf: blockingSamples)
-                    return min(polledSamples.median, blockingSamples.median)
-                })
+                reference: { try raw.batch(batch, polled: polledPeers, blocking: blockingPeers) })
             polledPeers.stop()
             blockingPeers.stop()
             importers.forEach { $0.stop() }
             try segment.remove()
             spreads["invalidate_vs_raw_fanout_k\(importerCount)"] = figure
-            rows.append(["\(importerCount)", Format.micros(ours.median), Format.micros(ours.p90), Format.micros(polled.median),
-                         Format.micros(blocking.median), figure.summary])
+            rows.append(["\(importerCount)", Format.micros(ours.median), Format.micros(ours.p90), Format.micros(raw.polled.median),
+                         Format.micros(raw.blocking.median), figure.summary])
         }
         let resume = try resumeLatency(environment, exporter, iterations: options.iterations(100))
         rows.append(["blocked reader resumes after end", Format.micros(resume.median), Format.micros(resume.p90), "", "", ""])
@@ -79,7 +74,7 @@ struct InvalidateBenchmark: ParsableCommand {
     }
 
     /// `peers` raw processes, each answering one small SOCK_SEQPACKET message.
-    final class RawFanOut {
+    final class RawFanOut: RawBatches {
         private let peers: RawListener
         private let spin: SpinPolicy
         private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
