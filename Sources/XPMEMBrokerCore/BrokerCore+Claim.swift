@@ -11,9 +11,16 @@ import XPMEMWire
 /// claims it. Without the token an id cannot be produced (a 63-bit preimage); with a stolen token,
 /// another uid still derives another id.
 extension BrokerCore {
+    /// What a claim registers: a memfd of `size` bytes (`claim`), or the window `base..<base+size` of
+    /// the claimant's address-space file (`claimAddressSpace`).
+    enum ClaimedSegment {
+        case memoryFile(size: UInt64)
+        case addressSpace(base: UInt64, size: UInt64)
+    }
+
     mutating func claim(
-        _ requested: SegmentID?, token: ReclaimToken, size: UInt64, permit: Permit, name: String, requestID: UInt32,
-        from peer: PeerID, client: ClientID, credentials: Credentials
+        _ requested: SegmentID?, token: ReclaimToken, _ claimed: ClaimedSegment, permit: Permit, name: String,
+        requestID: UInt32, from peer: PeerID, client: ClientID, credentials: Credentials
     ) throws(BrokerError) -> [BrokerEffect] {
         guard let derived = token.segmentID(ownerUID: credentials.uid) else {
             throw BrokerError(.invalidArgument, "this reclaim token stands for no segment id; draw another")
@@ -22,17 +29,30 @@ extension BrokerCore {
             throw BrokerError(.permissionDenied,
                 "uid \(credentials.uid) does not hold the reclaim token of segment \(requested): only the uid that made it, with the token it chose then, may register it again")
         }
-        guard size <= registry.limits.maximumSegmentSize else {
-            throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(registry.limits.maximumSegmentSize) bytes")
+        let id: SegmentID
+        // Only a memfd's pages are the broker's to count; an address-space window is the exporter's own
+        // memory, as with `makeAddressSpace`.
+        let pinnedBytes: UInt64
+        switch claimed {
+        case .memoryFile(let size):
+            guard size <= registry.limits.maximumSegmentSize else {
+                throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(registry.limits.maximumSegmentSize) bytes")
+            }
+            try admitSegment(size: size, by: credentials)
+            id = try registry.register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil, id: derived)
+            pinnedBytes = size
+        case .addressSpace(let base, let size):
+            try admitSegment(size: 0, by: credentials)
+            id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name, id: derived)
+            pinnedBytes = 0
         }
-        try admitSegment(size: size, by: credentials)
-        let id = try registry.register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil, id: derived)
         // Grants left over from an earlier life of this id in this broker (its exporter's connection was
         // dropped, and importers have not released yet) were given for a segment that is gone; they
         // must not attach the new one, whose mode may differ.
         for holder in registry.grantHolders(of: id) { registry.revokeGrants(of: holder, on: id) }
         usageOfUID[credentials.uid, default: Usage()].segments += 1
-        usageOfUID[credentials.uid, default: Usage()].bytes += size
+        usageOfUID[credentials.uid, default: Usage()].bytes += pinnedBytes
+        let size = registry.segments[id]?.size ?? 0
         let note: BrokerNote = requested == nil
             ? .segmentMade(id, size: size, permit: permit, pid: credentials.pid)
             : .segmentReclaimed(id, size: size, permit: permit, pid: credentials.pid, uid: credentials.uid)

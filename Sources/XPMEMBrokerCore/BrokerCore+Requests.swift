@@ -55,8 +55,11 @@ extension BrokerCore {
             return [.keepSegmentFiles(id)] + answer(.made(id))
                 + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]
         case .claim(let requested, let token, let size, let permit, let name):
-            return try claim(requested, token: token, size: size, permit: permit, name: name, requestID: requestID,
-                             from: peer, client: client, credentials: credentials)
+            return try claim(requested, token: token, .memoryFile(size: size), permit: permit, name: name,
+                             requestID: requestID, from: peer, client: client, credentials: credentials)
+        case .claimAddressSpace(let requested, let token, let base, let size, let permit, let name):
+            return try claim(requested, token: token, .addressSpace(base: base, size: size), permit: permit, name: name,
+                             requestID: requestID, from: peer, client: client, credentials: credentials)
         case .makeAddressSpace(let base, let size, let permit, let name):
             try admitSegment(size: 0, by: credentials)
             let id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name)

@@ -69,16 +69,16 @@ public struct Registry: Sendable {
     }
 
     /// Registers a window `base..<base+size` of the client's address-space file (file offset ==
-    /// virtual address) as a new segment.
+    /// virtual address) as a new segment, under a fresh id or under `chosen` (a claim).
     public mutating func makeAddressSpace(
-        by client: ClientID, base: UInt64, size: UInt64, permit: Permit, name: String
+        by client: ClientID, base: UInt64, size: UInt64, permit: Permit, name: String, id chosen: SegmentID? = nil
     ) throws(BrokerError) -> SegmentID {
         let (end, overflow) = base.addingReportingOverflow(size)
         guard base % limits.pageSize == 0, !overflow, end <= AddressSpace.maximumSize else {
             throw BrokerError(.invalidArgument,
                 "window \(base)+\(size) is not page-aligned inside the \(AddressSpace.maximumSize)-byte address space")
         }
-        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base)
+        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base, id: chosen)
     }
 
     /// Registers a segment under a fresh random id, or under `chosen` (a claim, checked by the caller

@@ -85,6 +85,14 @@ extension Message {
             writer.write(size)
             writer.write(permit.rawValue)
             writer.write(name, maximumLength: 256)
+        case .claimAddressSpace(let id, let token, let base, let size, let permit, let name):
+            writer.write(id?.rawValue ?? 0)
+            writer.write(token.high)
+            writer.write(token.low)
+            writer.write(base)
+            writer.write(size)
+            writer.write(permit.rawValue)
+            writer.write(name, maximumLength: 256)
         case .rangeBacked(let id, let sequence, let failure, let text, let extents):
             writer.write(id.rawValue)
             writer.write(sequence)
@@ -227,6 +235,14 @@ extension Message {
             let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
             message = .claim(id == 0 ? nil : SegmentID(rawValue: id), token: token, size: size, permit: permit,
                              name: try reader.readString("name", maximumLength: 256))
+        case .claimAddressSpace:
+            let id = try reader.read(UInt64.self, "segid")
+            let token = ReclaimToken(high: try reader.read(UInt64.self, "tokenHigh"), low: try reader.read(UInt64.self, "tokenLow"))
+            let base = try reader.read(UInt64.self, "base")
+            let size = try reader.read(UInt64.self, "size")
+            let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
+            message = .claimAddressSpace(id == 0 ? nil : SegmentID(rawValue: id), token: token, base: base, size: size,
+                                         permit: permit, name: try reader.readString("name", maximumLength: 256))
         case .backRange, .fillRange:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             let sequence = try reader.read(UInt64.self, "sequence")

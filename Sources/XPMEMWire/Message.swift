@@ -54,6 +54,10 @@ public enum Message: Equatable, Sendable {
     /// predates it answers `failure(malformedFrame)` and keeps the connection, and the library then
     /// falls back to `make`.
     case claim(SegmentID?, token: ReclaimToken, size: UInt64, permit: Permit, name: String)
+    /// `makeAddressSpace` under the id `token` stands for, as `claim` is `make`'s: how the C library
+    /// exports, so that after a broker restart it registers its windows again with the ids its peers
+    /// hold. Same checks and descriptors as `makeAddressSpace`; the reply is `made`.
+    case claimAddressSpace(SegmentID?, token: ReclaimToken, base: UInt64, size: UInt64, permit: Permit, name: String)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -97,7 +101,7 @@ public enum Message: Equatable, Sendable {
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
         switch self {
-        case .make, .makeAddressSpace, .claim: 2
+        case .make, .makeAddressSpace, .claim, .claimAddressSpace: 2
         case .attached, .attachedWindow, .subscribe: 1
         default: 0
         }
@@ -117,6 +121,7 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
     case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, claim, resolveFault
+    case claimAddressSpace
     case acknowledge = 0x2001, rangeBacked
     case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
@@ -156,6 +161,7 @@ extension Message {
         case .invalidated: .invalidated
         case .makeAddressSpace: .makeAddressSpace
         case .claim: .claim
+        case .claimAddressSpace: .claimAddressSpace
         case .rangeBacked: .rangeBacked
         case .backRange: .backRange
         case .resolveFault: .resolveFault

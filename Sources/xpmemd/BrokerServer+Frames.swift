@@ -102,9 +102,9 @@ extension BrokerServer {
                 }
                 incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
                                                                   size: .exactly(size))
-            case .makeAddressSpace(let base, let size, _, _):
+            case .makeAddressSpace(let base, let size, _, _), .claimAddressSpace(_, _, let base, let size, _, _):
                 guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
-                    throw BrokerError(.malformedFrame, "makeAddressSpace needs two descriptors")
+                    throw BrokerError(.malformedFrame, "\(message.type) needs two descriptors")
                 }
                 let (end, overflow) = base.addingReportingOverflow(size)
                 incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,

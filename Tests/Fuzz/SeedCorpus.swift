@@ -72,6 +72,9 @@ enum SeedCorpus {
         case .attachedWindow: return .attachedWindow(AttachmentID(rawValue: 1), fileOffset: 4096, extents: extents)
         case .claim:
             return .claim(nil, token: ReclaimToken(high: 1, low: 2), size: 8192, permit: Permit(rawValue: 0o600), name: "seed")
+        case .claimAddressSpace:
+            return .claimAddressSpace(nil, token: ReclaimToken(high: 1, low: 2), base: 0, size: AddressSpace.maximumSize,
+                                      permit: Permit(rawValue: 0o600), name: "seed")
         case .resolveFault: return .resolveFault(AccessHandle(rawValue: 1), offset: 4096, length: 8192)
         case .fillRange: return .fillRange(segment, sequence: 1, start: 4096, length: 8192)
         case .faultResolved: return .faultResolved(extents: extents)

@@ -151,4 +151,51 @@ struct BrokerCoreClaimTests {
         }
         #expect(other.heldFiles.isEmpty)
     }
+
+    @Test func anAddressSpaceWindowIsClaimedBackWithItsIdAndAttachesThroughTheExporterAgain() throws {
+        let window = (base: UInt64(0x7f00_0000_0000), size: 64 * page)
+        func claimWindow(_ requested: SegmentID?, base: UInt64 = window.base) -> Message {
+            .claimAddressSpace(requested, token: token, base: base, size: window.size, permit: Permit(rawValue: 0o666),
+                               name: "rank 0")
+        }
+        var first = BrokerCoreHarness()
+        let (exporter, _) = first.join(People.owner, subscribe: true)
+        let expected = try #require(token.segmentID(ownerUID: People.owner.uid))
+        #expect(first.request(claimWindow(nil), from: exporter) == .made(expected))
+        #expect(first.core.registry.segments[expected]?.addressSpaceBase == window.base)
+        #expect(first.core.registry.segments[expected]?.size == window.size)
+        #expect(first.heldFiles == [expected])
+        guard case .failure(.invalidArgument, _) = first.request(
+            .claimAddressSpace(nil, token: ReclaimToken(high: 9, low: 9), base: window.base + 1, size: window.size,
+                               permit: Permit(rawValue: 0o666), name: ""), from: exporter) else {
+            Issue.record("a window at an address that is not page-aligned was claimed")
+            return
+        }
+        // The same token and uid cannot hold a memfd segment and a window under one id at once.
+        guard case .failure(.busy, _) = first.request(claim(expected, token), from: exporter) else {
+            Issue.record("a live id was registered a second time as another kind of segment")
+            return
+        }
+
+        // A new broker: the exporter registers its window again, and an importer attaches it.
+        var second = BrokerCoreHarness(ids: [expected.rawValue])
+        let (returning, _) = second.join(People.owner, subscribe: true)
+        let (importer, _) = second.join(People.stranger)
+        #expect(second.request(claimWindow(expected), from: returning) == .made(expected))
+        #expect(second.effects.contains(.note(.segmentReclaimed(expected, size: window.size, permit: Permit(rawValue: 0o666),
+                                                                 pid: People.owner.pid, uid: People.owner.uid))))
+        guard case .granted(let handle, window.size, .readWrite) = second.request(.get(expected, .readWrite), from: importer)
+        else {
+            Issue.record("the claimed window could not be got")
+            return
+        }
+        let mark = second.mark
+        #expect(second.request(.attach(handle, offset: 4 * page, length: 2 * page), from: importer) == nil,
+                "answered before the exporter backed the range")
+        let asked = second.sent(to: returning, on: .events, since: mark).contains {
+            if case .backRange(expected, _, window.base + 4 * page, 2 * page) = $0 { return true }
+            return false
+        }
+        #expect(asked, "the exporter was not asked to back the attached range of its window")
+    }
 }
