@@ -95,4 +95,26 @@ struct GoldenFrameTests {
         #expect(frame.encoded() == expected)
         #expect(try decodeFrame(expected) == frame)
     }
+
+    /// The C library writes this frame too (libxpmem/tests/wire_tests.c holds the same bytes).
+    @Test func claimAddressSpaceFrame() throws {
+        let frame = Frame(requestID: 7, message: .claimAddressSpace(
+            SegmentID(rawValue: 0x0102_0304_0506_0708), token: ReclaimToken(high: 0x1112_1314_1516_1718, low: 0x2122_2324_2526_2728),
+            base: 0x7F00_0000_0000, size: 0x10000, permit: Permit(rawValue: 0o600), name: "x"))
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00,
+            0x12, 0x00,  // type claimAddressSpace
+            0x07, 0x00, 0x00, 0x00,
+            0x2F, 0x00, 0x00, 0x00,  // payload length 47
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // segment id
+            0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11,  // token, high half
+            0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21,  // token, low half
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x7F, 0x00, 0x00,  // base
+            0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,  // size
+            0x80, 0x01, 0x00, 0x00,  // permit 0600
+            0x01, 0x00, 0x78,  // "x"
+        ]
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
 }

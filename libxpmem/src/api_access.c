@@ -5,6 +5,7 @@
 
 #include "attachments.h"
 #include "export.h"
+#include "grant_handles.h"
 #include "grants.h"
 #include "session.h"
 #include "xpmem.h"
@@ -17,26 +18,10 @@ XPMEM_EXPORT xpmem_apid_t xpmem_get(xpmem_segid_t segid, int flags, int permit_t
         errno = EINVAL;
         return -1;
     }
-    struct channel *channel = session_channel();
-    if (channel == NULL)
+    struct grant grant = {.segment = (uint64_t)segid};
+    if (grant_handles_request(grant.segment, flags == XPMEM_RDWR, &grant.handle, &grant.read_write) < 0)
         return -1;
-    uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
-    uint8_t access = flags == XPMEM_RDWR ? WIRE_READ_WRITE : WIRE_READ_ONLY;
-    size_t request_length = wire_encode_get(request, sizeof request, 0, (uint64_t)segid, access);
-    struct wire_message reply;
-    if (channel_call(channel, request, request_length, NULL, 0, WIRE_GRANTED, reply_buffer, sizeof reply_buffer,
-                     &reply, NULL) < 0)
-        return -1;
-    uint64_t handle = reply.as.granted.handle;
-    if (handle == 0 || handle > (uint64_t)INT64_MAX) {
-        errno = EPROTO;
-        return -1;
-    }
-    struct grant grant = {.handle = handle, .segment = (uint64_t)segid,
-                          .read_write = reply.as.granted.access == WIRE_READ_WRITE};
-    if (grants_add(grant) < 0)
-        return -1;
-    return (xpmem_apid_t)handle;
+    return (xpmem_apid_t)grants_add(grant);
 }
 
 XPMEM_EXPORT int xpmem_release(xpmem_apid_t apid)
@@ -44,17 +29,20 @@ XPMEM_EXPORT int xpmem_release(xpmem_apid_t apid)
     struct channel *channel = session_channel();
     if (channel == NULL)
         return -1;
-    if (apid <= 0 || !grants_remove((uint64_t)apid)) {
+    struct grant grant;
+    if (apid <= 0 || !grants_remove((uint64_t)apid, &grant)) {
         errno = EINVAL;
         return -1;
     }
     /* As with the kernel module, the permit's attachments go with it. The broker frees its own
      * records of them on release. */
     struct attachment attachment;
-    while (attachments_take_by_handle((uint64_t)apid, &attachment))
+    while (attachments_take_by_apid((uint64_t)apid, &attachment))
         munmap((void *)attachment.address, attachment.length);
+    if (grant.handle == 0)
+        return 0; /* the broker forgot the permit already */
     uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
-    size_t request_length = wire_encode_release(request, sizeof request, 0, (uint64_t)apid);
+    size_t request_length = wire_encode_release(request, sizeof request, 0, grant.handle);
     struct wire_message reply;
     if (channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply,
                      NULL) < 0) {

@@ -8,6 +8,7 @@
 #include "attachments.h"
 #include "debug_log.h"
 #include "export.h"
+#include "grant_handles.h"
 #include "grants.h"
 #include "import_cache.h"
 #include "import_faults.h"
@@ -27,11 +28,11 @@ static void tell_broker_detached(uint64_t broker_attachment)
     channel_call(channel, request, length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply, NULL);
 }
 
-static void *record(void *address, size_t length, uint64_t handle, uint64_t broker_attachment, uint64_t segment_offset,
+static void *record(void *address, size_t length, uint64_t apid, uint64_t broker_attachment, uint64_t segment_offset,
                     uint64_t file_offset)
 {
     attachments_forget_overlapping((uintptr_t)address, length);
-    struct attachment attachment = {.address = (uintptr_t)address, .length = length, .handle = handle,
+    struct attachment attachment = {.address = (uintptr_t)address, .length = length, .apid = apid,
                                     .broker_attachment = broker_attachment, .segment_offset = segment_offset,
                                     .file_offset = file_offset};
     if (attachments_add(attachment) < 0) {
@@ -155,8 +156,11 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
     uint64_t file_offset = 0;
     void *mapped = attach_from_cache(&grant, offset, length, vaddr, protection, &file_offset);
     if (mapped != MAP_FAILED)
-        return record(mapped, length, grant.handle, 0, offset, file_offset);
+        return record(mapped, length, grant.apid, 0, offset, file_offset);
 
+    /* A permit whose handle the broker forgot (it restarted) gets one again first. */
+    if (grant.handle == 0 && grant_handles_current(grant.apid, &grant) < 0)
+        return (void *)-1;
     uint8_t request[64];
     uint8_t *reply_buffer = malloc(WIRE_MAX_REPLY);
     if (reply_buffer == NULL) {
@@ -191,7 +195,7 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
         errno = saved;
         return (void *)-1;
     }
-    return record(mapped, length, grant.handle, broker_attachment, offset, file_offset);
+    return record(mapped, length, grant.apid, broker_attachment, offset, file_offset);
 }
 
 XPMEM_EXPORT int xpmem_detach(void *vaddr)

@@ -1,14 +1,12 @@
 /* xpmem_make and xpmem_remove: exporting windows of this process's address-space file. */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
-#include <unistd.h>
 
-#include "address_space_file.h"
 #include "debug_log.h"
 #include "exporter_watch.h"
 #include "export.h"
+#include "export_claims.h"
+#include "exports.h"
 #include "pages.h"
 #include "session.h"
 #include "xpmem.h"
@@ -30,53 +28,31 @@ static int window_of(void *vaddr, size_t size, uint64_t *base, uint64_t *length)
     return 0;
 }
 
-static int open_read_only_copy(int descriptor)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/self/fd/%d", descriptor);
-    return open(path, O_RDONLY | O_CLOEXEC);
-}
-
 XPMEM_EXPORT xpmem_segid_t xpmem_make(void *vaddr, size_t size, int permit_type, void *permit_value)
 {
     uintptr_t mode = (uintptr_t)permit_value;
-    uint64_t base, length;
-    if (permit_type != XPMEM_PERMIT_MODE || (mode & ~(uintptr_t)0777) != 0 || window_of(vaddr, size, &base, &length) < 0) {
+    /* Execute bits mean nothing for memory; the broker knows read and write. */
+    struct export export = {.permit = (uint32_t)(mode & 0666)};
+    if (permit_type != XPMEM_PERMIT_MODE || (mode & ~(uintptr_t)0777) != 0
+        || window_of(vaddr, size, &export.base, &export.length) < 0) {
         errno = EINVAL;
         return -1;
     }
     struct channel *channel = session_channel();
     if (channel == NULL)
         return -1;
-    struct address_space_file file;
-    if (address_space_file_open(&file) < 0)
+    if (exports_draw_token(export.token) < 0)
         return -1;
-    int read_only = open_read_only_copy(file.descriptor);
-    if (read_only < 0) {
-        debug_log("cannot reopen the address-space file read-only: %m");
-        return -1;
-    }
-    uint8_t request[WIRE_MAX_REQUEST], reply_buffer[CHANNEL_SMALL_REPLY];
-    char name[64];
-    snprintf(name, sizeof name, "%.40s[%d]", program_invocation_short_name, (int)getpid());
-    /* Execute bits mean nothing for memory; the broker knows read and write. */
-    size_t request_length = wire_encode_make_address_space(request, sizeof request, 0, base, length,
-                                                           (uint32_t)(mode & 0666), name);
-    int descriptors[2] = {file.descriptor, read_only};
-    struct wire_message reply;
     /* Counted before asking, so that a concurrent remove of the last other segment does not make the
      * memory private again under this one. */
     session_segment_made();
-    int result = channel_call(channel, request, request_length, descriptors, 2, WIRE_MADE, reply_buffer,
-                              sizeof reply_buffer, &reply, NULL);
-    close(read_only);
-    if (result < 0 || reply.as.made.segment == 0 || reply.as.made.segment > (uint64_t)INT64_MAX) {
-        int saved = result < 0 ? errno : EPROTO;
+    if (export_claims_send(channel, &export) < 0 || exports_add(&export) < 0) {
+        int saved = errno;
         (void)session_segment_removed(); /* none was made: nothing to make private for it */
         errno = saved;
         return -1;
     }
-    return (xpmem_segid_t)reply.as.made.segment;
+    return (xpmem_segid_t)export.segment;
 }
 
 XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
@@ -88,12 +64,19 @@ XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
     struct channel *channel = session_channel();
     if (channel == NULL)
         return -1;
+    /* Forgotten first: a reconnection from now on does not register it again. */
+    bool ours = exports_remove((uint64_t)segid);
     uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
     size_t request_length = wire_encode_remove(request, sizeof request, 0, (uint64_t)segid);
     struct wire_message reply;
-    if (channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply,
-                     NULL) < 0)
-        return -1;
+    int result = channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer,
+                              &reply, NULL);
+    if (!ours)
+        return result; /* not this process's: the broker's answer is the whole answer */
+    /* Ours, it is gone whatever the broker said: a broker that lost the connection meanwhile
+     * forgot it, and no reconnection registers it again. */
+    if (result < 0)
+        debug_log("the broker did not confirm the removal of segment %lld: %m", (long long)segid);
     /* The last segment gone: the memory backed for them becomes private again, so that descriptors
      * importers kept alias nothing live (as XPMEM's remove cuts their mappings). */
     if (session_segment_removed())

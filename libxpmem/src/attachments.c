@@ -59,12 +59,12 @@ bool attachments_take_containing(uintptr_t address, struct attachment *attachmen
     return found;
 }
 
-bool attachments_take_by_handle(uint64_t handle, struct attachment *attachment)
+bool attachments_take_by_apid(uint64_t apid, struct attachment *attachment)
 {
     bool found = false;
     pthread_mutex_lock(&attachments_lock);
     for (size_t index = 0; index < attachment_count; index++) {
-        if (attachments[index].handle == handle) {
+        if (attachments[index].apid == apid) {
             *attachment = attachments[index];
             remove_at(index);
             found = true;

@@ -10,7 +10,8 @@
 struct attachment {
     uintptr_t address;
     size_t length;
-    uint64_t handle;
+    /* The permit it was attached through (xpmem_release takes its attachments along). */
+    uint64_t apid;
     /* The broker's attachment id; 0 for windows mapped from the import cache without asking it. */
     uint64_t broker_attachment;
     /* The window's first byte: its offset in the segment, and in the segment's file. */
@@ -23,8 +24,8 @@ int attachments_add(struct attachment attachment);
 bool attachments_take_containing(uintptr_t address, struct attachment *attachment);
 /* Copies the attachment whose window contains `address`, leaving it recorded. */
 bool attachments_find_containing(uintptr_t address, struct attachment *attachment);
-/* Removes and returns one attachment made through `handle`; call until false. */
-bool attachments_take_by_handle(uint64_t handle, struct attachment *attachment);
+/* Removes and returns one attachment made through `apid`; call until false. */
+bool attachments_take_by_apid(uint64_t apid, struct attachment *attachment);
 /* A window mapped at a fixed address replaces whatever attachment was there: forget those. */
 void attachments_forget_overlapping(uintptr_t address, size_t length);
 /* Broker ids die with the connection: afterwards detach only unmaps. */

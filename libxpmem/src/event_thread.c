@@ -11,6 +11,8 @@
 #include "backing.h"
 #include "channel.h"
 #include "debug_log.h"
+#include "grants.h"
+#include "session.h"
 #include "thread_stop.h"
 #include "import_cache.h"
 #include "private_area.h"
@@ -63,6 +65,9 @@ static void serve(int socket, struct private_area *area, const struct wire_messa
     }
     case WIRE_RELEASED:
         import_cache_forget_segment(event->as.released.segment);
+        /* Our permits on it are void; if its exporter registers it again (it lost its connection
+         * and came back), the next attach gets a handle for the segment as it is then. */
+        grants_forget_handles_of(event->as.released.segment);
         break;
     default:
         break; /* invalidateEnd, and events of later protocol revisions */
@@ -80,8 +85,10 @@ static void *serve_events(void *argument)
         ssize_t length = seqpacket_receive(socket, area->event_frame, WIRE_MAX_REPLY, descriptors, 4, &descriptor_count);
         for (int index = 0; index < descriptor_count; index++)
             close(descriptors[index]);
-        if (length == 0 || (length < 0 && errno != EMSGSIZE))
-            break; /* the broker is gone: the session reconnects on the next call */
+        if (length == 0 || (length < 0 && errno != EMSGSIZE)) {
+            session_broker_lost();
+            break;
+        }
         struct wire_message event;
         if (length < 0 || wire_decode(area->event_frame, (size_t)length, &event) < 0) {
             debug_log("ignoring a malformed event from the broker");

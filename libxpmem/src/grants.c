@@ -7,8 +7,10 @@
 static pthread_mutex_t grants_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct grant *grants;
 static size_t grant_count, grant_capacity;
+/* apids stay below 2^63, positive as the signed xpmem_apid_t callers hold them in. */
+static uint64_t next_apid = 1;
 
-int grants_add(struct grant grant)
+int64_t grants_add(struct grant grant)
 {
     pthread_mutex_lock(&grants_lock);
     if (grant_count == grant_capacity) {
@@ -22,45 +24,73 @@ int grants_add(struct grant grant)
         grants = grown;
         grant_capacity = capacity;
     }
+    grant.apid = next_apid++;
     grants[grant_count++] = grant;
     pthread_mutex_unlock(&grants_lock);
-    return 0;
+    return (int64_t)grant.apid;
 }
 
-bool grants_find(uint64_t handle, struct grant *grant)
+static struct grant *locked_find(uint64_t apid)
 {
-    bool found = false;
+    for (size_t index = 0; index < grant_count; index++)
+        if (grants[index].apid == apid)
+            return &grants[index];
+    return NULL;
+}
+
+bool grants_find(uint64_t apid, struct grant *grant)
+{
     pthread_mutex_lock(&grants_lock);
-    for (size_t index = 0; index < grant_count; index++) {
-        if (grants[index].handle == handle) {
-            *grant = grants[index];
-            found = true;
-            break;
-        }
+    struct grant *found = locked_find(apid);
+    if (found != NULL)
+        *grant = *found;
+    pthread_mutex_unlock(&grants_lock);
+    return found != NULL;
+}
+
+bool grants_remove(uint64_t apid, struct grant *removed)
+{
+    pthread_mutex_lock(&grants_lock);
+    struct grant *found = locked_find(apid);
+    if (found != NULL) {
+        *removed = *found;
+        *found = grants[--grant_count];
     }
     pthread_mutex_unlock(&grants_lock);
-    return found;
+    return found != NULL;
 }
 
-bool grants_remove(uint64_t handle)
+bool grants_any(void)
 {
-    bool found = false;
     pthread_mutex_lock(&grants_lock);
-    for (size_t index = 0; index < grant_count; index++) {
-        if (grants[index].handle == handle) {
-            grants[index] = grants[--grant_count];
-            found = true;
-            break;
-        }
-    }
+    bool any = grant_count > 0;
     pthread_mutex_unlock(&grants_lock);
-    return found;
+    return any;
 }
 
-void grants_forget_all(void)
+void grants_set_handle(uint64_t apid, uint64_t handle)
 {
     pthread_mutex_lock(&grants_lock);
-    grant_count = 0;
+    struct grant *found = locked_find(apid);
+    if (found != NULL)
+        found->handle = handle;
+    pthread_mutex_unlock(&grants_lock);
+}
+
+void grants_forget_handles(void)
+{
+    pthread_mutex_lock(&grants_lock);
+    for (size_t index = 0; index < grant_count; index++)
+        grants[index].handle = 0;
+    pthread_mutex_unlock(&grants_lock);
+}
+
+void grants_forget_handles_of(uint64_t segment)
+{
+    pthread_mutex_lock(&grants_lock);
+    for (size_t index = 0; index < grant_count; index++)
+        if (grants[index].segment == segment)
+            grants[index].handle = 0;
     pthread_mutex_unlock(&grants_lock);
 }
 
@@ -68,5 +98,5 @@ void grants_reset_after_fork(void)
 {
     /* Another thread of the parent may have held the lock at fork: it does not exist here. */
     pthread_mutex_init(&grants_lock, NULL);
-    grants_forget_all();
+    grant_count = 0;
 }

@@ -1,5 +1,6 @@
-/* The access permits this process holds (xpmem_get's apids = the broker's handles), with the
- * segment and access each was granted for. */
+/* The access permits this process holds. An apid (what xpmem_get returned) is this library's own
+ * number, stable for the permit's life; the broker's handle behind it is asked for again when the
+ * broker forgot it (it restarted, or its exporter came back after losing its connection). */
 #ifndef XPMEM_GRANTS_H
 #define XPMEM_GRANTS_H
 
@@ -7,15 +8,23 @@
 #include <stdint.h>
 
 struct grant {
+    uint64_t apid;
+    /* The broker's handle; 0 while it must be obtained again with `get`. */
     uint64_t handle;
     uint64_t segment;
     bool read_write;
 };
 
-int grants_add(struct grant grant);
-bool grants_find(uint64_t handle, struct grant *grant);
-bool grants_remove(uint64_t handle);
-void grants_forget_all(void);
+/* Records `grant` under a fresh apid, which it returns (-1 with errno on failure). */
+int64_t grants_add(struct grant grant);
+bool grants_find(uint64_t apid, struct grant *grant);
+bool grants_remove(uint64_t apid, struct grant *removed);
+bool grants_any(void);
+/* The broker gave the permit `apid` the handle `handle` (again). */
+void grants_set_handle(uint64_t apid, uint64_t handle);
+/* The broker forgot every handle (a new connection) or those on `segment` (a `released` event). */
+void grants_forget_handles(void);
+void grants_forget_handles_of(uint64_t segment);
 
 /* In a fork child: the lock as if never taken, then everything forgotten. */
 void grants_reset_after_fork(void);

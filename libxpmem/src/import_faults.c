@@ -10,11 +10,13 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "attachments.h"
 #include "channel.h"
 #include "debug_log.h"
+#include "grant_handles.h"
 #include "pages.h"
 #include "private_area.h"
 #include "session.h"
@@ -39,11 +41,15 @@ enum resolution { PAGE_BACKED, NOTHING_MAPPED, NO_ANSWER };
  * `page` has a page in the file now, or the exporter has nothing there, or no answer came. */
 static enum resolution back_again(const struct attachment *attachment, uint64_t page, uint64_t chunk_start, uint64_t chunk_end)
 {
+    struct grant grant;
+    if (grant_handles_current(attachment->apid, &grant) < 0)
+        /* Released meanwhile (the window goes with it), or the segment is gone for good. */
+        return errno == EINVAL || errno == ENOENT ? NOTHING_MAPPED : NO_ANSWER;
     struct channel *channel = session_channel();
     if (channel == NULL)
         return NO_ANSWER;
     uint8_t request[64], reply_buffer[8192];
-    size_t length = wire_encode_resolve_fault(request, sizeof request, 0, attachment->handle,
+    size_t length = wire_encode_resolve_fault(request, sizeof request, 0, grant.handle,
                                               attachment->segment_offset + (chunk_start - attachment->address),
                                               chunk_end - chunk_start);
     struct wire_message reply;
@@ -80,13 +86,27 @@ static void resolve(uint64_t address, pid_t thread)
     if (chunk_start < attachment.address)
         chunk_start = attachment.address;
     uint64_t chunk_end = chunk_start + FAULT_CHUNK < window_end ? chunk_start + FAULT_CHUNK : window_end;
-    switch (back_again(&attachment, page, chunk_start, chunk_end)) {
+    /* Without an answer (the broker is restarting, or its exporter not registered again yet) the
+     * access waits for one a while: the page is the exporter's, not a page of zeros to make up. */
+    enum resolution resolution;
+    struct timespec started, now;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    for (;;) {
+        resolution = back_again(&attachment, page, chunk_start, chunk_end);
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long long waited = (now.tv_sec - started.tv_sec) * 1000000000LL + (now.tv_nsec - started.tv_nsec);
+        if (resolution != NO_ANSWER || waited > GRANT_HANDLES_RECLAIM_WAIT_NS)
+            break;
+        struct timespec pause = {0, 50 * 1000000};
+        nanosleep(&pause, NULL);
+    }
+    switch (resolution) {
     case PAGE_BACKED:
         wake(chunk_start, chunk_end - chunk_start);
         return;
     case NO_ANSWER: {
-        /* No broker to ask (it is gone, or restarting): the page reads as zeros, a page of the
-         * file like any the importer touches first, rather than killing the importer. */
+        /* Still no broker: the page reads as zeros, a page of the file like any the importer
+         * touches first, rather than killing the importer. */
         struct uffdio_zeropage zero = {.range = {.start = page, .len = page_size()}};
         if (ioctl(faults_descriptor, UFFDIO_ZEROPAGE, &zero) < 0)
             wake(page, page_size());

@@ -2,6 +2,8 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -15,14 +17,19 @@
 #include "autostart.h"
 #include "debug_log.h"
 #include "event_thread.h"
+#include "export_claims.h"
+#include "exports.h"
 #include "exporter_watch.h"
 #include "fork_snapshot.h"
 #include "grants.h"
 #include "import_cache.h"
 #include "import_faults.h"
+#include "private_area.h"
 #include "socket_path.h"
 #include "thread_stop.h"
 
+/* How long a process that lost its broker keeps trying to connect again by itself. */
+#define RECONNECT_GIVE_UP_NS (60LL * 1000000000LL)
 /* How long racing processes wait for the broker one of them started. */
 #define AUTOSTART_WAIT_NS (5LL * 1000000000LL)
 
@@ -34,6 +41,14 @@ static int event_socket = -1; /* our end of the event channel, served by the eve
 static pthread_t event_thread;
 static bool event_thread_running;
 static _Atomic long live_segments;
+/* The event thread saw its socket end while nobody was closing it: the broker went away. */
+static _Atomic bool broker_lost;
+/* drop_connection is ending the event thread itself: its socket's end is no news. */
+static _Atomic bool dropping;
+static _Atomic bool reconnecting;
+/* CLOCK_MONOTONIC ns of the last connection that replaced an earlier one; 0 before any. */
+static _Atomic long long reconnected_at_ns;
+static bool ever_connected;
 
 void session_segment_made(void) { live_segments++; }
 bool session_segment_removed(void) { return --live_segments == 0; }
@@ -54,7 +69,13 @@ static void after_fork_in_child(void)
     event_socket = -1;
     event_thread_running = false;
     connected = false;
+    ever_connected = false;
     live_segments = 0;
+    broker_lost = false;
+    dropping = false;
+    reconnecting = false;
+    reconnected_at_ns = 0;
+    exports_reset_after_fork();
     grants_reset_after_fork();
     attachments_reset_after_fork();
     import_cache_reset_after_fork();
@@ -143,7 +164,8 @@ static int subscribe(void)
     return 0;
 }
 
-/* The old connection is gone: so is everything the broker knew of us. */
+/* The old connection is gone, and with it every id the broker gave us but the segments' own: those
+ * the next connection claims back (restore_exports), permits get handles again when next used. */
 static void drop_connection(void)
 {
     pthread_mutex_lock(&channel.lock);
@@ -151,17 +173,53 @@ static void drop_connection(void)
     pthread_mutex_unlock(&channel.lock);
     if (event_thread_running) {
         /* Wakes the thread in case the broker has not closed its end yet. */
+        dropping = true;
         shutdown(event_socket, SHUT_RDWR);
         pthread_join(event_thread, NULL);
+        dropping = false;
         close(event_socket);
         event_thread_running = false;
         event_socket = -1;
     }
-    grants_forget_all();
+    grants_forget_handles();
     attachments_forget_broker_ids();
     import_cache_forget_all();
-    live_segments = 0;
+    broker_lost = false;
     connected = false;
+}
+
+/* Registers every segment this process exports with the new broker, under the ids it had. A
+ * segment the broker refuses is gone (as if removed); a connection that fails meanwhile fails the
+ * whole attempt, and the next one tries them all again. */
+static int restore_exports(void)
+{
+    struct export listed[64];
+    size_t count = exports_list(listed, 64);
+    struct export *all = listed;
+    if (count > 64) {
+        all = malloc(count * sizeof *all);
+        if (all == NULL)
+            return -1;
+        count = exports_list(all, count);
+    }
+    int result = 0;
+    for (size_t index = 0; index < count; index++) {
+        if (export_claims_send(&channel, &all[index]) == 0) {
+            debug_log("segment %llu registered again with the broker", (unsigned long long)all[index].segment);
+            continue;
+        }
+        if (channel.broken) {
+            result = -1;
+            break;
+        }
+        debug_log("the broker refused to register segment %llu again: %m; it is removed",
+                  (unsigned long long)all[index].segment);
+        if (exports_remove(all[index].segment) && session_segment_removed())
+            exporter_watch_unback_all();
+    }
+    if (all != listed)
+        free(all);
+    return result;
 }
 
 static int connect_session(void)
@@ -173,12 +231,18 @@ static int connect_session(void)
     }
     if (connect_with_autostart(path) < 0)
         return -1;
-    if (say_hello() < 0 || subscribe() < 0) {
+    if (say_hello() < 0 || subscribe() < 0 || restore_exports() < 0) {
         int saved = errno;
         drop_connection();
         errno = saved;
         return -1;
     }
+    if (ever_connected) {
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        reconnected_at_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
+    }
+    ever_connected = true;
     connected = true;
     return 0;
 }
@@ -187,7 +251,7 @@ struct channel *session_channel(void)
 {
     pthread_once(&fork_handler_once, install_fork_handler);
     pthread_mutex_lock(&session_lock);
-    if (connected && channel.broken) {
+    if (connected && (channel.broken || broker_lost)) {
         debug_log("the connection to the broker was lost; connecting again");
         drop_connection();
     }
@@ -199,4 +263,74 @@ struct channel *session_channel(void)
         return NULL;
     }
     return &channel;
+}
+
+bool session_reconnected_within(long long nanoseconds)
+{
+    long long at = reconnected_at_ns;
+    if (at == 0)
+        return false;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec - at < nanoseconds;
+}
+
+/* Connects again, with backoff, until it works or RECONNECT_GIVE_UP_NS passed: so that an exporter
+ * registers its segments with a new broker before importers come asking for them. */
+static void *reconnect(void *unused)
+{
+    (void)unused;
+    /* Born of the event thread with every signal blocked: it must still stop when backing stops
+     * every thread, since what it allocates lives in memory that may be exported. */
+    struct private_area *area = private_area_get();
+    int stop_signal = area != NULL ? thread_stop_prepare(area) : -1;
+    if (stop_signal > 0) {
+        sigset_t stoppable;
+        sigemptyset(&stoppable);
+        sigaddset(&stoppable, stop_signal);
+        pthread_sigmask(SIG_UNBLOCK, &stoppable, NULL);
+    }
+    struct timespec started, now;
+    clock_gettime(CLOCK_MONOTONIC, &started);
+    long pause_ms = 10;
+    for (;;) {
+        if (session_channel() != NULL) {
+            debug_log("connected to the broker again");
+            break;
+        }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - started.tv_sec) * 1000000000LL + (now.tv_nsec - started.tv_nsec) > RECONNECT_GIVE_UP_NS) {
+            debug_log("no broker came back; the next call tries again");
+            break;
+        }
+        struct timespec pause = {pause_ms / 1000, (pause_ms % 1000) * 1000000};
+        nanosleep(&pause, NULL);
+        pause_ms = pause_ms * 2 > 500 ? 500 : pause_ms * 2;
+    }
+    reconnecting = false;
+    return NULL;
+}
+
+void session_broker_lost(void)
+{
+    if (dropping)
+        return;
+    broker_lost = true;
+    if (live_segments == 0 && !grants_any())
+        return; /* nothing to restore: the next call connects */
+    bool expected = false;
+    if (!atomic_compare_exchange_strong(&reconnecting, &expected, true))
+        return;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int error = pthread_create(&thread, &attributes, reconnect, NULL);
+    pthread_attr_destroy(&attributes);
+    if (error != 0) {
+        reconnecting = false;
+        debug_log("cannot start reconnecting: %s; the next call connects", strerror(error));
+        return;
+    }
+    pthread_setname_np(thread, "xpmem-reconnect");
 }

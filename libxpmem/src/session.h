@@ -1,7 +1,9 @@
 /* This process's connection to the broker: made on the first call (or xpmem_init), with hello,
- * then subscribe (the event channel and its thread). A connection the broker closed is replaced
- * on the next call; everything obtained through the old one (segments, permits, attachment ids)
- * is gone with it. A fork child starts with no connection and makes its own. */
+ * then subscribe (the event channel and its thread). A connection the broker closed is replaced:
+ * at once by a thread of its own when this process exports or holds permits (the broker restarted,
+ * say), else on the next call. The new connection claims every exported segment back under its id;
+ * permits get broker handles again when next used; windows already mapped stay mapped throughout.
+ * A fork child starts with no connection and makes its own. */
 #ifndef XPMEM_SESSION_H
 #define XPMEM_SESSION_H
 
@@ -16,5 +18,12 @@ struct channel *session_channel(void);
  * removal, whether it was the last. */
 void session_segment_made(void);
 bool session_segment_removed(void);
+
+/* The event channel ended without the session closing it: reconnect (see above). Called by the
+ * event thread as it ends. */
+void session_broker_lost(void);
+/* Whether a connection replaced an earlier one less than `nanoseconds` ago (exporters may still be
+ * registering their segments again). */
+bool session_reconnected_within(long long nanoseconds);
 
 #endif

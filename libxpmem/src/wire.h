@@ -28,6 +28,7 @@ enum wire_type {
     WIRE_SUBSCRIBE = 0x000B,
     WIRE_MAKE_ADDRESS_SPACE = 0x000F,
     WIRE_RESOLVE_FAULT = 0x0011,
+    WIRE_CLAIM_ADDRESS_SPACE = 0x0012,
 
     WIRE_ACKNOWLEDGE = 0x2001,
     WIRE_RANGE_BACKED = 0x2002,
@@ -116,6 +117,11 @@ size_t wire_encode_hello(void *buffer, size_t capacity, uint32_t request_id, con
 size_t wire_encode_subscribe(void *buffer, size_t capacity, uint32_t request_id);
 size_t wire_encode_make_address_space(void *buffer, size_t capacity, uint32_t request_id, uint64_t base,
                                       uint64_t size, uint32_t permit, const char *name);
+/* makeAddressSpace under the id the 128-bit reclaim token stands for: `segment` 0 for a first
+ * export, or the id it had, to register it again after the broker restarted. */
+size_t wire_encode_claim_address_space(void *buffer, size_t capacity, uint32_t request_id, uint64_t segment,
+                                       const uint64_t token[2], uint64_t base, uint64_t size, uint32_t permit,
+                                       const char *name);
 size_t wire_encode_remove(void *buffer, size_t capacity, uint32_t request_id, uint64_t segment);
 size_t wire_encode_get(void *buffer, size_t capacity, uint32_t request_id, uint64_t segment, uint8_t access);
 size_t wire_encode_release(void *buffer, size_t capacity, uint32_t request_id, uint64_t handle);

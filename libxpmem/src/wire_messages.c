@@ -28,6 +28,22 @@ size_t wire_encode_make_address_space(void *buffer, size_t capacity, uint32_t re
     return wire_finish(&writer);
 }
 
+size_t wire_encode_claim_address_space(void *buffer, size_t capacity, uint32_t request_id, uint64_t segment,
+                                       const uint64_t token[2], uint64_t base, uint64_t size, uint32_t permit,
+                                       const char *name)
+{
+    struct wire_writer writer;
+    wire_begin(&writer, buffer, capacity, WIRE_CLAIM_ADDRESS_SPACE, request_id);
+    wire_put_u64(&writer, segment);
+    wire_put_u64(&writer, token[0]);
+    wire_put_u64(&writer, token[1]);
+    wire_put_u64(&writer, base);
+    wire_put_u64(&writer, size);
+    wire_put_u32(&writer, permit);
+    wire_put_string(&writer, name, WIRE_MAX_NAME);
+    return wire_finish(&writer);
+}
+
 /* remove, release and detach all carry one u64 id. */
 static size_t encode_one_id(void *buffer, size_t capacity, uint16_t type, uint32_t request_id, uint64_t id)
 {

@@ -55,6 +55,27 @@ static void test_make_address_space_layout(void)
     report("wire: makeAddressSpace frame layout", same_bytes(buffer, length, expected, sizeof expected), "length %zu", length);
 }
 
+static void test_claim_address_space_layout(void)
+{
+    /* The same bytes as the broker's GoldenFrameTests.claimAddressSpaceFrame. */
+    static const uint8_t expected[] = {
+        0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x12, 0x00, 0x07, 0x00, 0x00, 0x00, 0x2F, 0x00, 0x00, 0x00,
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, /* segment id */
+        0x18, 0x17, 0x16, 0x15, 0x14, 0x13, 0x12, 0x11, /* token, high half */
+        0x28, 0x27, 0x26, 0x25, 0x24, 0x23, 0x22, 0x21, /* token, low half */
+        0, 0, 0, 0, 0, 0x7F, 0, 0,                      /* base */
+        0, 0, 0x01, 0, 0, 0, 0, 0,                      /* size */
+        0x80, 0x01, 0x00, 0x00,                         /* permit 0600 */
+        0x01, 0x00, 'x',                                /* name "x" */
+    };
+    const uint64_t token[2] = {UINT64_C(0x1112131415161718), UINT64_C(0x2122232425262728)};
+    uint8_t buffer[128];
+    size_t length = wire_encode_claim_address_space(buffer, sizeof buffer, 7, UINT64_C(0x0102030405060708), token,
+                                                    UINT64_C(0x7F0000000000), 0x10000, 0600, "x");
+    report("wire: claimAddressSpace frame matches the broker's golden bytes",
+           same_bytes(buffer, length, expected, sizeof expected), "length %zu", length);
+}
+
 static void test_small_requests(void)
 {
     uint8_t buffer[128];
@@ -212,6 +233,7 @@ int main(void)
     test_get_matches_broker_golden();
     test_range_backed_matches_broker_golden();
     test_make_address_space_layout();
+    test_claim_address_space_layout();
     test_small_requests();
     test_string_cut_on_character_boundary();
     test_decode_replies();

@@ -511,6 +511,89 @@ static void test_exit_without_remove(void)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * The broker killed and started again: exporters register their segments again under the same
+ * ids, importers' windows keep working, and their permits attach again. */
+
+static int attach_across_restart(int in, int out, void *argument)
+{
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
+    size_t span = page_span(request->address, request->size);
+    uint8_t *window = xpmem_attach(where, span, NULL);
+    if (window == (void *)-1) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    size_t lead = request->address - page_start(request->address);
+    say(out, "attached");
+    char line[LINE];
+    if (!hear(in, line, sizeof line))
+        return 3;
+    /* The broker was killed and another started meanwhile. */
+    bool window_reads = pattern_check(window + lead, request->size, 1) < 0;
+    pattern_fill(window + lead, request->size, 4);
+    uint8_t *again = xpmem_attach(where, span, NULL);
+    int again_error = errno;
+    bool again_reads = again != (void *)-1 && pattern_check(again + lead, request->size, 4) < 0;
+    xpmem_apid_t fresh_apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    int fresh_error = errno;
+    struct xpmem_addr fresh_where = {.apid = fresh_apid, .offset = where.offset};
+    uint8_t *fresh = fresh_apid < 0 ? (void *)-1 : xpmem_attach(fresh_where, span, NULL);
+    bool fresh_reads = fresh != (void *)-1 && pattern_check(fresh + lead, request->size, 4) < 0;
+    say(out, "window %d old-apid %s new-get %s", window_reads,
+        again_reads ? "reads" : again == (void *)-1 ? strerror(again_error) : "wrong",
+        fresh_reads ? "reads" : fresh_apid < 0 ? strerror(fresh_error) : "wrong");
+    hear(in, line, sizeof line);
+    xpmem_detach(again);
+    xpmem_detach(fresh);
+    xpmem_detach(window);
+    xpmem_release(fresh_apid);
+    xpmem_release(apid);
+    return 0;
+}
+
+static void test_broker_restart(const char *xpmemd)
+{
+    const char *name = "after the broker is killed and started again: the same segid comes back, windows stay shared, old and new permits attach";
+    struct export_request export_request = {.kind = "heap-large", .size = 3UL << 20};
+    struct child exporting, importing;
+    child_start(&exporting, exporter, &export_request);
+    struct import_request request;
+    if (!exporter_ready(&exporting, name, &request))
+        return;
+    child_start(&importing, attach_across_restart, &request);
+    char line[LINE] = "", result[LINE] = "", verified[LINE] = "";
+    bool attached = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS) && strcmp(line, "attached") == 0;
+    kill(broker.pid, SIGKILL);
+    waitpid(broker.pid, NULL, 0);
+    broker.pid = 0;
+    bool restarted = broker_restart(&broker, xpmemd) == 0;
+    /* The exporter comes back by itself, without a call of its own: it heard its event channel end. */
+    struct broker_status status = {0};
+    for (int attempt = 0; attempt < 500 && (broker_query_status(broker.socket, &status) < 0 || status.segments < 1);
+         attempt++)
+        usleep(10000);
+    bool exporter_back = status.segments == 1;
+    child_send(&importing, "go");
+    child_read_line(&importing, result, sizeof result, STEP_TIMEOUT_MS);
+    child_send(&exporting, "check 4");
+    child_read_line(&exporting, verified, sizeof verified, STEP_TIMEOUT_MS);
+    child_send(&importing, "exit");
+    bool importer_exited = child_wait(&importing, STEP_TIMEOUT_MS) == 0;
+    child_send(&exporting, "exit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    struct broker_status after = {0};
+    bool empty = wait_for_empty_broker(&after);
+    report(name,
+           attached && restarted && exporter_back && strcmp(result, "window 1 old-apid reads new-get reads") == 0
+               && strcmp(verified, "ok") == 0 && importer_exited && empty,
+           "attached %d, restarted %d, segments after restart %u, importer '%s', exporter after the importer wrote: '%s', "
+           "importer exited %d, broker empty after: %d",
+           attached, restarted, status.segments, result, verified, importer_exited, empty);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Many peers: every process attaches every other's 16 MiB heap buffer. */
 
 #define PEERS 8
@@ -951,6 +1034,7 @@ int main(void)
     test_buffer_segment_and_threads();
     test_self_attach();
     test_many_peers();
+    test_broker_restart(xpmemd);
     test_autostart(xpmemd);
 
     printf("   (integration tests took %.1f s)\n", now_seconds() - started);

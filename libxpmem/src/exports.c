@@ -1,0 +1,75 @@
+#include "exports.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <sys/random.h>
+
+static pthread_mutex_t exports_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct export *exports;
+static size_t export_count, export_capacity;
+
+int exports_draw_token(uint64_t token[2])
+{
+    size_t filled = 0;
+    while (filled < 2 * sizeof token[0]) {
+        ssize_t got = getrandom((uint8_t *)token + filled, 2 * sizeof token[0] - filled, 0);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        filled += (size_t)got;
+    }
+    return 0;
+}
+
+int exports_add(const struct export *export)
+{
+    pthread_mutex_lock(&exports_lock);
+    if (export_count == export_capacity) {
+        size_t capacity = export_capacity == 0 ? 8 : export_capacity * 2;
+        struct export *grown = realloc(exports, capacity * sizeof *grown);
+        if (grown == NULL) {
+            pthread_mutex_unlock(&exports_lock);
+            errno = ENOMEM;
+            return -1;
+        }
+        exports = grown;
+        export_capacity = capacity;
+    }
+    exports[export_count++] = *export;
+    pthread_mutex_unlock(&exports_lock);
+    return 0;
+}
+
+bool exports_remove(uint64_t segment)
+{
+    bool found = false;
+    pthread_mutex_lock(&exports_lock);
+    for (size_t index = 0; index < export_count; index++) {
+        if (exports[index].segment == segment) {
+            exports[index] = exports[--export_count];
+            found = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&exports_lock);
+    return found;
+}
+
+size_t exports_list(struct export *into, size_t capacity)
+{
+    pthread_mutex_lock(&exports_lock);
+    size_t count = export_count;
+    for (size_t index = 0; index < count && index < capacity; index++)
+        into[index] = exports[index];
+    pthread_mutex_unlock(&exports_lock);
+    return count;
+}
+
+void exports_reset_after_fork(void)
+{
+    pthread_mutex_init(&exports_lock, NULL);
+    export_count = 0;
+}

@@ -1,0 +1,30 @@
+/* The segments this process exports, with what registering each again takes: after the broker
+ * restarted (or dropped this connection), the session claims every one back under the id its peers
+ * already hold, proving ownership with the reclaim token chosen at xpmem_make. */
+#ifndef XPMEM_EXPORTS_H
+#define XPMEM_EXPORTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct export {
+    uint64_t segment;
+    /* 128 random bits only this process knows; the broker derives the id from them and our uid. */
+    uint64_t token[2];
+    uint64_t base, length;
+    uint32_t permit;
+};
+
+/* Fills `token` from the kernel's random source; -1 with errno when it cannot. */
+int exports_draw_token(uint64_t token[2]);
+int exports_add(const struct export *export);
+bool exports_remove(uint64_t segment);
+/* Copies up to `capacity` exports into `into` and returns how many there are in all. */
+size_t exports_list(struct export *into, size_t capacity);
+
+/* In a fork child: the lock as if never taken, then everything forgotten (the child exports
+ * nothing of the parent's). */
+void exports_reset_after_fork(void);
+
+#endif
