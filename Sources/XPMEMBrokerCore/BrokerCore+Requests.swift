@@ -66,6 +66,8 @@ extension BrokerCore {
             usageOfUID[credentials.uid, default: Usage()].segments += 1
             return [.keepSegmentFiles(id)] + answer(.made(id))
                 + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]
+        case .replaceSegmentFiles(let id):
+            return try replaceSegmentFiles(id, by: client) + answer(.done)
         case .remove(let id):
             let importers = registry.grantHolders(of: id).filter { $0 != client }
             guard let record = registry.segments[id] else { throw Registry.segmentNotFound(id) }

@@ -39,6 +39,8 @@ public enum BrokerNote: Equatable, Sendable {
     /// A segment registered again under its previous id, by its owner after a restart of the broker.
     case segmentReclaimed(SegmentID, size: UInt64, permit: Permit, pid: Int32, uid: UInt32)
     case segmentRemoved(SegmentID, importersTold: Int)
+    /// The owner moved the segment to a fresh memfd, which `importersTold` importers were sent.
+    case segmentFileReplaced(SegmentID, importersTold: Int)
     case placementDescribed(SegmentID, String)
     /// A request or a connection was refused because a quota or the descriptor budget was reached.
     case quotaReached(uid: UInt32, pid: Int32, String)

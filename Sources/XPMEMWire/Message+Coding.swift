@@ -85,6 +85,11 @@ extension Message {
             writer.write(size)
             writer.write(permit.rawValue)
             writer.write(name, maximumLength: 256)
+        case .replaceSegmentFiles(let id):
+            writer.write(id.rawValue)
+        case .segmentFileReplaced(let id, let access):
+            writer.write(id.rawValue)
+            writer.write(access.rawValue)
         case .claimAddressSpace(let id, let token, let base, let size, let permit, let name):
             writer.write(id?.rawValue ?? 0)
             writer.write(token.high)
@@ -235,6 +240,11 @@ extension Message {
             let permit = Permit(rawValue: try reader.read(UInt32.self, "permit"))
             message = .claim(id == 0 ? nil : SegmentID(rawValue: id), token: token, size: size, permit: permit,
                              name: try reader.readString("name", maximumLength: 256))
+        case .replaceSegmentFiles:
+            message = .replaceSegmentFiles(SegmentID(rawValue: try reader.read(UInt64.self, "segid")))
+        case .segmentFileReplaced:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            message = .segmentFileReplaced(id, access: try reader.readAccessMode())
         case .claimAddressSpace:
             let id = try reader.read(UInt64.self, "segid")
             let token = ReclaimToken(high: try reader.read(UInt64.self, "tokenHigh"), low: try reader.read(UInt64.self, "tokenLow"))

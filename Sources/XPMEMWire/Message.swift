@@ -58,6 +58,11 @@ public enum Message: Equatable, Sendable {
     /// exports, so that after a broker restart it registers its windows again with the ids its peers
     /// hold. Same checks and descriptors as `makeAddressSpace`; the reply is `made`.
     case claimAddressSpace(SegmentID?, token: ReclaimToken, base: UInt64, size: UInt64, permit: Permit, name: String)
+    /// The owner moved the segment's bytes to a fresh memfd (the frame carries two descriptors of it,
+    /// read-write then read-only, sealed as `make`'s): the broker hands that file out from now on and
+    /// sends it to every importer still mapping the segment, so that a descriptor the broker revoked
+    /// (an importer that missed an invalidation deadline) aliases nothing live any more.
+    case replaceSegmentFiles(SegmentID)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -78,6 +83,10 @@ public enum Message: Equatable, Sendable {
     /// As `backRange`, and then allocate (as zeros) the pages of the backed extents that have none
     /// yet, so that an importer's fault there finds a page; answered with `rangeBacked`.
     case fillRange(SegmentID, sequence: UInt64, start: UInt64, length: UInt64)
+    /// The segment's bytes live in another file now (the frame carries it, opened for `access`): map
+    /// it in place of the old one under the attachments of that access, at the end of the window in
+    /// force. An importer holding both kinds of attachment gets one event for each.
+    case segmentFileReplaced(SegmentID, access: AccessMode)
 
     // Replies
     case welcome(ClientID, brokerPID: Int32)
@@ -101,8 +110,8 @@ public enum Message: Equatable, Sendable {
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
         switch self {
-        case .make, .makeAddressSpace, .claim, .claimAddressSpace: 2
-        case .attached, .attachedWindow, .subscribe: 1
+        case .make, .makeAddressSpace, .claim, .claimAddressSpace, .replaceSegmentFiles: 2
+        case .attached, .attachedWindow, .subscribe, .segmentFileReplaced: 1
         default: 0
         }
     }
@@ -121,9 +130,9 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
     case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, claim, resolveFault
-    case claimAddressSpace
+    case claimAddressSpace, replaceSegmentFiles
     case acknowledge = 0x2001, rangeBacked
-    case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange
+    case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange, segmentFileReplaced
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
     case attachedWindow, faultResolved
 }
@@ -162,6 +171,8 @@ extension Message {
         case .makeAddressSpace: .makeAddressSpace
         case .claim: .claim
         case .claimAddressSpace: .claimAddressSpace
+        case .replaceSegmentFiles: .replaceSegmentFiles
+        case .segmentFileReplaced: .segmentFileReplaced
         case .rangeBacked: .rangeBacked
         case .backRange: .backRange
         case .resolveFault: .resolveFault

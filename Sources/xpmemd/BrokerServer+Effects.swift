@@ -86,6 +86,8 @@ extension BrokerServer {
                                                           "pid": "\(pid)", "uid": "\(uid)"])
         case .segmentRemoved(let segment, let told):
             logger.debug("segment removed", metadata: ["segid": "\(segment)", "importersTold": "\(told)"])
+        case .segmentFileReplaced(let segment, let told):
+            logger.info("segment moved to a fresh file", metadata: ["segid": "\(segment)", "importersTold": "\(told)"])
         case .placementDescribed(let segment, let placement):
             logger.debug("segment placement", metadata: ["segid": "\(segment)", "placement": "\(placement)"])
         case .quotaReached(let uid, let pid, let text):

@@ -102,6 +102,17 @@ extension BrokerServer {
                 }
                 incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
                                                                   size: .exactly(size))
+            case .replaceSegmentFiles(let id):
+                guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
+                    throw BrokerError(.malformedFrame, "replaceSegmentFiles needs two descriptors")
+                }
+                // As long as the segment, exactly: importers map all of it, and a shorter file would
+                // make their touches past its end raise SIGBUS. Whether the sender may is the core's call.
+                guard let size = core.registry.segments[id]?.size else {
+                    throw BrokerError(.notFound, "no segment \(id)")
+                }
+                incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
+                                                                  size: .exactly(size))
             case .makeAddressSpace(let base, let size, _, _), .claimAddressSpace(_, _, let base, let size, _, _):
                 guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
                     throw BrokerError(.malformedFrame, "\(message.type) needs two descriptors")

@@ -1,0 +1,39 @@
+import XPMEMWire
+
+/// `replaceSegmentFiles`: the owner moved a segment's bytes to a fresh memfd. Revocation made real for
+/// an importer that missed an invalidation deadline: its grants are gone, but the memfd it was given
+/// still aliases the live pages until the owner moves them; from then on the broker hands out the new
+/// file, and every importer still mapping the segment is sent it to map in place of the old.
+extension BrokerCore {
+    mutating func replaceSegmentFiles(_ id: SegmentID, by client: ClientID) throws(BrokerError) -> [BrokerEffect] {
+        guard let record = registry.segments[id] else { throw Registry.segmentNotFound(id) }
+        guard record.owner == client else {
+            throw BrokerError(.permissionDenied, "only the owner of segment \(id) may replace its file")
+        }
+        guard record.addressSpaceBase == nil else {
+            throw BrokerError(.invalidArgument,
+                "segment \(id) is a window of its owner's address space; that file is the owner's memory and is not replaced")
+        }
+        // One event per importer and kind of attachment, each with the file opened as that kind allows:
+        // an importer holding only read-only attachments never sees a writable descriptor.
+        var told = Set<ClientID>()
+        var events: [BrokerEffect] = []
+        let mappers = Set(registry.attachments.values.filter { $0.segment == id }.map { Mapper(client: $0.client, access: $0.access) })
+        for mapper in mappers.sorted() {
+            guard let peer = peerOfClient[mapper.client], peers[peer]?.subscribed == true else { continue }
+            events.append(.send(peer, .events, requestID: 0, .segmentFileReplaced(id, access: mapper.access),
+                                handOver: SegmentFileHandOver(segment: id, access: mapper.access)))
+            told.insert(mapper.client)
+        }
+        return [.keepSegmentFiles(id)] + events + [.note(.segmentFileReplaced(id, importersTold: told.count))]
+    }
+
+    private struct Mapper: Hashable, Comparable {
+        var client: ClientID
+        var access: AccessMode
+
+        static func < (left: Mapper, right: Mapper) -> Bool {
+            (left.client.rawValue, left.access.rawValue) < (right.client.rawValue, right.access.rawValue)
+        }
+    }
+}
