@@ -186,6 +186,25 @@ final class AttachedRange: Sendable {
         wakeSleepers(suspended)
     }
 
+    /// The exporter moved the segment to a fresh file (after revoking an importer that missed a
+    /// deadline): the parts of the mapping whose access is not cut map `file` at once, the parts an
+    /// open window cuts map it when the window ends. A part that cannot be mapped again is made to
+    /// fault rather than show the old file's bytes, which nobody updates any more.
+    func replaceFile(_ file: consuming OwnedDescriptor) {
+        var fresh = Optional(file)
+        state.withLock { state in
+            guard state.isUsable else { return }
+            state.file = fresh.take()
+            for uncut in state.windows.uncutRanges(within: length) {
+                if !state.restore(fileOffset: segmentOffset + uncut.offset, offset: uncut.offset, length: uncut.length,
+                                  protection: protection) {
+                    try? state.mapping?.replaceWithReservation(offset: uncut.offset, length: uncut.length)
+                }
+            }
+            state.windows.markCutPartsMappingOldFile()
+        }
+    }
+
     /// Makes touches of one range sleep if the policy and the kernel allow, else fault.
     private func cutAccess(offset: Int, length count: Int, in state: inout State) -> AccessCut {
         if state.blocks, let gate {
@@ -219,7 +238,7 @@ final class AttachedRange: Sendable {
     private func giveBack(_ part: SuspendedWindows.Part, in state: inout State) {
         let address = address(at: part.offset)
         switch (part.cut, gate) {
-        case (.sleepOnSharedMapping, let gate?):
+        case (.sleepOnSharedMapping, let gate?) where !part.mapsOldFile:
             do throws(Errno) {
                 try gate.descriptor.resumeAccess(at: address, length: part.length)
                 return
@@ -239,7 +258,8 @@ final class AttachedRange: Sendable {
             case .none:
                 break
             }
-        case (.reservation, _), (.sleepOnSharedMapping, nil), (.sleepOnPrivateView, nil):
+        case (.reservation, _), (.sleepOnSharedMapping, _), (.sleepOnPrivateView, nil):
+            // A shared mapping cut while the segment moved maps the old file: mapped again below.
             break
         }
         if !state.restore(fileOffset: segmentOffset + part.offset, offset: part.offset, length: part.length,

@@ -162,8 +162,8 @@ final class BrokerChannel: Sendable {
     }
 
     /// Sends a request and expects `.done` back.
-    func requestDone(_ message: Message) throws(XPMEMError) {
-        let reply = try request(message)
+    func requestDone(_ message: Message, passing descriptors: [FileDescriptor] = []) throws(XPMEMError) {
+        let reply = try request(message, passing: descriptors)
         guard case .done = reply.message else { throw Self.unexpected(reply.message, for: message) }
     }
 

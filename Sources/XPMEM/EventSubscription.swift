@@ -57,13 +57,13 @@ final class EventSubscription: Sendable {
             guard !received.truncated,
                   let frame = try? Frame.decode(UnsafeRawBufferPointer(rebasing: buffer[..<received.byteCount]))
             else { continue }
-            handle(frame.message, suspended: &suspended)
+            handle(frame.message, file: received.descriptors.takeFirst(), suspended: &suspended)
         }
         endWindowsOfLostBroker(suspended)
         ended()
     }
 
-    private func handle(_ event: Message, suspended: inout [ObjectIdentifier: AttachedRange]) {
+    private func handle(_ event: Message, file: consuming OwnedDescriptor?, suspended: inout [ObjectIdentifier: AttachedRange]) {
         switch event {
         case .invalidateBegin(let segment, let offset, let length, let sequence, let reason):
             let notices = table.ranges(of: segment).compactMap { range in
@@ -85,6 +85,17 @@ final class EventSubscription: Sendable {
             }
             // Also forgets attachments detached during their window.
             suspended = suspended.filter { $0.value.hasOpenWindows }
+        case .segmentFileReplaced(let segment, let access):
+            guard let file else { break }
+            // Each mapping gets its own descriptor of the file, opened as its access needs.
+            for range in table.ranges(of: segment) where range.protection.contains(.write) == (access == .readWrite) {
+                do {
+                    range.replaceFile(try file.duplicate())
+                } catch {
+                    // Without the new file the mapping would go on showing the old one's stale bytes.
+                    range.revoke()
+                }
+            }
         case .released(let segment, let reason):
             for range in table.ranges(of: segment) {
                 range.revoke()

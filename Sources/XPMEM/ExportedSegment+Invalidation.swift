@@ -44,8 +44,33 @@ extension ExportedSegment {
     }
 
     /// The second half of `invalidate`: importers may access the range again.
+    ///
+    /// When an importer missed the deadline (`report` says `.missedDeadline`), its grants are gone but
+    /// the memfd it was given still aliases the segment's pages: before access comes back, the pages
+    /// move to a fresh memfd (`moveToFreshFile`), inside this window when it covers the whole segment,
+    /// else in a window of its own over the whole segment (reason `.revoke`) right after this one.
+    /// As for `exportRange`, no other thread of this process may write the segment meanwhile.
     public func endInvalidation(_ report: InvalidationReport) throws(XPMEMError) {
+        let revoked = report.importers.contains { $0.outcome == .missedDeadline }
+        let coversSegment = report.offset == 0 && report.length >= UInt64(size)
+        if revoked && coversSegment {
+            try moveToFreshFile(thenEnd: report)
+            return
+        }
         try broker.channel.requestDone(.endInvalidation(id, sequence: report.sequence))
+        if revoked {
+            try moveToFreshFile(thenEnd: beginInvalidation(deadline: .seconds(5), reason: .revoke))
+        }
+    }
+
+    /// Moves the segment to a fresh file inside `window` (over the whole segment), then ends it, also
+    /// when the move failed. Importers that miss this window's deadline lose their grants too, and
+    /// the move cuts them off as well.
+    private func moveToFreshFile(thenEnd window: InvalidationReport) throws(XPMEMError) {
+        var moveFailure: XPMEMError?
+        do throws(XPMEMError) { try moveToFreshFile() } catch { moveFailure = error }
+        try broker.channel.requestDone(.endInvalidation(id, sequence: window.sequence))
+        if let moveFailure { throw moveFailure }
     }
 }
 

@@ -34,4 +34,52 @@ extension ExportedSegment {
             }
         }
     }
+
+    /// Revocation made real while the segment stays shared: after an importer missed an invalidation
+    /// deadline (its grants were revoked, but it still holds the memfd), the bytes move to a fresh memfd
+    /// mapped at the same addresses. The broker hands out the new file from now on and sends it to
+    /// every importer still mapping the segment, which maps it in place of the old one when the
+    /// window in force ends. The old file keeps the bytes as they were now, which nobody reads any
+    /// more; what the revoked importer writes there reaches no one.
+    ///
+    /// Runs inside an invalidation window over the whole segment (no importer writes meanwhile); no
+    /// other thread of this process may write it either, as for `exportRange`.
+    func moveToFreshFile() throws(XPMEMError) {
+        guard let base = UnsafeMutableRawPointer(bitPattern: baseAddress) else { return }
+        let file = try XPMEMBroker.makeFile(name: name, size: size)
+        let staging: MemoryMapping
+        do {
+            staging = try MemoryMapping.mapShared(file, length: size, protection: .readWrite)
+        } catch {
+            throw XPMEMError.system("mmap of a fresh memfd for segment \(id)", error)
+        }
+        try state.withLock { $0.placement }.apply(to: staging.base, length: size)
+        staging.bytes.copyMemory(from: UnsafeRawBufferPointer(bytes))
+        staging.unmap()
+        // The broker first: if it refuses, nothing has changed here.
+        let readOnly: OwnedDescriptor
+        do {
+            readOnly = try MemoryFile.reopenReadOnly(file)
+        } catch {
+            throw XPMEMError.system("reopening the fresh memfd read-only", error)
+        }
+        try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
+        let moved: UnsafeMutableRawBufferPointer
+        do {
+            moved = try MemoryMapping.mapShared(file, length: size, protection: .readWrite, placement: .replacing(base))
+                .relinquish()
+        } catch {
+            throw XPMEMError.system("mapping the fresh memfd of segment \(id) in place", error)
+        }
+        var fresh = Optional(file)
+        state.withLock { state in
+            state.file = fresh.take()
+            // The old file's mapping at `base` is gone, replaced; what the library owned there is now
+            // the new file's; a caller's range (exportRange) stays the caller's.
+            if let replaced = state.ownedMapping.take() {
+                _ = replaced.relinquish()
+                state.ownedMapping = MemoryMapping.adopting(moved)
+            }
+        }
+    }
 }

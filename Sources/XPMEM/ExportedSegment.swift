@@ -167,7 +167,7 @@ extension XPMEMBroker {
 
     /// Creates the memfd: sealable, and mode 0600 so that no other uid can reopen it writable through
     /// `/proc/PID/fd` (memfds start as 0777).
-    private static func makeFile(name: String, size: Int) throws(XPMEMError) -> OwnedDescriptor {
+    static func makeFile(name: String, size: Int) throws(XPMEMError) -> OwnedDescriptor {
         do {
             let file = try MemoryFile.create(name: "xpmem:\(name)", size: size)
             try MemoryFile.setMode(0o600, of: file)

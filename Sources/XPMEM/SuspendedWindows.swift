@@ -14,6 +14,9 @@ struct SuspendedWindows {
         var cut: AccessCut
         /// Access comes back when the last of these ends.
         var sequences: Set<UInt64>
+        /// The segment moved to another file while this part was cut: giving it back maps the new file,
+        /// whatever the cut.
+        var mapsOldFile = false
 
         var end: Int { offset + length }
     }
@@ -46,7 +49,7 @@ struct SuspendedWindows {
 
     /// Records that a range `open` returned for window `sequence` was cut with `cut`.
     mutating func recordCut(offset: Int, length: Int, cut: AccessCut, sequence: UInt64) {
-        let part = Part(offset: offset, length: length, cut: cut, sequences: [sequence])
+        let part = Part(offset: offset, length: length, cut: cut, sequences: [sequence], mapsOldFile: false)
         parts.insert(part, at: parts.firstIndex { $0.offset > offset } ?? parts.endIndex)
     }
 
@@ -75,6 +78,23 @@ struct SuspendedWindows {
             parts.removeAll()
         }
         return (notices.values.sorted { $0.sequence < $1.sequence }, parts)
+    }
+
+    /// The ranges of an attachment of `length` bytes that no window cuts, in order.
+    func uncutRanges(within length: Int) -> [(offset: Int, length: Int)] {
+        var uncut: [(offset: Int, length: Int)] = []
+        var cursor = 0
+        for part in parts {
+            if part.offset > cursor { uncut.append((cursor, part.offset - cursor)) }
+            cursor = max(cursor, part.end)
+        }
+        if cursor < length { uncut.append((cursor, length - cursor)) }
+        return uncut
+    }
+
+    /// The segment moved to another file: every part cut now still maps the old one.
+    mutating func markCutPartsMappingOldFile() {
+        for index in parts.indices { parts[index].mapsOldFile = true }
     }
 
     /// Splits the part that straddles `offset`, if one does, into two parts cut the same way.

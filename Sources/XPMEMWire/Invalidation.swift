@@ -12,6 +12,9 @@ public enum InvalidationReason: UInt8, Sendable, CustomStringConvertible {
     case migrate = 5
     /// The range's pages are being discarded.
     case discard = 6
+    /// An importer missed a deadline and lost its grants: the pages move to a fresh file, so that the
+    /// descriptor it still holds aliases nothing live.
+    case revoke = 7
 
     public var description: String {
         switch self {
@@ -21,6 +24,7 @@ public enum InvalidationReason: UInt8, Sendable, CustomStringConvertible {
         case .remove: "remove"
         case .migrate: "migrate"
         case .discard: "discard"
+        case .revoke: "revoke"
         }
     }
 }
