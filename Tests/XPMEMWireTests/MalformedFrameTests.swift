@@ -131,7 +131,7 @@ struct MalformedFrameTests {
         }
         let begin = segment + UInt64(0).littleEndianBytes + UInt64(4096).littleEndianBytes + UInt64(1).littleEndianBytes
         #expect(throws: FrameDecodingError.invalidValue(field: "reason")) {
-            try decodeFrame(handmadeFrame(type: MessageType.invalidateBegin.rawValue, payload: begin + [7]))
+            try decodeFrame(handmadeFrame(type: MessageType.invalidateBegin.rawValue, payload: begin + [8]))
         }
     }
 

@@ -88,6 +88,7 @@ enum WireSamples {
         .describePlacement(segment, placement: "interleave 0,1"),
         .acknowledge(segment, sequence: 1),
         .invalidateBegin(segment, offset: 0, length: 4096, sequence: 5, reason: .discard),
+        .invalidateBegin(segment, offset: 0, length: 4096, sequence: 7, reason: .revoke),
         .invalidateEnd(segment, offset: 0, length: 4096, sequence: 5),
         .released(segment, reason: .exporterExited),
         .released(segment, reason: .deadlineMissed),
