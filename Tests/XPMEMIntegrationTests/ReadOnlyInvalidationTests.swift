@@ -315,4 +315,20 @@ struct SuspendedWindowsTests {
         #expect(all.parts.allSatisfy { $0.cut == .sleepOnSharedMapping })
         #expect(windows.isEmpty && windows.parts.isEmpty)
     }
+
+    @Test("When the segment moves to a fresh file, the uncut ranges are named and every cut part is marked as mapping the old one")
+    func fileReplacedDuringAWindow() {
+        var windows = SuspendedWindows()
+        #expect(windows.uncutRanges(within: 96).map(\.offset) == [0])
+        _ = windows.open(notice(1, 32, 32))
+        windows.recordCut(offset: 32, length: 32, cut: .sleepOnSharedMapping, sequence: 1)
+        let uncut = windows.uncutRanges(within: 128)
+        #expect(uncut.map(\.offset) == [0, 64] && uncut.map(\.length) == [32, 64])
+        windows.markCutPartsMappingOldFile()
+        // A part cut after the move maps the new file already.
+        _ = windows.open(notice(3, 96, 32))
+        windows.recordCut(offset: 96, length: 32, cut: .sleepOnSharedMapping, sequence: 3)
+        #expect(windows.parts.map(\.mapsOldFile) == [true, false])
+        #expect(windows.close(1)?.uncovered.map(\.mapsOldFile) == [true])
+    }
 }
