@@ -104,7 +104,7 @@ struct BrokerCoreScenario {
         daemon.apply(core.handle(frame.message, requestID: frame.requestID, from: peer, now: now), core: core,
                      handling: (asked, frame.message))
         switch frame.message {
-        case .attach, .invalidate:
+        case .attach, .invalidate, .resolveFault:
             break  // may wait for an invalidation or an exporter
         default:
             check(!daemon.unanswered.contains(asked), "\(frame.message.type) was not answered at once")
@@ -189,7 +189,7 @@ struct BrokerCoreScenario {
     }
 
     mutating func structuredRequest(_ input: inout FuzzBytes) -> Message {
-        switch input.byte() % 15 {
+        switch input.byte() % 18 {
         case 0, 1:
             return .make(size: pickLength(&input), permit: pickPermit(&input), name: input.pick(["a", "", "segment"]))
         case 2:
@@ -210,8 +210,20 @@ struct BrokerCoreScenario {
         case 13:
             let segment = pickSegment(&input)
             return .endInvalidation(segment, sequence: core.coordinator.sequence(of: segment) &+ UInt64(input.byte() % 3) &- 1)
-        default:
+        case 14:
             return .describePlacement(pickSegment(&input), placement: input.pick(["node 1", "", "interleave 0,1", "\u{7}"]))
+        case 15:
+            // A few tokens, so that the same one comes back (a re-registration) as often as a fresh one.
+            let token = ReclaimToken(high: UInt64(input.byte() % 4), low: 7)
+            return .claim(input.byte() & 1 == 0 ? nil : pickSegment(&input), token: token, size: pickLength(&input),
+                          permit: pickPermit(&input), name: "claimed")
+        case 16:
+            let token = ReclaimToken(high: UInt64(input.byte() % 4), low: 9)
+            return .claimAddressSpace(input.byte() & 1 == 0 ? nil : pickSegment(&input), token: token,
+                                      base: pickLength(&input), size: 64 * Self.page &- pickLength(&input),
+                                      permit: pickPermit(&input), name: "claimed window")
+        default:
+            return .replaceSegmentFiles(pickSegment(&input))
         }
     }
 

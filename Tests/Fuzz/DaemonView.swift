@@ -59,12 +59,16 @@ struct DaemonView {
                 }
                 if let handOver { checkHandOver(handOver, with: message, to: peer, core: core) }
             case .keepSegmentFiles(let segment):
-                guard let (_, message) = request, message.type == .make || message.type == .makeAddressSpace else {
-                    fatalError("invariant broken: keepSegmentFiles(\(segment)) outside a make")
+                guard let (_, message) = request, Self.bringsSegmentFiles(message.type) else {
+                    fatalError("invariant broken: keepSegmentFiles(\(segment)) outside a request carrying them")
                 }
-                check(!heldFiles.contains(segment), "the files of \(segment) kept twice")
-                heldFiles.insert(segment)
-                issuedSegments.append(segment)
+                if case .replaceSegmentFiles(segment) = message {
+                    check(heldFiles.contains(segment), "the files of \(segment) replaced but never held")
+                } else {
+                    check(!heldFiles.contains(segment), "the files of \(segment) kept twice")
+                    heldFiles.insert(segment)
+                    issuedSegments.append(segment)
+                }
             case .discardSegmentFiles(let segment):
                 check(heldFiles.remove(segment) != nil, "discardSegmentFiles(\(segment)) of files not held")
             case .adoptEventChannel(let peer):
@@ -99,7 +103,9 @@ struct DaemonView {
         }
         let adopted = effects.contains { $0 == .adoptEventChannel(asked.peer) }
         switch message {
-        case .make, .makeAddressSpace:
+        case .replaceSegmentFiles(let segment):
+            check(kept == (reply == .done ? [segment] : []), "replaceSegmentFiles answered \(String(describing: reply)) and kept \(kept)")
+        case .make, .makeAddressSpace, .claim, .claimAddressSpace:
             if case .made(let segment)? = reply {
                 check(kept == [segment], "make answered made(\(segment)) but kept the files of \(kept)")
             } else {
@@ -112,15 +118,27 @@ struct DaemonView {
         }
     }
 
-    /// A segment's file travels only with the attach reply it belongs to, as the grant allows, to the
-    /// client that holds the attachment, while the daemon still holds it.
+    private static func bringsSegmentFiles(_ type: MessageType) -> Bool {
+        [.make, .makeAddressSpace, .claim, .claimAddressSpace, .replaceSegmentFiles].contains(type)
+    }
+
+    /// A segment's file travels only with the attach reply it belongs to, or with the news that it
+    /// was replaced, as the client's attachments allow, to a client that holds such an attachment,
+    /// while the daemon still holds it.
     private func checkHandOver(_ handOver: SegmentFileHandOver, with message: Message, to peer: PeerID, core: BrokerCore) {
+        check(heldFiles.contains(handOver.segment), "the file of \(handOver.segment) handed over but not held")
         let attachmentID: AttachmentID
         switch message {
         case .attached(let id), .attachedWindow(let id, _, _): attachmentID = id
+        case .segmentFileReplaced(let segment, let access):
+            check(handOver == SegmentFileHandOver(segment: segment, access: access),
+                  "hand-over \(handOver) with \(message)")
+            let client = core.client(of: peer)
+            check(core.registry.attachments.values.contains { $0.client == client && $0.segment == segment && $0.access == access },
+                  "the \(access) file of \(segment) sent to \(peer), which maps no such attachment")
+            return
         default: fatalError("invariant broken: a segment file handed over with \(message.type)")
         }
-        check(heldFiles.contains(handOver.segment), "the file of \(handOver.segment) handed over but not held")
         guard let attachment = core.registry.attachments[attachmentID] else {
             fatalError("invariant broken: the file handed over for \(attachmentID), which the registry does not know")
         }
