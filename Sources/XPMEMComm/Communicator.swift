@@ -39,6 +39,9 @@ public final class Communicator {
     /// Messages sent through the rings, and single-copy.
     public var eagerMessages: Int { rings.messagesSent }
     public var singleCopyMessages: Int { singleCopy.messagesSent }
+    /// Single-copy messages received whose upper part the sender copied into the receive buffer
+    /// (`CooperativeCopy`).
+    public var cooperativelyCopiedMessages: Int { singleCopy.cooperation.messagesHelped }
 
     /// Joins the job described by `environment` (default: this process's, see `JobEnvironment`).
     /// - Parameters:
@@ -61,7 +64,10 @@ public final class Communicator {
         rankBarrier = Barrier(rank: rank, size: size, addresses: segments.addresses, waiter: waiter)
         rings = MessageRings(rank: rank, size: size, addresses: segments.addresses, waiter: waiter)
         buffers = SharedBuffers(broker: broker, rank: rank)
-        singleCopy = SingleCopyTransfer(rank: rank, size: size, rings: rings, buffers: buffers)
+        // Measured with `xpmem-bench mpi` (README): where splitting a copy between both ranks starts to win.
+        let cooperativeThreshold = ThisProcess.environment("XPMEM_COMM_COOPERATIVE_COPY_BYTES").flatMap { Int($0) } ?? (1 << 20)
+        singleCopy = SingleCopyTransfer(rank: rank, size: size, rings: rings, buffers: buffers,
+                                        cooperativeThreshold: cooperativeThreshold)
         // Everyone has attached everyone once all arrive: the rendezvous files are no longer needed.
         try barrier()
         segments.withdrawFromRendezvous()
@@ -91,7 +97,7 @@ public final class Communicator {
     public func send(_ bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int = 0) throws(CommunicatorError) {
         try checkPeer(destination)
         if bytes.count >= singleCopyThreshold, let source = buffers.exports.locate(bytes) {
-            try singleCopy.send(source, length: bytes.count, to: destination, tag: tag)
+            try singleCopy.send(bytes, at: source, to: destination, tag: tag)
         } else {
             try rings.send(bytes, to: destination, tag: tag)
         }

@@ -10,6 +10,9 @@
 /// lines 1 ..< 1+size         arrivals[p]: barrier epoch rank p reached (written by p)
 /// lines 1+size ..< 1+2*size  acknowledged[p]: single-copy messages from this rank p has copied (written by p)
 /// line 1+2*size              publication: this rank's buffers for a collective (written by this rank)
+/// lines 2+2*size ..< 2+3*size  helpRequest[p]: rank p, receiving a large single-copy message from
+///                            this rank, asks it to copy part of it (written by p; `CooperativeCopy`)
+/// lines 2+3*size ..< 2+4*size  helpDone[p]: rank p copied the part this rank asked of it (written by p)
 /// rings, from ringsOffset:   ring[s] holds messages from rank s to this rank
 ///   ring line 0              consumed: messages the receiver has taken out (written by the receiver)
 ///   slots                    slotCount × slotSize; slot header (32 bytes) then payload
@@ -36,8 +39,10 @@ struct ControlLayout: Sendable {
     func arrivalOffset(of rank: Int) -> Int { ControlLayout.line * (1 + rank) }
     func acknowledgedOffset(of rank: Int) -> Int { ControlLayout.line * (1 + size + rank) }
     var publicationOffset: Int { ControlLayout.line * (1 + 2 * size) }
+    func helpRequestOffset(of rank: Int) -> Int { ControlLayout.line * (2 + 2 * size + rank) }
+    func helpDoneOffset(of rank: Int) -> Int { ControlLayout.line * (2 + 3 * size + rank) }
     /// Header lines rounded up to a page, so rings start page-aligned.
-    var ringsOffset: Int { (ControlLayout.line * (2 + 2 * size) + 4095) & ~4095 }
+    var ringsOffset: Int { (ControlLayout.line * (2 + 4 * size) + 4095) & ~4095 }
     var ringStride: Int { ControlLayout.line + slotCount * slotSize }
     func ringOffset(from sender: Int) -> Int { ringsOffset + sender * ringStride }
     var segmentSize: Int { ringsOffset + size * ringStride }

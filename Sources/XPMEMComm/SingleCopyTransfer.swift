@@ -12,22 +12,27 @@ struct SingleCopyTransfer {
     /// Single-copy messages this rank sent.
     private let sent = PeerCounters(peers: 1)
 
-    init(rank: Int, size: Int, rings: MessageRings, buffers: SharedBuffers) {
+    let cooperation: CooperativeCopy
+
+    init(rank: Int, size: Int, rings: MessageRings, buffers: SharedBuffers, cooperativeThreshold: Int) {
         self.rank = rank
         self.rings = rings
         self.buffers = buffers
         sentTo = PeerCounters(peers: size)
+        cooperation = CooperativeCopy(rank: rank, size: size, addresses: rings.addresses, buffers: buffers,
+                                      waiter: rings.waiter, threshold: cooperativeThreshold)
     }
 
     var messagesSent: Int { Int(sent[0]) }
 
     private var addresses: ControlAddresses { rings.addresses }
 
-    /// Sends `length` bytes at `source` (a segment of this rank's and an offset in it) and returns once
-    /// the receiver has copied them.
-    func send(_ source: (id: SegmentID, offset: Int), length: Int, to destination: Int, tag: Int)
+    /// Sends `bytes`, which lie at `source` (a segment of this rank's and an offset in it), and returns
+    /// once the receiver has copied them; meanwhile copies the part of them the receiver asks for.
+    func send(_ bytes: UnsafeRawBufferPointer, at source: (id: SegmentID, offset: Int), to destination: Int, tag: Int)
         throws(CommunicatorError)
     {
+        let length = bytes.count
         sent[0] += 1
         let slot = try rings.claimSlot(to: destination)
         SlotHeader(kind: .singleCopy, fragmentBytes: 16, tag: tag, totalLength: length).write(to: slot)
@@ -37,7 +42,9 @@ struct SingleCopyTransfer {
         sentTo[destination] += 1
         let expected = sentTo[destination]
         let acknowledged = addresses.word(of: rank, at: addresses.layout.acknowledgedOffset(of: destination))
-        try rings.waiter.wait(for: destination) { acknowledged.load() >= expected }
+        try rings.waiter.wait(for: destination) {
+            acknowledged.load() >= expected || (cooperation.serve(destination, sending: bytes) && acknowledged.load() >= expected)
+        }
     }
 
     /// Copies the `length` bytes that the single-copy message in `slot` describes into `buffer` (which
@@ -52,12 +59,15 @@ struct SingleCopyTransfer {
         guard offset >= 0, offset + length <= mapped.count else {
             throw .truncated(source: source, length: offset + length, capacity: mapped.count)
         }
-        if length > 0 { buffer.baseAddress!.copyMemory(from: mapped.baseAddress! + offset, byteCount: length) }
+        if length > 0, try !cooperation.receive(length, from: mapped.baseAddress! + offset, of: source, into: buffer) {
+            buffer.baseAddress!.copyMemory(from: mapped.baseAddress! + offset, byteCount: length)
+        }
         addresses.word(of: source, at: addresses.layout.acknowledgedOffset(of: rank)).add(1)
     }
 
     /// Frees the counters; call once, when the communicator goes.
     func deallocate() {
+        cooperation.deallocate()
         sentTo.deallocate()
         sent.deallocate()
     }

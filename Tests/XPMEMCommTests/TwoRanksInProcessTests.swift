@@ -95,6 +95,33 @@ func runRanks<Result: Sendable>(_ size: Int, broker: PrivateBroker,
         #expect(try results[1].get() == [0, 8, 20_000, 100_000, 100_000])
     }
 
+    @Test func aLargeMessageIntoASharedBufferIsCopiedByBothRanksAndArrivesIntact() throws {
+        let broker = try PrivateBroker()
+        // Odd lengths, so that the split falls inside a page; into a shared buffer at an offset (split),
+        // then into plain memory (the sender cannot reach it: the receiver copies it all).
+        let length = (3 << 20) + 37
+        let results = runRanks(2, broker: broker) { comm -> [Int] in
+            let shared = try comm.allocate(byteCount: length + 8192)
+            var plain = [UInt8](repeating: 0, count: length)
+            if comm.rank == 0 {
+                for byte in 0..<length { shared.bytes[byte] = UInt8(truncatingIfNeeded: byte &* 13 &+ byte >> 12) }
+                let message = UnsafeRawBufferPointer(rebasing: shared.bytes[0..<length])
+                try comm.send(message, to: 1, tag: 1)
+                try comm.send(message, to: 1, tag: 2)
+                return []
+            }
+            let target = UnsafeMutableRawBufferPointer(rebasing: shared.bytes[4100..<(4100 + length)])
+            let first = try comm.receive(into: target, from: 0, tag: 1)
+            let intoShared = (0..<length).allSatisfy { target[$0] == UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 12) }
+            let helpedAfterFirst = comm.cooperativelyCopiedMessages
+            let second = try plain.withUnsafeMutableBytes { try comm.receive(into: $0, from: 0, tag: 2) }
+            let intoPlain = (0..<length).allSatisfy { plain[$0] == UInt8(truncatingIfNeeded: $0 &* 13 &+ $0 >> 12) }
+            return [first, second, intoShared ? 1 : 0, intoPlain ? 1 : 0, helpedAfterFirst, comm.cooperativelyCopiedMessages]
+        }
+        _ = try results[0].get()
+        #expect(try results[1].get() == [length, length, 1, 1, 1, 1])
+    }
+
     @Test func aWrongTagOrATooSmallBufferIsReportedAndTheMessageStaysQueued() throws {
         let broker = try PrivateBroker()
         let results = runRanks(2, broker: broker) { comm -> String in
