@@ -77,6 +77,6 @@ extension BrokerServer {
         }
         guard wanted != channel.watched else { return }
         channel.watched = wanted
-        try? poll.modify(channel.socket.rawValue, events: wanted, token: connection.token(for: channel).rawValue)
+        try? poll.modify(channel.socket, events: wanted, token: connection.token(for: channel))
     }
 }

@@ -103,3 +103,10 @@ func openDescriptors(of files: OwnedDescriptorList) -> Int {
     }
     return count
 }
+
+/// The token of a test's `EventPoll` registration: just a number, written as a literal.
+struct TestToken: RawRepresentable, Equatable, Sendable, ExpressibleByIntegerLiteral {
+    var rawValue: UInt64
+    init(rawValue: UInt64) { self.rawValue = rawValue }
+    init(integerLiteral value: UInt64) { rawValue = value }
+}
