@@ -21,7 +21,8 @@ public final class PipedChild {
         let output = try Pipe.closeOnExec()
         pid = try ProcessLauncher.spawn(path: path, arguments: [path] + arguments,
                                         environment: ProcessLauncher.currentEnvironment(),
-                                        standardInput: input.readEnd.rawValue, standardOutput: output.writeEnd.rawValue)
+                                        standardInput: input.readEnd.fileDescriptor,
+                                        standardOutput: output.writeEnd.fileDescriptor)
         toChild = input.takeWriteEnd()
         fromChild = output.takeReadEnd()
         // The child's ends close here as `input` and `output` go out of scope.
@@ -75,8 +76,9 @@ public final class PipedChild {
 
     /// Sends `signal` unless the child was already reaped, then waits for it.
     @discardableResult
-    public func stop(signal: CInt = SIGTERM) -> Int32 {
-        if termination == nil { kill(pid, signal) }
+    public func stop(signal: ProcessSignal = .terminate) -> Int32 {
+        // An ended child that is not reaped yet still owns its pid, so this cannot hit a stranger.
+        if termination == nil { try? signal.send(to: pid) }
         return wait()
     }
 

@@ -2,6 +2,7 @@
 import Foundation
 import Testing
 import XPMEM
+import SystemPackage
 import Synchronization
 import XPMEMSystem
 
@@ -290,7 +291,7 @@ extension BrokerRestartTests {
             try MemoryFile.setMode(0o600, of: file)
             let readOnly = try MemoryFile.reopen(file, flags: O_RDONLY)
             return try client.exchange(.claim(id, token: token, size: 65536, permit: Permit(rawValue: 0o600), name: name),
-                                       descriptors: [file.rawValue, readOnly.rawValue])
+                                       descriptors: [file.fileDescriptor, readOnly.fileDescriptor])
         }
         let owner = try RawClient(broker.socketPath)
         try owner.hello()

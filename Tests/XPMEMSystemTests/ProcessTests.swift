@@ -1,7 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 extension SystemTests {
     struct EventPollTests {
@@ -12,7 +12,7 @@ extension SystemTests {
 
             #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty)
 
-            try UnixSocket.send(pair.first.rawValue, bytes: [1])
+            try UnixSocket.send(pair.first, bytes: [1])
             let ready = try poll.wait(timeoutMilliseconds: 2000)
             #expect(ready.count == 1)
             #expect(ready.first?.token == 42)
@@ -38,7 +38,7 @@ extension SystemTests {
             let poll = try EventPoll<TestToken>()
             try poll.add(pair.second, events: .readable, token: 1)
             try poll.modify(pair.second, events: .readable, token: 2)
-            try UnixSocket.send(pair.first.rawValue, bytes: [1])
+            try UnixSocket.send(pair.first, bytes: [1])
             #expect(try poll.wait(timeoutMilliseconds: 2000).map(\.token) == [2])
 
             try poll.remove(pair.second)

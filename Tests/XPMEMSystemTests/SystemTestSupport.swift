@@ -1,7 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 /// Every test here opens descriptors, and some count `/proc/self/fd` or depend on which descriptor
 /// numbers are free, so they all run one at a time (the trait covers the nested suites).
