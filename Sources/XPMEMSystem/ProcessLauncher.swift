@@ -108,15 +108,18 @@ public enum ProcessLauncher {
         return (0..<(MemoryLayout<cpu_set_t>.size * 8)).filter { CPUSet.contains($0, in: set) }
     }
 
-    /// The environment of this process as "NAME=value" strings.
-    public static func currentEnvironment() -> [String] {
+    /// The environment of this process as "NAME=value" strings, with `additions` replacing (or
+    /// joining) the variables of the same name.
+    public static func currentEnvironment(adding additions: [String: String] = [:]) -> [String] {
         var result: [String] = []
         var entry = environ
         while let pointer = entry.pointee {
-            result.append(String(cString: pointer))
+            let variable = String(cString: pointer)
+            let name = variable.prefix { $0 != "=" }
+            if additions[String(name)] == nil { result.append(variable) }
             entry += 1
         }
-        return result
+        return result + additions.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     }
 }
 

@@ -227,9 +227,9 @@ struct BrokerAbuseTests {
             let arguments = ["--socket", socket, "--log-level", "error"]
             let brokers = [try ChildProcess("xpmemd", arguments), try ChildProcess("xpmemd", arguments)]
             let deadline = Date().addingTimeInterval(10)
-            while brokers.allSatisfy({ $0.process.isRunning }) && Date() < deadline { usleep(5_000) }
+            while brokers.allSatisfy({ $0.isRunning }) && Date() < deadline { usleep(5_000) }
             usleep(200_000)
-            let losers = brokers.filter { !$0.process.isRunning }
+            let losers = brokers.filter { !$0.isRunning }
             #expect(losers.count == 1, "\(losers.count) of 2 brokers exited")
             for loser in losers {
                 #expect(loser.waitForExit() == 2)
@@ -238,7 +238,7 @@ struct BrokerAbuseTests {
             let client = try XPMEMBroker.connect(socketPath: socket, name: "after the race")
             #expect(try client.status().clients >= 1)
             client.close()
-            for broker in brokers where broker.process.isRunning {
+            for broker in brokers where broker.isRunning {
                 broker.signal(SIGTERM)
                 #expect(broker.waitForExit() == 0)
             }
