@@ -60,7 +60,7 @@ public final class PrivateBroker {
             if daemon?.hasExited == true { break }
             ThisProcess.sleep(microseconds: 10_000)
         }
-        daemon?.stop(signal: ProcessSignal.kill.rawValue)
+        daemon?.stop(signal: .kill)
         daemon = nil
         throw XPMEMError(.brokerUnavailable, "the private xpmemd did not start serving at \(socketPath)")
     }
@@ -70,7 +70,7 @@ public final class PrivateBroker {
     @discardableResult
     public func kill(signal: ProcessSignal = .kill) -> Int32? {
         defer { daemon = nil }
-        return daemon?.stop(signal: signal.rawValue)
+        return daemon?.stop(signal: signal)
     }
 
     /// Stops the broker (SIGTERM) and returns its exit status; the directory stays until this goes.

@@ -50,7 +50,8 @@ extension ProcessLauncher {
         let errors = try Pipe.closeOnExec()
         // posix_spawn's dup2 gives the child its copies as fds 1 and 2 without close-on-exec.
         let pid = try spawn(path: path, arguments: arguments, environment: environment,
-                            standardOutput: output.writeEnd.rawValue, standardError: errors.writeEnd.rawValue, cpu: cpu)
+                            standardOutput: output.writeEnd.fileDescriptor, standardError: errors.writeEnd.fileDescriptor,
+                            cpu: cpu)
         return ChildWithOutput(pid: pid, standardOutput: OutputPipe(output.takeReadEnd()),
                                standardError: OutputPipe(errors.takeReadEnd()))
     }

@@ -13,20 +13,24 @@ public struct PollEvents: OptionSet, Sendable {
     public static let peerClosed = PollEvents(rawValue: cxpmem_EPOLLRDHUP)
 }
 
-/// One ready descriptor: the token it was registered with and what it is ready for.
-public struct PollEvent: Sendable {
-    public var token: UInt64
+/// One ready descriptor: what it was registered as and what it is ready for.
+public struct PollEvent<Token: RawRepresentable>: Sendable where Token.RawValue == UInt64, Token: Sendable {
+    /// The registration's token; nil when epoll's user data decodes to no `Token` (which only a bug
+    /// in the token's encoding can cause).
+    public var token: Token?
     public var events: PollEvents
 }
 
-/// An epoll instance. Registered descriptors are borrowed: the caller closes them (and closing one
-/// removes it from the set).
-public struct EventPoll: ~Copyable {
+/// An epoll instance whose registrations are named by `Token`, a caller's type encoded in epoll's
+/// 64-bit user data through its raw value (so no caller shifts or masks bits). Registered descriptors
+/// are borrowed from their owners, who close them (and closing one removes it from the set).
+public struct EventPoll<Token: RawRepresentable>: ~Copyable where Token.RawValue == UInt64, Token: Sendable {
     private let descriptor: OwnedDescriptor
     /// Reused by every `wait`, which a busy loop calls often.
     private let readyEvents: UnsafeMutableBufferPointer<UInt32>
     private let readyTokens: UnsafeMutableBufferPointer<UInt64>
 
+    /// The corresponding C function is `epoll_create1`.
     public init(capacity: Int = 64) throws(Errno) {
         descriptor = OwnedDescriptor(adopting: try valueOrErrno { cxpmem_epoll_create() })
         readyEvents = .allocate(capacity: capacity)
@@ -38,21 +42,29 @@ public struct EventPoll: ~Copyable {
         readyTokens.deallocate()
     }
 
-    public func add(_ fd: CInt, events: PollEvents, token: UInt64) throws(Errno) {
-        _ = try valueOrErrno { cxpmem_epoll_add(descriptor.rawValue, fd, events.rawValue, token) }
+    /// Watches a descriptor this process owns; remove it (or close it) before it goes.
+    /// The corresponding C call is `epoll_ctl(EPOLL_CTL_ADD)`.
+    public func add(_ watched: borrowing OwnedDescriptor, events: PollEvents, token: Token) throws(Errno) {
+        _ = try valueOrErrno { cxpmem_epoll_add(descriptor.rawValue, watched.rawValue, events.rawValue, token.rawValue) }
     }
 
-    public func modify(_ fd: CInt, events: PollEvents, token: UInt64) throws(Errno) {
-        _ = try valueOrErrno { cxpmem_epoll_modify(descriptor.rawValue, fd, events.rawValue, token) }
+    /// Changes what a watched descriptor is watched for, and its token.
+    /// The corresponding C call is `epoll_ctl(EPOLL_CTL_MOD)`.
+    public func modify(_ watched: borrowing OwnedDescriptor, events: PollEvents, token: Token) throws(Errno) {
+        _ = try valueOrErrno {
+            cxpmem_epoll_modify(descriptor.rawValue, watched.rawValue, events.rawValue, token.rawValue)
+        }
     }
 
-    public func remove(_ fd: CInt) throws(Errno) {
-        _ = try valueOrErrno { cxpmem_epoll_remove(descriptor.rawValue, fd) }
+    /// Stops watching a descriptor. The corresponding C call is `epoll_ctl(EPOLL_CTL_DEL)`.
+    public func remove(_ watched: borrowing OwnedDescriptor) throws(Errno) {
+        _ = try valueOrErrno { cxpmem_epoll_remove(descriptor.rawValue, watched.rawValue) }
     }
 
     /// Waits up to `timeoutMilliseconds` (-1: forever) for ready descriptors; an interrupted wait
     /// returns no events rather than retrying, so the caller can re-check its deadlines.
-    public func wait(timeoutMilliseconds: Int32) throws(Errno) -> [PollEvent] {
+    /// The corresponding C function is `epoll_wait`.
+    public func wait(timeoutMilliseconds: Int32) throws(Errno) -> [PollEvent<Token>] {
         let count = cxpmem_epoll_wait(descriptor.rawValue, readyEvents.baseAddress, readyTokens.baseAddress,
                                       CInt(readyEvents.count), timeoutMilliseconds)
         if count < 0 {
@@ -61,6 +73,8 @@ public struct EventPoll: ~Copyable {
             throw code
         }
         if count == 0 { return [] }
-        return (0..<Int(count)).map { PollEvent(token: readyTokens[$0], events: PollEvents(rawValue: readyEvents[$0])) }
+        return (0..<Int(count)).map {
+            PollEvent(token: Token(rawValue: readyTokens[$0]), events: PollEvents(rawValue: readyEvents[$0]))
+        }
     }
 }

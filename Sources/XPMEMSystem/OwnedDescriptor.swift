@@ -3,13 +3,13 @@ import SystemPackage
 
 /// A file descriptor this process owns: closed exactly once, by `close()` or when the value is dropped.
 ///
-/// Being `~Copyable`, a descriptor cannot be closed twice or used after it was handed on; borrowed
-/// use goes through `rawValue` or `fileDescriptor` while the owner is alive.
+/// Being `~Copyable`, a descriptor cannot be closed twice or used after it was handed on. Code above
+/// this layer never sees the number: it borrows the owner, or `fileDescriptor` while the owner is alive.
 public struct OwnedDescriptor: ~Copyable, Sendable {
-    public let rawValue: CInt
+    let rawValue: CInt
 
     /// Takes ownership of `rawValue`, which must be an open descriptor nobody else will close.
-    public init(adopting rawValue: CInt) {
+    init(adopting rawValue: CInt) {
         precondition(rawValue >= 0, "adopting a negative descriptor")
         self.rawValue = rawValue
     }
@@ -25,7 +25,7 @@ public struct OwnedDescriptor: ~Copyable, Sendable {
     }
 
     /// Gives up ownership without closing, for handing the number to code that will close it.
-    public consuming func relinquish() -> CInt {
+    consuming func relinquish() -> CInt {
         let descriptor = rawValue
         discard self
         return descriptor
@@ -36,11 +36,6 @@ public struct OwnedDescriptor: ~Copyable, Sendable {
     public func duplicate() throws(Errno) -> OwnedDescriptor {
         let copy = try valueOrErrno { fcntl(rawValue, F_DUPFD_CLOEXEC, 0) }
         return OwnedDescriptor(adopting: copy)
-    }
-
-    /// An owned duplicate of a descriptor someone else owns (for example one held for queued sending).
-    public static func duplicating(_ borrowed: CInt) throws(Errno) -> OwnedDescriptor {
-        OwnedDescriptor(adopting: try valueOrErrno { fcntl(borrowed, F_DUPFD_CLOEXEC, 0) })
     }
 
     /// The open file's status flags (`O_RDONLY`, `O_RDWR`, `O_NONBLOCK`...).
@@ -77,13 +72,25 @@ public struct OwnedDescriptor: ~Copyable, Sendable {
 public final class OwnedDescriptorList {
     private var descriptors: [CInt]
 
-    public init(adopting descriptors: [CInt]) { self.descriptors = descriptors }
+    init(adopting descriptors: [CInt]) { self.descriptors = descriptors }
+
+    /// An empty list, to gather descriptors that are to travel together.
+    public convenience init() { self.init(adopting: []) }
 
     public var count: Int { descriptors.count }
     public var isEmpty: Bool { descriptors.isEmpty }
 
     /// The numbers, for borrowed use (such as sending them) while the list still owns them.
-    public var rawValues: [CInt] { descriptors }
+    var rawValues: [CInt] { descriptors }
+
+    /// The descriptors for borrowed use with swift-system (such as sending them); they must not
+    /// outlive the list.
+    public var fileDescriptors: [FileDescriptor] { descriptors.map(FileDescriptor.init(rawValue:)) }
+
+    /// Takes ownership of `descriptor`, after those already in the list.
+    public func append(_ descriptor: consuming OwnedDescriptor) {
+        descriptors.append(descriptor.relinquish())
+    }
 
     /// Takes ownership of the first remaining descriptor.
     public func takeFirst() -> OwnedDescriptor? {

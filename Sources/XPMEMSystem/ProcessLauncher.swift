@@ -35,13 +35,14 @@ public enum ProcessLauncher {
 
     /// Starts `path` with `arguments` (argv[0] included) and `environment` ("NAME=value" strings).
     /// The child starts with no blocked signals and default dispositions for the ones a launcher
-    /// intercepts, whatever the parent had. `standardOutput`/`standardError` replace fds 1 and 2
-    /// when given. With `cpu`, the child is bound to that CPU from its first instruction (the
-    /// spawning thread's affinity is set around the call; `posix_spawn` children inherit it).
+    /// intercepts, whatever the parent had. `standardInput`/`standardOutput`/`standardError`, borrowed
+    /// until the call returns, replace fds 0, 1 and 2 in the child when given. With `cpu`, the child
+    /// is bound to that CPU from its first instruction (the spawning thread's affinity is set around
+    /// the call; `posix_spawn` children inherit it).
     /// The corresponding C function is `posix_spawn`.
-    public static func spawn(path: String, arguments: [String], environment: [String], standardInput: CInt? = nil,
-                             standardOutput: CInt? = nil, standardError: CInt? = nil, cpu: Int? = nil) throws(Errno)
-        -> pid_t
+    public static func spawn(path: String, arguments: [String], environment: [String],
+                             standardInput: FileDescriptor? = nil, standardOutput: FileDescriptor? = nil,
+                             standardError: FileDescriptor? = nil, cpu: Int? = nil) throws(Errno) -> pid_t
     {
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -58,9 +59,9 @@ public enum ProcessLauncher {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        if let standardInput { posix_spawn_file_actions_adddup2(&actions, standardInput, 0) }
-        if let standardOutput { posix_spawn_file_actions_adddup2(&actions, standardOutput, 1) }
-        if let standardError { posix_spawn_file_actions_adddup2(&actions, standardError, 2) }
+        if let standardInput { posix_spawn_file_actions_adddup2(&actions, standardInput.rawValue, 0) }
+        if let standardOutput { posix_spawn_file_actions_adddup2(&actions, standardOutput.rawValue, 1) }
+        if let standardError { posix_spawn_file_actions_adddup2(&actions, standardError.rawValue, 2) }
 
         var savedAffinity = cpu_set_t()
         if let cpu {
@@ -107,15 +108,18 @@ public enum ProcessLauncher {
         return (0..<(MemoryLayout<cpu_set_t>.size * 8)).filter { CPUSet.contains($0, in: set) }
     }
 
-    /// The environment of this process as "NAME=value" strings.
-    public static func currentEnvironment() -> [String] {
+    /// The environment of this process as "NAME=value" strings, with `additions` replacing (or
+    /// joining) the variables of the same name.
+    public static func currentEnvironment(adding additions: [String: String] = [:]) -> [String] {
         var result: [String] = []
         var entry = environ
         while let pointer = entry.pointee {
-            result.append(String(cString: pointer))
+            let variable = String(cString: pointer)
+            let name = variable.prefix { $0 != "=" }
+            if additions[String(name)] == nil { result.append(variable) }
             entry += 1
         }
-        return result
+        return result + additions.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
     }
 }
 

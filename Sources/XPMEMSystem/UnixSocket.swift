@@ -68,7 +68,7 @@ public enum UnixSocket {
 
     /// Sends one message, with `descriptors` attached as `SCM_RIGHTS` (they stay owned by the caller).
     /// Throws `EAGAIN` on a non-blocking socket whose buffer is full. The corresponding C function is `sendmsg`.
-    public static func send(
+    static func send(
         _ socket: CInt, _ bytes: UnsafeRawBufferPointer, descriptors: [CInt] = []
     ) throws(Errno) {
         var iov = iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
@@ -100,7 +100,7 @@ public enum UnixSocket {
     }
 
     /// Sends one message held in an array (see the buffer form).
-    public static func send(_ socket: CInt, bytes: [UInt8], descriptors: [CInt] = []) throws(Errno) {
+    static func send(_ socket: CInt, bytes: [UInt8], descriptors: [CInt] = []) throws(Errno) {
         let result: Result<Void, Errno> = bytes.withUnsafeBytes { raw in
             Result { () throws(Errno) in try send(socket, raw, descriptors: descriptors) }
         }
@@ -112,7 +112,7 @@ public enum UnixSocket {
     /// socket, `EMSGSIZE` when more descriptors came than allowed, and `EMFILE` when this process ran
     /// out of descriptor numbers to receive them (after closing all that did arrive).
     /// The corresponding C function is `recvmsg`.
-    public static func receive(
+    static func receive(
         _ socket: CInt, into buffer: UnsafeMutableRawBufferPointer, maximumDescriptors: Int, flags: CInt = 0
     ) throws(Errno) -> ReceivedMessage {
         var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)

@@ -87,8 +87,9 @@ struct AttachBenchmark: ParsableCommand {
             let request: [UInt8] = Array(repeating: 0, count: 24)
             for _ in 0..<count {
                 let start = SharedMemoryAccess.monotonicNanoseconds()
-                try UnixSocket.send(peer.sockets[0], bytes: request)
-                let received = try RawReceive.receive(peer.sockets[0], into: buffer, maximumDescriptors: 1, spin: spin)
+                let connection = peer.connections[0]
+                try UnixSocket.send(connection.socket, bytes: request)
+                let received = try RawReceive.receive(connection.socket, into: buffer, maximumDescriptors: 1, spin: spin)
                 guard let file = received.descriptors.takeFirst() else { throw XPMEMError(.protocolError, "no memfd came back") }
                 let mapping = try MemoryMapping.mapShared(file, length: AttachBenchmark.size, protection: .readWrite)
                 touchEveryPage(UnsafeRawBufferPointer(mapping.bytes))
@@ -119,7 +120,14 @@ struct AttachBenchmark: ParsableCommand {
 /// A plain SOCK_SEQPACKET listener with `peers` raw-peer processes connected: the reference for
 /// what any socket-based design must pay.
 final class RawListener {
-    private(set) var sockets: [CInt] = []
+    /// One accepted connection (a class, so that the listener can hold its peers in an array).
+    final class Connection {
+        let socket: OwnedDescriptor
+        init(_ socket: consuming OwnedDescriptor) { self.socket = socket }
+    }
+
+    /// The connected peers in the order they were started; dropping one closes its socket.
+    private(set) var connections: [Connection] = []
     private var helpers: [HelperProcess] = []
     private let path: String
 
@@ -130,22 +138,19 @@ final class RawListener {
         for _ in 0..<peers {
             helpers.append(try environment.helper(["raw-peer", "--path", path, "--memfd-size", "\(memfdSize)"]
                                                   + (polling ? ["--poll"] : [])))
-            var socket: CInt = -1
-            while socket < 0 {
+            while true {
                 if let accepted = try UnixSocket.accept(on: listener) {
                     try accepted.setNonBlocking(false)
-                    socket = accepted.relinquish()
-                } else {
-                    ThisProcess.sleep(microseconds: 1000)
+                    connections.append(Connection(accepted))
+                    break
                 }
+                ThisProcess.sleep(microseconds: 1000)
             }
-            sockets.append(socket)
         }
     }
 
     func stop() {
-        for socket in sockets { _ = OwnedDescriptor(adopting: socket) }  // closes it
-        sockets.removeAll()
+        connections.removeAll()
         helpers.forEach { $0.stop() }
         FileSystem.removeQuietly(path)
     }

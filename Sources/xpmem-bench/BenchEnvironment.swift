@@ -36,5 +36,5 @@ final class HelperProcess {
 
     func send(_ line: String) { child.send(line) }
 
-    func stop() { child.stop(signal: SIGKILL) }
+    func stop() { child.stop(signal: .kill) }
 }

@@ -69,37 +69,37 @@ struct RawPeerHelper: ParsableCommand {
 
     func run() throws {
         let socket = try UnixSocket.connect(to: path)
-        var descriptors: [CInt] = []
+        // Owned for the life of the process: every reply carries it.
+        let attached = OwnedDescriptorList()
         if memfdSize > 0 {
-            // Owned for the life of the process: every reply carries it.
             let file = try MemoryFile.create(name: "raw-peer", size: memfdSize)
             let filled = try MemoryMapping.mapShared(file, length: memfdSize, protection: .readWrite)
             filled.bytes.initializeMemory(as: UInt8.self, repeating: 0x5A)
-            descriptors = [file.relinquish()]
+            attached.append(file)
         }
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
         defer { buffer.deallocate() }
         let reply: [UInt8] = Array(repeating: 1, count: 8)
         let spin = SpinPolicy(microseconds: poll ? 1000 : 0)
         while true {
-            let received = try RawReceive.receive(socket.rawValue, into: buffer, maximumDescriptors: 0, spin: spin)
+            let received = try RawReceive.receive(socket, into: buffer, maximumDescriptors: 0, spin: spin)
             if received.isEndOfFile { return }
-            try UnixSocket.send(socket.rawValue, bytes: reply, descriptors: descriptors)
+            try UnixSocket.send(socket, bytes: reply, passing: attached.fileDescriptors)
         }
     }
 }
 
 /// The reference side's receive: optionally busy-polls like the library does, then blocks.
 enum RawReceive {
-    static func receive(_ socket: CInt, into buffer: UnsafeMutableRawBufferPointer, maximumDescriptors: Int,
-                        spin: SpinPolicy) throws -> ReceivedMessage {
+    static func receive(_ socket: borrowing OwnedDescriptor, into buffer: UnsafeMutableRawBufferPointer,
+                        maximumDescriptors: Int, spin: SpinPolicy) throws -> ReceivedMessage {
         final class Box {
             var message: ReceivedMessage?
             init(_ message: consuming ReceivedMessage) { self.message = .some(message) }
         }
         let polled: Box? = spin.spin {
-            guard let message = try? UnixSocket.receive(socket, into: buffer, maximumDescriptors: maximumDescriptors,
-                                                         flags: MessageFlags.dontWait)
+            guard let message = try? UnixSocket.receiveIfPending(socket, into: buffer,
+                                                                 maximumDescriptors: maximumDescriptors)
             else { return nil }
             return Box(message)
         }

@@ -90,9 +90,9 @@ struct InvalidateBenchmark: ParsableCommand {
             let request: [UInt8] = Array(repeating: 0, count: 48)
             for _ in 0..<count {
                 let start = SharedMemoryAccess.monotonicNanoseconds()
-                for socket in peers.sockets { try UnixSocket.send(socket, bytes: request) }
-                for socket in peers.sockets {
-                    _ = try RawReceive.receive(socket, into: buffer, maximumDescriptors: 0, spin: spin)
+                for connection in peers.connections { try UnixSocket.send(connection.socket, bytes: request) }
+                for connection in peers.connections {
+                    _ = try RawReceive.receive(connection.socket, into: buffer, maximumDescriptors: 0, spin: spin)
                 }
                 samples.add(Double(SharedMemoryAccess.monotonicNanoseconds() - start) / 1000)
             }

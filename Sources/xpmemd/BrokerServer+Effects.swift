@@ -47,7 +47,7 @@ extension BrokerServer {
         let channel = Channel(socket: socket, kind: .events)
         do {
             try channel.socket.setNonBlocking(true)
-            try poll.add(channel.socket.rawValue, events: .readable, token: connection.token(for: channel).rawValue)
+            try poll.add(channel.socket, events: .readable, token: connection.token(for: channel))
         } catch {
             drop(peer, reason: "cannot watch its event socket: \(error)")
             return
@@ -60,7 +60,7 @@ extension BrokerServer {
         guard let connection = connections[peer] else { return }
         do {
             let handle = try ProcessHandle.open(pid: pid)
-            try poll.add(handle.rawValue, events: .readable, token: PollToken.peer(peer, .process).rawValue)
+            try poll.add(handle, events: .readable, token: .peer(peer, .process))
             connection.processHandle = .some(handle)
         } catch {
             logger.debug("no pidfd for pid \(pid) (\(error)): only socket EOF will tell when it exits")

@@ -12,29 +12,28 @@ extension BrokerServer {
         of connection: PeerConnection
     ) {
         var message = message
-        var descriptors: [CInt] = []
+        let descriptors = OwnedDescriptorList()
         if let handOver {
             do {
                 guard let files = segmentFiles[handOver.segment] else {
                     throw BrokerError(.internalError, "segment \(handOver.segment) has no memfd")
                 }
-                descriptors = [try files.descriptor(for: handOver.access).relinquish()]
+                descriptors.append(try files.descriptor(for: handOver.access))
             } catch {
                 message = .failure(.resourceExhausted, "cannot open segment \(handOver.segment) for this importer: \(error)")
             }
         }
-        let owned = OwnedDescriptorList(adopting: descriptors)
         let bytes = Frame(requestID: requestID, message: message).encoded()
         if channel.outbound.isEmpty {
             do throws(Errno) {
-                // The kernel takes its own references to what it sends; `owned` closes ours.
-                if try UnixSocket.sendIfRoom(on: channel.socket, bytes: bytes, descriptors: owned) == .sent { return }
+                // The kernel takes its own references to what it sends; `descriptors` closes ours.
+                if try UnixSocket.sendIfRoom(on: channel.socket, bytes: bytes, descriptors: descriptors) == .sent { return }
             } catch {
                 drop(connection.peer, reason: "send failed: \(error)")
                 return
             }
         }
-        channel.outbound.append(OutboundFrame(bytes: bytes, descriptors: owned))
+        channel.outbound.append(OutboundFrame(bytes: bytes, descriptors: descriptors))
         if channel.outbound.count > Self.outboundDropThreshold {
             drop(connection.peer, reason: "not reading what the broker sends")
             return
@@ -77,6 +76,6 @@ extension BrokerServer {
         }
         guard wanted != channel.watched else { return }
         channel.watched = wanted
-        try? poll.modify(channel.socket.rawValue, events: wanted, token: connection.token(for: channel).rawValue)
+        try? poll.modify(channel.socket, events: wanted, token: connection.token(for: channel))
     }
 }

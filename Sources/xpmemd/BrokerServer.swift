@@ -18,7 +18,7 @@ final class BrokerServer {
 
     let socketPath: String
     let logger: Logger
-    let poll: EventPoll
+    let poll: EventPoll<PollToken>
     private let lock: ExclusiveFileLock
     private let listener: OwnedDescriptor
     private let signals: OwnedDescriptor
@@ -71,8 +71,8 @@ final class BrokerServer {
         signals = try ProcessHandle.signalDescriptor(for: ProcessSettings.terminationSignals)
         ProcessSettings.ignoreBrokenPipes()
         poll = try EventPoll()
-        try poll.add(listener.rawValue, events: .readable, token: PollToken.listener.rawValue)
-        try poll.add(signals.rawValue, events: .readable, token: PollToken.signals.rawValue)
+        try poll.add(listener, events: .readable, token: .listener)
+        try poll.add(signals, events: .readable, token: .signals)
         spareDescriptor = try? DescriptorLimit.reserve()
         let registry = Registry(randomSource: {
             // getrandom on a machine with an initialised pool does not fail; if it did, ids would
@@ -146,10 +146,10 @@ final class BrokerServer {
 
     /// Ready descriptors: polled for a short while first (a client that just got a reply often sends its
     /// next request within microseconds), then waited for in the kernel.
-    private func nextEvents() throws -> [PollEvent] {
+    private func nextEvents() throws -> [PollEvent<PollToken>] {
         let ready = try poll.wait(timeoutMilliseconds: 0)
         if !ready.isEmpty { return ready }
-        if let polled = spinPolicy.spin({ () -> [PollEvent]? in
+        if let polled = spinPolicy.spin({ () -> [PollEvent<PollToken>]? in
             let events = (try? poll.wait(timeoutMilliseconds: 0)) ?? []
             return events.isEmpty ? nil : events
         }) {
@@ -169,8 +169,8 @@ final class BrokerServer {
         return Int32(clamping: (deadline - current + 999) / 1000)
     }
 
-    private func handle(_ event: PollEvent) {
-        switch PollToken(rawValue: event.token) {
+    private func handle(_ event: PollEvent<PollToken>) {
+        switch event.token {
         case .listener:
             acceptPending()
         case .signals:
@@ -190,7 +190,7 @@ final class BrokerServer {
                 serve(connection.main, of: connection, events: event.events)
             }
         case nil:
-            logger.error("epoll reported an unknown token \(event.token)")
+            logger.error("epoll reported user data that is no registration's token")
         }
     }
 
@@ -228,8 +228,7 @@ final class BrokerServer {
             nextPeer += 1
             let connection = PeerConnection(peer: peer, socket: socket, credentials: credentials)
             do {
-                try poll.add(connection.main.socket.rawValue, events: .readable,
-                             token: connection.token(for: connection.main).rawValue)
+                try poll.add(connection.main.socket, events: .readable, token: connection.token(for: connection.main))
             } catch {
                 logThrottled(&acceptFailures, "cannot watch a new connection: \(error)")
                 continue
@@ -252,7 +251,7 @@ final class BrokerServer {
             spareDescriptor = try? DescriptorLimit.reserve()
             if spareDescriptor != nil { return }
         }
-        if listenerWatched, (try? poll.modify(listener.rawValue, events: [], token: PollToken.listener.rawValue)) != nil {
+        if listenerWatched, (try? poll.modify(listener, events: [], token: .listener)) != nil {
             listenerWatched = false
         }
     }
@@ -261,7 +260,7 @@ final class BrokerServer {
     func resumeAcceptingIfPaused() {
         if spareDescriptor == nil { spareDescriptor = try? DescriptorLimit.reserve() }
         guard !listenerWatched else { return }
-        if (try? poll.modify(listener.rawValue, events: .readable, token: PollToken.listener.rawValue)) != nil {
+        if (try? poll.modify(listener, events: .readable, token: .listener)) != nil {
             listenerWatched = true
         }
     }

@@ -1,8 +1,9 @@
 import XPMEMBrokerCore
 
-/// What an epoll registration stands for. Encoded into epoll's 64-bit user data in one place:
-/// `peer << 2 | socket` for a peer's descriptors, and two reserved values below any peer's.
-enum PollToken: Equatable {
+/// What an epoll registration stands for. Encoded into epoll's 64-bit user data in one place (the
+/// raw value `EventPoll` stores): `peer << 2 | socket` for a peer's descriptors, and two reserved
+/// values below any peer's.
+enum PollToken: RawRepresentable, Equatable, Sendable {
     /// A peer's descriptors: its main socket, its process's pidfd, its event socket.
     enum PeerDescriptor: UInt64 {
         case main = 0

@@ -100,7 +100,6 @@ final class SegmentFiles {
     /// not reopen the file (another uid's 0600 memfd, for a broker that is neither that uid nor root),
     /// a duplicate of the broker's.
     func descriptor(for access: AccessMode) throws(Errno) -> OwnedDescriptor {
-        let source = access == .readWrite ? readWrite.rawValue : readOnly.rawValue
         if canReopen {
             do {
                 if access == .readWrite { return try MemoryFile.reopenReadWrite(readWrite) }
@@ -109,6 +108,6 @@ final class SegmentFiles {
                 canReopen = false
             }
         }
-        return try OwnedDescriptor.duplicating(source)
+        return access == .readWrite ? try readWrite.duplicate() : try readOnly.duplicate()
     }
 }

@@ -23,11 +23,8 @@ struct RankSupervisor: ~Copyable {
         var pending: [UInt8] = []
     }
 
-    /// The epoll token of the signal inbox; stream `i` has token `i + 1`.
-    private static let signalToken: UInt64 = 0
-
     private let signals: SignalInbox
-    private let poll: EventPoll
+    private let poll: EventPoll<SupervisorToken>
     private let tagOutput: Bool
     private var ranks: [Rank] = []
     private var streams: [OutputStream] = []
@@ -37,8 +34,8 @@ struct RankSupervisor: ~Copyable {
 
     init(tagOutput: Bool) throws(Errno) {
         let signals = try SignalInbox([.childStatusChanged, .interrupt, .terminate, .hangUp])
-        let poll = try EventPoll()
-        try poll.add(signals.descriptor, events: .readable, token: Self.signalToken)
+        let poll = try EventPoll<SupervisorToken>()
+        try poll.add(signals.descriptor, events: .readable, token: .signals)
         self.signals = signals
         self.poll = poll
         self.tagOutput = tagOutput
@@ -60,7 +57,7 @@ struct RankSupervisor: ~Copyable {
     /// Relays `pipe`'s lines from now on. A pipe that cannot be watched is dropped, closing it, so
     /// the loop never waits for output it cannot see.
     private mutating func watch(_ pipe: OutputPipe, of rank: Int, to target: StandardStream) throws(Errno) {
-        try poll.add(pipe.descriptor, events: .readable, token: UInt64(streams.count + 1))
+        try poll.add(pipe.descriptor, events: .readable, token: .stream(streams.count))
         streams.append(OutputStream(rank: rank, target: target, pipe: pipe))
     }
 
@@ -79,7 +76,9 @@ struct RankSupervisor: ~Copyable {
             // Wakes at least every 100 ms to check the deadlines; a failed wait is treated as a timeout.
             let ready = (try? poll.wait(timeoutMilliseconds: 100)) ?? []
             drainSignals()
-            for event in ready where event.token != Self.signalToken { readOutput(ofStream: Int(event.token) - 1) }
+            for event in ready {
+                if case .stream(let index) = event.token { readOutput(ofStream: index) }
+            }
             reapRanks()
             let now = SharedMemoryAccess.monotonicNanoseconds()
             if let timeout, let deadline = timeoutDeadline, now >= deadline, !timedOut,

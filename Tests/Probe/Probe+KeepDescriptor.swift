@@ -14,9 +14,8 @@ extension Probe {
 
         func run() throws {
             try options.becomeRequestedUser()
-            let (descriptor, size) = try rawDescriptor(socket: options.socket, segment: SegmentID(segment)!, access: .readWrite)
-            let file = OwnedDescriptor(adopting: descriptor)
-            let mapping = try MemoryMapping.mapShared(file, length: Int(size), protection: .readWrite)
+            let grant = try rawGrant(socket: options.socket, segment: SegmentID(segment)!, access: .readWrite)
+            let mapping = try MemoryMapping.mapShared(grant.file, length: Int(grant.size), protection: .readWrite)
             report("mapped first-byte \(mapping.bytes[0])")
             while let line = readLine() {
                 if line == "read" {

@@ -28,11 +28,15 @@ extension Probe {
                 let pid = fork()
                 if pid == 0 {
                     // dup2 clears close-on-exec on its copy; when the socket already is 3, clear it by hand.
-                    if listener.rawValue == 3 { _ = fcntl(3, F_SETFD, 0) } else { dup2(listener.rawValue, 3) }
+                    let number = listener.fileDescriptor.rawValue
+                    if number == 3 { _ = fcntl(3, F_SETFD, 0) } else { dup2(number, 3) }
                     setenv("LISTEN_PID", "\(getpid())", 1)
                     setenv("LISTEN_FDS", "1", 1)
                     let arguments = program.map { strdup($0) } + [nil]
                     execv(path, arguments)
+                    // An owned descriptor closes after its last use: without this one, the listener would
+                    // close (as descriptor 3 it would, just cleared of close-on-exec) before the exec.
+                    withExtendedLifetime(listener) {}
                     _exit(127)
                 }
                 report("started \(pid)")

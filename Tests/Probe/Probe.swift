@@ -45,27 +45,37 @@ func outcome(_ call: () -> CInt) -> String {
     call() == -1 ? "denied:\(Errno(rawValue: errno))" : "allowed"
 }
 
+/// A segment's descriptor obtained by speaking the protocol directly, and the connection that holds
+/// its grant (the broker keeps the grant while the connection stays open).
+struct RawGrant: ~Copyable {
+    let connection: OwnedDescriptor
+    let file: OwnedDescriptor
+    let size: UInt64
+
+    /// The file's number, for the libc calls an attacker would try on it.
+    var number: CInt { file.fileDescriptor.rawValue }
+}
+
 /// Speaks the protocol directly (not through the library) to get a segment's descriptor, as an
 /// attacker would.
-func rawDescriptor(socket path: String, segment: SegmentID, access: AccessMode) throws -> (CInt, UInt64) {
-    // The socket stays open for the life of the probe so the broker keeps the grant.
-    let socket = try UnixSocket.connect(to: path).relinquish()
+func rawGrant(socket path: String, segment: SegmentID, access: AccessMode) throws -> RawGrant {
+    let socket = try UnixSocket.connect(to: path)
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WireProtocol.maximumReplySize, alignment: 16)
     defer { buffer.deallocate() }
-    func exchange(_ message: Message) throws -> (Message, OwnedDescriptorList) {
+    func exchange(_ message: Message, on socket: borrowing OwnedDescriptor) throws -> (Message, OwnedDescriptorList) {
         try UnixSocket.send(socket, bytes: Frame(requestID: 1, message: message).encoded())
         let received = try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 4)
         let frame = try Frame.decode(UnsafeRawBufferPointer(rebasing: buffer[..<received.byteCount]))
         return (frame.message, received.descriptors)
     }
-    _ = try exchange(.hello(clientName: "probe"))
-    let (granted, _) = try exchange(.get(segment, access))
+    _ = try exchange(.hello(clientName: "probe"), on: socket)
+    let (granted, _) = try exchange(.get(segment, access), on: socket)
     guard case .granted(let handle, let size, _) = granted else { throw ValidationError("get: \(granted)") }
-    let (attached, descriptors) = try exchange(.attach(handle, offset: 0, length: size))
-    guard case .attached = attached, let descriptor = descriptors.takeFirst()?.relinquish() else {
+    let (attached, descriptors) = try exchange(.attach(handle, offset: 0, length: size), on: socket)
+    guard case .attached = attached, let file = descriptors.takeFirst() else {
         throw ValidationError("attach: \(attached)")
     }
-    return (descriptor, size)
+    return RawGrant(connection: socket, file: file, size: size)
 }
 
 extension Probe {
@@ -77,8 +87,8 @@ extension Probe {
 
         func run() throws {
             try options.becomeRequestedUser()
-            let (descriptor, size) = try rawDescriptor(socket: options.socket, segment: SegmentID(segment)!, access: .readOnly)
-            let length = Int(size)
+            let grant = try rawGrant(socket: options.socket, segment: SegmentID(segment)!, access: .readOnly)
+            let (descriptor, length) = (grant.number, Int(grant.size))
             report("access-mode \(fcntl(descriptor, F_GETFL) & O_ACCMODE == O_RDONLY ? "read-only" : "writable")")
             let writable = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0)
             report("mmap-write \(writable == MAP_FAILED ? "denied:\(Errno(rawValue: errno))" : "allowed")")
@@ -97,9 +107,9 @@ extension Probe {
 
         func run() throws {
             try options.becomeRequestedUser()
-            let (descriptor, size) = try rawDescriptor(socket: options.socket, segment: SegmentID(segment)!, access: .readWrite)
-            report("shrink \(outcome { ftruncate(descriptor, 0) })")
-            report("grow \(outcome { ftruncate(descriptor, off_t(size) * 2) })")
+            let grant = try rawGrant(socket: options.socket, segment: SegmentID(segment)!, access: .readWrite)
+            report("shrink \(outcome { ftruncate(grant.number, 0) })")
+            report("grow \(outcome { ftruncate(grant.number, off_t(grant.size) * 2) })")
         }
     }
 

@@ -1,6 +1,7 @@
 @preconcurrency import Glibc
 import Testing
 import XPMEM
+import SystemPackage
 import XPMEMSystem
 import XPMEMWire
 
@@ -113,23 +114,25 @@ struct BadInputTests {
         let baseline = broker.settledDescriptorCount()
         let client = try RawClient(broker.socketPath)
         try client.hello()
-        var pipeEnds: [CInt] = [-1, -1]
-        #expect(pipe(&pipeEnds) == 0)
-        defer { pipeEnds.forEach { close($0) } }
+        let pipe = try FileDescriptor.pipe(options: .closeOnExec)
+        defer {
+            try? pipe.readEnd.close()
+            try? pipe.writeEnd.close()
+        }
         // A descriptor where none belongs.
-        #expect(failureCode(try client.exchange(.get(SegmentID(rawValue: 1), .readOnly), descriptors: [pipeEnds[0]]))
+        #expect(failureCode(try client.exchange(.get(SegmentID(rawValue: 1), .readOnly), descriptors: [pipe.readEnd]))
                 == .malformedFrame)
         // make without its two descriptors.
         #expect(failureCode(try client.exchange(.make(size: 4096, permit: Permit(rawValue: 0o600), name: "")))
                 == .malformedFrame)
         // make with pipes instead of a memfd.
         #expect(failureCode(try client.exchange(.make(size: 4096, permit: Permit(rawValue: 0o600), name: ""),
-                                                descriptors: [pipeEnds[0], pipeEnds[1]])) == .invalidArgument)
+                                                descriptors: [pipe.readEnd, pipe.writeEnd])) == .invalidArgument)
         // make with a memfd whose mode would let other users reopen it read-write.
         let file = try MemoryFile.create(name: "open memfd", size: 4096)
         let readOnly = try MemoryFile.reopen(file, flags: O_RDONLY)
         let refused = try client.exchange(.make(size: 4096, permit: Permit(rawValue: 0o600), name: ""),
-                                          descriptors: [file.rawValue, readOnly.rawValue])
+                                          descriptors: [file.fileDescriptor, readOnly.fileDescriptor])
         guard case .failure(.invalidArgument, let text) = refused else {
             Issue.record("a 0777 memfd was accepted: \(String(describing: refused))")
             return
@@ -138,17 +141,17 @@ struct BadInputTests {
         // make with a size that does not match the memfd.
         try MemoryFile.setMode(0o600, of: file)
         #expect(failureCode(try client.exchange(.make(size: 8192, permit: Permit(rawValue: 0o600), name: ""),
-                                                descriptors: [file.rawValue, readOnly.rawValue])) == .invalidArgument)
+                                                descriptors: [file.fileDescriptor, readOnly.fileDescriptor])) == .invalidArgument)
         // claim is checked as make is: its two descriptors, a memfd of the declared size.
         let token = ReclaimToken(high: 5, low: 6)
         #expect(failureCode(try client.exchange(.claim(nil, token: token, size: 4096, permit: Permit(rawValue: 0o600), name: "")))
                 == .malformedFrame)
         #expect(failureCode(try client.exchange(.claim(nil, token: token, size: 4096, permit: Permit(rawValue: 0o600), name: ""),
-                                                descriptors: [pipeEnds[0], pipeEnds[1]])) == .invalidArgument)
+                                                descriptors: [pipe.readEnd, pipe.writeEnd])) == .invalidArgument)
         #expect(failureCode(try client.exchange(.claim(nil, token: token, size: 8192, permit: Permit(rawValue: 0o600), name: ""),
-                                                descriptors: [file.rawValue, readOnly.rawValue])) == .invalidArgument)
+                                                descriptors: [file.fileDescriptor, readOnly.fileDescriptor])) == .invalidArgument)
         // subscribe with a pipe instead of a socket.
-        #expect(failureCode(try client.exchange(.subscribe, descriptors: [pipeEnds[0]])) == .invalidArgument)
+        #expect(failureCode(try client.exchange(.subscribe, descriptors: [pipe.readEnd])) == .invalidArgument)
         try expectServes(broker, "after bad descriptors")
         client.close()
         expectNoLeak(broker, baseline: baseline, "after bad descriptors: none of them may stay in the broker")
@@ -183,11 +186,11 @@ struct BadInputTests {
         let flooder = try RawClient(broker.socketPath)
         try flooder.hello()
         // Fill the flooder's socket both ways: thousands of requests, no reads (without blocking the test).
-        _ = fcntl(flooder.socket, F_SETFL, fcntl(flooder.socket, F_GETFL) | O_NONBLOCK)
+        try flooder.withSocket { try $0.setNonBlocking(true) }
         var sent = 0
         let request = Frame(requestID: 2, message: .queryStatus).encoded()
         while sent < 20_000 {
-            guard (try? UnixSocket.send(flooder.socket, bytes: request)) != nil else { break }
+            guard (try? flooder.send(request)) != nil else { break }
             sent += 1
             if sent % 500 == 0 { usleep(1000) }
         }
@@ -196,7 +199,7 @@ struct BadInputTests {
         // Another client is served while the flooder reads nothing: had the broker blocked on the
         // flooder, this exchange would time out (after a generous 20 s, never a short timing).
         let other = try RawClient(broker.socketPath)
-        try UnixSocket.setReceiveTimeout(OwnedDescriptorBorrow(other.socket).descriptor, milliseconds: 20_000)
+        try other.withSocket { try UnixSocket.setReceiveTimeout($0, milliseconds: 20_000) }
         let welcome = try other.hello()
         #expect(welcome != nil && failureCode(welcome) == nil, "hello was refused: \(String(describing: welcome))")
         guard case .status = try other.exchange(.queryStatus, requestID: 5) else {
@@ -208,8 +211,10 @@ struct BadInputTests {
 
         // The flooder was only paused, not dropped: once it reads, every request it got in is answered
         // in order, and then a new one is too. A dropped flooder would see the end of the stream instead.
-        _ = fcntl(flooder.socket, F_SETFL, fcntl(flooder.socket, F_GETFL) & ~O_NONBLOCK)
-        try UnixSocket.setReceiveTimeout(OwnedDescriptorBorrow(flooder.socket).descriptor, milliseconds: 20_000)
+        try flooder.withSocket { socket in
+            try socket.setNonBlocking(false)
+            try UnixSocket.setReceiveTimeout(socket, milliseconds: 20_000)
+        }
         var answered = 0
         while answered < sent, let reply = try flooder.receive() {
             guard reply.frame.requestID == 2, case .status = reply.frame.message else {

@@ -103,8 +103,7 @@ struct BrokerAbuseTests {
         let broker = try TestBroker(arguments: ["--stall-seconds", "2"])
         let client = try RawClient(broker.socketPath)
         #expect(try client.hello() != nil)
-        let socket = OwnedDescriptorBorrow(client.socket)
-        try socket.descriptor.setNonBlocking(true)
+        try client.withSocket { try $0.setNonBlocking(true) }
         let request = Frame(requestID: 2, message: .queryStatus).encoded()
         // Send until the broker stops taking requests for a whole second (its queue of unread replies
         // is full and it no longer reads this client).
@@ -112,7 +111,7 @@ struct BrokerAbuseTests {
         var lastProgress = Date()
         while sent < 100_000 && Date().timeIntervalSince(lastProgress) < 1 {
             do {
-                try UnixSocket.send(client.socket, bytes: request)
+                try client.send(request)
                 sent += 1
                 lastProgress = Date()
             } catch {
@@ -127,7 +126,7 @@ struct BrokerAbuseTests {
         #expect(try Self.cpuTicks(of: broker.pid) - ticks < Self.ticksPerSecond / 2, "the broker busy-loops on a stalled client")
         // The broker has hung up: reading now drains the replies it had sent, then ends — with end of
         // file, or with ECONNRESET, since the broker closed with requests of ours still unread.
-        try socket.descriptor.setNonBlocking(false)
+        try client.withSocket { try $0.setNonBlocking(false) }
         var replies = 0
         var hungUp = false
         do {
@@ -156,9 +155,7 @@ struct BrokerAbuseTests {
             throw XPMEMError(.permissionDenied, "get refused")
         }
         try client.send(.attach(handle, offset: 0, length: 4096))
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WireProtocol.maximumReplySize, alignment: 16)
-        defer { buffer.deallocate() }
-        let received = try UnixSocket.receive(client.socket, into: buffer, maximumDescriptors: 1)
+        let received = try client.receiveMessage()
         guard let descriptor = received.descriptors.takeFirst() else { throw XPMEMError(.protocolError, "no descriptor") }
         return ImporterFile(client: client, file: descriptor)
     }
@@ -179,7 +176,7 @@ struct BrokerAbuseTests {
         try firstFile.setNonBlocking(true)
         #expect(try firstFile.statusFlags() & O_NONBLOCK != 0)
         #expect(try secondFile.statusFlags() == before, "one importer's F_SETFL changed another's descriptor")
-        #expect(flock(firstFile.rawValue, LOCK_EX | LOCK_NB) == 0)
+        #expect(flock(firstFile.fileDescriptor.rawValue, LOCK_EX | LOCK_NB) == 0)
         // The owner and other importers still map it writable and see each other's bytes.
         let attachment = try broker.connect(name: "importer").get(segment.id).attach()
         attachment.withUnsafeMutableBytes { $0[0] = 77 }
@@ -209,7 +206,7 @@ struct BrokerAbuseTests {
             _ = try client.hello()
             let files = try RawSegmentFiles(size: 4096)
             let made = try client.exchange(.make(size: 4096, permit: Permit(rawValue: 0o600), name: "r\(round)"),
-                                           descriptors: [files.file.rawValue, files.readOnly.rawValue])
+                                           descriptors: [files.file.fileDescriptor, files.readOnly.fileDescriptor])
             guard case .made = made else { Issue.record("make refused: \(String(describing: made))"); return }
             try client.send(.queryStatus, version: WireProtocol.version + 1)
             #expect(failureCode(try client.receive()?.frame.message) == .protocolMismatch)
@@ -230,9 +227,9 @@ struct BrokerAbuseTests {
             let arguments = ["--socket", socket, "--log-level", "error"]
             let brokers = [try ChildProcess("xpmemd", arguments), try ChildProcess("xpmemd", arguments)]
             let deadline = Date().addingTimeInterval(10)
-            while brokers.allSatisfy({ $0.process.isRunning }) && Date() < deadline { usleep(5_000) }
+            while brokers.allSatisfy({ $0.isRunning }) && Date() < deadline { usleep(5_000) }
             usleep(200_000)
-            let losers = brokers.filter { !$0.process.isRunning }
+            let losers = brokers.filter { !$0.isRunning }
             #expect(losers.count == 1, "\(losers.count) of 2 brokers exited")
             for loser in losers {
                 #expect(loser.waitForExit() == 2)
@@ -241,7 +238,7 @@ struct BrokerAbuseTests {
             let client = try XPMEMBroker.connect(socketPath: socket, name: "after the race")
             #expect(try client.status().clients >= 1)
             client.close()
-            for broker in brokers where broker.process.isRunning {
+            for broker in brokers where broker.isRunning {
                 broker.signal(SIGTERM)
                 #expect(broker.waitForExit() == 0)
             }

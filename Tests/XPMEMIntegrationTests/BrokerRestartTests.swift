@@ -2,6 +2,7 @@
 import Foundation
 import Testing
 import XPMEM
+import SystemPackage
 import Synchronization
 import XPMEMSystem
 
@@ -51,7 +52,7 @@ struct BrokerRestartTests {
         #expect(reader.waitFor("attached ")?.hasPrefix("attached") == true)
         #expect(reader.ask("read", answer: "bytes ") == "bytes uniform 5")
         defer {
-            for child in [exporter, writer, reader] where child.process.process.isRunning { child.process.send("quit") }
+            for child in [exporter, writer, reader] where child.process.isRunning { child.process.send("quit") }
             for child in [exporter, writer, reader] { child.process.waitForExit(timeout: 20) }
         }
 
@@ -212,7 +213,7 @@ extension BrokerRestartTests {
         let manager = try ChildProcess("xpmem-probe", ["supervise", "--socket", socket, "--",
                                                        BuiltProducts.path("xpmemd"), "--log-level", "warning"])
         defer {
-            if manager.process.isRunning { manager.send("stop") }
+            if manager.isRunning { manager.send("stop") }
             _ = manager.waitForExit()
         }
         let first = try #require(manager.readLine().flatMap { $0.hasPrefix("started ") ? Int32($0.dropFirst(8)) : nil })
@@ -290,7 +291,7 @@ extension BrokerRestartTests {
             try MemoryFile.setMode(0o600, of: file)
             let readOnly = try MemoryFile.reopen(file, flags: O_RDONLY)
             return try client.exchange(.claim(id, token: token, size: 65536, permit: Permit(rawValue: 0o600), name: name),
-                                       descriptors: [file.rawValue, readOnly.rawValue])
+                                       descriptors: [file.fileDescriptor, readOnly.fileDescriptor])
         }
         let owner = try RawClient(broker.socketPath)
         try owner.hello()

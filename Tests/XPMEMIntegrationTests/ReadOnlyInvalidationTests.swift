@@ -58,7 +58,7 @@ final class ReadLoopImporter {
     /// (checked first: writing to a dead child's pipe would kill the test runner with SIGPIPE).
     func summary(timeout: Double = 20) -> ReadLoopSummary? {
         usleep(20_000)  // Foundation notices a child's death asynchronously
-        guard process.process.isRunning else { return nil }
+        guard process.isRunning else { return nil }
         process.send("summary")
         return nextSummary(timeout: timeout)
     }
@@ -139,7 +139,7 @@ struct ReadOnlyInvalidationTests {
         let windows = try invalidateRepeatedly(segment, rounds: rounds)
         usleep(100_000)
         let summary = try #require(importer.summary(), "the importer died: \(importer.process.terminationSignal.map { "signal \($0)" } ?? "no summary")")
-        #expect(importer.process.process.isRunning)
+        #expect(importer.process.isRunning)
         #expect(summary.badWords == 0, "a reader saw the range mid-change or saw memory that is not the segment's")
         #expect(summary.pattern == UInt8(rounds + 1), "after the last end the reader sees the exporter's latest bytes")
         #expect(summary.lastPassEnd > windows.last!.end, "the reader keeps reading after the last window")
@@ -201,7 +201,7 @@ struct ReadOnlyInvalidationTests {
         #expect(exporter.readLine() == "invalidating")
         #expect(importer.waitForEvent(prefix: "begin") != nil)
         usleep(300_000)  // the reader is asleep on the range by now
-        #expect(importer.process.process.isRunning, "the reader sleeps, it does not fault, during the window")
+        #expect(importer.process.isRunning, "the reader sleeps, it does not fault, during the window")
         exporter.signal(SIGKILL)
         // The release revokes the mapping and wakes the sleeper, which faults at once: the process may
         // die before its release callback prints anything, so only the death is checked.

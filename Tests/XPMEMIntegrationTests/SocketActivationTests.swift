@@ -16,7 +16,7 @@ struct SocketActivationTests {
         let manager = try ChildProcess("xpmem-probe", ["supervise", "--socket", socket, "--",
                                                        BuiltProducts.path("xpmemd"), "--log-level", "warning"])
         defer {
-            if manager.process.isRunning { manager.send("stop") }
+            if manager.isRunning { manager.send("stop") }
             _ = manager.waitForExit()
         }
         let first = try #require(manager.readLine().flatMap { $0.hasPrefix("started ") ? Int32($0.dropFirst(8)) : nil })

@@ -1,6 +1,6 @@
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 /// Answers each round of retries from a script, and records which pages each round asked about.
 final class ScriptedPageSource: PageStatusSource {

@@ -1,18 +1,18 @@
 import Glibc
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 extension SystemTests {
     struct EventPollTests {
         @Test func reportsReadabilityOfOneEndOfAPair() throws {
             let pair = try UnixSocket.pair()
-            let poll = try EventPoll()
-            try poll.add(pair.second.rawValue, events: .readable, token: 42)
+            let poll = try EventPoll<TestToken>()
+            try poll.add(pair.second, events: .readable, token: 42)
 
             #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty)
 
-            try UnixSocket.send(pair.first.rawValue, bytes: [1])
+            try UnixSocket.send(pair.first, bytes: [1])
             let ready = try poll.wait(timeoutMilliseconds: 2000)
             #expect(ready.count == 1)
             #expect(ready.first?.token == 42)
@@ -24,8 +24,8 @@ extension SystemTests {
 
         @Test func reportsThePeerClosing() throws {
             var pair = try UnixSocket.pair()
-            let poll = try EventPoll()
-            try poll.add(pair.second.rawValue, events: [.readable, .peerClosed], token: 7)
+            let poll = try EventPoll<TestToken>()
+            try poll.add(pair.second, events: [.readable, .peerClosed], token: 7)
             pair.first = try MemoryFile.create(name: "placeholder", size: 0)
 
             let ready = try poll.wait(timeoutMilliseconds: 2000)
@@ -35,15 +35,15 @@ extension SystemTests {
 
         @Test func removedDescriptorIsNoLongerReported() throws {
             let pair = try UnixSocket.pair()
-            let poll = try EventPoll()
-            try poll.add(pair.second.rawValue, events: .readable, token: 1)
-            try poll.modify(pair.second.rawValue, events: .readable, token: 2)
-            try UnixSocket.send(pair.first.rawValue, bytes: [1])
+            let poll = try EventPoll<TestToken>()
+            try poll.add(pair.second, events: .readable, token: 1)
+            try poll.modify(pair.second, events: .readable, token: 2)
+            try UnixSocket.send(pair.first, bytes: [1])
             #expect(try poll.wait(timeoutMilliseconds: 2000).map(\.token) == [2])
 
-            try poll.remove(pair.second.rawValue)
+            try poll.remove(pair.second)
             #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty)
-            #expect(throws: Errno.noSuchFileOrDirectory) { try poll.remove(pair.second.rawValue) }
+            #expect(throws: Errno.noSuchFileOrDirectory) { try poll.remove(pair.second) }
         }
     }
 
@@ -81,15 +81,15 @@ extension SystemTests {
         /// A pidfd is not readable while its process runs and becomes readable when it exits: checked on
         /// a child that exits when told to (a pidfd of this process alone could never show the second half).
         @Test func pidfdOfThisProcessIsNotReadyWhileItRuns() throws {
-            let poll = try EventPoll()
+            let poll = try EventPoll<TestToken>()
             let own = try ProcessHandle.open(pid: getpid())
-            try poll.add(own.rawValue, events: .readable, token: 1)
+            try poll.add(own, events: .readable, token: 1)
             #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty, "this process runs: its pidfd must not be ready")
 
             // `read` waits for a line on the pipe, so the child runs until it is sent one.
             let child = try PipedChild(path: "/bin/sh", ["-c", "read line"])
             let pidfd = try ProcessHandle.open(pid: child.pid)
-            try poll.add(pidfd.rawValue, events: .readable, token: 2)
+            try poll.add(pidfd, events: .readable, token: 2)
             #expect(try poll.wait(timeoutMilliseconds: 0).isEmpty, "the child runs: neither pidfd may be ready")
 
             child.send("exit")
@@ -97,7 +97,7 @@ extension SystemTests {
             // wait returns no events, so it is retried until the deadline.
             let clock = ContinuousClock()
             let deadline = clock.now + .seconds(20)
-            var ready: [PollEvent] = []
+            var ready: [PollEvent<TestToken>] = []
             while ready.isEmpty && clock.now < deadline { ready = try poll.wait(timeoutMilliseconds: 1000) }
             #expect(ready.map(\.token) == [2], "only the child's pidfd becomes ready, once the child exits")
             #expect(ready.first?.events.contains(.readable) == true)

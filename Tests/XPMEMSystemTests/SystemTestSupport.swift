@@ -1,7 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 /// Every test here opens descriptors, and some count `/proc/self/fd` or depend on which descriptor
 /// numbers are free, so they all run one at a time (the trait covers the nested suites).
@@ -102,4 +102,11 @@ func openDescriptors(of files: OwnedDescriptorList) -> Int {
         }
     }
     return count
+}
+
+/// The token of a test's `EventPoll` registration: just a number, written as a literal.
+struct TestToken: RawRepresentable, Equatable, Sendable, ExpressibleByIntegerLiteral {
+    var rawValue: UInt64
+    init(rawValue: UInt64) { self.rawValue = rawValue }
+    init(integerLiteral value: UInt64) { rawValue = value }
 }

@@ -1,7 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 extension SystemTests {
     /// The owned-descriptor forms that the client library uses instead of raw descriptor numbers.

@@ -1,7 +1,7 @@
 import Glibc
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 extension SystemTests {
     struct UnixSocketTests {
@@ -33,7 +33,7 @@ extension SystemTests {
 
         @Test func messagesKeepTheirBoundaries() throws {
             let pair = try boundedPair()
-            try UnixSocket.send(pair.first.rawValue, bytes: [1])
+            try UnixSocket.send(pair.first, bytes: [1])
             try UnixSocket.send(pair.first.rawValue, bytes: [2, 2])
             #expect(try receive(on: pair.second, maximumDescriptors: 0).bytes == [1])
             #expect(try receive(on: pair.second, maximumDescriptors: 0).bytes == [2, 2])
@@ -56,7 +56,7 @@ extension SystemTests {
 
             #expect(openDescriptors(of: files) == sent, "a received copy of a refused descriptor is still open")
             // The refused message is consumed and the connection goes on.
-            try UnixSocket.send(pair.first.rawValue, bytes: [10])
+            try UnixSocket.send(pair.first, bytes: [10])
             let next = try receive(on: pair.second, maximumDescriptors: allowed)
             #expect(next.bytes == [10])
             #expect(next.descriptors.isEmpty)
@@ -74,12 +74,12 @@ extension SystemTests {
         @Test func shortBufferReportsTruncation() throws {
             let pair = try boundedPair()
             let message = (0..<100).map { UInt8($0) }
-            try UnixSocket.send(pair.first.rawValue, bytes: message)
+            try UnixSocket.send(pair.first, bytes: message)
             let cut = try receive(on: pair.second, capacity: 10, maximumDescriptors: 0)
             #expect(cut.truncated)
             #expect(cut.bytes == Array(message[..<10]))
 
-            try UnixSocket.send(pair.first.rawValue, bytes: message)
+            try UnixSocket.send(pair.first, bytes: message)
             let whole = try receive(on: pair.second, capacity: 100, maximumDescriptors: 0)
             #expect(!whole.truncated)
             #expect(whole.bytes == message)

@@ -2,7 +2,7 @@ import Glibc
 import Synchronization
 import SystemPackage
 import Testing
-import XPMEMSystem
+@testable import XPMEMSystem
 
 /// What a reader thread read (-1 until it has).
 final class SeenByte: Sendable {
