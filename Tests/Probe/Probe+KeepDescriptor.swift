@@ -16,17 +16,23 @@ extension Probe {
             try options.becomeRequestedUser()
             let grant = try rawGrant(socket: options.socket, segment: SegmentID(segment)!, access: .readWrite)
             let mapping = try MemoryMapping.mapShared(grant.file, length: Int(grant.size), protection: .readWrite)
-            report("mapped first-byte \(mapping.bytes[0])")
-            while let line = readLine() {
-                if line == "read" {
-                    report("first-byte \(mapping.bytes[0])")
-                } else if line.hasPrefix("write "), let value = UInt8(line.dropFirst(6)) {
-                    mapping.bytes[0] = value
-                    report("wrote")
-                } else {
-                    report("unknown \(line)")
-                }
-            }
+            serveFirstByte(of: mapping)
+        }
+    }
+}
+
+/// Prints "mapped first-byte N", then answers "read" with "first-byte N" and "write V" (into the first
+/// byte) with "wrote" until standard input ends: what a kept mapping still reaches.
+func serveFirstByte(of mapping: borrowing MemoryMapping) {
+    report("mapped first-byte \(mapping.bytes[0])")
+    while let line = readLine() {
+        if line == "read" {
+            report("first-byte \(mapping.bytes[0])")
+        } else if line.hasPrefix("write "), let value = UInt8(line.dropFirst(6)) {
+            mapping.bytes[0] = value
+            report("wrote")
+        } else {
+            report("unknown \(line)")
         }
     }
 }

@@ -5,8 +5,7 @@ import XPMEMWire
 extension Probe {
     /// An importer that opens an event channel and never reads it, so that it misses every
     /// invalidation deadline, and keeps the memfd it was given whatever the broker says: it shows what
-    /// a revoked importer still reaches. Prints "mapped first-byte N", then answers "read" with
-    /// "first-byte N" and "write V" (the first byte) with "wrote".
+    /// a revoked importer still reaches (`serveFirstByte`).
     struct LateImporter: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "late-importer")
         @OptionGroup var options: ProbeOptions
@@ -42,17 +41,7 @@ extension Probe {
                 throw ValidationError("attach: \(attached)")
             }
             let mapping = try MemoryMapping.mapShared(file, length: Int(size), protection: .readWrite)
-            report("mapped first-byte \(mapping.bytes[0])")
-            while let line = readLine() {
-                if line == "read" {
-                    report("first-byte \(mapping.bytes[0])")
-                } else if line.hasPrefix("write "), let value = UInt8(line.dropFirst(6)) {
-                    mapping.bytes[0] = value
-                    report("wrote")
-                } else {
-                    report("unknown \(line)")
-                }
-            }
+            serveFirstByte(of: mapping)
             withExtendedLifetime(events) {}
         }
     }

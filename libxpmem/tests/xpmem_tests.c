@@ -117,6 +117,16 @@ struct import_request {
     size_t size;
 };
 
+/* xpmem_get of the request's segment with `flags`, then xpmem_attach of the page span around its
+ * buffer; the window, or NULL with errno (apid set either way, -1 when the get failed). */
+static uint8_t *attach_request(const struct import_request *request, int flags, xpmem_apid_t *apid)
+{
+    *apid = xpmem_get(request->segid, flags, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = *apid, .offset = (off_t)page_start(request->address)};
+    uint8_t *window = xpmem_attach(where, page_span(request->address, request->size), NULL);
+    return window == (void *)-1 ? NULL : window;
+}
+
 static int importer(int in, int out, void *argument)
 {
     const struct import_request *request = argument;
@@ -287,14 +297,13 @@ static int read_only_importer(int in, int out, void *argument)
 {
     (void)in;
     const struct import_request *request = argument;
-    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDONLY, XPMEM_PERMIT_MODE, NULL);
-    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
-    size_t span = page_span(request->address, request->size);
-    uint8_t *window = xpmem_attach(where, span, NULL);
-    if (window == (void *)-1) {
+    xpmem_apid_t apid;
+    uint8_t *window = attach_request(request, XPMEM_RDONLY, &apid);
+    if (window == NULL) {
         say(out, "attach failed: %s", strerror(errno));
         return 2;
     }
+    size_t span = page_span(request->address, request->size);
     volatile uint8_t *view = window + (request->address - page_start(request->address));
     bool reads = pattern_check(view, request->size, 1) < 0;
     int protect_error = mprotect(window, span, PROT_READ | PROT_WRITE) == 0 ? 0 : errno;
@@ -517,14 +526,14 @@ static void test_exit_without_remove(void)
 static int attach_across_restart(int in, int out, void *argument)
 {
     const struct import_request *request = argument;
-    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
-    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
-    size_t span = page_span(request->address, request->size);
-    uint8_t *window = xpmem_attach(where, span, NULL);
-    if (window == (void *)-1) {
+    xpmem_apid_t apid;
+    uint8_t *window = attach_request(request, XPMEM_RDWR, &apid);
+    if (window == NULL) {
         say(out, "attach failed: %s", strerror(errno));
         return 2;
     }
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)page_start(request->address)};
+    size_t span = page_span(request->address, request->size);
     size_t lead = request->address - page_start(request->address);
     say(out, "attached");
     char line[LINE];
