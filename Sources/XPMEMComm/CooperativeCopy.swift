@@ -15,7 +15,8 @@ import XPMEM
 ///   writes `sequence << 1 | declined` into the **receiver's** segment, line `helpDone[sender]`;
 ///   `declined` (it could not map the receiver's buffer) leaves the part to the receiver.
 struct CooperativeCopy {
-    /// Messages at least this long are split (`XPMEM_COMM_COOPERATIVE_COPY_BYTES`; 0 turns it off).
+    /// Messages at least this long are split (`XPMEM_COMM_COOPERATIVE_COPY_BYTES`, 64 KiB by default;
+    /// 0 turns it off).
     let threshold: Int
     private let rank: Int
     private let addresses: ControlAddresses
