@@ -27,7 +27,8 @@ struct MPIBenchmark: ParsableCommand {
         FigureGroup.emit([try Self.measure(options, runs: runs, sources: mpiSources)], json: options.json)
     }
 
-    static let sizes = [8, 1 << 20, 64 << 20]
+    static let sizes = [8, 1 << 20, 4 << 20, 64 << 20]
+    static let allreduceSizes = [1 << 20, 64 << 20]
 
     static func measure(_ options: BenchOptions, runs: Int, sources: String?) throws -> FigureGroup {
         let tools = try OpenMPITools.locate()
@@ -37,7 +38,8 @@ struct MPIBenchmark: ParsableCommand {
         let scale = "\(options.scale)"
         let sizeList = sizes.map(String.init).joined(separator: ",")
         let pingpongArguments = ["--sizes", sizeList, "--scale", scale, "--batches", batches]
-        let allreduceArguments = ["--sizes", "1M", "--scale", scale, "--batches", batches]
+        let allreduceArguments = ["--sizes", allreduceSizes.map(String.init).joined(separator: ","), "--scale", scale,
+                                  "--batches", batches]
 
         let xprun = [BenchEnvironment.sibling("xprun"), "-n", "2", "--bind", "core"]
         // Ours and both Open MPI transports run one after the other in every round, so each round's
@@ -74,23 +76,28 @@ struct MPIBenchmark: ParsableCommand {
                           higherIsBetter: false)
         let bandwidth1 = row("bandwidth 1 MiB (GB/s)", { $0.bandwidth(1 << 20) }, format: Format.gigabytesPerSecond,
                              higherIsBetter: true)
+        let bandwidth4 = row("bandwidth 4 MiB (GB/s)", { $0.bandwidth(4 << 20) }, format: Format.gigabytesPerSecond,
+                             higherIsBetter: true)
         let bandwidth64 = row("bandwidth 64 MiB (GB/s)", { $0.bandwidth(64 << 20) }, format: Format.gigabytesPerSecond,
                               higherIsBetter: true)
-        let allreduce = row("allreduce 1 MiB, 2 ranks (µs)", { $0.allreduceMicroseconds }, format: Format.micros,
+        let allreduce = row("allreduce 1 MiB, 2 ranks (µs)", { $0.allreduceMicroseconds(1 << 20) }, format: Format.micros,
                             higherIsBetter: false)
+        let allreduce64 = row("allreduce 64 MiB, 2 ranks (µs)", { $0.allreduceMicroseconds(64 << 20) },
+                              format: Format.micros, higherIsBetter: false)
         return FigureGroup(
             name: "mpi",
             note: "xprun + XPMEMComm vs Open MPI \(tools.version) (vader), 2 ranks bound to cores, \(runs) rounds of ours, CMA and two-copy in turn; ratio per round, median (min-max)",
             columns: ["figure", "ours", "Open MPI CMA", "Open MPI two-copy", "ours / best, per round"],
-            rows: [latency.row, bandwidth1.row, bandwidth64.row, allreduce.row],
+            rows: [latency.row, bandwidth1.row, bandwidth4.row, bandwidth64.row, allreduce.row, allreduce64.row],
             ratios: [:],
             targets: [
-                "pingpong_bw_1MiB >= 1.2 (vs two-copy)", "pingpong_bw_64MiB >= 1.8", "latency_8B <= 1.1",
-                "allreduce_1MiB <= 0.7",
+                "pingpong_bw_1MiB >= 1.2 (vs two-copy)", "pingpong_bw_4MiB >= 1.5", "pingpong_bw_64MiB >= 1.8",
+                "latency_8B <= 1.1", "allreduce_1MiB <= 0.7", "allreduce_64MiB <= 0.5",
             ],
             spreads: [
-                "latency_8B": latency.figure, "pingpong_bw_1MiB": bandwidth1.figure,
+                "latency_8B": latency.figure, "pingpong_bw_1MiB": bandwidth1.figure, "pingpong_bw_4MiB": bandwidth4.figure,
                 "pingpong_bw_64MiB": bandwidth64.figure, "allreduce_1MiB": allreduce.figure,
+                "allreduce_64MiB": allreduce64.figure,
             ])
     }
 
@@ -121,14 +128,17 @@ struct MPIBenchmark: ParsableCommand {
 private struct Measured {
     /// size → (latency µs, bandwidth MB/s) samples.
     private var pingpong: [Int: (latency: Samples, bandwidth: Samples)] = [:]
-    private var allreduce = Samples()
+    /// vector size → time µs samples.
+    private var allreduce: [Int: Samples] = [:]
 
     mutating func add(pingpong output: String, allreduce allreduceOutput: String) {
         for (size, columns) in Self.table(output) where columns.count >= 2 {
             pingpong[size, default: (Samples(), Samples())].latency.add(columns[0])
             pingpong[size, default: (Samples(), Samples())].bandwidth.add(columns[1])
         }
-        if let time = Self.table(allreduceOutput)[1 << 20]?.first { allreduce.add(time) }
+        for (size, columns) in Self.table(allreduceOutput) {
+            if let time = columns.first { allreduce[size, default: Samples()].add(time) }
+        }
     }
 
     mutating func merge(_ other: Measured) {
@@ -136,13 +146,13 @@ private struct Measured {
             pingpong[size, default: (Samples(), Samples())].latency.add(contentsOf: samples.latency)
             pingpong[size, default: (Samples(), Samples())].bandwidth.add(contentsOf: samples.bandwidth)
         }
-        allreduce.add(contentsOf: other.allreduce)
+        for (size, samples) in other.allreduce { allreduce[size, default: Samples()].add(contentsOf: samples) }
     }
 
     func latency(_ size: Int) -> Double { pingpong[size]?.latency.median ?? .nan }
     /// GB/s (the programs print MB/s, 10^6 bytes per second).
     func bandwidth(_ size: Int) -> Double { (pingpong[size]?.bandwidth.median ?? .nan) / 1000 }
-    var allreduceMicroseconds: Double { allreduce.median }
+    func allreduceMicroseconds(_ size: Int) -> Double { allreduce[size]?.median ?? .nan }
 
     /// The OSU-style table's rows: "size value value..." lines, comments and verdicts skipped.
     static func table(_ output: String) -> [Int: [Double]] {
