@@ -17,6 +17,23 @@ public enum DescriptorLimit {
         return limit.rlim_cur == rlim_t.max ? Int(Int32.max) : Int(clamping: limit.rlim_cur)
     }
 
+    /// Raises the soft limit, and the hard one too when it is lower (which needs `CAP_SYS_RESOURCE`,
+    /// up to `fs.nr_open`), to at least `wanted`; returns the soft limit now in force. Children started
+    /// afterwards inherit it.
+    @discardableResult
+    public static func raise(toAtLeast wanted: Int) -> Int {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 1024 }
+        let target = rlim_t(wanted)
+        if limit.rlim_cur < target {
+            var raised = limit
+            raised.rlim_cur = target
+            raised.rlim_max = max(limit.rlim_max, target)
+            if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return wanted }
+        }
+        return raiseToMaximum()
+    }
+
     /// Lowers the soft limit (tests use it to run the broker out of descriptors quickly).
     public static func setSoftLimit(_ value: Int) throws(Errno) {
         var limit = rlimit()

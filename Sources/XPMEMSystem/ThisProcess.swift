@@ -17,6 +17,9 @@ public enum ThisProcess {
     /// How many processors are online. The corresponding C function is `sysconf(_SC_NPROCESSORS_ONLN)`.
     public static var onlineProcessors: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
+    /// The unit of the CPU times in /proc/PID/stat. The corresponding C function is `sysconf(_SC_CLK_TCK)`.
+    public static var clockTicksPerSecond: Int { max(1, sysconf(Int32(_SC_CLK_TCK))) }
+
     /// Sleeps at least `microseconds`. The corresponding C function is `usleep`.
     public static func sleep(microseconds: Int) { usleep(useconds_t(max(0, microseconds))) }
 }
