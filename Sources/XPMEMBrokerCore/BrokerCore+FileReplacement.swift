@@ -3,7 +3,8 @@ import XPMEMWire
 /// `replaceSegmentFiles`: the owner moved a segment's bytes to a fresh memfd. Revocation made real for
 /// an importer that missed an invalidation deadline: its grants are gone, but the memfd it was given
 /// still aliases the live pages until the owner moves them; from then on the broker hands out the new
-/// file, and every importer still mapping the segment is sent it to map in place of the old.
+/// file, and every importer still mapping the segment is sent it to map in place of the old (one
+/// without an event channel cannot be, and loses its grants on the segment instead).
 extension BrokerCore {
     mutating func replaceSegmentFiles(_ id: SegmentID, by client: ClientID) throws(BrokerError) -> [BrokerEffect] {
         guard let record = registry.segments[id] else { throw Registry.segmentNotFound(id) }
@@ -20,7 +21,13 @@ extension BrokerCore {
         var events: [BrokerEffect] = []
         let mappers = Set(registry.attachments.values.filter { $0.segment == id }.map { Mapper(client: $0.client, access: $0.access) })
         for mapper in mappers.sorted() {
-            guard let peer = peerOfClient[mapper.client], peers[peer]?.subscribed == true else { continue }
+            guard let peer = peerOfClient[mapper.client], peers[peer]?.subscribed == true else {
+                // No event channel to send the new file on: its mapping stays on the old file, which
+                // no longer is the segment. Its grants go, so that the registry says so and a later
+                // attach through them does not mix the two files.
+                registry.revokeGrants(of: mapper.client, on: id)
+                continue
+            }
             events.append(.send(peer, .events, requestID: 0, .segmentFileReplaced(id, access: mapper.access),
                                 handOver: SegmentFileHandOver(segment: id, access: mapper.access)))
             told.insert(mapper.client)

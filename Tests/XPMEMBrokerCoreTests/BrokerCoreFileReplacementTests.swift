@@ -50,6 +50,10 @@ struct BrokerCoreFileReplacementTests {
         #expect(handOvers(broker, to: both, since: mark).map(\.1) == [readOnly, readWrite])
         #expect(handOvers(broker, to: late, since: mark).isEmpty, "the revoked importer was sent the new file")
         #expect(handOvers(broker, to: deaf, since: mark).isEmpty, "an importer without an event channel was sent a frame")
+        let deafClient = try #require(broker.core.client(of: deaf))
+        #expect(broker.core.registry.grants.values.filter { $0.client == deafClient }.isEmpty,
+                "an importer that could not be sent the new file kept its grants on the segment")
+        #expect(broker.core.registry.attachments.values.filter { $0.client == deafClient }.isEmpty)
         #expect(broker.effects.contains(.note(.segmentFileReplaced(segment, importersTold: 3))))
         // The invalidation is still the exporter's to end.
         let ended = broker.mark
