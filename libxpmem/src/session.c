@@ -290,24 +290,31 @@ static void *reconnect(void *unused)
         sigaddset(&stoppable, stop_signal);
         pthread_sigmask(SIG_UNBLOCK, &stoppable, NULL);
     }
-    struct timespec started, now;
-    clock_gettime(CLOCK_MONOTONIC, &started);
-    long pause_ms = 10;
-    for (;;) {
-        if (session_channel() != NULL) {
-            debug_log("connected to the broker again");
-            break;
+    bool connected_again;
+    do {
+        connected_again = false;
+        struct timespec started, now;
+        clock_gettime(CLOCK_MONOTONIC, &started);
+        long pause_ms = 10;
+        for (;;) {
+            if (session_channel() != NULL) {
+                debug_log("connected to the broker again");
+                connected_again = true;
+                break;
+            }
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            if ((now.tv_sec - started.tv_sec) * 1000000000LL + (now.tv_nsec - started.tv_nsec) > RECONNECT_GIVE_UP_NS) {
+                debug_log("no broker came back; the next call tries again");
+                break;
+            }
+            struct timespec pause = {pause_ms / 1000, (pause_ms % 1000) * 1000000};
+            nanosleep(&pause, NULL);
+            pause_ms = pause_ms * 2 > 500 ? 500 : pause_ms * 2;
         }
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - started.tv_sec) * 1000000000LL + (now.tv_nsec - started.tv_nsec) > RECONNECT_GIVE_UP_NS) {
-            debug_log("no broker came back; the next call tries again");
-            break;
-        }
-        struct timespec pause = {pause_ms / 1000, (pause_ms % 1000) * 1000000};
-        nanosleep(&pause, NULL);
-        pause_ms = pause_ms * 2 > 500 ? 500 : pause_ms * 2;
-    }
-    reconnecting = false;
+        reconnecting = false;
+        /* A loss between our connection and the line above found `reconnecting` still set and left
+         * the reconnection to us: take it, unless a thread of its own already did. */
+    } while (connected_again && broker_lost && !atomic_exchange(&reconnecting, true));
     return NULL;
 }
 
