@@ -61,16 +61,18 @@ XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
         errno = EINVAL;
         return -1;
     }
-    struct channel *channel = session_channel();
-    if (channel == NULL)
-        return -1;
-    /* Forgotten first: a reconnection from now on does not register it again. */
+    /* Forgotten first, before any broker is asked: a reconnection from now on does not register it
+     * again, even one that happens while there is no broker to tell. */
     bool ours = exports_remove((uint64_t)segid);
-    uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
-    size_t request_length = wire_encode_remove(request, sizeof request, 0, (uint64_t)segid);
-    struct wire_message reply;
-    int result = channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer,
+    struct channel *channel = session_channel();
+    int result = -1;
+    if (channel != NULL) {
+        uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
+        size_t request_length = wire_encode_remove(request, sizeof request, 0, (uint64_t)segid);
+        struct wire_message reply;
+        result = channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer,
                               &reply, NULL);
+    }
     if (!ours)
         return result; /* not this process's: the broker's answer is the whole answer */
     /* Ours, it is gone whatever the broker said: a broker that lost the connection meanwhile

@@ -11,7 +11,6 @@
 #include "backing.h"
 #include "channel.h"
 #include "debug_log.h"
-#include "grants.h"
 #include "session.h"
 #include "thread_stop.h"
 #include "import_cache.h"
@@ -64,10 +63,8 @@ static void serve(int socket, struct private_area *area, const struct wire_messa
         break;
     }
     case WIRE_RELEASED:
+        /* The permits on it stay as they are: the broker keeps them until they are released. */
         import_cache_forget_segment(event->as.released.segment);
-        /* Our permits on it are void; if its exporter registers it again (it lost its connection
-         * and came back), the next attach gets a handle for the segment as it is then. */
-        grants_forget_handles_of(event->as.released.segment);
         break;
     default:
         break; /* invalidateEnd, and events of later protocol revisions */

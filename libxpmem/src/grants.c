@@ -85,15 +85,6 @@ void grants_forget_handles(void)
     pthread_mutex_unlock(&grants_lock);
 }
 
-void grants_forget_handles_of(uint64_t segment)
-{
-    pthread_mutex_lock(&grants_lock);
-    for (size_t index = 0; index < grant_count; index++)
-        if (grants[index].segment == segment)
-            grants[index].handle = 0;
-    pthread_mutex_unlock(&grants_lock);
-}
-
 void grants_reset_after_fork(void)
 {
     /* Another thread of the parent may have held the lock at fork: it does not exist here. */

@@ -1,6 +1,6 @@
 /* The access permits this process holds. An apid (what xpmem_get returned) is this library's own
  * number, stable for the permit's life; the broker's handle behind it is asked for again when the
- * broker forgot it (it restarted, or its exporter came back after losing its connection). */
+ * broker forgot it (it restarted). */
 #ifndef XPMEM_GRANTS_H
 #define XPMEM_GRANTS_H
 
@@ -22,9 +22,8 @@ bool grants_remove(uint64_t apid, struct grant *removed);
 bool grants_any(void);
 /* The broker gave the permit `apid` the handle `handle` (again). */
 void grants_set_handle(uint64_t apid, uint64_t handle);
-/* The broker forgot every handle (a new connection) or those on `segment` (a `released` event). */
+/* The broker forgot every handle: a new connection. */
 void grants_forget_handles(void);
-void grants_forget_handles_of(uint64_t segment);
 
 /* In a fork child: the lock as if never taken, then everything forgotten. */
 void grants_reset_after_fork(void);

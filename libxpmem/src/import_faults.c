@@ -87,7 +87,8 @@ static void resolve(uint64_t address, pid_t thread)
         chunk_start = attachment.address;
     uint64_t chunk_end = chunk_start + FAULT_CHUNK < window_end ? chunk_start + FAULT_CHUNK : window_end;
     /* Without an answer (the broker is restarting, or its exporter not registered again yet) the
-     * access waits for one a while: the page is the exporter's, not a page of zeros to make up. */
+     * access waits for one a while: the page is the exporter's, not a page of zeros to make up. A
+     * broker gone for longer than that is not waited for again. */
     enum resolution resolution;
     struct timespec started, now;
     clock_gettime(CLOCK_MONOTONIC, &started);
@@ -95,7 +96,8 @@ static void resolve(uint64_t address, pid_t thread)
         resolution = back_again(&attachment, page, chunk_start, chunk_end);
         clock_gettime(CLOCK_MONOTONIC, &now);
         long long waited = (now.tv_sec - started.tv_sec) * 1000000000LL + (now.tv_nsec - started.tv_nsec);
-        if (resolution != NO_ANSWER || waited > GRANT_HANDLES_RECLAIM_WAIT_NS)
+        if (resolution != NO_ANSWER || waited > GRANT_HANDLES_RECLAIM_WAIT_NS
+            || !session_settling_within(GRANT_HANDLES_RECLAIM_WAIT_NS))
             break;
         struct timespec pause = {0, 50 * 1000000};
         nanosleep(&pause, NULL);

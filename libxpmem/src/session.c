@@ -46,9 +46,18 @@ static _Atomic bool broker_lost;
 /* drop_connection is ending the event thread itself: its socket's end is no news. */
 static _Atomic bool dropping;
 static _Atomic bool reconnecting;
-/* CLOCK_MONOTONIC ns of the last connection that replaced an earlier one; 0 before any. */
+/* CLOCK_MONOTONIC ns of the last connection that replaced an earlier one, and of the last loss of
+ * the broker; 0 before any. */
 static _Atomic long long reconnected_at_ns;
+static _Atomic long long lost_at_ns;
 static bool ever_connected;
+
+static long long monotonic_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
 
 void session_segment_made(void) { live_segments++; }
 bool session_segment_removed(void) { return --live_segments == 0; }
@@ -75,6 +84,7 @@ static void after_fork_in_child(void)
     dropping = false;
     reconnecting = false;
     reconnected_at_ns = 0;
+    lost_at_ns = 0;
     exports_reset_after_fork();
     grants_reset_after_fork();
     attachments_reset_after_fork();
@@ -200,7 +210,10 @@ static int restore_exports(void)
         all = malloc(count * sizeof *all);
         if (all == NULL)
             return -1;
-        count = exports_list(all, count);
+        size_t capacity = count;
+        count = exports_list(all, capacity);
+        if (count > capacity)
+            count = capacity; /* a make racing this one grew the list: the rest waits for the next attempt */
     }
     int result = 0;
     for (size_t index = 0; index < count; index++) {
@@ -208,7 +221,11 @@ static int restore_exports(void)
             debug_log("segment %llu registered again with the broker", (unsigned long long)all[index].segment);
             continue;
         }
-        if (channel.broken) {
+        /* Only a refusal that will not change (the id is not ours to claim, the window is invalid,
+         * the uid's quota is full) ends the segment; anything else (no descriptor to spare, a broker still busy with our old
+         * connection, the connection lost) fails this attempt, and the next one tries again. */
+        if (channel.broken || (errno != EACCES && errno != EPERM && errno != EINVAL && errno != ENOMEM)) {
+            debug_log("registering segment %llu again failed: %m; trying again later", (unsigned long long)all[index].segment);
             result = -1;
             break;
         }
@@ -237,11 +254,8 @@ static int connect_session(void)
         errno = saved;
         return -1;
     }
-    if (ever_connected) {
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        reconnected_at_ns = now.tv_sec * 1000000000LL + now.tv_nsec;
-    }
+    if (ever_connected)
+        reconnected_at_ns = monotonic_ns();
     ever_connected = true;
     connected = true;
     return 0;
@@ -268,11 +282,13 @@ struct channel *session_channel(void)
 bool session_reconnected_within(long long nanoseconds)
 {
     long long at = reconnected_at_ns;
-    if (at == 0)
-        return false;
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return now.tv_sec * 1000000000LL + now.tv_nsec - at < nanoseconds;
+    return at != 0 && monotonic_ns() - at < nanoseconds;
+}
+
+bool session_settling_within(long long nanoseconds)
+{
+    long long lost = lost_at_ns;
+    return (lost != 0 && monotonic_ns() - lost < nanoseconds) || session_reconnected_within(nanoseconds);
 }
 
 /* Connects again, with backoff, until it works or RECONNECT_GIVE_UP_NS passed: so that an exporter
@@ -323,6 +339,7 @@ void session_broker_lost(void)
     if (dropping)
         return;
     broker_lost = true;
+    lost_at_ns = monotonic_ns();
     if (live_segments == 0 && !grants_any())
         return; /* nothing to restore: the next call connects */
     bool expected = false;

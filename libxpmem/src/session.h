@@ -25,5 +25,8 @@ void session_broker_lost(void);
 /* Whether a connection replaced an earlier one less than `nanoseconds` ago (exporters may still be
  * registering their segments again). */
 bool session_reconnected_within(long long nanoseconds);
+/* Whether the broker was lost, or a connection replaced it, less than `nanoseconds` ago: worth
+ * waiting a little for, unlike a broker gone for longer. */
+bool session_settling_within(long long nanoseconds);
 
 #endif

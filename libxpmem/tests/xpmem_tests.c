@@ -74,6 +74,8 @@ static int serve_buffer(int in, int out, volatile uint8_t *buffer, size_t size)
         } else if (sscanf(line, "fill %u", &seed) == 1) {
             pattern_fill(buffer, size, seed);
             say(out, "ok");
+        } else if (strcmp(line, "remove-segment") == 0) {
+            say(out, xpmem_remove(segid) == 0 ? "removed" : "remove failed");
         } else if (strcmp(line, "exit-without-remove") == 0) {
             _exit(0);
         } else {
@@ -602,6 +604,101 @@ static void test_broker_restart(const char *xpmemd)
            attached, restarted, status.segments, result, verified, importer_exited, empty);
 }
 
+/* An exporter that removes its segment while the broker is down: the removal succeeds, and the
+ * segment does not come back with the next broker. */
+static int remove_during_outage(int in, int out, void *argument)
+{
+    (void)argument;
+    uint8_t *buffer = malloc(1 << 20);
+    pattern_fill(buffer, 1 << 20, 3);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "made %lld", (long long)segid);
+    char line[LINE];
+    if (!hear(in, line, sizeof line)) /* the broker is dead now */
+        return 2;
+    errno = 0;
+    int removed = xpmem_remove(segid);
+    say(out, "removed %d %s", removed, removed == 0 ? "ok" : strerror(errno));
+    hear(in, line, sizeof line);
+    bool intact = pattern_check(buffer, 1 << 20, 3) < 0;
+    say(out, "intact %d", intact);
+    hear(in, line, sizeof line);
+    return 0;
+}
+
+/* An importer that releases its permit after the exporter removed the segment: the broker forgets
+ * the permit (it keeps grants on a removed segment until they are released). */
+static int release_after_remove(int in, int out, void *argument)
+{
+    const struct import_request *request = argument;
+    xpmem_apid_t apid;
+    uint8_t *window = attach_request(request, XPMEM_RDWR, &apid);
+    if (window != NULL)
+        xpmem_detach(window);
+    say(out, window != NULL ? "attached" : "attach failed");
+    char line[LINE];
+    if (!hear(in, line, sizeof line)) /* the exporter removed it */
+        return 2;
+    usleep(50000); /* the event thread hears `released` */
+    say(out, "released %d", xpmem_release(apid));
+    hear(in, line, sizeof line);
+    return 0;
+}
+
+static void test_remove_and_release_edges(const char *xpmemd)
+{
+    const char *name = "xpmem_remove while the broker is down succeeds and the segment stays gone; a release after the exporter removed frees the broker's grant";
+    struct child exporting;
+    char line[LINE] = "", removed[LINE] = "", intact[LINE] = "";
+    child_start(&exporting, remove_during_outage, NULL);
+    bool made = child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS) && strncmp(line, "made ", 5) == 0
+                && atoll(line + 5) > 0;
+    kill(broker.pid, SIGKILL);
+    waitpid(broker.pid, NULL, 0);
+    broker.pid = 0;
+    child_send(&exporting, "remove");
+    child_read_line(&exporting, removed, sizeof removed, STEP_TIMEOUT_MS);
+    bool restarted = broker_restart(&broker, xpmemd) == 0;
+    usleep(700000); /* the exporter's reconnection thread retries every 500 ms at most */
+    struct broker_status after_restart = {0};
+    broker_query_status(broker.socket, &after_restart);
+    child_send(&exporting, "check");
+    child_read_line(&exporting, intact, sizeof intact, STEP_TIMEOUT_MS);
+    child_send(&exporting, "exit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+
+    /* The release after a remove. */
+    struct export_request export_request = {.kind = "heap-small", .size = 3000};
+    struct child exporter_process, importing;
+    child_start(&exporter_process, exporter, &export_request);
+    struct import_request request;
+    if (!exporter_ready(&exporter_process, name, &request))
+        return;
+    child_start(&importing, release_after_remove, &request);
+    char attached[LINE] = "", released[LINE] = "";
+    child_read_line(&importing, attached, sizeof attached, STEP_TIMEOUT_MS);
+    child_send(&exporter_process, "remove-segment");
+    char removed_by_exporter[LINE] = "";
+    child_read_line(&exporter_process, removed_by_exporter, sizeof removed_by_exporter, STEP_TIMEOUT_MS);
+    child_send(&importing, "go");
+    child_read_line(&importing, released, sizeof released, STEP_TIMEOUT_MS);
+    struct broker_status while_alive = {0};
+    broker_query_status(broker.socket, &while_alive);
+    child_send(&importing, "exit");
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporter_process, "exit");
+    child_wait(&exporter_process, STEP_TIMEOUT_MS);
+    report(name,
+           made && strcmp(removed, "removed 0 ok") == 0 && restarted && after_restart.segments == 0
+               && strcmp(intact, "intact 1") == 0 && strcmp(attached, "attached") == 0
+               && strcmp(removed_by_exporter, "removed") == 0 && strcmp(released, "released 0") == 0
+               && while_alive.grants == 0,
+           "made %d, '%s', restarted %d, segments after the restart %u, exporter '%s'; importer '%s', exporter '%s', "
+           "'%s', grants while the importer lives %u",
+           made, removed, restarted, after_restart.segments, intact, attached, removed_by_exporter, released,
+           while_alive.grants);
+}
+
 /* ---------------------------------------------------------------------------------------------
  * Many peers: every process attaches every other's 16 MiB heap buffer. */
 
@@ -1044,6 +1141,7 @@ int main(void)
     test_self_attach();
     test_many_peers();
     test_broker_restart(xpmemd);
+    test_remove_and_release_edges(xpmemd);
     test_autostart(xpmemd);
 
     printf("   (integration tests took %.1f s)\n", now_seconds() - started);
