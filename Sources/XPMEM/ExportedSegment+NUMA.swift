@@ -34,8 +34,19 @@ extension ExportedSegment {
         let clock = ContinuousClock()
         let started = clock.now
         let census = PageCensus(node: node, before: try pageNodes())
-        let moved = try move(to: node, by: MigrationPlan(requested: path), deadline: deadline)
-        state.withLock { $0.placement = .node(node) }
+        // The policy changes first: a segment moved to a fresh file during the migration's window (an
+        // importer missed its deadline) places the new file's pages by it.
+        let previous = state.withLock { state in
+            defer { state.placement = .node(node) }
+            return state.placement
+        }
+        let moved: (pages: PageMover.Result, path: MigrationPath, invalidation: InvalidationReport?)
+        do {
+            moved = try move(to: node, by: MigrationPlan(requested: path), deadline: deadline)
+        } catch {
+            state.withLock { $0.placement = previous }
+            throw error
+        }
         try broker.describePlacement(of: id, as: .node(node))
         return census.report(after: moved.pages, path: moved.path, invalidation: moved.invalidation,
                              elapsed: clock.now - started)

@@ -1,4 +1,5 @@
 import Synchronization
+import SystemPackage
 import XPMEMSystem
 
 extension ExportedSegment {
@@ -54,22 +55,44 @@ extension ExportedSegment {
             throw XPMEMError.system("mmap of a fresh memfd for segment \(id)", error)
         }
         try state.withLock { $0.placement }.apply(to: staging.base, length: size)
-        staging.bytes.copyMemory(from: UnsafeRawBufferPointer(bytes))
+        // Only what has pages: copying a hole would give it a page of zeros in both files.
+        let found: Result<[Range<Int>], XPMEMError> = state.withLock { state in
+            switch state.file {
+            case .some(let old):
+                do throws(Errno) {
+                    return .success(try MemoryFile.dataExtents(of: old, length: size))
+                } catch {
+                    return .failure(XPMEMError.system("finding the data of segment \(id)", error))
+                }
+            case .none:
+                return .success([0..<size])
+            }
+        }
+        let extents = try found.get()
+        for extent in extents {
+            (staging.base + extent.lowerBound).copyMemory(from: base + extent.lowerBound, byteCount: extent.count)
+        }
         staging.unmap()
-        // The broker first: if it refuses, nothing has changed here.
         let readOnly: OwnedDescriptor
         do {
             readOnly = try MemoryFile.reopenReadOnly(file)
         } catch {
             throw XPMEMError.system("reopening the fresh memfd read-only", error)
         }
-        try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
+        // In place here first, then the broker: if the broker refuses, the old file goes back in place
+        // and nothing has changed for anyone.
         let moved: UnsafeMutableRawBufferPointer
         do {
             moved = try MemoryMapping.mapShared(file, length: size, protection: .readWrite, placement: .replacing(base))
                 .relinquish()
         } catch {
             throw XPMEMError.system("mapping the fresh memfd of segment \(id) in place", error)
+        }
+        do {
+            try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
+        } catch {
+            mapOldFileBack(at: base)
+            throw error
         }
         var fresh = Optional(file)
         state.withLock { state in
@@ -79,6 +102,21 @@ extension ExportedSegment {
             if let replaced = state.ownedMapping.take() {
                 _ = replaced.relinquish()
                 state.ownedMapping = MemoryMapping.adopting(moved)
+            }
+        }
+    }
+
+    /// The broker refused the fresh file: the old one, which it still hands out, goes back in place.
+    /// Nothing was written meanwhile (the window holds importers, and no thread of ours may write).
+    private func mapOldFileBack(at base: UnsafeMutableRawPointer) {
+        state.withLock { state in
+            switch state.file {
+            case .some(let old):
+                if let back = try? MemoryMapping.mapShared(old, length: size, protection: .readWrite, placement: .replacing(base)) {
+                    _ = back.relinquish()
+                }
+            case .none:
+                break
             }
         }
     }

@@ -53,4 +53,23 @@ public enum MemoryFile {
     public static func reopenReadOnly(_ file: borrowing OwnedDescriptor) throws(Errno) -> OwnedDescriptor {
         try reopen(file, flags: O_RDONLY)
     }
+
+    /// The ranges of the first `length` bytes of `file` that hold data (have pages), in order; holes
+    /// read as zeros without any page. The corresponding C function is `lseek(SEEK_DATA / SEEK_HOLE)`.
+    public static func dataExtents(of file: borrowing OwnedDescriptor, length: Int) throws(Errno) -> [Range<Int>] {
+        var extents: [Range<Int>] = []
+        var cursor = 0
+        while cursor < length {
+            let data = lseek(file.rawValue, off_t(cursor), cxpmem_SEEK_DATA)
+            if data < 0 {
+                if errno == ENXIO { break }  // nothing but holes from `cursor` on
+                throw Errno(rawValue: errno)
+            }
+            guard Int(data) < length else { break }
+            let hole = try valueOrErrno { lseek(file.rawValue, data, cxpmem_SEEK_HOLE) }
+            extents.append(Int(data)..<min(Int(hole), length))
+            cursor = Int(hole)
+        }
+        return extents
+    }
 }

@@ -14,9 +14,13 @@ struct RevocationTests {
         let segment = try broker.connect(name: "exporter").makeSegment(size: 16 * pageSize)
         segment.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0x11) }
         let reasons = Mutex<[InvalidationReason]>([])
-        let handlers = InvalidationHandlers(willInvalidate: { notice in reasons.withLock { $0.append(notice.reason) } })
+        // Windows the two prompt importers saw end: their mappings are on the new file from then on.
+        let ended = Mutex(0)
+        let handlers = InvalidationHandlers(willInvalidate: { notice in reasons.withLock { $0.append(notice.reason) } },
+                                            didInvalidate: { _ in ended.withLock { $0 += 1 } })
         let good = try broker.connect(name: "prompt importer").get(segment.id).attach(handlers: handlers)
-        let reader = try broker.connect(name: "prompt reader").get(segment.id, access: .readOnly).attach()
+        let reader = try broker.connect(name: "prompt reader").get(segment.id, access: .readOnly)
+            .attach(handlers: InvalidationHandlers(didInvalidate: { _ in ended.withLock { $0 += 1 } }))
         let late = try ChildProcess("xpmem-probe", ["late-importer", "--socket", broker.socketPath, "\(segment.id)"])
         #expect(late.readLine() == "mapped first-byte 17")
 
@@ -26,6 +30,12 @@ struct RevocationTests {
                     == [.acknowledged, .acknowledged, .missedDeadline])
         // Without a window over the whole segment, the move took one of its own.
         #expect(reasons.withLock { $0 } == (windowCoversSegment ? [.reuse] : [.reuse, .revoke]))
+        // Touching before the importers' event threads ended the windows would sleep (`.block`), or
+        // fault where the kernel cannot make touches sleep (`.revoke`): wait for the ends.
+        let windows = windowCoversSegment ? 2 : 4
+        let deadline = ContinuousClock.now + .seconds(20)
+        while ended.withLock({ $0 }) < windows && ContinuousClock.now < deadline { usleep(5000) }
+        #expect(ended.withLock { $0 } == windows)
 
         segment.withUnsafeMutableBytes { $0[0] = 0x22 }
         #expect(good.withUnsafeMutableBytes { $0[0] } == 0x22, "the prompt importer does not see the exporter's write")

@@ -81,5 +81,17 @@ extension SystemTests {
             writer.bytes.copyBytes(from: Array("hello".utf8))
             #expect(Array(reader.bytes[..<5]) == Array("hello".utf8))
         }
+    
+        @Test func dataExtentsNameThePagesWrittenAndSkipTheHoles() throws {
+            let page = 4096
+            let file = try MemoryFile.create(name: "extents", size: 16 * page)
+            #expect(try MemoryFile.dataExtents(of: file, length: 16 * page).isEmpty)
+            let mapping = try MemoryMapping.mapShared(file, length: 16 * page, protection: .readWrite)
+            mapping.bytes[page + 7] = 1
+            mapping.bytes[4 * page] = 2
+            mapping.bytes[5 * page + 100] = 3
+            #expect(try MemoryFile.dataExtents(of: file, length: 16 * page) == [page..<2 * page, 4 * page..<6 * page])
+            #expect(try MemoryFile.dataExtents(of: file, length: 5 * page) == [page..<2 * page, 4 * page..<5 * page])
+        }
     }
 }

@@ -16,6 +16,9 @@ extern const unsigned int cxpmem_MFD_ALLOW_SEALING;
 extern const int cxpmem_F_ADD_SEALS;
 extern const int cxpmem_F_GET_SEALS;
 extern const int cxpmem_F_SEAL_SEAL;
+// lseek origins for a sparse file's data and holes.
+extern const int cxpmem_SEEK_DATA;
+extern const int cxpmem_SEEK_HOLE;
 extern const int cxpmem_F_SEAL_SHRINK;
 extern const int cxpmem_F_SEAL_GROW;
 extern const int cxpmem_F_SEAL_WRITE;
