@@ -27,6 +27,14 @@ int attachments_add(struct attachment attachment)
     return 0;
 }
 
+void attachments_for_each(void (*visit)(const struct attachment *attachment, void *context), void *context)
+{
+    pthread_mutex_lock(&attachments_lock);
+    for (size_t index = 0; index < attachment_count; index++)
+        visit(&attachments[index], context);
+    pthread_mutex_unlock(&attachments_lock);
+}
+
 static void remove_at(size_t index) { attachments[index] = attachments[--attachment_count]; }
 
 bool attachments_find_containing(uintptr_t address, struct attachment *attachment)

@@ -28,6 +28,8 @@ bool attachments_find_containing(uintptr_t address, struct attachment *attachmen
 bool attachments_take_by_apid(uint64_t apid, struct attachment *attachment);
 /* A window mapped at a fixed address replaces whatever attachment was there: forget those. */
 void attachments_forget_overlapping(uintptr_t address, size_t length);
+/* Calls `visit` for each attachment, lock held (it must not call back into this table). */
+void attachments_for_each(void (*visit)(const struct attachment *attachment, void *context), void *context);
 /* Broker ids die with the connection: afterwards detach only unmaps. */
 void attachments_forget_broker_ids(void);
 void attachments_forget_all(void);

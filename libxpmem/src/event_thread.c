@@ -15,6 +15,7 @@
 #include "thread_stop.h"
 #include "import_cache.h"
 #include "private_area.h"
+#include "segment_moves.h"
 #include "wire.h"
 
 static double elapsed_ms(const struct timespec *since)
@@ -46,8 +47,16 @@ static void serve_back_range(int socket, struct private_area *area, const struct
         seqpacket_send(socket, area->reply_frame, length, NULL, 0);
 }
 
-static void serve(int socket, struct private_area *area, const struct wire_message *event)
+/* Serves one event; `file` is the descriptor it carried (-1 if none), which it takes. */
+static void serve(int socket, struct private_area *area, const struct wire_message *event, int file)
 {
+    if (event->header.type == WIRE_SEGMENT_FILE_REPLACED && file >= 0) {
+        segment_moves_follow(event->as.segment_file_replaced.segment,
+                             event->as.segment_file_replaced.access == WIRE_READ_WRITE, file);
+        return;
+    }
+    if (file >= 0)
+        close(file);
     switch (event->header.type) {
     case WIRE_BACK_RANGE:
     case WIRE_FILL_RANGE:
@@ -80,19 +89,25 @@ static void *serve_events(void *argument)
         int descriptors[4];
         int descriptor_count = 0;
         ssize_t length = seqpacket_receive(socket, area->event_frame, WIRE_MAX_REPLY, descriptors, 4, &descriptor_count);
-        for (int index = 0; index < descriptor_count; index++)
+        /* One descriptor is an event's (segmentFileReplaced); more are not, and close here. */
+        int file = descriptor_count == 1 ? descriptors[0] : -1;
+        for (int index = file >= 0 ? 1 : 0; index < descriptor_count; index++)
             close(descriptors[index]);
         if (length == 0 || (length < 0 && errno != EMSGSIZE)) {
+            if (file >= 0)
+                close(file);
             session_broker_lost();
             break;
         }
         struct wire_message event;
         if (length < 0 || wire_decode(area->event_frame, (size_t)length, &event) < 0) {
             debug_log("ignoring a malformed event from the broker");
+            if (file >= 0)
+                close(file);
             continue;
         }
         backing_lock();
-        serve(socket, area, &event);
+        serve(socket, area, &event, file);
         backing_unlock();
     }
     return NULL; /* the session closes the socket after joining */

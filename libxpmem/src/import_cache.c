@@ -70,6 +70,18 @@ int import_cache_adopt_descriptor(uint64_t segment, bool read_write, int receive
     return *kept;
 }
 
+int import_cache_replace_descriptor(uint64_t segment, bool read_write, int received)
+{
+    struct imported_segment *entry = find_or_add(segment);
+    if (entry == NULL)
+        return -1;
+    int *kept = &entry->descriptors[read_write ? 1 : 0];
+    if (*kept >= 0 && *kept != received)
+        close(*kept);
+    *kept = received;
+    return received;
+}
+
 static int by_start(const void *left, const void *right)
 {
     const struct wire_extent *a = left, *b = right;

@@ -24,6 +24,9 @@ void import_cache_note_backed(uint64_t segment, uint64_t base, const struct wire
  * Sets *file_offset. Lock held. */
 int import_cache_find_backed(uint64_t segment, bool read_write, uint64_t offset, uint64_t length, uint64_t *file_offset);
 
+/* The segment moved to another file: `received` replaces the descriptor kept for `read_write`
+ * access (the old one closes). Returns the descriptor to map, or -1 when nothing was kept. Lock held. */
+int import_cache_replace_descriptor(uint64_t segment, bool read_write, int received);
 void import_cache_forget_extents(uint64_t segment);
 void import_cache_forget_segment(uint64_t segment);
 /* Everything, after a reconnection or in a fork child. */

@@ -38,6 +38,7 @@ enum wire_type {
     WIRE_RELEASED = 0x4003,
     WIRE_BACK_RANGE = 0x4004,
     WIRE_FILL_RANGE = 0x4005, /* decoded into as.back_range */
+    WIRE_SEGMENT_FILE_REPLACED = 0x4006,
 
     WIRE_WELCOME = 0x8001,
     WIRE_MADE = 0x8002,
@@ -167,6 +168,7 @@ struct wire_message {
         struct { uint64_t segment, offset, length, sequence; uint8_t reason; } invalidate_begin;
         struct { uint64_t segment, offset, length, sequence; } invalidate_end;
         struct { uint64_t segment; uint8_t reason; } released;
+        struct { uint64_t segment; uint8_t access; } segment_file_replaced;
         /* Only decoded by tests that play the broker. */
         struct {
             uint64_t segment, sequence;

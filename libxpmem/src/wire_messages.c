@@ -225,6 +225,10 @@ static void decode_payload(struct wire_reader *reader, struct wire_message *mess
         message->as.released.segment = wire_get_u64(reader);
         message->as.released.reason = wire_get_u8(reader);
         break;
+    case WIRE_SEGMENT_FILE_REPLACED:
+        message->as.segment_file_replaced.segment = wire_get_u64(reader);
+        message->as.segment_file_replaced.access = wire_get_u8(reader);
+        break;
     case WIRE_RANGE_BACKED:
         message->as.range_backed.segment = wire_get_u64(reader);
         message->as.range_backed.sequence = wire_get_u64(reader);

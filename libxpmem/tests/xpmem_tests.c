@@ -700,6 +700,103 @@ static void test_remove_and_release_edges(const char *xpmemd)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * A Swift exporter (xpmem-probe beside xpmemd) moves its segment to a fresh file after another
+ * importer missed an invalidation deadline: this library's windows follow it. */
+
+struct program_request {
+    char path[512];
+    const char *arguments[12];
+};
+
+/* Runs a program with the runner's pipes as its standard input and output. */
+static int run_program(int in, int out, void *argument)
+{
+    const struct program_request *request = argument;
+    dup2(in, STDIN_FILENO);
+    dup2(out, STDOUT_FILENO);
+    execv(request->path, (char *const *)request->arguments);
+    return 127;
+}
+
+static int follow_the_move(int in, int out, void *argument)
+{
+    const struct import_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = 0};
+    volatile uint8_t *window = xpmem_attach(where, request->size, NULL);
+    if (window == (void *)-1) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    say(out, "attached first-byte %u", window[0]);
+    char line[LINE];
+    while (hear(in, line, sizeof line)) {
+        unsigned value;
+        if (strcmp(line, "read") == 0)
+            say(out, "first-byte %u", window[0]);
+        else if (sscanf(line, "write %u", &value) == 1) {
+            window[0] = (uint8_t)value;
+            say(out, "wrote");
+        } else
+            break;
+    }
+    return 0;
+}
+
+static void test_following_a_moved_segment(const char *xpmemd)
+{
+    const char *name = "a window of a Swift segment follows it to its fresh file when another importer missed a deadline";
+    struct program_request exporter_program = {0}, late_program = {0};
+    snprintf(exporter_program.path, sizeof exporter_program.path, "%.*s/xpmem-probe",
+             (int)(strrchr(xpmemd, '/') - xpmemd), xpmemd);
+    if (access(exporter_program.path, X_OK) != 0) {
+        report(name, false, "no %s (swift build builds it beside xpmemd)", exporter_program.path);
+        return;
+    }
+    memcpy(late_program.path, exporter_program.path, sizeof late_program.path);
+    const char *exporter_arguments[] = {exporter_program.path, "export-and-revoke", "--socket", broker.socket,
+                                        "--size", "65536", "--pattern", "17", NULL};
+    memcpy(exporter_program.arguments, exporter_arguments, sizeof exporter_arguments);
+    struct child exporting, late, importing;
+    char segid_line[LINE] = "";
+    child_start(&exporting, run_program, &exporter_program);
+    child_read_line(&exporting, segid_line, sizeof segid_line, STEP_TIMEOUT_MS);
+    /* The probe prints ids as Swift does, in 16 hex digits. */
+    struct import_request request = {.segid = (xpmem_segid_t)strtoull(segid_line, NULL, 16), .size = 65536};
+    const char *late_arguments[] = {late_program.path, "late-importer", "--socket", broker.socket, segid_line, NULL};
+    memcpy(late_program.arguments, late_arguments, sizeof late_arguments);
+    child_start(&late, run_program, &late_program);
+    child_start(&importing, follow_the_move, &request);
+    char late_mapped[LINE] = "", attached[LINE] = "", outcomes[LINE] = "", seen[LINE] = "", late_seen[LINE] = "",
+         exporter_seen[LINE] = "", line[LINE];
+    child_read_line(&late, late_mapped, sizeof late_mapped, STEP_TIMEOUT_MS);
+    child_read_line(&importing, attached, sizeof attached, STEP_TIMEOUT_MS);
+    child_send(&exporting, "invalidate");
+    child_read_line(&exporting, outcomes, sizeof outcomes, STEP_TIMEOUT_MS);
+    usleep(100000); /* the event thread maps the new file as the event arrives, before the window ends */
+    child_send(&exporting, "write 34");
+    child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS);
+    child_send(&importing, "read");
+    child_read_line(&importing, seen, sizeof seen, STEP_TIMEOUT_MS);
+    child_send(&late, "read");
+    child_read_line(&late, late_seen, sizeof late_seen, STEP_TIMEOUT_MS);
+    child_send(&importing, "write 51");
+    child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
+    child_send(&exporting, "read");
+    child_read_line(&exporting, exporter_seen, sizeof exporter_seen, STEP_TIMEOUT_MS);
+    child_send(&importing, "exit");
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    child_kill(&late);
+    child_kill(&exporting);
+    report(name,
+           strcmp(late_mapped, "mapped first-byte 17") == 0 && strcmp(attached, "attached first-byte 17") == 0
+               && strcmp(outcomes, "outcomes acked, missed deadline") == 0 && strcmp(seen, "first-byte 34") == 0
+               && strcmp(late_seen, "first-byte 17") == 0 && strcmp(exporter_seen, "first-byte 51") == 0,
+           "late importer '%s', this importer '%s', exporter '%s', then this importer '%s', the late one '%s', exporter '%s'",
+           late_mapped, attached, outcomes, seen, late_seen, exporter_seen);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Many peers: every process attaches every other's 16 MiB heap buffer. */
 
 #define PEERS 8
@@ -1142,6 +1239,7 @@ int main(void)
     test_many_peers();
     test_broker_restart(xpmemd);
     test_remove_and_release_edges(xpmemd);
+    test_following_a_moved_segment(xpmemd);
     test_autostart(xpmemd);
 
     printf("   (integration tests took %.1f s)\n", now_seconds() - started);
