@@ -10,6 +10,22 @@
 #include "session.h"
 #include "xpmem.h"
 
+/* Tells the broker a permit is given up. 0 also when it holds it no more: it dropped it already (the
+ * exporter went away), or there is no broker (it is restarting; the next one never heard of it). */
+static int release_handle(uint64_t handle)
+{
+    struct channel *channel = session_channel();
+    if (channel == NULL)
+        return 0;
+    uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
+    size_t request_length = wire_encode_release(request, sizeof request, 0, handle);
+    struct wire_message reply;
+    if (channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply,
+                     NULL) < 0)
+        return errno == ENOENT ? 0 : -1;
+    return 0;
+}
+
 XPMEM_EXPORT xpmem_apid_t xpmem_get(xpmem_segid_t segid, int flags, int permit_type, void *permit_value)
 {
     /* permit_value is ignored, as by the kernel module's users (Open MPI passes (void *)0666). */
@@ -21,7 +37,14 @@ XPMEM_EXPORT xpmem_apid_t xpmem_get(xpmem_segid_t segid, int flags, int permit_t
     struct grant grant = {.segment = (uint64_t)segid};
     if (grant_handles_request(grant.segment, flags == XPMEM_RDWR, &grant.handle, &grant.read_write) < 0)
         return -1;
-    return (xpmem_apid_t)grants_add(grant);
+    int64_t apid = grants_add(grant);
+    if (apid < 0) {
+        /* No room to remember it: the broker must not keep it either. */
+        int saved = errno;
+        release_handle(grant.handle);
+        errno = saved;
+    }
+    return (xpmem_apid_t)apid;
 }
 
 XPMEM_EXPORT int xpmem_release(xpmem_apid_t apid)
@@ -36,20 +59,6 @@ XPMEM_EXPORT int xpmem_release(xpmem_apid_t apid)
     struct attachment attachment;
     while (attachments_take_by_apid((uint64_t)apid, &attachment))
         munmap((void *)attachment.address, attachment.length);
-    /* Without a broker (it is restarting) the permit is released all the same: the next broker never
-     * heard of it. */
-    struct channel *channel = grant.handle == 0 ? NULL : session_channel();
-    if (channel == NULL)
-        return 0;
-    uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
-    size_t request_length = wire_encode_release(request, sizeof request, 0, grant.handle);
-    struct wire_message reply;
-    if (channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply,
-                     NULL) < 0) {
-        /* The broker already dropped it (the exporter went away): released all the same. */
-        if (errno == ENOENT)
-            return 0;
-        return -1;
-    }
-    return 0;
+    /* A handle of 0 is one a restarted broker never issued. */
+    return grant.handle == 0 ? 0 : release_handle(grant.handle);
 }

@@ -133,13 +133,15 @@ int autostart_broker(const char *socket_path)
     debug_log("starting %s --socket %s (log: %s)", broker, socket_path, log_path);
 
     /* Double fork: the broker is nobody's child (no zombie, no SIGCHLD for the application) and
-     * leads its own session, so the job's terminal and process group signals do not reach it. */
-    pid_t child = fork();
+     * leads its own session, so the job's terminal and process group signals do not reach it.
+     * _Fork, not fork: the children only exec, so the atfork handlers (ours would copy every backed
+     * page into the child, with the caller waiting) have nothing to do. */
+    pid_t child = _Fork();
     if (child < 0)
         return -1;
     if (child == 0) {
         setsid();
-        pid_t grandchild = fork();
+        pid_t grandchild = _Fork();
         if (grandchild == 0)
             become_broker(broker, socket_path, log_path);
         _exit(grandchild < 0 ? 1 : 0);
