@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import XPMEMSystem
 
 /// Our communicator next to Open MPI on the same host, in one run: the `pingpong` and `allreduce`
 /// examples under `xprun` against their MPI twins in Examples/mpi-c under `mpirun.openmpi`, with
@@ -186,13 +187,13 @@ struct OpenMPITools {
     func mpirun(ranks: Int, singleCopy: String) -> [String] {
         var command = [mpirunPath, "-n", "\(ranks)", "--bind-to", "core", "--mca", "btl", "self,vader",
                        "--mca", "btl_vader_single_copy_mechanism", singleCopy]
-        if getuid() == 0 { command.append("--allow-run-as-root") }
+        if ThisProcess.userID == 0 { command.append("--allow-run-as-root") }
         return command
     }
 
     static func which(_ name: String) -> String? {
         let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return path.split(separator: ":").map { "\($0)/\(name)" }.first { access($0, X_OK) == 0 }
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileSystem.isExecutable($0) }
     }
 }
 
@@ -203,9 +204,10 @@ struct MPIPrograms {
     var allreduce: String { directory + "/allreduce-mpi" }
 
     static func compile(sources: String, with tools: OpenMPITools) throws -> MPIPrograms {
-        var template = Array("/tmp/xpmem-bench-mpi-XXXXXX".utf8CString)
-        guard let made = mkdtemp(&template) else { throw ValidationError("cannot create a directory in /tmp") }
-        let programs = MPIPrograms(directory: String(cString: made))
+        guard let made = try? FileSystem.makeTemporaryDirectory("/tmp/xpmem-bench-mpi-XXXXXX") else {
+            throw ValidationError("cannot create a directory in /tmp")
+        }
+        let programs = MPIPrograms(directory: made)
         for (source, output) in [("pingpong.c", programs.pingpong), ("allreduce.c", programs.allreduce)] {
             do {
                 _ = try MPIBenchmark.runQuietly([tools.mpicc, "-O2", "-o", output, "\(sources)/\(source)"])
