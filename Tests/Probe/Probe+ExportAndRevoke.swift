@@ -19,18 +19,11 @@ extension Probe {
             let segment = try broker.makeSegment(size: size, permit: Permit(rawValue: 0o666))
             segment.bytes.initializeMemory(as: UInt8.self, repeating: pattern)
             report("\(segment.id)")
-            while let line = readLine() {
-                if line == "invalidate" {
-                    let invalidation = try segment.invalidate(deadline: .seconds(2))
-                    report("outcomes " + invalidation.importers.map(\.outcome.description).sorted().joined(separator: ", "))
-                } else if line == "read" {
-                    report("first-byte \(segment.bytes[0])")
-                } else if line.hasPrefix("write "), let value = UInt8(line.dropFirst(6)) {
-                    segment.bytes[0] = value
-                    report("wrote")
-                } else {
-                    report("unknown \(line)")
-                }
+            try serveFirstByte(of: segment.bytes) { line in
+                guard line == "invalidate" else { return false }
+                let invalidation = try segment.invalidate(deadline: .seconds(2))
+                report("outcomes " + invalidation.importers.map(\.outcome.description).sorted().joined(separator: ", "))
+                return true
             }
         }
     }

@@ -16,22 +16,22 @@ extension Probe {
             try options.becomeRequestedUser()
             let grant = try rawGrant(socket: options.socket, segment: SegmentID(segment)!, access: .readWrite)
             let mapping = try MemoryMapping.mapShared(grant.file, length: Int(grant.size), protection: .readWrite)
-            serveFirstByte(of: mapping)
+            report("mapped first-byte \(mapping.bytes[0])")
+            try serveFirstByte(of: mapping.bytes)
         }
     }
 }
 
-/// Prints "mapped first-byte N", then answers "read" with "first-byte N" and "write V" (into the first
-/// byte) with "wrote" until standard input ends: what a kept mapping still reaches.
-func serveFirstByte(of mapping: borrowing MemoryMapping) {
-    report("mapped first-byte \(mapping.bytes[0])")
+/// Answers "read" with "first-byte N" and "write V" (into the first byte) with "wrote" until standard
+/// input ends: what a mapping reaches. Other lines go to `other`, which says whether it knew them.
+func serveFirstByte(of bytes: UnsafeMutableRawBufferPointer, other: (String) throws -> Bool = { _ in false }) rethrows {
     while let line = readLine() {
         if line == "read" {
-            report("first-byte \(mapping.bytes[0])")
+            report("first-byte \(bytes[0])")
         } else if line.hasPrefix("write "), let value = UInt8(line.dropFirst(6)) {
-            mapping.bytes[0] = value
+            bytes[0] = value
             report("wrote")
-        } else {
+        } else if try !other(line) {
             report("unknown \(line)")
         }
     }

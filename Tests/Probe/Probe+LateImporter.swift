@@ -41,7 +41,8 @@ extension Probe {
                 throw ValidationError("attach: \(attached)")
             }
             let mapping = try MemoryMapping.mapShared(file, length: Int(size), protection: .readWrite)
-            serveFirstByte(of: mapping)
+            report("mapped first-byte \(mapping.bytes[0])")
+            try serveFirstByte(of: mapping.bytes)
             withExtendedLifetime(events) {}
         }
     }
