@@ -43,4 +43,15 @@ extension BrokerCore {
             (left.client.rawValue, left.access.rawValue) < (right.client.rawValue, right.access.rawValue)
         }
     }
+
+    /// The daemon could not open the new file for `peer` (out of descriptors) when it came to send a
+    /// `segmentFileReplaced`: rather than leave that importer mapping the old file unknowingly, its
+    /// grants on the segment go and it is told the segment is released.
+    public mutating func fileHandOverFailed(_ handOver: SegmentFileHandOver, to peer: PeerID) -> [BrokerEffect] {
+        guard let client = peers[peer]?.client else { return [] }
+        let revoked = registry.revokeGrants(of: client, on: handOver.segment)
+        guard revoked > 0 else { return [] }
+        return notify(client, .released(handOver.segment, reason: .fileNotDelivered))
+            + [.note(.fileNotDelivered(client, handOver.segment, grantsRevoked: revoked))]
+    }
 }

@@ -41,6 +41,8 @@ public enum BrokerNote: Equatable, Sendable {
     case segmentRemoved(SegmentID, importersTold: Int)
     /// The owner moved the segment to a fresh memfd, which `importersTold` importers were sent.
     case segmentFileReplaced(SegmentID, importersTold: Int)
+    /// The new file could not be sent to an importer, whose grants on the segment were revoked.
+    case fileNotDelivered(ClientID, SegmentID, grantsRevoked: Int)
     case placementDescribed(SegmentID, String)
     /// A request or a connection was refused because a quota or the descriptor budget was reached.
     case quotaReached(uid: UInt32, pid: Int32, String)

@@ -37,12 +37,16 @@ public enum ReleaseReason: UInt8, Sendable, CustomStringConvertible {
     case exporterExited = 2
     /// This importer missed an invalidation deadline, so its grants on the segment were revoked.
     case deadlineMissed = 3
+    /// The segment moved to a fresh file the broker could not send this importer (it ran out of
+    /// descriptors), so its grants on the segment were revoked rather than leave it on the old file.
+    case fileNotDelivered = 4
 
     public var description: String {
         switch self {
         case .removed: "removed"
         case .exporterExited: "exporter exited"
         case .deadlineMissed: "deadline missed"
+        case .fileNotDelivered: "new file not delivered"
         }
     }
 }

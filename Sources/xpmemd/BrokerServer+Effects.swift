@@ -88,6 +88,10 @@ extension BrokerServer {
             logger.debug("segment removed", metadata: ["segid": "\(segment)", "importersTold": "\(told)"])
         case .segmentFileReplaced(let segment, let told):
             logger.info("segment moved to a fresh file", metadata: ["segid": "\(segment)", "importersTold": "\(told)"])
+        case .fileNotDelivered(let client, let segment, let grants):
+            logger.warning("could not send an importer the segment's new file; its grants were revoked", metadata: [
+                "client": "\(client.rawValue)", "segid": "\(segment)", "grants": "\(grants)",
+            ])
         case .placementDescribed(let segment, let placement):
             logger.debug("segment placement", metadata: ["segid": "\(segment)", "placement": "\(placement)"])
         case .quotaReached(let uid, let pid, let text):

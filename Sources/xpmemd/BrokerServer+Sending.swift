@@ -20,6 +20,12 @@ extension BrokerServer {
                 }
                 descriptors.append(try files.descriptor(for: handOver.access))
             } catch {
+                if case .segmentFileReplaced = message {
+                    // An event, not a reply: no failure frame would be read. The core cuts the importer
+                    // off the segment instead of leaving it on the old file.
+                    apply(core.fileHandOverFailed(handOver, to: connection.peer))
+                    return
+                }
                 message = .failure(.resourceExhausted, "cannot open segment \(handOver.segment) for this importer: \(error)")
             }
         }

@@ -87,4 +87,21 @@ struct BrokerCoreFileReplacementTests {
         #expect(!broker.effects[mark...].contains(.keepSegmentFiles(segment)))
         #expect(handOvers(broker, to: importer, since: mark).isEmpty)
     }
+
+    @Test func anImporterTheNewFileCouldNotReachIsCutOffAndTold() throws {
+        var broker = BrokerCoreHarness()
+        let (exporter, _) = broker.join(People.owner)
+        let (importer, importerClient) = broker.join(People.stranger)
+        let segment = broker.make(permit: 0o666, by: exporter)
+        _ = broker.attach(segment, access: .readWrite, by: importer)
+        let handOver = SegmentFileHandOver(segment: segment, access: .readWrite)
+        var effects = broker.core.fileHandOverFailed(handOver, to: importer)
+        #expect(effects.contains(.send(importer, .events, requestID: 0, .released(segment, reason: .fileNotDelivered))))
+        #expect(effects.contains(.note(.fileNotDelivered(importerClient, segment, grantsRevoked: 1))))
+        #expect(broker.core.registry.grants.values.filter { $0.client == importerClient }.isEmpty)
+        #expect(broker.core.registry.attachments.values.filter { $0.client == importerClient }.isEmpty)
+        // Told once: a second failure for the same importer finds nothing left to revoke.
+        effects = broker.core.fileHandOverFailed(handOver, to: importer)
+        #expect(effects.isEmpty)
+    }
 }

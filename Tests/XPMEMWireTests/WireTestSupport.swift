@@ -92,6 +92,7 @@ enum WireSamples {
         .invalidateEnd(segment, offset: 0, length: 4096, sequence: 5),
         .released(segment, reason: .exporterExited),
         .released(segment, reason: .deadlineMissed),
+        .released(segment, reason: .fileNotDelivered),
         .welcome(ClientID(rawValue: 3), brokerPID: 4242),
         .made(segment),
         .granted(AccessHandle(rawValue: 1), size: 1 << 30, access: .readWrite),
