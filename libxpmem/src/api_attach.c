@@ -134,6 +134,16 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
     return mapped;
 }
 
+struct window_request {
+    uint64_t offset, length;
+};
+
+static size_t encode_attach(void *buffer, size_t capacity, uint64_t handle, const void *context)
+{
+    const struct window_request *window = context;
+    return wire_encode_attach(buffer, capacity, 0, handle, window->offset, window->length);
+}
+
 XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr)
 {
     if (addr.offset < 0 || !is_page_aligned((uint64_t)addr.offset) || size == 0
@@ -158,19 +168,17 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
     if (mapped != MAP_FAILED)
         return record(mapped, length, grant.apid, 0, offset, file_offset);
 
-    /* A permit whose handle the broker forgot (it restarted) gets one again first. */
-    if (grant.handle == 0 && grant_handles_current(grant.apid, &grant) < 0)
-        return (void *)-1;
-    uint8_t request[64];
     uint8_t *reply_buffer = malloc(WIRE_MAX_REPLY);
     if (reply_buffer == NULL) {
         errno = ENOMEM;
         return (void *)-1;
     }
-    size_t request_length = wire_encode_attach(request, sizeof request, 0, grant.handle, offset, length);
+    /* A permit whose handle the broker forgot (it restarted) gets one again first. */
+    struct window_request window = {.offset = offset, .length = length};
     struct wire_message reply;
     int received = -1;
-    if (channel_call(channel, request, request_length, NULL, 0, 0, reply_buffer, WIRE_MAX_REPLY, &reply, &received) < 0) {
+    if (grant_handles_call(grant.apid, &grant, encode_attach, &window, 0, reply_buffer, WIRE_MAX_REPLY, &reply,
+                           &received) < 0) {
         free(reply_buffer);
         return (void *)-1;
     }

@@ -34,9 +34,20 @@ int channel_connect(struct channel *channel, const char *path)
         errno = saved;
         return -1;
     }
+    pthread_mutex_lock(&channel->lock);
     channel->socket = fd;
     channel->broken = false;
+    channel->generation++;
+    pthread_mutex_unlock(&channel->lock);
     return 0;
+}
+
+uint64_t channel_generation(struct channel *channel)
+{
+    pthread_mutex_lock(&channel->lock);
+    uint64_t generation = channel->generation;
+    pthread_mutex_unlock(&channel->lock);
+    return generation;
 }
 
 void channel_close(struct channel *channel)
@@ -162,6 +173,14 @@ int channel_call(struct channel *channel, void *request, size_t request_length, 
                  int descriptor_count, uint16_t expected_type, void *reply_buffer, size_t reply_capacity,
                  struct wire_message *reply, int *received_descriptor)
 {
+    return channel_call_on(channel, 0, request, request_length, descriptors, descriptor_count, expected_type,
+                           reply_buffer, reply_capacity, reply, received_descriptor);
+}
+
+int channel_call_on(struct channel *channel, uint64_t generation, void *request, size_t request_length,
+                    const int *descriptors, int descriptor_count, uint16_t expected_type, void *reply_buffer,
+                    size_t reply_capacity, struct wire_message *reply, int *received_descriptor)
+{
     if (received_descriptor != NULL)
         *received_descriptor = -1;
     if (request_length == 0) {
@@ -174,6 +193,9 @@ int channel_call(struct channel *channel, void *request, size_t request_length, 
     int result;
     if (channel->broken || channel->socket < 0) {
         errno = ENOTCONN;
+        result = -1;
+    } else if (generation != 0 && generation != channel->generation) {
+        errno = ESTALE;
         result = -1;
     } else {
         result = exchange(channel, request, request_length, descriptors, descriptor_count, reply_buffer,

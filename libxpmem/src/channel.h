@@ -17,6 +17,9 @@ struct channel {
     uint32_t next_request_id;
     /* Set when the broker closed the connection or broke the protocol; the session reconnects. */
     bool broken;
+    /* Bumped by every connection: the broker ids (permit handles, attachment ids) of one connection
+     * mean nothing, or something else, on the next. */
+    uint64_t generation;
 };
 
 /* A reply buffer large enough for every reply but listings and attach windows. */
@@ -33,6 +36,14 @@ void channel_close(struct channel *channel);
 int channel_call(struct channel *channel, void *request, size_t request_length, const int *descriptors,
                  int descriptor_count, uint16_t expected_type, void *reply_buffer, size_t reply_capacity,
                  struct wire_message *reply, int *received_descriptor);
+
+/* channel_call, on the connection of `generation` only: ESTALE (nothing sent) once another replaced
+ * it, for requests that carry an id that connection issued. */
+int channel_call_on(struct channel *channel, uint64_t generation, void *request, size_t request_length,
+                    const int *descriptors, int descriptor_count, uint16_t expected_type, void *reply_buffer,
+                    size_t reply_capacity, struct wire_message *reply, int *received_descriptor);
+/* The current connection's generation (read under the lock). */
+uint64_t channel_generation(struct channel *channel);
 
 /* Sends one frame with descriptors on a SOCK_SEQPACKET socket (MSG_NOSIGNAL, retrying EINTR). */
 int seqpacket_send(int socket, const void *bytes, size_t length, const int *descriptors, int descriptor_count);

@@ -68,12 +68,23 @@ bool grants_any(void)
     return any;
 }
 
-void grants_set_handle(uint64_t apid, uint64_t handle)
+void grants_set_handle(uint64_t apid, uint64_t handle, uint64_t generation)
 {
     pthread_mutex_lock(&grants_lock);
     struct grant *found = locked_find(apid);
-    if (found != NULL)
+    if (found != NULL) {
         found->handle = handle;
+        found->generation = generation;
+    }
+    pthread_mutex_unlock(&grants_lock);
+}
+
+void grants_forget_handle(uint64_t apid, uint64_t handle)
+{
+    pthread_mutex_lock(&grants_lock);
+    struct grant *found = locked_find(apid);
+    if (found != NULL && found->handle == handle)
+        found->handle = 0;
     pthread_mutex_unlock(&grants_lock);
 }
 

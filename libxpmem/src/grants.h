@@ -11,6 +11,8 @@ struct grant {
     uint64_t apid;
     /* The broker's handle; 0 while it must be obtained again with `get`. */
     uint64_t handle;
+    /* The connection (channel generation) that issued it: sent on another, it could name another permit. */
+    uint64_t generation;
     uint64_t segment;
     bool read_write;
 };
@@ -20,8 +22,11 @@ int64_t grants_add(struct grant grant);
 bool grants_find(uint64_t apid, struct grant *grant);
 bool grants_remove(uint64_t apid, struct grant *removed);
 bool grants_any(void);
-/* The broker gave the permit `apid` the handle `handle` (again). */
-void grants_set_handle(uint64_t apid, uint64_t handle);
+/* The connection of `generation` gave the permit `apid` the handle `handle` (again). */
+void grants_set_handle(uint64_t apid, uint64_t handle, uint64_t generation);
+/* The handle `handle` of permit `apid` turned out stale (its connection was replaced): forget it, if
+ * it is still the one recorded. */
+void grants_forget_handle(uint64_t apid, uint64_t handle);
 /* The broker forgot every handle: a new connection. */
 void grants_forget_handles(void);
 

@@ -37,26 +37,30 @@ static void wake(uint64_t start, uint64_t length) { uffd_wake(faults_descriptor,
 
 enum resolution { PAGE_BACKED, NOTHING_MAPPED, NO_ANSWER };
 
+struct fault_request {
+    uint64_t offset, length;
+};
+
+static size_t encode_resolve_fault(void *buffer, size_t capacity, uint64_t handle, const void *context)
+{
+    const struct fault_request *chunk = context;
+    return wire_encode_resolve_fault(buffer, capacity, 0, handle, chunk->offset, chunk->length);
+}
+
 /* Asks the broker to have [chunk_start, chunk_end) of the attachment backed: whether the page at
  * `page` has a page in the file now, or the exporter has nothing there, or no answer came. */
 static enum resolution back_again(const struct attachment *attachment, uint64_t page, uint64_t chunk_start, uint64_t chunk_end)
 {
     struct grant grant;
-    if (grant_handles_current(attachment->apid, &grant) < 0)
-        /* Released meanwhile (the window goes with it), or the segment is gone for good. */
-        return errno == EINVAL || errno == ENOENT ? NOTHING_MAPPED : NO_ANSWER;
-    struct channel *channel = session_channel();
-    if (channel == NULL)
-        return NO_ANSWER;
-    uint8_t request[64], reply_buffer[8192];
-    size_t length = wire_encode_resolve_fault(request, sizeof request, 0, grant.handle,
-                                              attachment->segment_offset + (chunk_start - attachment->address),
-                                              chunk_end - chunk_start);
+    uint8_t reply_buffer[8192];
+    struct fault_request chunk = {.offset = attachment->segment_offset + (chunk_start - attachment->address),
+                                  .length = chunk_end - chunk_start};
     struct wire_message reply;
-    if (channel_call(channel, request, length, NULL, 0, WIRE_FAULT_RESOLVED, reply_buffer, sizeof reply_buffer, &reply,
-                     NULL) < 0) {
+    if (grant_handles_call(attachment->apid, &grant, encode_resolve_fault, &chunk, WIRE_FAULT_RESOLVED, reply_buffer,
+                           sizeof reply_buffer, &reply, NULL) < 0) {
         debug_log("the broker could not back the faulting page at %p again: %s", (void *)(uintptr_t)page, strerror(errno));
-        return errno == ENOENT ? NOTHING_MAPPED : NO_ANSWER;
+        /* Released meanwhile (the window goes with it), or the segment is gone for good; else no answer. */
+        return errno == EINVAL || errno == ENOENT ? NOTHING_MAPPED : NO_ANSWER;
     }
     uint64_t file_offset = attachment->file_offset + (page - attachment->address);
     for (uint32_t index = 0; index < reply.as.fault_resolved.count; index++) {
