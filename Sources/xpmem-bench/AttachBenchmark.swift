@@ -42,19 +42,8 @@ struct AttachBenchmark: ParsableCommand {
             }
             return samples
         }
-        // Warm-up: first connections, first faults of the code paths.
-        _ = try oursBatch(10)
-        _ = try polledPeer.batch(10)
-        _ = try blockingPeer.batch(10)
-
-        var ours = Samples(), raw = FasterOfTwoWaits()
-        let figure = try InterleavedRatio().measure(
-            ours: {
-                let samples = try oursBatch(batch)
-                ours.add(contentsOf: samples)
-                return samples.median
-            },
-            reference: { try raw.batch(batch, polled: polledPeer, blocking: blockingPeer) })
+        let (figure, ours, raw) = try measureAgainstFasterOfTwoWaits(
+            batch: batch, warmUp: 10, ours: oursBatch, polled: polledPeer, blocking: blockingPeer)
         return FigureGroup(
             name: "attach",
             note: "1 MiB, batches of \(batch), ours and the raw reference interleaved; microseconds; importer and exporter are separate processes",

@@ -97,3 +97,23 @@ struct FasterOfTwoWaits {
         return min(polledSamples.median, blockingSamples.median)
     }
 }
+
+/// Ours against a raw reference's faster wait, the way the attach and invalidate groups measure:
+/// `warmUp` of each first (first connections, first faults of the code paths), then interleaved
+/// batches of `batch`. Returns the pair-by-pair figure and every sample of both sides.
+func measureAgainstFasterOfTwoWaits(
+    batch: Int, warmUp: Int, ours oursBatch: (Int) throws -> Samples, polled: some RawBatches, blocking: some RawBatches
+) throws -> (figure: RatioFigure, ours: Samples, raw: FasterOfTwoWaits) {
+    _ = try oursBatch(warmUp)
+    _ = try polled.batch(warmUp)
+    _ = try blocking.batch(warmUp)
+    var ours = Samples(), raw = FasterOfTwoWaits()
+    let figure = try InterleavedRatio().measure(
+        ours: {
+            let samples = try oursBatch(batch)
+            ours.add(contentsOf: samples)
+            return samples.median
+        },
+        reference: { try raw.batch(batch, polled: polled, blocking: blocking) })
+    return (figure, ours, raw)
+}

@@ -44,17 +44,8 @@ struct InvalidateBenchmark: ParsableCommand {
                 }
                 return samples
             }
-            _ = try oursBatch(5)
-            _ = try polledPeers.batch(5)
-            _ = try blockingPeers.batch(5)
-            var ours = Samples(), raw = FasterOfTwoWaits()
-            let figure = try InterleavedRatio().measure(
-                ours: {
-                    let samples = try oursBatch(batch)
-                    ours.add(contentsOf: samples)
-                    return samples.median
-                },
-                reference: { try raw.batch(batch, polled: polledPeers, blocking: blockingPeers) })
+            let (figure, ours, raw) = try measureAgainstFasterOfTwoWaits(
+                batch: batch, warmUp: 5, ours: oursBatch, polled: polledPeers, blocking: blockingPeers)
             polledPeers.stop()
             blockingPeers.stop()
             importers.forEach { $0.stop() }
