@@ -181,14 +181,9 @@ static void print_spread(const char *name, struct spread value, bool last)
 
 int main(void)
 {
-    const char *xpmemd = getenv("XPMEM_BROKER");
     struct broker broker;
-    if (xpmemd == NULL || broker_start(&broker, xpmemd) < 0) {
-        fprintf(stderr, "xpmem-capi-bench: set XPMEM_BROKER to an xpmemd that starts\n");
+    if (broker_start_for_tests(&broker, "XPMEM_BROKER") == NULL)
         return 1;
-    }
-    setenv("XPMEM_SOCKET", broker.socket, 1);
-    setenv("XPMEM_AUTOSTART", "0", 1);
 
     struct child exporting;
     child_start(&exporting, exporter, NULL);

@@ -303,9 +303,9 @@ static uint32_t broker_descriptors(void)
 
 int main(void)
 {
-    xpmemd = getenv("XPMEMD");
-    if (xpmemd == NULL || access(xpmemd, X_OK) != 0 || broker_start(&broker, xpmemd) < 0) {
-        printf("FAILED setup: no xpmemd to soak (set XPMEMD=path/to/xpmemd)\n");
+    xpmemd = broker_start_for_tests(&broker, "XPMEMD");
+    if (xpmemd == NULL) {
+        printf("FAILED setup: no broker to soak\n");
         tests_failed++;
         return report_totals();
     }
@@ -313,9 +313,6 @@ int main(void)
     int rounds = rounds_text != NULL ? atoi(rounds_text) : 8;
     unsigned seed = seed_text != NULL ? (unsigned)strtoul(seed_text, NULL, 10) : (unsigned)time(NULL);
     srand(seed);
-    setenv("XPMEM_SOCKET", broker.socket, 1);
-    setenv("XPMEM_AUTOSTART", "0", 1);
-    signal(SIGPIPE, SIG_IGN);
     printf("   (chaos: %d rounds, CHAOS_SEED=%u)\n", rounds, seed);
     for (int number = 1; number <= rounds; number++) {
         struct round round = {0};

@@ -125,6 +125,23 @@ int broker_restart(struct broker *broker, const char *xpmemd)
     return -1;
 }
 
+const char *broker_start_for_tests(struct broker *broker, const char *variable)
+{
+    const char *xpmemd = getenv(variable);
+    if (xpmemd == NULL || xpmemd[0] == '\0' || access(xpmemd, X_OK) != 0) {
+        fprintf(stderr, "no xpmemd to test with: set %s=path/to/xpmemd (swift build builds it)\n", variable);
+        return NULL;
+    }
+    if (broker_start(broker, xpmemd) < 0) {
+        fprintf(stderr, "%s did not start (see its log in %s)\n", xpmemd, broker->directory);
+        return NULL;
+    }
+    setenv("XPMEM_SOCKET", broker->socket, 1);
+    setenv("XPMEM_AUTOSTART", "0", 1);
+    signal(SIGPIPE, SIG_IGN);
+    return xpmemd;
+}
+
 void broker_stop(struct broker *broker)
 {
     if (broker->pid > 0) {

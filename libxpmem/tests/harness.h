@@ -20,6 +20,10 @@ int broker_start(struct broker *broker, const char *xpmemd);
 /* Starts xpmemd again on the same socket (after the last one died) and waits until it answers. */
 int broker_restart(struct broker *broker, const char *xpmemd);
 void broker_stop(struct broker *broker);
+/* What every test program does first: starts `xpmemd` (the path in environment variable `variable`)
+ * and points the library at it alone (XPMEM_SOCKET, XPMEM_AUTOSTART=0, SIGPIPE ignored). Returns
+ * the xpmemd path, or NULL after printing why to stderr. */
+const char *broker_start_for_tests(struct broker *broker, const char *variable);
 
 struct broker_status {
     int32_t pid;

@@ -1211,20 +1211,12 @@ static void test_autostart(const char *xpmemd)
 
 int main(void)
 {
-    const char *xpmemd = getenv("XPMEMD");
-    if (xpmemd == NULL || xpmemd[0] == '\0' || access(xpmemd, X_OK) != 0) {
-        printf("FAILED setup: no xpmemd to test with (set XPMEMD=path/to/xpmemd; build it with swift build)\n");
+    const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
+    if (xpmemd == NULL) {
+        printf("FAILED setup: no broker to test with\n");
         tests_failed++;
         return report_totals();
     }
-    if (broker_start(&broker, xpmemd) < 0) {
-        printf("FAILED setup: xpmemd did not start\n");
-        tests_failed++;
-        return report_totals();
-    }
-    setenv("XPMEM_SOCKET", broker.socket, 1);
-    setenv("XPMEM_AUTOSTART", "0", 1);
-    signal(SIGPIPE, SIG_IGN);
     double started = now_seconds();
 
     test_memory_kind("stack", 0);
