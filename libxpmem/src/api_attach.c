@@ -45,19 +45,16 @@ static void *record(void *address, size_t length, uint64_t apid, uint64_t broker
     return address;
 }
 
-/* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
-/* A read-write window of an address-space segment follows the exporter (import_faults.h). */
-static void follow_faults(const struct grant *grant, void *mapped, uint64_t window_offset,
-                          const struct wire_extent *extents, uint32_t count)
+/* A window of an address-space segment follows the exporter (import_faults.h). */
+static void follow_faults(void *mapped, uint64_t window_offset, const struct wire_extent *extents, uint32_t count)
 {
-    if (!grant->read_write)
-        return;
     for (uint32_t index = 0; index < count; index++)
         if (import_faults_watch((uint64_t)(uintptr_t)mapped + (extents[index].start - window_offset),
                                 extents[index].length) < 0)
             return;
 }
 
+/* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
 static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_t length, void *vaddr, int protection,
                                uint64_t *file_offset_out)
 {
@@ -71,7 +68,7 @@ static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_
         struct wire_extent whole = {.start = file_offset, .length = length};
         mapped = window_map(vaddr, length, protection, descriptor, file_offset, &whole, 1);
         if (mapped != MAP_FAILED) {
-            follow_faults(grant, mapped, file_offset, &whole, 1);
+            follow_faults(mapped, file_offset, &whole, 1);
             *file_offset_out = file_offset;
         }
     }
@@ -121,7 +118,7 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
             mapped = window_map(vaddr, length, protection, descriptor, window_offset, extents,
                                 reply->as.attached_window.count);
             if (mapped != MAP_FAILED)
-                follow_faults(grant, mapped, window_offset, extents, reply->as.attached_window.count);
+                follow_faults(mapped, window_offset, extents, reply->as.attached_window.count);
             *file_offset_out = window_offset;
             if (mapped != MAP_FAILED && window_offset >= offset)
                 import_cache_note_backed(grant->segment, window_offset - offset, extents, reply->as.attached_window.count);
