@@ -242,9 +242,16 @@ static bool is_our_file(const struct backing_pass *pass, const struct maps_entry
            && entry->device_major == major(pass->file.device) && entry->device_minor == minor(pass->file.device);
 }
 
+/* Files this library makes (the address-space file, ordinary segments' memfds, the hole file) are
+ * named so; a mapping of one is an attachment, never the process's own memory, even a private one
+ * (read-only windows map privately: window_map.c). */
+#define OUR_MEMFD_PREFIX "/memfd:xpmem"
+
 static bool can_back(const struct maps_entry *entry)
 {
     if (entry->shared || !entry->readable || entry->executable)
+        return false;
+    if (maps_entry_path_starts_with(entry, OUR_MEMFD_PREFIX))
         return false;
     if (entry->path_length > 0 && entry->path[0] == '[')
         return maps_entry_path_is(entry, "[heap]") || maps_entry_path_is(entry, "[stack]")

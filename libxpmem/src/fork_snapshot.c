@@ -21,10 +21,11 @@
 static int copied_pipe[2] = {-1, -1};
 
 /* Any mapping of the file: backed memory (offset == address), a backed mapping moved by mremap whose
- * event was not acted on yet, or an attachment of this process's own segment. The child shares none. */
+ * event was not acted on yet, or an attachment of this process's own segment, read-only ones
+ * included (those map it privately: window_map.c). The child shares none. */
 static bool maps_our_file(const struct maps_entry *entry, const struct address_space_file *file)
 {
-    return entry->shared && entry->inode == (uint64_t)file->inode && entry->device_major == major(file->device)
+    return entry->inode == (uint64_t)file->inode && entry->device_major == major(file->device)
            && entry->device_minor == minor(file->device);
 }
 

@@ -42,11 +42,13 @@ static int hole_descriptor(bool writable)
     return hole_files[writable ? 1 : 0];
 }
 
-/* A read-only window maps the file privately: the kernel registers a mapping for missing-page
+/* A read-only window maps the file (and its holes) privately: the kernel registers a mapping for missing-page
  * faults (import_faults.h) only if it could be made writable, and a shared mapping of a read-only
  * descriptor cannot. A private one can, but made writable it writes copies of its own, never the
  * file: the exporter's bytes stay out of the importer's reach either way. Until written, its pages
- * are the file's very pages, so it sees every write of the exporter's. */
+ * are the file's very pages, so it sees every write of the exporter's. Its holes map the empty file
+ * privately too, so that the whole window can be made writable; past the file's end they still
+ * raise SIGBUS. */
 static int file_sharing(int protection) { return (protection & PROT_WRITE) != 0 ? MAP_SHARED : MAP_PRIVATE; }
 
 void *window_map(void *address, size_t length, int protection, int descriptor, uint64_t window_offset,
@@ -60,7 +62,7 @@ void *window_map(void *address, size_t length, int protection, int descriptor, u
     int holes = hole_descriptor((protection & PROT_WRITE) != 0);
     if (holes < 0)
         return MAP_FAILED;
-    uint8_t *window = mmap(address, length, protection, MAP_SHARED | fixed, holes, 0);
+    uint8_t *window = mmap(address, length, protection, file_sharing(protection) | fixed, holes, 0);
     if (window == MAP_FAILED)
         return MAP_FAILED;
     for (uint32_t index = 0; index < count; index++) {

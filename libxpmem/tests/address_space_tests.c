@@ -41,6 +41,7 @@ struct exporter_state {
     size_t size;
     unsigned seed; /* what the buffer holds */
     xpmem_segid_t segid;
+    volatile uint8_t *window; /* "self-window": its own buffer, attached read-only */
 };
 
 static uint8_t *new_buffer(void *at, size_t size)
@@ -155,6 +156,18 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
         say(out, segid < 0 ? "failed %s" : "made", strerror(errno));
     } else if (strcmp(line, "fork") == 0) {
         say_fork_verdict(state, out);
+    } else if (strcmp(line, "self-window") == 0) {
+        /* A read-only attachment of its own buffer, through its own segment. */
+        xpmem_apid_t apid = xpmem_get(state->segid, XPMEM_RDONLY, XPMEM_PERMIT_MODE, NULL);
+        struct xpmem_addr where = {.apid = apid, .offset = (off_t)(uintptr_t)state->buffer};
+        state->window = apid < 0 ? (void *)-1 : xpmem_attach(where, state->size, NULL);
+        if (state->window == (void *)-1)
+            say(out, "error self-window %s", strerror(errno));
+        else
+            say(out, "window %lu", (unsigned long)(uintptr_t)state->window);
+    } else if (sscanf(line, "check-window %u", &seed) == 1) {
+        long bad = pattern_check(state->window, state->size, seed);
+        say(out, bad < 0 ? "ok" : "bad at %ld", bad);
     } else {
         say(out, "unknown command '%s'", line);
     }
@@ -357,6 +370,42 @@ static void test_read_only_attachment_follows(void)
             failed_at = "touching what the exporter unmapped raises SIGBUS";
     }
     finish(name, &scene, &importing, failed_at, answer);
+}
+
+static void test_own_read_only_window_inside_an_exported_range(void)
+{
+    const char *name = "an exporter's read-only attachment of its own buffer, inside the range it exports: an importer "
+                       "attaching that address gets a hole (SIGBUS) without stalling the exporter, and the exporter's "
+                       "window still follows its buffer";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    struct child importing;
+    bool importer_started = false;
+    char answer[LINE], expected[64];
+    const char *failed_at = NULL;
+    unsigned long window = 0;
+    snprintf(expected, sizeof expected, "signals %d %d", SIGBUS, SIGBUS);
+    if (!step(&scene.exporting, "self-window", "window ", answer, sizeof answer)
+        || sscanf(answer, "window %lu", &window) != 1)
+        failed_at = "the exporter attaches its own buffer read-only";
+    else {
+        struct import_request at_window = scene.request;
+        at_window.address = window;
+        if (!(importer_started = start_importer(&importing, &at_window, answer, sizeof answer)))
+            failed_at = "an importer attaches the window's addresses";
+        else if (!step(&importing, "touch", expected, answer, sizeof answer))
+            failed_at = "the window's addresses are a hole to the importer";
+        else if (!step(&scene.exporting, "fill 4", "ok", answer, sizeof answer)
+                 || !step(&scene.exporting, "check-window 4", "ok", answer, sizeof answer))
+            failed_at = "the exporter's own window follows its buffer";
+    }
+    if (importer_started)
+        finish(name, &scene, &importing, failed_at, answer);
+    else {
+        int exporter_status = quit(&scene.exporting);
+        report(name, false, "%s: '%s' (exporter exit %d)", failed_at, answer, exporter_status);
+    }
 }
 
 static void test_move_keeps_bytes(void)
@@ -609,6 +658,7 @@ int main(void)
     }
     test_unmap_and_reuse_followed();
     test_read_only_attachment_follows();
+    test_own_read_only_window_inside_an_exported_range();
     test_move_keeps_bytes();
     test_fork_gives_a_private_copy();
     test_remove_makes_memory_private();
