@@ -24,7 +24,7 @@ bool exports_remove(uint64_t segment);
 size_t exports_list(struct export *into, size_t capacity);
 
 /* A make or a remove holds this shared from its call to the broker to its change of the table; a
- * connection restoring the exports holds it alone from its snapshot to its last claim. Otherwise a
+ * new connection holds it alone from before its socket exists to its last claim. Otherwise a
  * make whose claim reached the old broker could be added just after the snapshot (and never be
  * registered with the new broker), and a remove could reach the old broker just after the snapshot
  * (and the new broker would have the segment back). Take it after session_channel(), which may

@@ -17,6 +17,7 @@
 #include "channel.h"
 #include "debug_log.h"
 #include "grant_handles.h"
+#include "grants.h"
 #include "pages.h"
 #include "private_area.h"
 #include "session.h"
@@ -34,6 +35,43 @@ static int faults_descriptor = -1;
 static bool faults_refused;
 
 static void wake(uint64_t start, uint64_t length) { uffd_wake(faults_descriptor, start, length); }
+
+/* Pages of read-only windows answered with a zero page while no broker answered. A read-only
+ * window maps the file privately (window_map.c), so its zero page is its own, not a page of the
+ * file, and would read zero for good; once a broker is back they are dropped, and the next touch
+ * asks it. Beyond this many, a page keeps reading zero until attached again. */
+#define ZERO_FILLED_LIMIT 1024
+static uint64_t zero_filled[ZERO_FILLED_LIMIT];
+static unsigned zero_filled_count;
+
+static void remember_zero_filled(const struct attachment *attachment, uint64_t page)
+{
+    struct grant grant;
+    if (!grants_find(attachment->apid, &grant) || grant.read_write)
+        return; /* a shared window's zero page is the file's: it follows already */
+    pthread_mutex_lock(&faults_lock);
+    if (zero_filled_count < ZERO_FILLED_LIMIT)
+        zero_filled[zero_filled_count++] = page;
+    else
+        debug_log("too many pages read as zeros while no broker answered: %p keeps reading zeros",
+                  (void *)(uintptr_t)page);
+    pthread_mutex_unlock(&faults_lock);
+}
+
+void import_faults_broker_back(void)
+{
+    pthread_mutex_lock(&faults_lock);
+    for (unsigned index = 0; index < zero_filled_count; index++) {
+        struct attachment attachment;
+        struct grant grant;
+        /* Only if a read-only window is still there: anything else at that address is not ours to drop. */
+        if (attachments_find_containing((uintptr_t)zero_filled[index], &attachment)
+            && grants_find(attachment.apid, &grant) && !grant.read_write)
+            madvise((void *)(uintptr_t)zero_filled[index], page_size(), MADV_DONTNEED);
+    }
+    zero_filled_count = 0;
+    pthread_mutex_unlock(&faults_lock);
+}
 
 enum resolution { PAGE_BACKED, NOTHING_MAPPED, NO_ANSWER };
 
@@ -116,6 +154,8 @@ static void resolve(uint64_t address, pid_t thread)
         struct uffdio_zeropage zero = {.range = {.start = page, .len = page_size()}};
         if (ioctl(faults_descriptor, UFFDIO_ZEROPAGE, &zero) < 0)
             wake(page, page_size());
+        else
+            remember_zero_filled(&attachment, page);
         return;
     }
     case NOTHING_MAPPED:
@@ -203,4 +243,5 @@ void import_faults_forget(void)
         close(faults_descriptor);
     faults_descriptor = -1;
     faults_refused = false;
+    zero_filled_count = 0;
 }

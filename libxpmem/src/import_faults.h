@@ -20,6 +20,9 @@
 /* Starts following faults in [address, +length) of an attachment; -1 when the kernel refuses (the
  * attachment then works as before, without following). */
 int import_faults_watch(uint64_t address, uint64_t length);
+/* A broker answers again: pages of read-only windows that read as zeros meanwhile are dropped, so
+ * that their next touch asks it. */
+void import_faults_broker_back(void);
 /* In a fork child: the parent's fault thread and registrations are not ours. */
 void import_faults_forget(void);
 

@@ -200,21 +200,9 @@ static void drop_connection(void)
 
 /* Registers every segment this process exports with the new broker, under the ids it had. A
  * segment the broker refuses is gone (as if removed); a connection that fails meanwhile fails the
- * whole attempt, and the next one tries them all again. */
-static int claim_exports_again(void);
-
+ * whole attempt, and the next one tries them all again. The exports lock is held alone (by
+ * connect_session): no make or remove changes the list meanwhile. */
 static int restore_exports(void)
-{
-    exports_begin_restore();
-    int result = claim_exports_again();
-    int saved = errno;
-    exports_end_restore();
-    errno = saved;
-    return result;
-}
-
-/* The exports lock held alone: no make or remove changes the list meanwhile. */
-static int claim_exports_again(void)
 {
     struct export listed[64];
     size_t count = exports_list(listed, 64);
@@ -259,16 +247,28 @@ static int connect_session(void)
         debug_log("the broker's socket path is too long");
         return -1;
     }
-    if (connect_with_autostart(path) < 0)
-        return -1;
-    if (say_hello() < 0 || subscribe() < 0 || restore_exports() < 0) {
+    /* Held from before the new socket exists: a make or remove still in flight on the old connection
+     * finishes first (the snapshot then has it), and none reaches the new broker before its
+     * segments are registered again. */
+    exports_begin_restore();
+    if (connect_with_autostart(path) < 0) {
         int saved = errno;
-        drop_connection();
+        exports_end_restore();
         errno = saved;
         return -1;
     }
-    if (ever_connected)
+    if (say_hello() < 0 || subscribe() < 0 || restore_exports() < 0) {
+        int saved = errno;
+        drop_connection();
+        exports_end_restore();
+        errno = saved;
+        return -1;
+    }
+    exports_end_restore();
+    if (ever_connected) {
         reconnected_at_ns = monotonic_ns();
+        import_faults_broker_back();
+    }
     ever_connected = true;
     connected = true;
     return 0;
