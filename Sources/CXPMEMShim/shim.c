@@ -132,6 +132,7 @@ void *cxpmem_mremap_replacing(void *old_address, size_t length, void *new_addres
     return mremap(old_address, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new_address);
 }
 const int cxpmem_MAP_POPULATE = MAP_POPULATE;
+int cxpmem_mlock_on_fault(void *address, size_t length) { return mlock2(address, length, MLOCK_ONFAULT); }
 
 int cxpmem_uffd_open(void) {
     int fd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);

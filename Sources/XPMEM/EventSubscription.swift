@@ -60,6 +60,7 @@ final class EventSubscription: Sendable {
             handle(frame.message, file: received.descriptors.takeFirst(), suspended: &suspended)
         }
         endWindowsOfLostBroker(suspended)
+        table.allWindowsEnded()
         ended()
     }
 
@@ -67,8 +68,8 @@ final class EventSubscription: Sendable {
         switch event {
         case .invalidateBegin(let segment, let offset, let length, let sequence, let reason):
             let (end, overflowed) = offset.addingReportingOverflow(length)
-            table.attachesInFlight.disturb(segment, range: offset..<(overflowed ? .max : end))
-            let notices = table.ranges(of: segment).compactMap { range in
+            let ranges = table.rangesForEvent(of: segment, touching: offset..<(overflowed ? .max : end), window: sequence)
+            let notices = ranges.compactMap { range in
                 range.overlap(segmentOffset: offset, length: length).map { overlap in
                     (range, InvalidationNotice(segment: segment, attachment: range.id, sequence: sequence,
                                                reason: reason, offset: overlap.offset, length: overlap.length))
@@ -81,6 +82,7 @@ final class EventSubscription: Sendable {
             }
             send(.acknowledge(segment, sequence: sequence))
         case .invalidateEnd(let segment, _, _, let sequence):
+            table.windowEnded(of: segment, sequence: sequence)
             for range in table.ranges(of: segment) {
                 guard let notice = range.resume(sequence: sequence) else { continue }
                 range.handlers.didInvalidate?(notice)
@@ -89,9 +91,8 @@ final class EventSubscription: Sendable {
             suspended = suspended.filter { $0.value.hasOpenWindows }
         case .segmentFileReplaced(let segment, let access):
             guard let file else { break }
-            table.attachesInFlight.disturb(segment)
             // Each mapping gets its own descriptor of the file, opened as its access needs.
-            for range in table.ranges(of: segment) where range.protection.contains(.write) == (access == .readWrite) {
+            for range in table.rangesForEvent(of: segment, touching: nil) where range.protection.contains(.write) == (access == .readWrite) {
                 do {
                     range.replaceFile(try file.duplicate())
                 } catch {
@@ -100,8 +101,7 @@ final class EventSubscription: Sendable {
                 }
             }
         case .released(let segment, let reason):
-            table.attachesInFlight.disturb(segment)
-            for range in table.ranges(of: segment) {
+            for range in table.rangesForEvent(of: segment, touching: nil) {
                 range.revoke()
                 suspended[ObjectIdentifier(range)] = nil
                 range.handlers.released?(segment, reason)

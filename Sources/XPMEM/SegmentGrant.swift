@@ -56,6 +56,9 @@ public final class SegmentGrant: Sendable {
         guard offset >= 0, length > 0 else {
             throw XPMEMError(.invalidArgument, "offset \(offset) and length \(length) must be non-negative and positive")
         }
+        guard offset <= size, length <= size - offset else {
+            throw XPMEMError(.invalidArgument, "offset \(offset) + length \(length) is beyond the segment's \(size) bytes")
+        }
         if let address, !isPageAligned(Int(bitPattern: address)) {
             throw XPMEMError(.invalidArgument, "attach address \(address) is not page-aligned")
         }
@@ -83,9 +86,9 @@ public final class SegmentGrant: Sendable {
         handle: AccessHandle, generation: UInt64, table: AttachmentTable, offset: Int, length: Int,
         at address: UnsafeMutableRawPointer?, policy: AccessPolicy, handlers: InvalidationHandlers
     ) throws(XPMEMError) -> AttachedRange? {
-        let ticket = table.attachesInFlight.start(segment, range: UInt64(offset)..<UInt64(offset + length))
+        let ticket = table.startAttach(of: segment, range: UInt64(offset)..<UInt64(offset + length))
         var inFlight = true
-        defer { if inFlight { _ = table.attachesInFlight.finish(ticket) } }
+        defer { if inFlight { _ = table.finishAttach(ticket, inserting: nil) } }
         let message = Message.attach(handle, offset: UInt64(offset), length: UInt64(length))
         let reply = try broker.channel.request(message, generation: generation)
         guard case .attached(let id) = reply.message, let file = reply.descriptors.takeFirst() else {
@@ -115,13 +118,16 @@ public final class SegmentGrant: Sendable {
             range.unmap()
             throw XPMEMError(.alreadyClosed, "\(handle) was released while attaching")
         }
-        table.insert(range)
         inFlight = false
-        guard table.attachesInFlight.finish(ticket) else { return range }
-        // Nobody has seen this mapping yet: undone as a detach would.
+        guard let windows = table.finishAttach(ticket, inserting: range) else { return range }
+        // No event and nobody else has seen this mapping: undone as a detach would, then asked for
+        // again once the windows that sent it back are over (an attach sent into one would wait at
+        // the broker, holding the connection).
         range.unmap()
         _ = forget(range)
-        _ = try? broker.channel.request(.detach(id), generation: generation)
+        let link = range.brokerLink
+        _ = try? broker.channel.request(.detach(link.id), generation: link.generation)
+        table.waitForEnd(of: windows)
         return nil
     }
 

@@ -9,6 +9,7 @@ public struct MemoryProtection: OptionSet, Sendable {
     public static let none = MemoryProtection([])
     public static let read = MemoryProtection(rawValue: PROT_READ)
     public static let write = MemoryProtection(rawValue: PROT_WRITE)
+    public static let execute = MemoryProtection(rawValue: PROT_EXEC)
     public static let readWrite: MemoryProtection = [.read, .write]
 }
 

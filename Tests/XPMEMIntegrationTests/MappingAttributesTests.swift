@@ -1,7 +1,12 @@
 @preconcurrency import Glibc
 import Testing
+import CXPMEMShim
 import XPMEM
 import XPMEMSystem
+
+private func mlock2OnFault(_ address: UnsafeMutableRawPointer, _ length: Int) -> CInt {
+    cxpmem_mlock_on_fault(address, length)
+}
 
 /// An exporter's own mapping of a segment is replaced when the segment moves to a fresh file (an
 /// importer missed a deadline) and when it is removed while the process lives on. What the
@@ -12,12 +17,14 @@ struct MappingAttributesTests {
     let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// Sets a different attribute on each part of the range: no dumping, no inheriting across fork,
-    /// locked, read-only, and inaccessible.
+    /// locked, locked on fault, random access, read-only, and inaccessible.
     private func setAttributes(on base: UnsafeMutableRawPointer) throws {
         let page = pageSize
         #expect(madvise(base, 4 * page, MADV_DONTDUMP) == 0)
         #expect(madvise(base + 4 * page, 4 * page, MADV_DONTFORK) == 0)
         #expect(mlock(base + 8 * page, 2 * page) == 0, "mlock: \(String(cString: strerror(errno)))")
+        #expect(mlock2OnFault(base + 10 * page, page) == 0, "mlock2: \(String(cString: strerror(errno)))")
+        #expect(madvise(base + 11 * page, page, MADV_RANDOM) == 0)
         #expect(mprotect(base + 12 * page, 2 * page, PROT_READ) == 0)
         #expect(mprotect(base + 15 * page, page, PROT_NONE) == 0)
     }
@@ -43,7 +50,7 @@ struct MappingAttributesTests {
         })
         try setAttributes(on: base)
         let before = try attributesByPage(base, pages: 16)
-        #expect(Set(before).count == 6, "the attributes did not take: \(before)")
+        #expect(Set(before).count == 8, "the attributes did not take: \(before)")
 
         let late = try ChildProcess("xpmem-probe", ["late-importer", "--socket", broker.socketPath, "\(segment.id)"])
         #expect(late.readLine() == "mapped first-byte 17")
@@ -73,7 +80,7 @@ struct MappingAttributesTests {
             .exportRange(UnsafeMutableRawBufferPointer(start: base, count: length))
         try setAttributes(on: base)
         let before = try attributesByPage(base, pages: 16)
-        #expect(Set(before).count == 6, "the attributes did not take: \(before)")
+        #expect(Set(before).count == 8, "the attributes did not take: \(before)")
 
         try segment.remove()
 

@@ -67,6 +67,8 @@ extern const int cxpmem_MAP_FIXED_NOREPLACE;
 /* mremap(old, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, new): mremap is variadic, which Swift
  * cannot call. Returns the new address or MAP_FAILED with errno. */
 void *cxpmem_mremap_replacing(void *old_address, size_t length, void *new_address);
+/* mlock2(MLOCK_ONFAULT): locks pages as they are touched, without populating the range. */
+int cxpmem_mlock_on_fault(void *address, size_t length);
 extern const int cxpmem_MAP_POPULATE;
 
 // userfaultfd in minor-fault mode on shmem: the mechanism behind the `.block` access policy.
