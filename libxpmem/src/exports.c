@@ -58,6 +58,16 @@ bool exports_remove(uint64_t segment)
     return found;
 }
 
+bool exports_contains(uint64_t segment)
+{
+    bool found = false;
+    pthread_mutex_lock(&exports_lock);
+    for (size_t index = 0; index < export_count && !found; index++)
+        found = exports[index].segment == segment;
+    pthread_mutex_unlock(&exports_lock);
+    return found;
+}
+
 size_t exports_list(struct export *into, size_t capacity)
 {
     pthread_mutex_lock(&exports_lock);
