@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 
@@ -10,6 +11,34 @@ static struct attachment *attachments;
 static size_t attachment_count, attachment_capacity;
 /* Ticks on every attach and detach; an attachment's last_used is the tick of its last use. */
 static uint64_t use_clock;
+/* Kept as attachments come and go, so that the cache's bounds cost no scan. */
+static struct attachment_totals totals;
+/* Whether some idle attachment went stale since attachments_take_stale_idle last found none. */
+static bool stale_idle_possible;
+
+/* Ranges gone stale, from the event thread, which must never wait for this table's lock: another
+ * thread may hold it while stopped for backing, and the stop may be waiting for this very event's
+ * acknowledgement. One producer (the event thread; there is one at a time), a ring of published
+ * ranges read under the lock; when it is full, everything goes stale instead. */
+#define STALE_RING_SLOTS 256
+struct stale_range {
+    uint64_t segment, offset, length;
+};
+static struct stale_range stale_ring[STALE_RING_SLOTS];
+static _Atomic uint64_t stale_published, stale_applied;
+static _Atomic bool stale_overflowed;
+
+static void count(const struct attachment *attachment, int sign)
+{
+    if (!attachment->cacheable)
+        return;
+    totals.cached_entries += (size_t)sign;
+    totals.cached_bytes += (size_t)sign * attachment->length;
+    if (attachment->references == 0) {
+        totals.idle_entries += (size_t)sign;
+        totals.idle_bytes += (size_t)sign * attachment->length;
+    }
+}
 
 int attachments_add(struct attachment attachment)
 {
@@ -27,6 +56,7 @@ int attachments_add(struct attachment attachment)
     }
     attachment.last_used = ++use_clock;
     attachments[attachment_count++] = attachment;
+    count(&attachment, +1);
     pthread_mutex_unlock(&attachments_lock);
     return 0;
 }
@@ -39,7 +69,45 @@ void attachments_for_each(void (*visit)(const struct attachment *attachment, voi
     pthread_mutex_unlock(&attachments_lock);
 }
 
-static void remove_at(size_t index) { attachments[index] = attachments[--attachment_count]; }
+static void remove_at(size_t index)
+{
+    count(&attachments[index], -1);
+    attachments[index] = attachments[--attachment_count];
+}
+
+static void mark_stale_locked(uint64_t segment, uint64_t segment_offset, uint64_t length)
+{
+    uint64_t end = length > UINT64_MAX - segment_offset ? UINT64_MAX : segment_offset + length;
+    for (size_t index = 0; index < attachment_count; index++) {
+        struct attachment *candidate = &attachments[index];
+        if (candidate->segment == segment && candidate->segment_offset < end
+            && segment_offset < candidate->segment_offset + candidate->length) {
+            candidate->stale = true;
+            stale_idle_possible = stale_idle_possible || candidate->references == 0;
+        }
+    }
+}
+
+static void mark_all_stale_locked(void)
+{
+    for (size_t index = 0; index < attachment_count; index++)
+        attachments[index].stale = true;
+    stale_idle_possible = attachment_count > 0;
+}
+
+/* Applies what the event thread published. Lock held. */
+static void apply_stale_ranges(void)
+{
+    uint64_t published = atomic_load_explicit(&stale_published, memory_order_acquire);
+    uint64_t applied = atomic_load_explicit(&stale_applied, memory_order_relaxed);
+    for (; applied < published; applied++) {
+        const struct stale_range *range = &stale_ring[applied % STALE_RING_SLOTS];
+        mark_stale_locked(range->segment, range->offset, range->length);
+    }
+    atomic_store_explicit(&stale_applied, applied, memory_order_release);
+    if (atomic_load_explicit(&stale_overflowed, memory_order_relaxed) && atomic_exchange(&stale_overflowed, false))
+        mark_all_stale_locked();
+}
 
 static bool contains(const struct attachment *attachment, uintptr_t address)
 {
@@ -50,11 +118,14 @@ bool attachments_hold_cached(uint64_t apid, uint64_t segment_offset, size_t leng
 {
     bool found = false;
     pthread_mutex_lock(&attachments_lock);
+    apply_stale_ranges();
     for (size_t index = 0; index < attachment_count; index++) {
         struct attachment *candidate = &attachments[index];
         if (candidate->apid == apid && candidate->segment_offset == segment_offset && candidate->length == length
             && candidate->cacheable && !candidate->stale) {
+            count(candidate, -1);
             candidate->references++;
+            count(candidate, +1);
             candidate->last_used = ++use_clock;
             *address = candidate->address;
             found = true;
@@ -69,13 +140,16 @@ enum attachment_release attachments_release_containing(uintptr_t address, bool k
 {
     enum attachment_release outcome = ATTACHMENT_NOT_HELD;
     pthread_mutex_lock(&attachments_lock);
+    apply_stale_ranges();
     for (size_t index = 0; index < attachment_count; index++) {
         struct attachment *candidate = &attachments[index];
         /* An idle window is not the application's any more: detaching it again is EINVAL, as after
          * a detach that unmapped. */
         if (!contains(candidate, address) || candidate->references == 0)
             continue;
+        count(candidate, -1);
         candidate->references--;
+        count(candidate, +1);
         candidate->last_used = ++use_clock;
         if (candidate->references > 0) {
             outcome = ATTACHMENT_STILL_HELD;
@@ -96,6 +170,11 @@ enum attachment_release attachments_release_containing(uintptr_t address, bool k
 static bool take_idle(struct attachment *attachment, bool only_stale)
 {
     pthread_mutex_lock(&attachments_lock);
+    apply_stale_ranges();
+    if (only_stale && !stale_idle_possible) {
+        pthread_mutex_unlock(&attachments_lock);
+        return false; /* the common case, without a scan */
+    }
     size_t chosen = SIZE_MAX;
     for (size_t index = 0; index < attachment_count; index++) {
         const struct attachment *candidate = &attachments[index];
@@ -109,6 +188,8 @@ static bool take_idle(struct attachment *attachment, bool only_stale)
     if (chosen != SIZE_MAX) {
         *attachment = attachments[chosen];
         remove_at(chosen);
+    } else if (only_stale) {
+        stale_idle_possible = false;
     }
     pthread_mutex_unlock(&attachments_lock);
     return chosen != SIZE_MAX;
@@ -119,42 +200,28 @@ bool attachments_take_stale_idle(struct attachment *attachment) { return take_id
 
 void attachments_mark_stale(uint64_t segment, uint64_t segment_offset, uint64_t length)
 {
-    uint64_t end = length > UINT64_MAX - segment_offset ? UINT64_MAX : segment_offset + length;
-    pthread_mutex_lock(&attachments_lock);
-    for (size_t index = 0; index < attachment_count; index++) {
-        struct attachment *candidate = &attachments[index];
-        if (candidate->segment == segment && candidate->segment_offset < end
-            && segment_offset < candidate->segment_offset + candidate->length)
-            candidate->stale = true;
+    uint64_t published = atomic_load_explicit(&stale_published, memory_order_relaxed);
+    if (published - atomic_load_explicit(&stale_applied, memory_order_acquire) >= STALE_RING_SLOTS) {
+        atomic_store(&stale_overflowed, true);
+        return;
     }
-    pthread_mutex_unlock(&attachments_lock);
+    stale_ring[published % STALE_RING_SLOTS] = (struct stale_range){segment, segment_offset, length};
+    atomic_store_explicit(&stale_published, published + 1, memory_order_release);
 }
 
 void attachments_mark_all_stale(void)
 {
     pthread_mutex_lock(&attachments_lock);
-    for (size_t index = 0; index < attachment_count; index++)
-        attachments[index].stale = true;
+    mark_all_stale_locked();
     pthread_mutex_unlock(&attachments_lock);
 }
 
 struct attachment_totals attachments_totals(void)
 {
-    struct attachment_totals totals = {0};
     pthread_mutex_lock(&attachments_lock);
-    for (size_t index = 0; index < attachment_count; index++) {
-        const struct attachment *candidate = &attachments[index];
-        if (!candidate->cacheable)
-            continue;
-        totals.cached_entries++;
-        totals.cached_bytes += candidate->length;
-        if (candidate->references == 0) {
-            totals.idle_entries++;
-            totals.idle_bytes += candidate->length;
-        }
-    }
+    struct attachment_totals now = totals;
     pthread_mutex_unlock(&attachments_lock);
-    return totals;
+    return now;
 }
 
 bool attachments_find_containing(uintptr_t address, struct attachment *attachment)
@@ -212,6 +279,8 @@ void attachments_forget_all(void)
 {
     pthread_mutex_lock(&attachments_lock);
     attachment_count = 0;
+    totals = (struct attachment_totals){0};
+    stale_idle_possible = false;
     pthread_mutex_unlock(&attachments_lock);
 }
 
@@ -225,4 +294,6 @@ void attachments_reset_after_fork(void)
         if (attachments[index].references == 0)
             munmap((void *)attachments[index].address, attachments[index].length);
     attachments_forget_all();
+    stale_published = stale_applied = 0;
+    stale_overflowed = false;
 }

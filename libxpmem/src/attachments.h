@@ -53,8 +53,10 @@ bool attachments_take_coldest_idle(struct attachment *attachment);
 /* Removes and returns one idle attachment that went stale; call until false. */
 bool attachments_take_stale_idle(struct attachment *attachment);
 
-/* Windows of `segment` overlapping [segment_offset, + length) go stale. */
+/* Windows of `segment` overlapping [segment_offset, + length) go stale, seen by the next call that
+ * takes the table's lock. For the event thread only: it never waits for that lock. */
 void attachments_mark_stale(uint64_t segment, uint64_t segment_offset, uint64_t length);
+/* Every window goes stale (a new broker connection). Takes the lock. */
 void attachments_mark_all_stale(void);
 
 struct attachment_totals {
