@@ -103,7 +103,9 @@ struct xpmem_attach_cache_stats {
     int32_t reserved;
 };
 
-/* Fills *stats with this process's attachment cache counters; 0, or -1 with errno EINVAL (stats NULL). */
+/* Fills *stats with this process's attachment cache counters, and sends them to the broker too (for
+ * `xpmemctl clients`; the library also does so by itself at most once a second). Returns 0, or -1
+ * with errno EINVAL (stats NULL). */
 int xpmem_attach_cache_stats(struct xpmem_attach_cache_stats *stats);
 
 #ifdef __cplusplus

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "attach_cache_report.h"
 #include "attachment_unmap.h"
 #include "attachments.h"
 #include "debug_log.h"
@@ -99,6 +100,14 @@ bool attach_cache_enabled(void)
     return max_entries != 0;
 }
 
+/* Tells the broker the counters, when due (attach_cache_report.h). */
+static void report(bool now)
+{
+    struct xpmem_attach_cache_stats stats;
+    attach_cache_stats(&stats);
+    attach_cache_report(&stats, now);
+}
+
 void *attach_cache_lookup(uint64_t apid, uint64_t segment_offset, size_t length)
 {
     if (!attach_cache_enabled())
@@ -106,6 +115,8 @@ void *attach_cache_lookup(uint64_t apid, uint64_t segment_offset, size_t length)
     uintptr_t address;
     if (attachments_hold_cached(apid, segment_offset, length, &address)) {
         hits++;
+        if (attach_cache_report_hit_due())
+            report(false);
         return (void *)address;
     }
     misses++;
@@ -129,6 +140,8 @@ void attach_cache_trim(void)
         attachment_unmap(&coldest);
         capacity_evictions++;
     }
+    /* After a miss (a new window) or evictions: work that costs far more than a report's check. */
+    report(false);
 }
 
 /* The memory pressure thread: gives back idle windows in proportion to how long tasks stalled on
@@ -150,6 +163,7 @@ static void evict_for_pressure(double some_avg10)
     pressure_evictions += evicted;
     debug_log("memory pressure (some avg10=%.2f): %zu of %zu idle cached window(s) unmapped", some_avg10, evicted,
               totals.idle_entries);
+    report(false);
 }
 
 int attach_cache_detach(uintptr_t address)
@@ -205,4 +219,5 @@ void attach_cache_reset_after_fork(void)
     pthread_mutex_init(&bounds_lock, NULL);
     bounds_read = false;
     hits = misses = capacity_evictions = pressure_evictions = 0;
+    attach_cache_report_reset_after_fork();
 }

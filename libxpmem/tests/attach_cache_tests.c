@@ -31,6 +31,8 @@
 #define WINDOW_BYTES (WINDOW_PAGES * PAGE)
 
 static struct broker broker;
+/* The exporter's segment, for tests that take no argument for it. */
+static xpmem_segid_t reporting_segid;
 
 /* ---------------------------------------------------------------------------------------------
  * The exporter: one buffer, its own segment (offsets from its base), filled with pattern 1. */
@@ -463,6 +465,63 @@ static int fork_child_starts_empty(int in, int out, void *argument)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * The counters in `xpmemctl clients`: the importer reads them (which reports them to the broker),
+ * and the runner asks xpmemctl, the one built beside xpmemd, for the importer's line. */
+
+static int report_counters(int in, int out, void *argument)
+{
+    const struct importer_setup *setup = argument;
+    apply_environment(setup);
+    xpmem_apid_t apid = xpmem_get(setup->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    for (int round = 0; round < 3; round++)
+        xpmem_detach(attach_window(apid, 12, NULL));
+    xpmem_detach(attach_window(apid, 13, NULL));
+    struct xpmem_attach_cache_stats stats = stats_now();
+    say(out, "hits %llu misses %llu evicted %llu+%llu held %llu (%llu KiB)", (unsigned long long)stats.hits,
+        (unsigned long long)stats.misses, (unsigned long long)stats.capacity_evictions,
+        (unsigned long long)stats.pressure_evictions, (unsigned long long)stats.entries,
+        (unsigned long long)(stats.bytes / 1024));
+    char line[LINE];
+    hear(in, line, sizeof line); /* stays connected until the runner has looked */
+    return 0;
+}
+
+static void test_counters_in_xpmemctl_clients(const char *xpmemd)
+{
+    const char *name = "xpmem_attach_cache_stats reports the counters to the broker: xpmemctl clients shows them "
+                       "on the importer's line";
+    char xpmemctl[600];
+    snprintf(xpmemctl, sizeof xpmemctl, "%s", xpmemd);
+    char *slash = strrchr(xpmemctl, '/');
+    snprintf(slash != NULL ? slash + 1 : xpmemctl, sizeof xpmemctl - (size_t)(slash != NULL ? slash + 1 - xpmemctl : 0),
+             "xpmemctl");
+    if (access(xpmemctl, X_OK) != 0) {
+        report(name, false, "no %s (swift build builds it beside xpmemd)", xpmemctl);
+        return;
+    }
+    struct importer_setup setup = {.segid = reporting_segid, .entries = NULL};
+    struct child importing;
+    char expected[LINE] = "", line[LINE] = "", command[1400];
+    child_start(&importing, report_counters, &setup);
+    bool answered = child_read_line(&importing, expected, sizeof expected, STEP_TIMEOUT_MS);
+    bool shown = false;
+    snprintf(command, sizeof command, "'%s' clients --socket '%s'", xpmemctl, broker.socket);
+    FILE *listing = answered ? popen(command, "r") : NULL;
+    char pid[32];
+    snprintf(pid, sizeof pid, " %d ", (int)importing.pid);
+    while (listing != NULL && fgets(line, sizeof line, listing) != NULL)
+        if (strstr(line, pid) != NULL && strstr(line, expected) != NULL)
+            shown = true;
+    int listed = listing != NULL ? pclose(listing) : -1;
+    pid_t importer_pid = importing.pid;
+    child_send(&importing, "quit");
+    int status = child_wait(&importing, STEP_TIMEOUT_MS);
+    report(name, answered && shown && listed == 0 && status == 0,
+           "importer said '%s'; no line of pid %d with it in `%s` (exit %d)", expected, (int)importer_pid, command,
+           listed);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * Memory pressure in a memory cgroup. */
 
 /* Where the importer's cgroup lives and how its limit is set. */
@@ -689,7 +748,8 @@ static void test_memory_pressure(xpmem_segid_t segid)
 
 int main(void)
 {
-    if (broker_start_for_tests(&broker, "XPMEMD") == NULL) {
+    const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
+    if (xpmemd == NULL) {
         printf("FAILED setup: no broker to test with\n");
         tests_failed++;
         return report_totals();
@@ -727,6 +787,8 @@ int main(void)
                  segid, "6", threads_share_the_cache);
     run_importer("a fork child starts with an empty cache, without the parent's idle windows", segid, NULL,
                  fork_child_starts_empty);
+    reporting_segid = segid;
+    test_counters_in_xpmemctl_clients(xpmemd);
     test_memory_pressure(segid);
 
     child_send(&exporting, "quit");
