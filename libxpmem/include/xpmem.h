@@ -14,6 +14,11 @@
  *  - Exported memory is moved into a shared memory file the first time a peer attaches it: from
  *    then on the exporter's pages are shmem pages (no transparent huge pages unless the system's
  *    shmem_enabled allows them).
+ *  - Attachments are cached: xpmem_attach (vaddr NULL) of a window already attached through the
+ *    same apid, offset and size returns the same address (detach once per attach), and a detached
+ *    window may stay mapped for the next attach until the cache's bounds or memory pressure evict
+ *    it (XPMEM_ATTACH_CACHE_ENTRIES=0 turns that off; see xpmem_attach_cache_stats below). Detach
+ *    attachments with xpmem_detach, never munmap, while the cache is on.
  */
 #ifndef XPMEM_H
 #define XPMEM_H
