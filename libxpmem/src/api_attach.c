@@ -25,17 +25,21 @@ struct mapped_window {
     void *address;
     size_t length;
     uint64_t broker_attachment, segment_offset, file_offset;
-    /* Every page of it maps the segment's file: no hole an exporter's later mmap could fill. */
-    bool whole;
+    /* It stays what a fresh attach would map for as long as it is mapped: an ordinary segment's
+     * window (its file changes only by a move, which remaps it), or an address-space window with
+     * no hole (an exporter's later mmap there would not show) that follows the exporter's unmaps
+     * and remaps (read-write, registered for faults: import_faults.h). A read-only address-space
+     * window does not follow, and reads zeros where the exporter unmapped since. */
+    bool reusable;
 };
 
-/* Whether a window may stay cached once detached: mapped anywhere (`fixed`: where the application
- * asked, which is never handed to another attach), with no holes, and not of this process's own
+/* Whether a window may stay cached once detached: reusable, mapped anywhere (`fixed`: where the
+ * application asked, which is never handed to another attach), and not of this process's own
  * segment (fork must copy every mapping of its own address-space file into the child: idle ones
  * would make every fork copy them). */
 static bool cacheable(const struct grant *grant, const struct mapped_window *window, bool fixed)
 {
-    return !fixed && window->whole && attach_cache_enabled() && !exports_contains(grant->segment);
+    return !fixed && window->reusable && attach_cache_enabled() && !exports_contains(grant->segment);
 }
 
 /* Records a window the application now holds; a cacheable one is then counted against the cache's
@@ -59,20 +63,22 @@ static void *record(const struct grant *grant, const struct mapped_window *windo
 }
 
 /* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
-/* A read-write window of an address-space segment follows the exporter (import_faults.h). */
-static void follow_faults(const struct grant *grant, void *mapped, uint64_t window_offset,
+/* A read-write window of an address-space segment follows the exporter (import_faults.h). Returns
+ * whether every extent of it does. */
+static bool follow_faults(const struct grant *grant, void *mapped, uint64_t window_offset,
                           const struct wire_extent *extents, uint32_t count)
 {
     if (!grant->read_write)
-        return;
+        return false;
     for (uint32_t index = 0; index < count; index++)
         if (import_faults_watch((uint64_t)(uintptr_t)mapped + (extents[index].start - window_offset),
                                 extents[index].length) < 0)
-            return;
+            return false;
+    return true;
 }
 
 static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_t length, void *vaddr, int protection,
-                               uint64_t *file_offset_out)
+                               uint64_t *file_offset_out, bool *reusable)
 {
     if (!import_cache_enabled())
         return MAP_FAILED;
@@ -84,7 +90,7 @@ static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_
         struct wire_extent whole = {.start = file_offset, .length = length};
         mapped = window_map(vaddr, length, protection, descriptor, file_offset, &whole, 1);
         if (mapped != MAP_FAILED) {
-            follow_faults(grant, mapped, file_offset, &whole, 1);
+            *reusable = follow_faults(grant, mapped, file_offset, &whole, 1);
             *file_offset_out = file_offset;
         }
     }
@@ -117,7 +123,7 @@ static struct wire_extent *window_extents(const struct wire_message *reply, uint
 
 static void *map_broker_window(const struct grant *grant, const struct wire_message *reply, int received,
                                uint64_t offset, size_t length, void *vaddr, int protection, uint64_t *file_offset_out,
-                               bool *whole)
+                               bool *reusable)
 {
     void *mapped;
     import_cache_lock();
@@ -126,7 +132,7 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
         /* An ordinary segment: one memfd, the window at `offset` in it. */
         mapped = mmap(vaddr, length, protection, MAP_SHARED | (vaddr != NULL ? MAP_FIXED : 0), descriptor, (off_t)offset);
         *file_offset_out = offset;
-        *whole = true;
+        *reusable = true;
     } else {
         uint64_t window_offset = reply->as.attached_window.file_offset;
         struct wire_extent *extents = window_extents(reply, window_offset, length);
@@ -135,10 +141,11 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
         } else {
             mapped = window_map(vaddr, length, protection, descriptor, window_offset, extents,
                                 reply->as.attached_window.count);
-            *whole = reply->as.attached_window.count == 1 && extents[0].start == window_offset
-                     && extents[0].length == length;
+            bool whole = reply->as.attached_window.count == 1 && extents[0].start == window_offset
+                         && extents[0].length == length;
             if (mapped != MAP_FAILED)
-                follow_faults(grant, mapped, window_offset, extents, reply->as.attached_window.count);
+                *reusable = follow_faults(grant, mapped, window_offset, extents, reply->as.attached_window.count)
+                            && whole;
             *file_offset_out = window_offset;
             if (mapped != MAP_FAILED && window_offset >= offset)
                 import_cache_note_backed(grant->segment, window_offset - offset, extents, reply->as.attached_window.count);
@@ -190,8 +197,9 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
             return cached;
     }
 
-    struct mapped_window window = {.length = length, .segment_offset = offset, .whole = true};
-    window.address = attach_from_cache(&grant, offset, length, vaddr, protection, &window.file_offset);
+    struct mapped_window window = {.length = length, .segment_offset = offset};
+    window.address = attach_from_cache(&grant, offset, length, vaddr, protection, &window.file_offset,
+                                       &window.reusable);
     if (window.address != MAP_FAILED)
         return record(&grant, &window, vaddr != NULL);
 
@@ -221,7 +229,7 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
     window.broker_attachment = reply.header.type == WIRE_ATTACHED ? reply.as.attached.attachment
                                                                   : reply.as.attached_window.attachment;
     window.address = map_broker_window(&grant, &reply, received, offset, length, vaddr, protection,
-                                       &window.file_offset, &window.whole);
+                                       &window.file_offset, &window.reusable);
     free(reply_buffer);
     if (window.address == MAP_FAILED) {
         int saved = errno;

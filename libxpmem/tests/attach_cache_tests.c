@@ -465,6 +465,105 @@ static int fork_child_starts_empty(int in, int out, void *argument)
 }
 
 /* ---------------------------------------------------------------------------------------------
+ * Following the exporter: it unmaps a window's memory and maps new memory there. A read-write window
+ * follows (its faults ask for the exporter's current pages), so a cached one may be served again and
+ * reads the new bytes; a read-only one does not follow (README, "Following the exporter"), so it is
+ * never kept once detached. */
+
+#define REMAP_PAGES 16
+
+static int remapping_exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    uint8_t *buffer = mmap(NULL, REMAP_PAGES * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    pattern_fill(buffer, REMAP_PAGES * PAGE, 1);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "ready %lld %lu", (long long)segid, (unsigned long)(uintptr_t)buffer);
+    char line[LINE];
+    while (hear(in, line, sizeof line) && strcmp(line, "remap") == 0) {
+        munmap(buffer, REMAP_PAGES * PAGE);
+        uint8_t *again = mmap(buffer, REMAP_PAGES * PAGE, PROT_READ | PROT_WRITE,
+                              MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        pattern_fill(again, REMAP_PAGES * PAGE, 2);
+        say(out, again == buffer ? "remapped" : "remap failed");
+    }
+    return 0;
+}
+
+struct remap_setup {
+    xpmem_segid_t segid;
+    uintptr_t address;
+};
+
+static int remap_follower(int in, int out, void *argument)
+{
+    const struct remap_setup *setup = argument;
+    unsetenv("XPMEM_ATTACH_CACHE_ENTRIES");
+    struct verdict verdict = {0};
+    xpmem_apid_t writable = xpmem_get(setup->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    xpmem_apid_t read_only = xpmem_get(setup->segid, XPMEM_RDONLY, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = writable, .offset = (off_t)setup->address};
+    struct xpmem_addr read_where = {.apid = read_only, .offset = (off_t)setup->address};
+    uint8_t *first = xpmem_attach(where, REMAP_PAGES * PAGE, NULL);
+    if (first == (void *)-1 || pattern_check(first, REMAP_PAGES * PAGE, 1) >= 0 || xpmem_detach(first) != 0)
+        wrong(&verdict, "the read-write attach did not read the exporter's bytes");
+    uint8_t *read_first = xpmem_attach(read_where, REMAP_PAGES * PAGE, NULL);
+    if (read_first == (void *)-1 || pattern_check(read_first, REMAP_PAGES * PAGE, 1) >= 0
+        || xpmem_detach(read_first) != 0)
+        wrong(&verdict, "the read-only attach did not read the exporter's bytes");
+    struct xpmem_attach_cache_stats stats = stats_now();
+    if (stats.entries != 1 || (read_first != (void *)-1 && mapped(read_first)))
+        wrong(&verdict, "after detach: %llu cached windows (expected the read-write one only), read-only one %s",
+              (unsigned long long)stats.entries, read_first != (void *)-1 && mapped(read_first) ? "mapped" : "gone");
+    say(out, "cached");
+    char line[LINE];
+    if (!hear(in, line, sizeof line) || strcmp(line, "attach again") != 0)
+        return 2;
+    uint8_t *again = xpmem_attach(where, REMAP_PAGES * PAGE, NULL);
+    stats = stats_now();
+    if (again != first || stats.hits != 1)
+        wrong(&verdict, "the read-write window was not served from the cache (%p, first %p, hits %llu)", (void *)again,
+              (void *)first, (unsigned long long)stats.hits);
+    long bad = again == (void *)-1 ? 0 : pattern_check(again, REMAP_PAGES * PAGE, 2);
+    if (bad >= 0)
+        wrong(&verdict, "the cached read-write window does not read the exporter's new bytes (at %ld)", bad);
+    uint8_t *read_again = xpmem_attach(read_where, REMAP_PAGES * PAGE, NULL);
+    if (read_again == (void *)-1 || stats_now().hits != 1)
+        wrong(&verdict, "the read-only attach after the remap failed or was served from the cache");
+    return conclude(out, &verdict);
+}
+
+static void test_exporter_remap_is_not_served_stale(void)
+{
+    const char *name = "after the exporter unmaps and maps new memory: a cached read-write window is served again "
+                       "and reads the new bytes; a read-only window (it does not follow) is never kept";
+    struct child exporting, importing;
+    char line[LINE] = "", answer[LINE] = "";
+    long long segid;
+    unsigned long address;
+    child_start(&exporting, remapping_exporter, NULL);
+    if (!child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        || sscanf(line, "ready %lld %lu", &segid, &address) != 2) {
+        report(name, false, "exporter said '%s'", line);
+        child_kill(&exporting);
+        return;
+    }
+    struct remap_setup setup = {.segid = segid, .address = address};
+    child_start(&importing, remap_follower, &setup);
+    bool cached = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS) && strcmp(line, "cached") == 0;
+    child_send(&exporting, "remap");
+    bool remapped = child_read_line(&exporting, answer, sizeof answer, STEP_TIMEOUT_MS)
+                    && strcmp(answer, "remapped") == 0;
+    child_send(&importing, "attach again");
+    bool answered = child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
+    int status = child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporting, "quit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    report(name, cached && remapped && answered && strcmp(line, "ok") == 0 && status == 0,
+           "importer: %s; exporter: %s (exit %d)", answered ? line : "no answer", answer, status);
+}
+
+/* ---------------------------------------------------------------------------------------------
  * The counters in `xpmemctl clients`: the importer reads them (which reports them to the broker),
  * and the runner asks xpmemctl, the one built beside xpmemd, for the importer's line. */
 
@@ -623,7 +722,7 @@ static int pressured_importer(int in, int out, void *argument)
         return 2;
     const char *path = line + 3;
     struct verdict verdict = {0};
-    xpmem_apid_t apid = xpmem_get(setup->segid, XPMEM_RDONLY, XPMEM_PERMIT_MODE, NULL);
+    xpmem_apid_t apid = xpmem_get(setup->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
     uint8_t *held[PRESSURE_HELD];
     for (int index = 0; index < PRESSURE_HELD; index++)
         held[index] = attach_window(apid, index, NULL);
@@ -787,6 +886,7 @@ int main(void)
                  segid, "6", threads_share_the_cache);
     run_importer("a fork child starts with an empty cache, without the parent's idle windows", segid, NULL,
                  fork_child_starts_empty);
+    test_exporter_remap_is_not_served_stale();
     reporting_segid = segid;
     test_counters_in_xpmemctl_clients(xpmemd);
     test_memory_pressure(segid);
