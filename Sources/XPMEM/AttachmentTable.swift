@@ -5,6 +5,8 @@ import XPMEMWire
 /// range object: the broker's attachment numbers change when a reconnection re-registers them.
 final class AttachmentTable: Sendable {
     private let ranges = Mutex<[ObjectIdentifier: AttachedRange]>([:])
+    /// Attaches not in the table yet, which events must not miss.
+    let attachesInFlight = AttachesInFlight()
 
     func insert(_ range: AttachedRange) { ranges.withLock { $0[ObjectIdentifier(range)] = range } }
 

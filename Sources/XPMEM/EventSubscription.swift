@@ -66,6 +66,8 @@ final class EventSubscription: Sendable {
     private func handle(_ event: Message, file: consuming OwnedDescriptor?, suspended: inout [ObjectIdentifier: AttachedRange]) {
         switch event {
         case .invalidateBegin(let segment, let offset, let length, let sequence, let reason):
+            let (end, overflowed) = offset.addingReportingOverflow(length)
+            table.attachesInFlight.disturb(segment, range: offset..<(overflowed ? .max : end))
             let notices = table.ranges(of: segment).compactMap { range in
                 range.overlap(segmentOffset: offset, length: length).map { overlap in
                     (range, InvalidationNotice(segment: segment, attachment: range.id, sequence: sequence,
@@ -87,6 +89,7 @@ final class EventSubscription: Sendable {
             suspended = suspended.filter { $0.value.hasOpenWindows }
         case .segmentFileReplaced(let segment, let access):
             guard let file else { break }
+            table.attachesInFlight.disturb(segment)
             // Each mapping gets its own descriptor of the file, opened as its access needs.
             for range in table.ranges(of: segment) where range.protection.contains(.write) == (access == .readWrite) {
                 do {
@@ -97,6 +100,7 @@ final class EventSubscription: Sendable {
                 }
             }
         case .released(let segment, let reason):
+            table.attachesInFlight.disturb(segment)
             for range in table.ranges(of: segment) {
                 range.revoke()
                 suspended[ObjectIdentifier(range)] = nil

@@ -19,7 +19,13 @@ extension ExportedSegment {
         } catch {
             throw XPMEMError.system("mmap of a private copy of segment \(id)", error)
         }
-        copy.bytes.copyMemory(from: UnsafeRawBufferPointer(bytes))
+        let attributes: MappingAttributes
+        do {
+            attributes = try MappingAttributes.read(start: baseAddress, length: size)
+        } catch {
+            throw XPMEMError.system("reading the attributes of segment \(id)'s mapping", error)
+        }
+        try copyData(into: copy)
         let moved: UnsafeMutableRawBufferPointer
         do {
             moved = try copy.move(replacing: base).relinquish()
@@ -33,6 +39,11 @@ extension ExportedSegment {
                 _ = replaced.relinquish()
                 state.ownedMapping = MemoryMapping.adopting(moved)
             }
+        }
+        do throws(Errno) {
+            try attributes.apply()
+        } catch {
+            throw XPMEMError.system("setting segment \(id)'s mapping attributes again on its private copy", error)
         }
     }
 
@@ -55,23 +66,15 @@ extension ExportedSegment {
             throw XPMEMError.system("mmap of a fresh memfd for segment \(id)", error)
         }
         try state.withLock { $0.placement }.apply(to: staging.base, length: size)
-        // Only what has pages: copying a hole would give it a page of zeros in both files.
-        let found: Result<[Range<Int>], XPMEMError> = state.withLock { state in
-            switch state.file {
-            case .some(let old):
-                do throws(Errno) {
-                    return .success(try MemoryFile.dataExtents(of: old, length: size))
-                } catch {
-                    return .failure(XPMEMError.system("finding the data of segment \(id)", error))
-                }
-            case .none:
-                return .success([0..<size])
-            }
+        // What the application set on its mapping (mprotect, mlock, madvise), which the new mapping
+        // over it would drop.
+        let attributes: MappingAttributes
+        do {
+            attributes = try MappingAttributes.read(start: baseAddress, length: size)
+        } catch {
+            throw XPMEMError.system("reading the attributes of segment \(id)'s mapping", error)
         }
-        let extents = try found.get()
-        for extent in extents {
-            (staging.base + extent.lowerBound).copyMemory(from: base + extent.lowerBound, byteCount: extent.count)
-        }
+        try copyData(into: staging)
         staging.unmap()
         let readOnly: OwnedDescriptor
         do {
@@ -88,10 +91,16 @@ extension ExportedSegment {
         } catch {
             throw XPMEMError.system("mapping the fresh memfd of segment \(id) in place", error)
         }
+        do throws(Errno) {
+            try attributes.apply()
+        } catch {
+            mapOldFileBack(at: base, attributes: attributes)
+            throw XPMEMError.system("setting segment \(id)'s mapping attributes again on its fresh memfd", error)
+        }
         do {
             try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
         } catch {
-            mapOldFileBack(at: base)
+            mapOldFileBack(at: base, attributes: attributes)
             throw error
         }
         var fresh = Optional(file)
@@ -106,14 +115,40 @@ extension ExportedSegment {
         }
     }
 
-    /// The broker refused the fresh file: the old one, which it still hands out, goes back in place.
-    /// Nothing was written meanwhile (the window holds importers, and no thread of ours may write).
-    private func mapOldFileBack(at base: UnsafeMutableRawPointer) {
+    /// Copies the segment's data into `staging`, a mapping of its fresh file: only what has pages
+    /// (copying a hole would give it a page of zeros in both files), and from a mapping of the old
+    /// file of our own, so that a part the application made inaccessible (`mprotect`) is copied too.
+    private func copyData(into staging: borrowing MemoryMapping) throws(XPMEMError) {
+        let copied: XPMEMError? = state.withLock { state in
+            switch state.file {
+            case .some(let old):
+                do throws(Errno) {
+                    let source = try MemoryMapping.mapShared(old, length: size, protection: .read)
+                    for extent in try MemoryFile.dataExtents(of: old, length: size) {
+                        (staging.base + extent.lowerBound).copyMemory(from: source.base + extent.lowerBound,
+                                                                      byteCount: extent.count)
+                    }
+                    return nil
+                } catch {
+                    return XPMEMError.system("copying the data of segment \(id)", error)
+                }
+            case .none:
+                return XPMEMError(.alreadyClosed, "segment \(id) has no file to move any more")
+            }
+        }
+        if let copied { throw copied }
+    }
+
+    /// The broker refused the fresh file: the old one, which it still hands out, goes back in place,
+    /// with what the application had set on it. Nothing was written meanwhile (the window holds
+    /// importers, and no thread of ours may write).
+    private func mapOldFileBack(at base: UnsafeMutableRawPointer, attributes: MappingAttributes) {
         state.withLock { state in
             switch state.file {
             case .some(let old):
                 if let back = try? MemoryMapping.mapShared(old, length: size, protection: .readWrite, placement: .replacing(base)) {
                     _ = back.relinquish()
+                    try? attributes.apply()
                 }
             case .none:
                 break

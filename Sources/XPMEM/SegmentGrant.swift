@@ -64,6 +64,28 @@ public final class SegmentGrant: Sendable {
         }
         // Invalidation events must be able to reach this mapping from the moment it exists.
         let events = try broker.subscription(generation: generation)
+        for _ in 0..<Self.attachAttempts {
+            if let range = try attachOnce(handle: handle, generation: generation, table: events.table, offset: offset,
+                                          length: length, at: address, policy: policy, handlers: handlers) {
+                return Attachment(grant: self, range: range)
+            }
+        }
+        throw XPMEMError(.resourceExhausted,
+                         "segment \(segment) changed \(Self.attachAttempts) times while attaching it; try again")
+    }
+
+    /// How often an attach asks again when events for its range keep coming while it is in flight.
+    private static let attachAttempts = 1000
+
+    /// One request and its mapping, in the table; nil when an event for the range came while the
+    /// answer was on its way (see `AttachesInFlight`): the mapping is gone again, ask once more.
+    private func attachOnce(
+        handle: AccessHandle, generation: UInt64, table: AttachmentTable, offset: Int, length: Int,
+        at address: UnsafeMutableRawPointer?, policy: AccessPolicy, handlers: InvalidationHandlers
+    ) throws(XPMEMError) -> AttachedRange? {
+        let ticket = table.attachesInFlight.start(segment, range: UInt64(offset)..<UInt64(offset + length))
+        var inFlight = true
+        defer { if inFlight { _ = table.attachesInFlight.finish(ticket) } }
         let message = Message.attach(handle, offset: UInt64(offset), length: UInt64(length))
         let reply = try broker.channel.request(message, generation: generation)
         guard case .attached(let id) = reply.message, let file = reply.descriptors.takeFirst() else {
@@ -93,8 +115,14 @@ public final class SegmentGrant: Sendable {
             range.unmap()
             throw XPMEMError(.alreadyClosed, "\(handle) was released while attaching")
         }
-        events.table.insert(range)
-        return Attachment(grant: self, range: range)
+        table.insert(range)
+        inFlight = false
+        guard table.attachesInFlight.finish(ticket) else { return range }
+        // Nobody has seen this mapping yet: undone as a detach would.
+        range.unmap()
+        _ = forget(range)
+        _ = try? broker.channel.request(.detach(id), generation: generation)
+        return nil
     }
 
     /// Gives up the handle (XPMEM's `release`), unmapping every attachment made through it. Idempotent.

@@ -28,8 +28,7 @@ struct mapped_window {
     /* It stays what a fresh attach would map for as long as it is mapped: an ordinary segment's
      * window (its file changes only by a move, which remaps it), or an address-space window with
      * no hole (an exporter's later mmap there would not show) that follows the exporter's unmaps
-     * and remaps (read-write, registered for faults: import_faults.h). A read-only address-space
-     * window does not follow, and reads zeros where the exporter unmapped since. */
+     * and remaps (registered for faults: import_faults.h; where the kernel refuses, it would not). */
     bool reusable;
 };
 
@@ -62,14 +61,10 @@ static void *record(const struct grant *grant, const struct mapped_window *windo
     return window->address;
 }
 
-/* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
-/* A read-write window of an address-space segment follows the exporter (import_faults.h). Returns
- * whether every extent of it does. */
-static bool follow_faults(const struct grant *grant, void *mapped, uint64_t window_offset,
-                          const struct wire_extent *extents, uint32_t count)
+/* A window of an address-space segment follows the exporter (import_faults.h). Returns whether
+ * every extent of it does. */
+static bool follow_faults(void *mapped, uint64_t window_offset, const struct wire_extent *extents, uint32_t count)
 {
-    if (!grant->read_write)
-        return false;
     for (uint32_t index = 0; index < count; index++)
         if (import_faults_watch((uint64_t)(uintptr_t)mapped + (extents[index].start - window_offset),
                                 extents[index].length) < 0)
@@ -77,6 +72,7 @@ static bool follow_faults(const struct grant *grant, void *mapped, uint64_t wind
     return true;
 }
 
+/* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
 static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_t length, void *vaddr, int protection,
                                uint64_t *file_offset_out, bool *reusable)
 {
@@ -90,7 +86,7 @@ static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_
         struct wire_extent whole = {.start = file_offset, .length = length};
         mapped = window_map(vaddr, length, protection, descriptor, file_offset, &whole, 1);
         if (mapped != MAP_FAILED) {
-            *reusable = follow_faults(grant, mapped, file_offset, &whole, 1);
+            *reusable = follow_faults(mapped, file_offset, &whole, 1);
             *file_offset_out = file_offset;
         }
     }
@@ -144,8 +140,7 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
             bool whole = reply->as.attached_window.count == 1 && extents[0].start == window_offset
                          && extents[0].length == length;
             if (mapped != MAP_FAILED)
-                *reusable = follow_faults(grant, mapped, window_offset, extents, reply->as.attached_window.count)
-                            && whole;
+                *reusable = follow_faults(mapped, window_offset, extents, reply->as.attached_window.count) && whole;
             *file_offset_out = window_offset;
             if (mapped != MAP_FAILED && window_offset >= offset)
                 import_cache_note_backed(grant->segment, window_offset - offset, extents, reply->as.attached_window.count);

@@ -46,8 +46,11 @@ XPMEM_EXPORT xpmem_segid_t xpmem_make(void *vaddr, size_t size, int permit_type,
     /* Counted before asking, so that a concurrent remove of the last other segment does not make the
      * memory private again under this one. */
     session_segment_made();
-    if (export_claims_send(channel, &export) < 0 || exports_add(&export) < 0) {
-        int saved = errno;
+    exports_begin_change();
+    int result = export_claims_send(channel, &export) < 0 || exports_add(&export) < 0 ? -1 : 0;
+    int saved = errno;
+    exports_end_change();
+    if (result < 0) {
         (void)session_segment_removed(); /* none was made: nothing to make private for it */
         errno = saved;
         return -1;
@@ -61,10 +64,12 @@ XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
         errno = EINVAL;
         return -1;
     }
-    /* Forgotten first, before any broker is asked: a reconnection from now on does not register it
-     * again, even one that happens while there is no broker to tell. */
-    bool ours = exports_remove((uint64_t)segid);
+    /* Connected first (that may register our segments again), then forgotten before the broker is
+     * asked: a reconnection from now on does not register it again, even one that happens while
+     * there is no broker to tell. */
     struct channel *channel = session_channel();
+    exports_begin_change();
+    bool ours = exports_remove((uint64_t)segid);
     int result = -1;
     if (channel != NULL) {
         uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
@@ -73,6 +78,9 @@ XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
         result = channel_call(channel, request, request_length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer,
                               &reply, NULL);
     }
+    int saved = errno;
+    exports_end_change();
+    errno = saved;
     if (!ours)
         return result; /* not this process's: the broker's answer is the whole answer */
     /* Ours, it is gone whatever the broker said: a broker that lost the connection meanwhile

@@ -6,6 +6,7 @@
 #include <sys/random.h>
 
 static pthread_mutex_t exports_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_rwlock_t changes_lock = PTHREAD_RWLOCK_INITIALIZER;
 static struct export *exports;
 static size_t export_count, export_capacity;
 
@@ -68,6 +69,11 @@ bool exports_contains(uint64_t segment)
     return found;
 }
 
+void exports_begin_change(void) { pthread_rwlock_rdlock(&changes_lock); }
+void exports_end_change(void) { pthread_rwlock_unlock(&changes_lock); }
+void exports_begin_restore(void) { pthread_rwlock_wrlock(&changes_lock); }
+void exports_end_restore(void) { pthread_rwlock_unlock(&changes_lock); }
+
 size_t exports_list(struct export *into, size_t capacity)
 {
     pthread_mutex_lock(&exports_lock);
@@ -81,5 +87,6 @@ size_t exports_list(struct export *into, size_t capacity)
 void exports_reset_after_fork(void)
 {
     pthread_mutex_init(&exports_lock, NULL);
+    pthread_rwlock_init(&changes_lock, NULL);
     export_count = 0;
 }

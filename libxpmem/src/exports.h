@@ -24,6 +24,17 @@ bool exports_contains(uint64_t segment);
 /* Copies up to `capacity` exports into `into` and returns how many there are in all. */
 size_t exports_list(struct export *into, size_t capacity);
 
+/* A make or a remove holds this shared from its call to the broker to its change of the table; a
+ * connection restoring the exports holds it alone from its snapshot to its last claim. Otherwise a
+ * make whose claim reached the old broker could be added just after the snapshot (and never be
+ * registered with the new broker), and a remove could reach the old broker just after the snapshot
+ * (and the new broker would have the segment back). Take it after session_channel(), which may
+ * restore, never before. */
+void exports_begin_change(void);
+void exports_end_change(void);
+void exports_begin_restore(void);
+void exports_end_restore(void);
+
 /* In a fork child: the lock as if never taken, then everything forgotten (the child exports
  * nothing of the parent's). */
 void exports_reset_after_fork(void);

@@ -3,16 +3,15 @@
  *
  * Here an attachment maps the exporter's address-space file. When the exporter unmaps or moves
  * memory, its library frees those file pages (exporter_watch.h), which drops them from every
- * importer's page tables. A read-write attachment's backed ranges are registered with userfaultfd
+ * importer's page tables. An attachment's backed ranges are registered with userfaultfd
  * for missing pages, so the importer's next touch there arrives at this library's fault thread
  * instead of reading a fresh zero page: the thread asks the broker to have the exporter back that
  * part of the window again (what it maps there now, with zeros for pages it never touched) and lets
  * the access retry, which then reads the exporter's current bytes. Where the exporter has nothing
  * mapped any more, the faulting thread gets SIGBUS, as with XPMEM.
  *
- * Read-only attachments are not registered (the kernel registers only mappings that could be made
- * writable, and a read-only attachment must not be): they see zeros where the exporter unmapped,
- * until the range is attached again. */
+ * The kernel registers only mappings that could be made writable: a read-only attachment maps the
+ * file privately for that (window_map.c). */
 #ifndef XPMEM_IMPORT_FAULTS_H
 #define XPMEM_IMPORT_FAULTS_H
 

@@ -207,7 +207,20 @@ static void drop_connection(void)
 /* Registers every segment this process exports with the new broker, under the ids it had. A
  * segment the broker refuses is gone (as if removed); a connection that fails meanwhile fails the
  * whole attempt, and the next one tries them all again. */
+static int claim_exports_again(void);
+
 static int restore_exports(void)
+{
+    exports_begin_restore();
+    int result = claim_exports_again();
+    int saved = errno;
+    exports_end_restore();
+    errno = saved;
+    return result;
+}
+
+/* The exports lock held alone: no make or remove changes the list meanwhile. */
+static int claim_exports_again(void)
 {
     struct export listed[64];
     size_t count = exports_list(listed, 64);
@@ -219,7 +232,7 @@ static int restore_exports(void)
         size_t capacity = count;
         count = exports_list(all, capacity);
         if (count > capacity)
-            count = capacity; /* a make racing this one grew the list: the rest waits for the next attempt */
+            count = capacity;
     }
     int result = 0;
     for (size_t index = 0; index < count; index++) {

@@ -42,12 +42,19 @@ static int hole_descriptor(bool writable)
     return hole_files[writable ? 1 : 0];
 }
 
+/* A read-only window maps the file privately: the kernel registers a mapping for missing-page
+ * faults (import_faults.h) only if it could be made writable, and a shared mapping of a read-only
+ * descriptor cannot. A private one can, but made writable it writes copies of its own, never the
+ * file: the exporter's bytes stay out of the importer's reach either way. Until written, its pages
+ * are the file's very pages, so it sees every write of the exporter's. */
+static int file_sharing(int protection) { return (protection & PROT_WRITE) != 0 ? MAP_SHARED : MAP_PRIVATE; }
+
 void *window_map(void *address, size_t length, int protection, int descriptor, uint64_t window_offset,
                  const struct wire_extent *extents, uint32_t count)
 {
     int fixed = address != NULL ? MAP_FIXED : 0;
     if (count == 1 && extents[0].start == window_offset && extents[0].length == length)
-        return mmap(address, length, protection, MAP_SHARED | fixed, descriptor, (off_t)window_offset);
+        return mmap(address, length, protection, file_sharing(protection) | fixed, descriptor, (off_t)window_offset);
 
     /* Holes first, over the whole window: that also reserves it in one step. */
     int holes = hole_descriptor((protection & PROT_WRITE) != 0);
@@ -58,7 +65,7 @@ void *window_map(void *address, size_t length, int protection, int descriptor, u
         return MAP_FAILED;
     for (uint32_t index = 0; index < count; index++) {
         uint8_t *at = window + (extents[index].start - window_offset);
-        if (mmap(at, extents[index].length, protection, MAP_SHARED | MAP_FIXED, descriptor,
+        if (mmap(at, extents[index].length, protection, file_sharing(protection) | MAP_FIXED, descriptor,
                  (off_t)extents[index].start) == MAP_FAILED) {
             int saved = errno;
             munmap(window, length);
