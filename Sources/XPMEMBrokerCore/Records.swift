@@ -55,6 +55,8 @@ public struct ClientRecord: Equatable, Sendable {
     public var segments: Set<SegmentID> = []
     public var grants: Set<AccessHandle> = []
     public var attachments: Set<AttachmentID> = []
+    /// What the client's attachment cache last reported, for `xpmemctl clients`; nil until it does.
+    public var attachCache: AttachCacheCounters? = nil
 }
 
 /// Caps that keep one client from exhausting the broker's memory.

@@ -33,7 +33,7 @@ extension Registry {
             ClientSummary(id: client.id.rawValue, pid: client.credentials.pid, uid: client.credentials.uid,
                           gid: client.credentials.gid, name: client.name, segments: UInt32(client.segments.count),
                           grants: UInt32(client.grants.count), attachments: UInt32(client.attachments.count),
-                          node: Int32(client.node ?? -1))
+                          node: Int32(client.node ?? -1), attachCache: client.attachCache)
         }
     }
 }

@@ -121,6 +121,12 @@ public struct Registry: Sendable {
     /// Removes a segment; only its owner may. Grants and attachments on it stay until released or
     /// detached, but no new attach succeeds.
     /// Records where the owner placed the segment's pages (text such as "node 1", for listings).
+    /// Keeps the counters `client`'s attachment cache reported, in place of its last report.
+    public mutating func reportAttachCache(_ counters: AttachCacheCounters, by client: ClientID) throws(BrokerError) {
+        guard clients[client] != nil else { throw BrokerError(.invalidArgument, "client \(client) is not connected") }
+        clients[client]?.attachCache = counters
+    }
+
     public mutating func describePlacement(of segment: SegmentID, as placement: String, by client: ClientID)
         throws(BrokerError)
     {

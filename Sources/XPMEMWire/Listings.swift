@@ -40,9 +40,11 @@ public struct ClientSummary: Equatable, Sendable, Codable {
     public var attachments: UInt32
     /// The NUMA node of the CPU the client ran on when it connected, -1 if unknown.
     public var node: Int32
+    /// What its attachment cache last reported (`reportAttachCache`), nil when it never did.
+    public var attachCache: AttachCacheCounters?
 
     public init(id: UInt64, pid: Int32, uid: UInt32, gid: UInt32, name: String, segments: UInt32, grants: UInt32,
-                attachments: UInt32, node: Int32 = -1) {
+                attachments: UInt32, node: Int32 = -1, attachCache: AttachCacheCounters? = nil) {
         self.id = id
         self.pid = pid
         self.uid = uid
@@ -52,6 +54,7 @@ public struct ClientSummary: Equatable, Sendable, Codable {
         self.grants = grants
         self.attachments = attachments
         self.node = node
+        self.attachCache = attachCache
     }
 }
 

@@ -85,6 +85,8 @@ extension Message {
             writer.write(size)
             writer.write(permit.rawValue)
             writer.write(name, maximumLength: 256)
+        case .reportAttachCache(let counters):
+            counters.encode(into: &writer)
         case .replaceSegmentFiles(let id):
             writer.write(id.rawValue)
         case .segmentFileReplaced(let id, let access):
@@ -175,7 +177,7 @@ extension Message {
             for _ in 0..<count { list.append(try SegmentSummary.decode(from: &reader)) }
             message = .segments(list, more: more)
         case .clients:
-            let count = try reader.readCount("clients", minimumRecordSize: 38)  // fixed fields and an empty name
+            let count = try reader.readCount("clients", minimumRecordSize: 39)  // fixed fields, an empty name, no cache
             var list: [ClientSummary] = []
             for _ in 0..<count { list.append(try ClientSummary.decode(from: &reader)) }
             message = .clients(list)
@@ -242,6 +244,8 @@ extension Message {
                              name: try reader.readString("name", maximumLength: 256))
         case .replaceSegmentFiles:
             message = .replaceSegmentFiles(SegmentID(rawValue: try reader.read(UInt64.self, "segid")))
+        case .reportAttachCache:
+            message = .reportAttachCache(try AttachCacheCounters.decode(from: &reader))
         case .segmentFileReplaced:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             message = .segmentFileReplaced(id, access: try reader.readAccessMode())
@@ -370,6 +374,8 @@ extension ClientSummary {
         writer.write(attachments)
         writer.write(node)
         writer.write(name, maximumLength: 256)
+        writer.write(attachCache != nil)
+        attachCache?.encode(into: &writer)
     }
 
     static func decode(from reader: inout WireReader) throws(FrameDecodingError) -> ClientSummary {
@@ -382,8 +388,9 @@ extension ClientSummary {
         let attachments = try reader.read(UInt32.self, "attachments")
         let node = try reader.read(Int32.self, "node")
         let name = try reader.readString("name", maximumLength: 256)
+        let attachCache = try reader.readBool("hasAttachCache") ? try AttachCacheCounters.decode(from: &reader) : nil
         return ClientSummary(id: id, pid: pid, uid: uid, gid: gid, name: name, segments: segments, grants: grants,
-                             attachments: attachments, node: node)
+                             attachments: attachments, node: node, attachCache: attachCache)
     }
 }
 

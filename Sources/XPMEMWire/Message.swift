@@ -63,6 +63,11 @@ public enum Message: Equatable, Sendable {
     /// sends it to every importer still mapping the segment, so that a descriptor the broker revoked
     /// (an importer that missed an invalidation deadline) aliases nothing live any more.
     case replaceSegmentFiles(SegmentID)
+    /// The client's attachment cache counters (the C library's), kept by the broker for `xpmemctl
+    /// clients` until the next report or the end of the connection; answered with `done`. Added to
+    /// version 3 without a bump: a broker that predates it answers `failure(malformedFrame)` and keeps
+    /// the connection, and the library then stops reporting.
+    case reportAttachCache(AttachCacheCounters)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -130,7 +135,7 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
     case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, claim, resolveFault
-    case claimAddressSpace, replaceSegmentFiles
+    case claimAddressSpace, replaceSegmentFiles, reportAttachCache
     case acknowledge = 0x2001, rangeBacked
     case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange, segmentFileReplaced
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
@@ -172,6 +177,7 @@ extension Message {
         case .claim: .claim
         case .claimAddressSpace: .claimAddressSpace
         case .replaceSegmentFiles: .replaceSegmentFiles
+        case .reportAttachCache: .reportAttachCache
         case .segmentFileReplaced: .segmentFileReplaced
         case .rangeBacked: .rangeBacked
         case .backRange: .backRange

@@ -2,12 +2,13 @@ import ArgumentParser
 import Foundation
 
 /// The C library's costs (libxpmem/tests/capi_bench.c, built by `make -C libxpmem`): the first attach
-/// of private heap memory against `process_vm_readv` of the same bytes, and a warm attach against a
-/// bare `mmap`, each a median of interleaved pairs. It runs its own private broker, the `xpmemd`
-/// beside this program.
+/// of private heap memory against `process_vm_readv` of the same bytes, a warm attach against a
+/// bare `mmap`, and an attachment cache hit against a fresh attach of the same backed window, each a
+/// median of interleaved pairs; and the windows the attachment cache held over a long run against
+/// its bound. It runs its own private broker, the `xpmemd` beside this program.
 struct CAPIBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "capi", abstract: "libxpmem's first and warm attach against process_vm_readv and mmap.",
+        commandName: "capi", abstract: "libxpmem's first, warm and cached attach against process_vm_readv, mmap and a fresh attach.",
         discussion: "Needs libxpmem built: make -C libxpmem (it builds build/tests/xpmem-capi-bench).")
     @OptionGroup var options: BenchOptions
     @Option(help: "The xpmem-capi-bench program (default: libxpmem/build/tests of this checkout).")
@@ -49,6 +50,12 @@ struct CAPIBenchmark: ParsableCommand {
             struct Spread: Decodable { var median, minimum, maximum: Double; var pairs: Int }
             var first_attach_1MiB_us, cma_1MiB_us, first_attach_64MiB_us, cma_64MiB_us: Double
             var warm_attach_1MiB_us, warm_attach_through_broker_1MiB_us, bare_mmap_1MiB_us: Double
+            var attach_cache_hit_1MiB_us, fresh_attach_1MiB_us: Double
+            struct LongRun: Decodable {
+                var windows, window_bytes, operations, bound_entries, max_entries_held, final_entries: Int
+                var hits, misses, capacity_evictions: Int
+            }
+            var attach_cache_long_run: LongRun
             var spread: [String: Spread]
         }
         let report = try JSONDecoder().decode(Report.self, from: data)
@@ -62,6 +69,11 @@ struct CAPIBenchmark: ParsableCommand {
             spreads[name] = figure
         }
         func summary(_ name: String) -> String { spreads[name]?.summary ?? "" }
+        func longRunSummary(_ run: Report.LongRun) -> String {
+            let attaches = max(run.hits + run.misses, 1)
+            return "\(run.max_entries_held) (\(run.operations) attaches over \(run.windows) windows of "
+                + "\(run.window_bytes / 1024) KiB: \(run.hits * 100 / attaches)% hits, \(run.capacity_evictions) evicted)"
+        }
         return FigureGroup(
             name: "capi",
             note: "libxpmem, exporter and importer separate processes, a private broker; microseconds, medians",
@@ -74,6 +86,11 @@ struct CAPIBenchmark: ParsableCommand {
                 ["warm attach of 1 MiB vs a bare mmap", String(format: "%.2f", report.warm_attach_1MiB_us),
                  String(format: "%.2f", report.bare_mmap_1MiB_us), summary("warm_attach_vs_mmap")],
                 ["attach of 1 MiB through the broker (no cache)", Format.micros(report.warm_attach_through_broker_1MiB_us), "", ""],
+                ["attachment cache hit (1 MiB) vs a fresh attach of the backed window",
+                 String(format: "%.3f", report.attach_cache_hit_1MiB_us), String(format: "%.3f", report.fresh_attach_1MiB_us),
+                 summary("attach_cache_hit_vs_fresh_attach")],
+                ["attachment cache, long run: most windows held vs the bound", longRunSummary(report.attach_cache_long_run),
+                 "\(report.attach_cache_long_run.bound_entries)", ""],
             ],
             ratios: [:],
             targets: ["warm_attach_vs_mmap <= 2", "first_attach_1MiB_vs_cma <= 1.5", "first_attach_64MiB_vs_cma <= 1.5"],

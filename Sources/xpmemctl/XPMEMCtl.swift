@@ -128,9 +128,18 @@ extension XPMEMCtl {
         func run() throws {
             let clients = try connection.connect().clients()
             if output.json { return try printJSON(clients) }
-            printTable(["ID", "PID", "UID", "GID", "NODE", "SEGMENTS", "GRANTS", "ATTACHMENTS", "NAME"],
+            printTable(["ID", "PID", "UID", "GID", "NODE", "SEGMENTS", "GRANTS", "ATTACHMENTS", "ATTACH CACHE", "NAME"],
                        clients.map { ["\($0.id)", "\($0.pid)", "\($0.uid)", "\($0.gid)", $0.node < 0 ? "-" : "\($0.node)",
-                                      "\($0.segments)", "\($0.grants)", "\($0.attachments)", $0.name] })
+                                      "\($0.segments)", "\($0.grants)", "\($0.attachments)", Self.describe($0.attachCache),
+                                      $0.name] })
+        }
+
+        /// "-" for a client that never reported (not the C library, or no attach yet), else its counters:
+        /// "hits 1200 misses 34 evicted 10+2 held 24 (96 KiB)", evictions by capacity + by pressure.
+        static func describe(_ cache: AttachCacheCounters?) -> String {
+            guard let cache else { return "-" }
+            return "hits \(cache.hits) misses \(cache.misses) evicted \(cache.capacityEvictions)+\(cache.pressureEvictions) "
+                + "held \(cache.entries) (\(cache.bytes / 1024) KiB)"
         }
     }
 }

@@ -106,6 +106,13 @@ struct BrokerCoreScenario {
         switch frame.message {
         case .attach, .invalidate, .resolveFault:
             break  // may wait for an invalidation or an exporter
+        case .reportAttachCache(let counters):
+            check(!daemon.unanswered.contains(asked), "reportAttachCache was not answered at once")
+            // A connected client's report is what the clients listing shows for it from then on.
+            if let client = core.peers[peer]?.client {
+                check(core.registry.clients[client]?.attachCache == counters,
+                      "\(client) reported \(counters) but the registry keeps \(String(describing: core.registry.clients[client]?.attachCache))")
+            }
         default:
             check(!daemon.unanswered.contains(asked), "\(frame.message.type) was not answered at once")
         }
@@ -189,7 +196,7 @@ struct BrokerCoreScenario {
     }
 
     mutating func structuredRequest(_ input: inout FuzzBytes) -> Message {
-        switch input.byte() % 18 {
+        switch input.byte() % 19 {
         case 0, 1:
             return .make(size: pickLength(&input), permit: pickPermit(&input), name: input.pick(["a", "", "segment"]))
         case 2:
@@ -222,8 +229,13 @@ struct BrokerCoreScenario {
             return .claimAddressSpace(input.byte() & 1 == 0 ? nil : pickSegment(&input), token: token,
                                       base: pickLength(&input), size: 64 * Self.page &- pickLength(&input),
                                       permit: pickPermit(&input), name: "claimed window")
-        default:
+        case 17:
             return .replaceSegmentFiles(pickSegment(&input))
+        default:
+            // Counters as the C library reports them, or any 64-bit values at all.
+            return .reportAttachCache(AttachCacheCounters(
+                hits: input.integer(UInt64.self), misses: UInt64(input.byte()), capacityEvictions: UInt64(input.byte()),
+                pressureEvictions: UInt64(input.byte()), entries: UInt64(input.byte()), bytes: input.integer(UInt64.self)))
         }
     }
 

@@ -76,6 +76,9 @@ enum SeedCorpus {
             return .claimAddressSpace(nil, token: ReclaimToken(high: 1, low: 2), base: 0, size: AddressSpace.maximumSize,
                                       permit: Permit(rawValue: 0o600), name: "seed")
         case .replaceSegmentFiles: return .replaceSegmentFiles(segment)
+        case .reportAttachCache:
+            return .reportAttachCache(AttachCacheCounters(hits: 3, misses: 1, capacityEvictions: 0, pressureEvictions: 1,
+                                                          entries: 2, bytes: 8192))
         case .segmentFileReplaced: return .segmentFileReplaced(segment, access: .readWrite)
         case .resolveFault: return .resolveFault(AccessHandle(rawValue: 1), offset: 4096, length: 8192)
         case .fillRange: return .fillRange(segment, sequence: 1, start: 4096, length: 8192)

@@ -48,4 +48,24 @@ struct BrokerCoreListingTests {
         #expect(Set(Self.listAll(&broker, as: owner)) == everything)
         #expect(Self.listAll(&broker, as: root).count == 3)
     }
+
+    /// A client's attachment cache report shows in the clients listing until the next replaces it;
+    /// clients that never reported show none.
+    @Test func attachCacheReportsShowInTheClientsListing() {
+        var broker = BrokerCoreHarness()
+        let (importer, importerID) = broker.join(People.owner)
+        let (other, otherID) = broker.join(People.stranger)
+        let first = AttachCacheCounters(hits: 10, misses: 2, capacityEvictions: 1, pressureEvictions: 0, entries: 3,
+                                        bytes: 12288)
+        let second = AttachCacheCounters(hits: 40, misses: 3, capacityEvictions: 1, pressureEvictions: 2, entries: 1,
+                                         bytes: 4096)
+        #expect(broker.request(.reportAttachCache(first), from: importer) == .done)
+        #expect(broker.request(.reportAttachCache(second), from: importer) == .done)
+        guard case .clients(let list) = broker.request(.listClients, from: other) else {
+            Issue.record("listing refused")
+            return
+        }
+        #expect(list.first { $0.id == importerID.rawValue }?.attachCache == second)
+        #expect(list.first { $0.id == otherID.rawValue }.map { $0.attachCache == nil } == true)
+    }
 }

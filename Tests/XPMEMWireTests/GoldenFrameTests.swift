@@ -117,4 +117,48 @@ struct GoldenFrameTests {
         #expect(frame.encoded() == expected)
         #expect(try decodeFrame(expected) == frame)
     }
+
+    /// The C library writes this frame too (libxpmem/tests/wire_tests.c holds the same bytes).
+    @Test func reportAttachCacheFrame() throws {
+        let frame = Frame(requestID: 9, message: .reportAttachCache(AttachCacheCounters(
+            hits: 1, misses: 2, capacityEvictions: 3, pressureEvictions: 4, entries: 5, bytes: 0x0102_0304_0506_0708)))
+        let expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00,
+            0x14, 0x00,  // type reportAttachCache
+            0x09, 0x00, 0x00, 0x00,
+            0x30, 0x00, 0x00, 0x00,  // payload length 48
+            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // hits
+            0x02, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // misses
+            0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // evictions by capacity
+            0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // evictions by pressure
+            0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // entries
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // bytes
+        ]
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
+
+    /// A client that reported its attachment cache: the counters follow its name, after a presence byte.
+    @Test func clientsFrameWithAttachCache() throws {
+        let client = ClientSummary(id: 1, pid: 2, uid: 3, gid: 4, name: "c", segments: 0, grants: 0, attachments: 5,
+                                   attachCache: AttachCacheCounters(hits: 6, misses: 7, capacityEvictions: 8,
+                                                                    pressureEvictions: 9, entries: 10, bytes: 11))
+        let frame = Frame(requestID: 1, message: .clients([client]))
+        var expected: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00,
+            0x08, 0x80,  // type clients (0x8008)
+            0x01, 0x00, 0x00, 0x00,
+            0x5C, 0x00, 0x00, 0x00,  // payload length 92
+            0x01, 0x00, 0x00, 0x00,  // one client
+            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,  // id
+            0x02, 0x00, 0x00, 0x00, 0x03, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x00,  // pid, uid, gid
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00,  // segments, grants, attachments
+            0xFF, 0xFF, 0xFF, 0xFF,  // node -1
+            0x01, 0x00, 0x63,  // "c"
+            0x01,  // attachment cache counters follow
+        ]
+        for counter: UInt8 in 6...11 { expected += [counter, 0, 0, 0, 0, 0, 0, 0] }
+        #expect(frame.encoded() == expected)
+        #expect(try decodeFrame(expected) == frame)
+    }
 }

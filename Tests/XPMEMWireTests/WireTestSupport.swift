@@ -54,6 +54,9 @@ enum WireSamples {
         ClientSummary(id: 1, pid: 100, uid: 1000, gid: 1000, name: "", segments: 0, grants: 0, attachments: 0),
         ClientSummary(id: UInt64.max, pid: Int32.max, uid: UInt32.max, gid: 0, name: "xpmemctl", segments: 2,
                       grants: 5, attachments: 7, node: 1),
+        ClientSummary(id: 3, pid: 300, uid: 1000, gid: 1000, name: "libxpmem app", segments: 0, grants: 1, attachments: 4,
+                      attachCache: AttachCacheCounters(hits: 10, misses: 4, capacityEvictions: 1, pressureEvictions: 2,
+                                                       entries: 3, bytes: 3 << 20)),
     ]
 
     static let report = InvalidationReport(
@@ -127,6 +130,8 @@ enum WireSamples {
         .claimAddressSpace(segment, token: ReclaimToken(high: 5, low: .max), base: 0x7f00_0000_0000, size: 4096,
                            permit: Permit(rawValue: 0o666), name: String(repeating: "a", count: 256)),
         .replaceSegmentFiles(segment),
+        .reportAttachCache(AttachCacheCounters(hits: UInt64.max, misses: 0, capacityEvictions: 7, pressureEvictions: 9,
+                                               entries: 4096, bytes: 1 << 40)),
         .segmentFileReplaced(segment, access: .readOnly),
         .segmentFileReplaced(segment, access: .readWrite),
         .backRange(segment, sequence: 9, start: 0x7ffc_0000_0000, length: 8 << 20),

@@ -14,6 +14,11 @@
  *  - Exported memory is moved into a shared memory file the first time a peer attaches it: from
  *    then on the exporter's pages are shmem pages (no transparent huge pages unless the system's
  *    shmem_enabled allows them).
+ *  - Attachments are cached: xpmem_attach (vaddr NULL) of a window already attached through the
+ *    same apid, offset and size returns the same address (detach once per attach), and a detached
+ *    window may stay mapped for the next attach until the cache's bounds or memory pressure evict
+ *    it (XPMEM_ATTACH_CACHE_ENTRIES=0 turns that off; see xpmem_attach_cache_stats below). Detach
+ *    attachments with xpmem_detach, never munmap, while the cache is on.
  */
 #ifndef XPMEM_H
 #define XPMEM_H
@@ -76,6 +81,37 @@ void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr);
 
 /* Unmaps the attachment containing vaddr. */
 int xpmem_detach(void *vaddr);
+
+/* ---------------------------------------------------------------------------------------------
+ * Extension of this library, NOT part of XPMEM's API: programs that call it do not build against
+ * the kernel module's libxpmem. Test for it with XPMEM_HAVE_ATTACH_CACHE_STATS. */
+
+#define XPMEM_HAVE_ATTACH_CACHE_STATS 1
+
+/* The attachment cache: xpmem_attach (vaddr NULL) of a window already mapped through the same apid,
+ * offset and size returns the same address and takes a reference; xpmem_detach drops one and leaves
+ * the window mapped for the next attach, until the cache's bounds or memory pressure evict it. */
+struct xpmem_attach_cache_stats {
+    uint64_t hits;               /* attaches served from the cache */
+    uint64_t misses;             /* attaches (vaddr NULL) it had no window for */
+    uint64_t capacity_evictions; /* idle windows unmapped to stay within the bounds */
+    uint64_t pressure_evictions; /* idle windows unmapped because the kernel reported memory pressure */
+    uint64_t entries;            /* windows the cache holds mapped, in use or idle */
+    uint64_t bytes;              /* their bytes */
+    uint64_t idle_entries;       /* of those, windows the application has detached */
+    uint64_t idle_bytes;
+    uint64_t max_entries;        /* the bounds (XPMEM_ATTACH_CACHE_ENTRIES, XPMEM_ATTACH_CACHE_BYTES); */
+    uint64_t max_bytes;          /* 0 when caching is off */
+    uint64_t pressure_events;    /* times the memory pressure trigger fired */
+    int32_t pressure_watch;      /* 1 watching memory pressure, 0 not started yet (no idle window so far),
+                                  * -1 unavailable (no PSI) */
+    int32_t reserved;
+};
+
+/* Fills *stats with this process's attachment cache counters, and sends them to the broker too (for
+ * `xpmemctl clients`; the library also does so by itself at most once a second). Returns 0, or -1
+ * with errno EINVAL (stats NULL). */
+int xpmem_attach_cache_stats(struct xpmem_attach_cache_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -5,9 +5,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "attach_cache.h"
+#include "attachment_unmap.h"
 #include "attachments.h"
 #include "debug_log.h"
 #include "export.h"
+#include "exports.h"
 #include "grant_handles.h"
 #include "grants.h"
 #include "import_cache.h"
@@ -17,46 +20,61 @@
 #include "window_map.h"
 #include "xpmem.h"
 
-static void tell_broker_detached(uint64_t broker_attachment)
+/* What xpmem_attach mapped, to record. */
+struct mapped_window {
+    void *address;
+    size_t length;
+    uint64_t broker_attachment, segment_offset, file_offset;
+    /* It stays what a fresh attach would map for as long as it is mapped: an ordinary segment's
+     * window (its file changes only by a move, which remaps it), or an address-space window with
+     * no hole (an exporter's later mmap there would not show) that follows the exporter's unmaps
+     * and remaps (registered for faults: import_faults.h; where the kernel refuses, it would not). */
+    bool reusable;
+};
+
+/* Whether a window may stay cached once detached: reusable, mapped anywhere (`fixed`: where the
+ * application asked, which is never handed to another attach), and not of this process's own
+ * segment (fork must copy every mapping of its own address-space file into the child: idle ones
+ * would make every fork copy them). */
+static bool cacheable(const struct grant *grant, const struct mapped_window *window, bool fixed)
 {
-    struct channel *channel = session_channel();
-    if (channel == NULL)
-        return;
-    uint8_t request[64], reply_buffer[CHANNEL_SMALL_REPLY];
-    size_t length = wire_encode_detach(request, sizeof request, 0, broker_attachment);
-    struct wire_message reply;
-    channel_call(channel, request, length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply, NULL);
+    return !fixed && window->reusable && attach_cache_enabled() && !exports_contains(grant->segment);
 }
 
-static void *record(void *address, size_t length, uint64_t apid, uint64_t broker_attachment, uint64_t segment_offset,
-                    uint64_t file_offset)
+/* Records a window the application now holds; a cacheable one is then counted against the cache's
+ * bounds. */
+static void *record(const struct grant *grant, const struct mapped_window *window, bool fixed)
 {
-    attachments_forget_overlapping((uintptr_t)address, length);
-    struct attachment attachment = {.address = (uintptr_t)address, .length = length, .apid = apid,
-                                    .broker_attachment = broker_attachment, .segment_offset = segment_offset,
-                                    .file_offset = file_offset};
+    attachments_forget_overlapping((uintptr_t)window->address, window->length);
+    struct attachment attachment = {.address = (uintptr_t)window->address, .length = window->length,
+                                    .apid = grant->apid, .segment = grant->segment,
+                                    .broker_attachment = window->broker_attachment,
+                                    .segment_offset = window->segment_offset, .file_offset = window->file_offset,
+                                    .references = 1, .cacheable = cacheable(grant, window, fixed)};
     if (attachments_add(attachment) < 0) {
-        munmap(address, length);
-        if (broker_attachment != 0)
-            tell_broker_detached(broker_attachment);
+        attachment_unmap(&attachment);
         errno = ENOMEM;
         return (void *)-1;
     }
-    return address;
+    if (attachment.cacheable)
+        attach_cache_trim();
+    return window->address;
 }
 
-/* A window of an address-space segment follows the exporter (import_faults.h). */
-static void follow_faults(void *mapped, uint64_t window_offset, const struct wire_extent *extents, uint32_t count)
+/* A window of an address-space segment follows the exporter (import_faults.h). Returns whether
+ * every extent of it does. */
+static bool follow_faults(void *mapped, uint64_t window_offset, const struct wire_extent *extents, uint32_t count)
 {
     for (uint32_t index = 0; index < count; index++)
         if (import_faults_watch((uint64_t)(uintptr_t)mapped + (extents[index].start - window_offset),
                                 extents[index].length) < 0)
-            return;
+            return false;
+    return true;
 }
 
 /* Ranges this process already knows are backed need no broker: one mmap of the cached file. */
 static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_t length, void *vaddr, int protection,
-                               uint64_t *file_offset_out)
+                               uint64_t *file_offset_out, bool *reusable)
 {
     if (!import_cache_enabled())
         return MAP_FAILED;
@@ -68,7 +86,7 @@ static void *attach_from_cache(const struct grant *grant, uint64_t offset, size_
         struct wire_extent whole = {.start = file_offset, .length = length};
         mapped = window_map(vaddr, length, protection, descriptor, file_offset, &whole, 1);
         if (mapped != MAP_FAILED) {
-            follow_faults(mapped, file_offset, &whole, 1);
+            *reusable = follow_faults(mapped, file_offset, &whole, 1);
             *file_offset_out = file_offset;
         }
     }
@@ -100,7 +118,8 @@ static struct wire_extent *window_extents(const struct wire_message *reply, uint
 }
 
 static void *map_broker_window(const struct grant *grant, const struct wire_message *reply, int received,
-                               uint64_t offset, size_t length, void *vaddr, int protection, uint64_t *file_offset_out)
+                               uint64_t offset, size_t length, void *vaddr, int protection, uint64_t *file_offset_out,
+                               bool *reusable)
 {
     void *mapped;
     import_cache_lock();
@@ -109,6 +128,7 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
         /* An ordinary segment: one memfd, the window at `offset` in it. */
         mapped = mmap(vaddr, length, protection, MAP_SHARED | (vaddr != NULL ? MAP_FIXED : 0), descriptor, (off_t)offset);
         *file_offset_out = offset;
+        *reusable = true;
     } else {
         uint64_t window_offset = reply->as.attached_window.file_offset;
         struct wire_extent *extents = window_extents(reply, window_offset, length);
@@ -117,8 +137,10 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
         } else {
             mapped = window_map(vaddr, length, protection, descriptor, window_offset, extents,
                                 reply->as.attached_window.count);
+            bool whole = reply->as.attached_window.count == 1 && extents[0].start == window_offset
+                         && extents[0].length == length;
             if (mapped != MAP_FAILED)
-                follow_faults(mapped, window_offset, extents, reply->as.attached_window.count);
+                *reusable = follow_faults(mapped, window_offset, extents, reply->as.attached_window.count) && whole;
             *file_offset_out = window_offset;
             if (mapped != MAP_FAILED && window_offset >= offset)
                 import_cache_note_backed(grant->segment, window_offset - offset, extents, reply->as.attached_window.count);
@@ -160,10 +182,21 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
     int protection = PROT_READ | (grant.read_write ? PROT_WRITE : 0);
     uint64_t offset = (uint64_t)addr.offset;
 
-    uint64_t file_offset = 0;
-    void *mapped = attach_from_cache(&grant, offset, length, vaddr, protection, &file_offset);
-    if (mapped != MAP_FAILED)
-        return record(mapped, length, grant.apid, 0, offset, file_offset);
+    /* Windows that went stale since the last call are unmapped here, on the application's thread,
+     * which may talk to the broker (the event thread that marked them may not). */
+    attach_cache_purge_stale();
+    /* A window mapped at the caller's address (MAP_FIXED) is that mapping, never a cached one. */
+    if (vaddr == NULL) {
+        void *cached = attach_cache_lookup(grant.apid, offset, length);
+        if (cached != NULL)
+            return cached;
+    }
+
+    struct mapped_window window = {.length = length, .segment_offset = offset};
+    window.address = attach_from_cache(&grant, offset, length, vaddr, protection, &window.file_offset,
+                                       &window.reusable);
+    if (window.address != MAP_FAILED)
+        return record(&grant, &window, vaddr != NULL);
 
     uint8_t *reply_buffer = malloc(WIRE_MAX_REPLY);
     if (reply_buffer == NULL) {
@@ -171,15 +204,14 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
         return (void *)-1;
     }
     /* A permit whose handle the broker forgot (it restarted) gets one again first. */
-    struct window_request window = {.offset = offset, .length = length};
+    struct window_request request = {.offset = offset, .length = length};
     struct wire_message reply;
     int received = -1;
-    if (grant_handles_call(grant.apid, &grant, encode_attach, &window, 0, reply_buffer, WIRE_MAX_REPLY, &reply,
+    if (grant_handles_call(grant.apid, &grant, encode_attach, &request, 0, reply_buffer, WIRE_MAX_REPLY, &reply,
                            &received) < 0) {
         free(reply_buffer);
         return (void *)-1;
     }
-    uint64_t broker_attachment;
     if ((reply.header.type != WIRE_ATTACHED && reply.header.type != WIRE_ATTACHED_WINDOW) || received < 0) {
         debug_log("the broker answered attach with type 0x%04x and %s descriptor", reply.header.type,
                   received < 0 ? "no" : "a");
@@ -189,29 +221,24 @@ XPMEM_EXPORT void *xpmem_attach(struct xpmem_addr addr, size_t size, void *vaddr
         errno = EPROTO;
         return (void *)-1;
     }
-    broker_attachment = reply.header.type == WIRE_ATTACHED ? reply.as.attached.attachment
-                                                           : reply.as.attached_window.attachment;
-    mapped = map_broker_window(&grant, &reply, received, offset, length, vaddr, protection, &file_offset);
+    window.broker_attachment = reply.header.type == WIRE_ATTACHED ? reply.as.attached.attachment
+                                                                  : reply.as.attached_window.attachment;
+    window.address = map_broker_window(&grant, &reply, received, offset, length, vaddr, protection,
+                                       &window.file_offset, &window.reusable);
     free(reply_buffer);
-    if (mapped == MAP_FAILED) {
+    if (window.address == MAP_FAILED) {
         int saved = errno;
         debug_log("mapping the attach window failed: %m");
-        tell_broker_detached(broker_attachment);
+        attachment_tell_broker_detached(window.broker_attachment);
         errno = saved;
         return (void *)-1;
     }
-    return record(mapped, length, grant.apid, broker_attachment, offset, file_offset);
+    return record(&grant, &window, vaddr != NULL);
 }
 
 XPMEM_EXPORT int xpmem_detach(void *vaddr)
 {
-    struct attachment attachment;
-    if (!attachments_take_containing((uintptr_t)vaddr, &attachment)) {
-        errno = EINVAL;
-        return -1;
-    }
-    munmap((void *)attachment.address, attachment.length);
-    if (attachment.broker_attachment != 0)
-        tell_broker_detached(attachment.broker_attachment);
-    return 0;
+    attach_cache_purge_stale();
+    /* The last reference of a cacheable window leaves it mapped for the next attach. */
+    return attach_cache_detach((uintptr_t)vaddr);
 }

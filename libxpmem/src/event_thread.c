@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "attachments.h"
 #include "backing.h"
 #include "channel.h"
 #include "debug_log.h"
@@ -66,6 +67,10 @@ static void serve(int socket, struct private_area *area, const struct wire_messa
         /* What this process knew to be backed in that segment may no longer be: ask the broker
          * again on the next attach. */
         import_cache_forget_extents(event->as.invalidate_begin.segment);
+        /* Cached windows over it may no longer be what a fresh attach maps (a read-only one does
+         * not follow the exporter): no more hits, unmapped once idle. */
+        attachments_mark_stale(event->as.invalidate_begin.segment, event->as.invalidate_begin.offset,
+                               event->as.invalidate_begin.length);
         size_t length = wire_encode_acknowledge(area->reply_frame, WIRE_MAX_REQUEST, event->as.invalidate_begin.segment,
                                                 event->as.invalidate_begin.sequence);
         seqpacket_send(socket, area->reply_frame, length, NULL, 0);
@@ -74,6 +79,7 @@ static void serve(int socket, struct private_area *area, const struct wire_messa
     case WIRE_RELEASED:
         /* The permits on it stay as they are: the broker keeps them until they are released. */
         import_cache_forget_segment(event->as.released.segment);
+        attachments_mark_stale(event->as.released.segment, 0, UINT64_MAX);
         break;
     default:
         break; /* invalidateEnd, and events of later protocol revisions */

@@ -59,6 +59,16 @@ bool exports_remove(uint64_t segment)
     return found;
 }
 
+bool exports_contains(uint64_t segment)
+{
+    bool found = false;
+    pthread_mutex_lock(&exports_lock);
+    for (size_t index = 0; index < export_count && !found; index++)
+        found = exports[index].segment == segment;
+    pthread_mutex_unlock(&exports_lock);
+    return found;
+}
+
 void exports_begin_change(void) { pthread_rwlock_rdlock(&changes_lock); }
 void exports_end_change(void) { pthread_rwlock_unlock(&changes_lock); }
 void exports_begin_restore(void) { pthread_rwlock_wrlock(&changes_lock); }

@@ -20,6 +20,7 @@ struct export {
 int exports_draw_token(uint64_t token[2]);
 int exports_add(const struct export *export);
 bool exports_remove(uint64_t segment);
+bool exports_contains(uint64_t segment);
 /* Copies up to `capacity` exports into `into` and returns how many there are in all. */
 size_t exports_list(struct export *into, size_t capacity);
 

@@ -40,6 +40,9 @@ void segment_moves_follow(uint64_t segment, bool read_write, int file)
     int kept = import_cache_replace_descriptor(segment, read_write, file);
     struct move move = {.segment = segment, .read_write = read_write, .file = file};
     attachments_for_each(remap, &move);
+    /* Held windows follow the new file; cached idle ones are dropped rather than trusted (a failed
+     * remap left one inaccessible). */
+    attachments_mark_stale(segment, 0, UINT64_MAX);
     import_cache_unlock();
     if (kept < 0)
         close(file); /* not kept (no memory): the mappings hold the file */

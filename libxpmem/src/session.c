@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "address_space_file.h"
+#include "attach_cache.h"
 #include "attachments.h"
 #include "autostart.h"
 #include "debug_log.h"
@@ -24,6 +25,7 @@
 #include "grants.h"
 #include "import_cache.h"
 #include "import_faults.h"
+#include "memory_pressure.h"
 #include "private_area.h"
 #include "socket_path.h"
 #include "thread_stop.h"
@@ -88,6 +90,8 @@ static void after_fork_in_child(void)
     exports_reset_after_fork();
     grants_reset_after_fork();
     attachments_reset_after_fork();
+    attach_cache_reset_after_fork();
+    memory_pressure_reset_after_fork();
     import_cache_reset_after_fork();
     thread_stop_reset_after_fork();
     import_faults_forget();
@@ -193,6 +197,8 @@ static void drop_connection(void)
     }
     grants_forget_handles();
     attachments_forget_broker_ids();
+    /* What the next broker maps for an attach may differ: cached windows are not reused. */
+    attachments_mark_all_stale();
     import_cache_forget_all();
     broker_lost = false;
     connected = false;

@@ -29,6 +29,7 @@ enum wire_type {
     WIRE_MAKE_ADDRESS_SPACE = 0x000F,
     WIRE_RESOLVE_FAULT = 0x0011,
     WIRE_CLAIM_ADDRESS_SPACE = 0x0012,
+    WIRE_REPORT_ATTACH_CACHE = 0x0014,
 
     WIRE_ACKNOWLEDGE = 0x2001,
     WIRE_RANGE_BACKED = 0x2002,
@@ -133,6 +134,12 @@ size_t wire_encode_resolve_fault(void *buffer, size_t capacity, uint32_t request
                                  uint64_t length);
 size_t wire_encode_detach(void *buffer, size_t capacity, uint32_t request_id, uint64_t attachment);
 size_t wire_encode_query_status(void *buffer, size_t capacity, uint32_t request_id);
+/* The attachment cache's counters, for `xpmemctl clients` (answered with done). */
+struct wire_attach_cache_counters {
+    uint64_t hits, misses, capacity_evictions, pressure_evictions, entries, bytes;
+};
+size_t wire_encode_report_attach_cache(void *buffer, size_t capacity, uint32_t request_id,
+                                       const struct wire_attach_cache_counters *counters);
 
 /* Sent by a client on its event channel. */
 size_t wire_encode_acknowledge(void *buffer, size_t capacity, uint64_t segment, uint64_t sequence);

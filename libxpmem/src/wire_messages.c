@@ -44,6 +44,20 @@ size_t wire_encode_claim_address_space(void *buffer, size_t capacity, uint32_t r
     return wire_finish(&writer);
 }
 
+size_t wire_encode_report_attach_cache(void *buffer, size_t capacity, uint32_t request_id,
+                                       const struct wire_attach_cache_counters *counters)
+{
+    struct wire_writer writer;
+    wire_begin(&writer, buffer, capacity, WIRE_REPORT_ATTACH_CACHE, request_id);
+    wire_put_u64(&writer, counters->hits);
+    wire_put_u64(&writer, counters->misses);
+    wire_put_u64(&writer, counters->capacity_evictions);
+    wire_put_u64(&writer, counters->pressure_evictions);
+    wire_put_u64(&writer, counters->entries);
+    wire_put_u64(&writer, counters->bytes);
+    return wire_finish(&writer);
+}
+
 /* remove, release and detach all carry one u64 id. */
 static size_t encode_one_id(void *buffer, size_t capacity, uint16_t type, uint32_t request_id, uint64_t id)
 {

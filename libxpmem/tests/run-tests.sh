@@ -84,6 +84,11 @@ output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/address-space-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 
+# The attachment cache; its memory pressure test makes a memory cgroup (root) or says why it skips.
+output=$(XPMEMD="$XPMEMD" timeout 300 "$build/tests/attach-cache-tests")
+printf '%s\n' "$output" | sed '$d'
+count "$output"
+
 # A short soak (make chaos runs a long one): four rounds, one of each kind of death, with a fixed
 # seed so that a failure here can be replayed (make chaos picks a new one each time).
 output=$(XPMEMD="$XPMEMD" CHAOS_ROUNDS=4 CHAOS_SEED=20261130 timeout 300 "$build/tests/chaos")

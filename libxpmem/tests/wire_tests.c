@@ -76,6 +76,29 @@ static void test_claim_address_space_layout(void)
            same_bytes(buffer, length, expected, sizeof expected), "length %zu", length);
 }
 
+static void test_report_attach_cache_layout(void)
+{
+    /* The same bytes as the broker's GoldenFrameTests.reportAttachCacheFrame. */
+    static const uint8_t expected[] = {
+        0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00, 0x14, 0x00, 0x09, 0x00, 0x00, 0x00, 0x30, 0x00, 0x00, 0x00,
+        1, 0, 0, 0, 0, 0, 0, 0,                         /* hits */
+        2, 0, 0, 0, 0, 0, 0, 0,                         /* misses */
+        3, 0, 0, 0, 0, 0, 0, 0,                         /* evictions by capacity */
+        4, 0, 0, 0, 0, 0, 0, 0,                         /* evictions by pressure */
+        5, 0, 0, 0, 0, 0, 0, 0,                         /* entries */
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01, /* bytes */
+    };
+    struct wire_attach_cache_counters counters = {.hits = 1, .misses = 2, .capacity_evictions = 3,
+                                                  .pressure_evictions = 4, .entries = 5,
+                                                  .bytes = UINT64_C(0x0102030405060708)};
+    uint8_t buffer[128];
+    size_t length = wire_encode_report_attach_cache(buffer, sizeof buffer, 9, &counters);
+    report("wire: reportAttachCache frame matches the broker's golden bytes",
+           same_bytes(buffer, length, expected, sizeof expected), "length %zu", length);
+    report("wire: reportAttachCache does not fit a short buffer",
+           wire_encode_report_attach_cache(buffer, 40, 9, &counters) == 0, "encoded into 40 bytes");
+}
+
 static void test_small_requests(void)
 {
     uint8_t buffer[128];
@@ -234,6 +257,7 @@ int main(void)
     test_range_backed_matches_broker_golden();
     test_make_address_space_layout();
     test_claim_address_space_layout();
+    test_report_attach_cache_layout();
     test_small_requests();
     test_string_cut_on_character_boundary();
     test_decode_replies();
