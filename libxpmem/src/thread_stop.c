@@ -31,6 +31,14 @@ static long futex(_Atomic uint32_t *word, int operation, uint32_t value, const s
     return syscall(SYS_futex, (uint32_t *)word, operation, value, timeout, NULL, 0);
 }
 
+/* Has the stop `generation` been released? Stops are released in order, and a later release
+ * releases the earlier ones too. A parked thread not scheduled between its stop's release and the
+ * end of the next stop (which, after 20 ms, takes a thread still in the handler for one that blocks
+ * the signal and goes on without it) used to wait for `released` to equal its generation again,
+ * which never happened: it stayed in the handler for good (the fork test's main thread, holding
+ * malloc's lock in fork(), on a loaded machine). Serial-number arithmetic, for the counter's wrap. */
+static bool is_released(uint32_t released, uint32_t generation) { return (int32_t)(released - generation) >= 0; }
+
 static void park(int signal_number)
 {
     (void)signal_number;
@@ -48,7 +56,7 @@ static void park(int signal_number)
     futex(&control->arrivals, FUTEX_WAKE_PRIVATE, 1, NULL);
     for (;;) {
         uint32_t released = atomic_load(&control->released);
-        if (released == generation)
+        if (is_released(released, generation))
             break;
         futex(&control->released, FUTEX_WAIT_PRIVATE, released, NULL);
     }
