@@ -31,10 +31,19 @@ static long futex(_Atomic uint32_t *word, int operation, uint32_t value, const s
     return syscall(SYS_futex, (uint32_t *)word, operation, value, timeout, NULL, 0);
 }
 
+/* Has the stop `generation` been released? Stops are released in order, and a later release
+ * releases the earlier ones too. A parked thread not scheduled between its stop's release and the
+ * end of the next stop (which, after 20 ms, takes a thread still in the handler for one that blocks
+ * the signal and goes on without it) used to wait for `released` to equal its generation again,
+ * which never happened: it stayed in the handler for good (the fork test's main thread, holding
+ * malloc's lock in fork(), on a loaded machine). Serial-number arithmetic, for the counter's wrap. */
+static bool is_released(uint32_t released, uint32_t generation) { return (int32_t)(released - generation) >= 0; }
+
 static void park(int signal_number)
 {
     (void)signal_number;
     int saved_errno = errno;
+    atomic_fetch_add(&control->in_handler, 1);
     uint32_t generation = atomic_load(&control->generation);
     pid_t self = (pid_t)syscall(SYS_gettid);
     uint32_t count = atomic_load_explicit(&control->count, memory_order_acquire);
@@ -48,10 +57,13 @@ static void park(int signal_number)
     futex(&control->arrivals, FUTEX_WAKE_PRIVATE, 1, NULL);
     for (;;) {
         uint32_t released = atomic_load(&control->released);
-        if (released == generation)
+        if (is_released(released, generation))
             break;
         futex(&control->released, FUTEX_WAIT_PRIVATE, released, NULL);
     }
+    /* No wake for the stopper waiting on this (wait_for_departures polls): a wake could hand it the
+     * CPU before this thread is back in its own code, and it would be signalled again first. */
+    atomic_fetch_sub(&control->in_handler, 1);
     errno = saved_errno;
 }
 
@@ -242,6 +254,8 @@ void thread_stop_reset_after_fork(void)
      * events it had read. */
     atomic_store(&area->stop->exempt[0], 0);
     atomic_store(&area->stop->exempt[1], 0);
+    /* Threads of the parent that were inside the handler are not here to leave it. */
+    atomic_store(&area->stop->in_handler, 0);
     area->watch->count = 0;
 }
 
@@ -252,16 +266,39 @@ void thread_stop_exempt_self(int slot)
         atomic_store(&area->stop->exempt[slot], (pid_t)syscall(SYS_gettid));
 }
 
+/* Waits until every thread the last stop parked has left the handler, before signalling anyone
+ * again. Stops can follow each other closely (each mremap of watched memory raises one), and a
+ * thread slow to be scheduled (a loaded machine) used to get the next stop's signal while still in
+ * the handler: it left the handler only to enter it again at once, running little or none of its
+ * own code in between, and the new stop counted it as a thread that blocks the signal (the handler
+ * blocks every signal) and reported it "left running". Waiting gives each thread its turn between
+ * two stops; after the arrival deadline (a thread held by a debugger, say) the stop fails as a late
+ * arrival does. */
+static bool wait_for_departures(struct thread_stop_control *stop, long long started)
+{
+    while (atomic_load(&stop->in_handler) != 0) {
+        if (now_ns() - started > ARRIVAL_DEADLINE_NS)
+            return false;
+        struct timespec pause = {0, 100000};
+        nanosleep(&pause, NULL);
+    }
+    return true;
+}
+
 int thread_stop_all(struct private_area *area)
 {
     struct thread_stop_control *stop = area->stop;
+    long long started = now_ns();
+    if (!wait_for_departures(stop, started)) {
+        errno = EBUSY;
+        return -1;
+    }
     uint32_t generation = atomic_load(&stop->generation) + 1;
     if (generation == 0)
         generation = 1;
     atomic_store(&stop->count, 0);
     atomic_store(&stop->generation, generation);
     unsigned left = 0;
-    long long started = now_ns();
     for (;;) {
         int added = signal_new_tasks(area, generation);
         if (added < 0) {

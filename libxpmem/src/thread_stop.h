@@ -21,8 +21,9 @@
 
 struct thread_stop_control {
     _Atomic uint32_t generation; /* bumped by each stop */
-    _Atomic uint32_t released;   /* == generation once the stopped threads may go; futex word */
+    _Atomic uint32_t released;   /* the last stop released (its threads and earlier ones may go); futex word */
     _Atomic uint32_t arrivals;   /* bumped by every handler run; futex word the stopper waits on */
+    _Atomic uint32_t in_handler; /* threads inside the handler: parked, or released and not yet gone */
     _Atomic uint32_t count;      /* entries of tids/arrived in use */
     _Atomic pid_t exempt[2];     /* the library's own threads, never stopped (THREAD_STOP_*) */
     pid_t tids[MAX_STOPPED_THREADS];
@@ -39,7 +40,8 @@ void thread_stop_reset_after_fork(void);
 /* Installs the handler once; returns the signal used, or -1 with errno. */
 int thread_stop_prepare(struct private_area *area);
 /* Stops every other thread; returns 0 when all are parked (or cannot be), -1 with errno EBUSY
- * (all released again) when some did not arrive in time. */
+ * (all released again) when some did not arrive in time, or when a thread released by the last stop
+ * has not left the handler within 5 s (a new stop waits for that: see thread_stop.c). */
 int thread_stop_all(struct private_area *area);
 void thread_stop_release(struct private_area *area);
 /* How many threads the last stop parked and how many it had to leave running. */

@@ -1,13 +1,23 @@
 /* Unit tests of the library's internals that need no broker: frame bytes against the broker's
- * golden frames and the spec, malformed frames, error mapping, the maps parser, the import cache. */
+ * golden frames and the spec, malformed frames, error mapping, the maps parser, the import cache,
+ * stopping threads. */
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "broker_errors.h"
 #include "import_cache.h"
+#include "private_area.h"
 #include "proc_maps.h"
 #include "test_report.h"
+#include "thread_stop.h"
 #include "wire.h"
 
 static bool same_bytes(const uint8_t *actual, size_t actual_length, const uint8_t *expected, size_t expected_length)
@@ -251,6 +261,173 @@ static void test_import_cache(void)
            kept, inside, spans_gap, other_access, forgotten);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Stopping threads: a thread that is slow to leave the handler after a release, while the next
+ * stop has begun, is not lost. */
+
+struct slow_scene {
+    _Atomic uint64_t progress; /* the slow thread's own work */
+    _Atomic pid_t slow_tid;
+    _Atomic bool quit;
+    _Atomic bool hogging; /* the hog blocks the stop signal by now */
+    int cpu; /* where the hog runs, and the slow thread while it is made slow */
+};
+
+static double seconds_now(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double)now.tv_sec + now.tv_nsec / 1e9;
+}
+
+/* Starts a thread that blocks every signal from its first instruction (it inherits the mask). */
+static int start_blocking_signals(pthread_t *thread, void *(*body)(void *), void *argument)
+{
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    int error = pthread_create(thread, NULL, body, argument);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return error;
+}
+
+static void *count_forever(void *argument)
+{
+    struct slow_scene *scene = argument;
+    scene->slow_tid = (pid_t)syscall(SYS_gettid);
+    while (!scene->quit)
+        scene->progress++;
+    return NULL;
+}
+
+/* Keeps one CPU busy; started with every signal blocked, so stops leave it running. */
+static void *hog(void *argument)
+{
+    struct slow_scene *scene = argument;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(scene->cpu, &one);
+    sched_setaffinity(0, sizeof one, &one);
+    scene->hogging = true;
+    while (!scene->quit) {
+    }
+    return NULL;
+}
+
+/* Lets the slow thread be scheduled normally again after a while. Only shapes the scene (without it
+ * the slow thread could take longer than a stop's deadline to leave the handler); the verdict is
+ * whether the slow thread gets back to its work, whenever that is. Started with every signal
+ * blocked, so that no stop parks it before it has done this. */
+static void *restore_later(void *argument)
+{
+    struct slow_scene *scene = argument;
+    struct timespec pause = {0, 200 * 1000000};
+    while (nanosleep(&pause, &pause) < 0 && errno == EINTR) {
+    }
+    struct sched_param normal = {0};
+    sched_setscheduler(scene->slow_tid, SCHED_OTHER, &normal);
+    cpu_set_t every;
+    sched_getaffinity(0, sizeof every, &every);
+    sched_setaffinity(scene->slow_tid, sizeof every, &every);
+    return NULL;
+}
+
+static bool wait_for_progress(struct slow_scene *scene, uint64_t from, double seconds)
+{
+    double deadline = seconds_now() + seconds;
+    while (scene->progress == from) {
+        if (seconds_now() > deadline)
+            return false;
+        sched_yield();
+    }
+    return true;
+}
+
+/* Two stops back to back, the second beginning while the slow thread, parked by the first, has
+ * not been scheduled since its release; false when the slow thread does not run again after the
+ * second release. */
+static bool back_to_back_stops(struct private_area *area, struct slow_scene *scene, char *trace, size_t capacity)
+{
+    int first = thread_stop_all(area);
+    unsigned first_parked = 0, first_left = 0;
+    thread_stop_last_counts(&first_parked, &first_left);
+    bool made_slow = false, restoring = false;
+    pthread_t restorer;
+    if (first == 0) {
+        /* While it is parked: no CPU for it until the restorer gives it back. */
+        cpu_set_t one;
+        CPU_ZERO(&one);
+        CPU_SET(scene->cpu, &one);
+        struct sched_param idle = {0};
+        made_slow = sched_setaffinity(scene->slow_tid, sizeof one, &one) == 0
+                    && sched_setscheduler(scene->slow_tid, SCHED_IDLE, &idle) == 0;
+        restoring = start_blocking_signals(&restorer, restore_later, scene) == 0;
+        thread_stop_release(area);
+    }
+    int second = first == 0 ? thread_stop_all(area) : -1;
+    unsigned second_parked = 0, second_left = 0;
+    thread_stop_last_counts(&second_parked, &second_left);
+    uint64_t stopped_at = scene->progress;
+    if (second == 0)
+        thread_stop_release(area);
+    bool runs_again = second == 0 && wait_for_progress(scene, stopped_at, 15);
+    if (restoring)
+        pthread_join(restorer, NULL);
+    /* The counts are for the reader: each stop parks the slow thread, except that one caught between
+     * leaving the handler's wait and returning from it (signals still blocked) is counted as left
+     * running; it takes the pending signal as it returns and parks all the same. */
+    snprintf(trace, capacity,
+             "first stop %d parked %u left %u; made slow %d; second stop %d parked %u left %u; runs again after the "
+             "release %d",
+             first, first_parked, first_left, made_slow, second, second_parked, second_left, runs_again);
+    return runs_again;
+}
+
+/* A thread parked by one stop and not scheduled again before the next stop begins (here: made
+ * SCHED_IDLE on the CPU of a busy thread while parked; on a loaded machine, by the load) must be
+ * parked by the next stop too, and get back to its own work after that stop's release. It used to
+ * be taken for a thread that blocks the signal, the next stop went on without it, and it then waited
+ * in the handler for a release that had gone by: for good. Whether the slow thread is still in the
+ * handler when the second stop begins is up to the scheduler (a wake-up may run it at once), so the
+ * scene is played a few times. */
+static void test_slow_thread_survives_back_to_back_stops(void)
+{
+    const char *name = "thread stops: a thread slow to leave the handler when the next stop begins is parked by "
+                       "that stop too, and runs its own code again after the release";
+    struct private_area *area = private_area_get();
+    if (area == NULL || thread_stop_prepare(area) < 0) {
+        report(name, false, "no private area or stop signal: %s", strerror(errno));
+        return;
+    }
+    static struct slow_scene scene;
+    cpu_set_t allowed;
+    sched_getaffinity(0, sizeof allowed, &allowed);
+    scene.cpu = 0;
+    while (scene.cpu < CPU_SETSIZE - 1 && !CPU_ISSET(scene.cpu, &allowed))
+        scene.cpu++;
+    pthread_t slow, busy;
+    pthread_create(&slow, NULL, count_forever, &scene);
+    start_blocking_signals(&busy, hog, &scene);
+    bool counting = wait_for_progress(&scene, 0, 15);
+    double deadline = seconds_now() + 15;
+    while (!scene.hogging && seconds_now() < deadline)
+        sched_yield();
+    char trace[256] = "not started";
+    int round = 0;
+    bool ok = counting && scene.hogging;
+    while (ok && round < 5) {
+        round++;
+        ok = back_to_back_stops(area, &scene, trace, sizeof trace);
+    }
+    scene.quit = true;
+    pthread_join(busy, NULL);
+    if (ok)
+        pthread_join(slow, NULL);
+    else
+        pthread_detach(slow); /* possibly lost in the handler: the process's exit ends it */
+    report(name, ok, "counting %d hogging %d; round %d: %s", counting, (int)scene.hogging, round, trace);
+}
+
 int main(void)
 {
     test_get_matches_broker_golden();
@@ -264,5 +441,6 @@ int main(void)
     test_error_mapping();
     test_maps_parser();
     test_import_cache();
+    test_slow_thread_survives_back_to_back_stops();
     return report_totals();
 }
