@@ -64,7 +64,15 @@ struct FigureGroup: Encodable {
                                 spread: spreads, load: load)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        print(String(decoding: (try? encoder.encode(document)) ?? Data(), as: UTF8.self))
+        // A figure that has no value (no pairs, or a side that did not run) is NaN, which JSON has
+        // no number for: it is written as the string "nan" rather than failing the whole document.
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        do {
+            print(String(decoding: try encoder.encode(document), as: UTF8.self))
+        } catch {
+            FileHandle.standardError.write(Data("xpmem-bench: cannot write the figures as JSON: \(error)\n".utf8))
+        }
     }
 }
 
