@@ -97,16 +97,8 @@ static double some_avg10(int descriptor)
 static void *watch(void *argument)
 {
     int descriptor = (int)(intptr_t)argument;
-    /* Born with every signal blocked; it must still stop when backing stops every thread, since its
-     * stack and what it frees may lie in exported memory. */
-    struct private_area *area = private_area_get();
-    int stop_signal = area != NULL ? thread_stop_prepare(area) : -1;
-    if (stop_signal > 0) {
-        sigset_t stoppable;
-        sigemptyset(&stoppable);
-        sigaddset(&stoppable, stop_signal);
-        pthread_sigmask(SIG_UNBLOCK, &stoppable, NULL);
-    }
+    /* Born with every signal blocked: see thread_stop_allow_here. */
+    thread_stop_allow_here();
     for (;;) {
         struct pollfd wait = {.fd = descriptor, .events = POLLPRI};
         if (poll(&wait, 1, -1) < 0) {

@@ -315,16 +315,8 @@ bool session_settling_within(long long nanoseconds)
 static void *reconnect(void *unused)
 {
     (void)unused;
-    /* Born of the event thread with every signal blocked: it must still stop when backing stops
-     * every thread, since what it allocates lives in memory that may be exported. */
-    struct private_area *area = private_area_get();
-    int stop_signal = area != NULL ? thread_stop_prepare(area) : -1;
-    if (stop_signal > 0) {
-        sigset_t stoppable;
-        sigemptyset(&stoppable);
-        sigaddset(&stoppable, stop_signal);
-        pthread_sigmask(SIG_UNBLOCK, &stoppable, NULL);
-    }
+    /* Born of the event thread with every signal blocked: see thread_stop_allow_here. */
+    thread_stop_allow_here();
     bool connected_again;
     do {
         connected_again = false;

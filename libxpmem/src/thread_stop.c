@@ -331,3 +331,15 @@ void thread_stop_last_counts(unsigned *parked, unsigned *left_running)
     *parked = last_parked;
     *left_running = last_left_running;
 }
+
+void thread_stop_allow_here(void)
+{
+    struct private_area *area = private_area_get();
+    int stop_signal = area != NULL ? thread_stop_prepare(area) : -1;
+    if (stop_signal <= 0)
+        return;
+    sigset_t stoppable;
+    sigemptyset(&stoppable);
+    sigaddset(&stoppable, stop_signal);
+    pthread_sigmask(SIG_UNBLOCK, &stoppable, NULL);
+}

@@ -39,6 +39,10 @@ void thread_stop_reset_after_fork(void);
 
 /* Installs the handler once; returns the signal used, or -1 with errno. */
 int thread_stop_prepare(struct private_area *area);
+/* For a thread of the library's own born with every signal blocked that must still stop when
+ * backing stops every thread (its stack, or what it allocates, may lie in exported memory):
+ * unblocks the stop signal in the calling thread. */
+void thread_stop_allow_here(void);
 /* Stops every other thread; returns 0 when all are parked (or cannot be), -1 with errno EBUSY
  * (all released again) when some did not arrive in time, or when a thread released by the last stop
  * has not left the handler within 5 s (a new stop waits for that: see thread_stop.c). */
