@@ -57,6 +57,10 @@ struct AttachesInFlight {
 
     mutating func windowEnded(_ window: Window) { openWindows.remove(window) }
 
+    /// The segment was released (its exporter removed it, or died inside a window): no `end` will
+    /// come for its windows.
+    mutating func windowsEnded(of segment: SegmentID) { openWindows = openWindows.filter { $0.segment != segment } }
+
     /// The broker is gone: no window it opened will end with an event.
     mutating func allWindowsEnded() { openWindows.removeAll() }
 

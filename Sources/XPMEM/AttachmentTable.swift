@@ -35,6 +35,9 @@ final class AttachmentTable: Sendable {
         state.withLock { $0.inFlight.windowEnded(.init(segment: segment, sequence: sequence)) }
     }
 
+    /// The segment was released: attaches waiting for its windows ask again at once (and are refused).
+    func windowsEnded(of segment: SegmentID) { state.withLock { $0.inFlight.windowsEnded(of: segment) } }
+
     /// The connection ended: attaches waiting for its windows ask again at once.
     func allWindowsEnded() { state.withLock { $0.inFlight.allWindowsEnded() } }
 

@@ -101,6 +101,7 @@ final class EventSubscription: Sendable {
                 }
             }
         case .released(let segment, let reason):
+            table.windowsEnded(of: segment)
             for range in table.rangesForEvent(of: segment, touching: nil) {
                 range.revoke()
                 suspended[ObjectIdentifier(range)] = nil

@@ -39,6 +39,19 @@ struct AttachesInFlightTests {
         #expect(inFlight.openWindows.isEmpty)
     }
 
+    @Test("a release of the segment ends its windows: nobody waits for an end that will not come")
+    func releaseEndsWindows() {
+        var inFlight = AttachesInFlight()
+        let ticket = inFlight.start(segment, range: 0..<4096)
+        let bystander = inFlight.start(other, range: 0..<4096)
+        inFlight.disturb(segment, range: nil, window: 3)
+        inFlight.disturb(other, range: nil, window: 4)
+        _ = inFlight.finish(ticket)
+        _ = inFlight.finish(bystander)
+        inFlight.windowsEnded(of: segment)
+        #expect(inFlight.openWindows == [AttachesInFlight.Window(segment: other, sequence: 4)])
+    }
+
     @Test("a file move or a release of the segment sends it back at once")
     func disturbedWithoutAWindow() {
         var inFlight = AttachesInFlight()
