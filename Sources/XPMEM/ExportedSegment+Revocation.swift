@@ -19,12 +19,7 @@ extension ExportedSegment {
         } catch {
             throw XPMEMError.system("mmap of a private copy of segment \(id)", error)
         }
-        let attributes: MappingAttributes
-        do {
-            attributes = try MappingAttributes.read(start: baseAddress, length: size)
-        } catch {
-            throw XPMEMError.system("reading the attributes of segment \(id)'s mapping", error)
-        }
+        let attributes = try readMappingAttributes()
         try copyData(into: copy)
         let moved: UnsafeMutableRawBufferPointer
         do {
@@ -32,19 +27,8 @@ extension ExportedSegment {
         } catch {
             throw XPMEMError.system("moving the private copy of segment \(id) in place", error)
         }
-        state.withLock { state in
-            // The memfd's mapping at `base` is gone, replaced: what the library owned there is now
-            // the private copy; a caller's range (exportRange) stays the caller's.
-            if let replaced = state.ownedMapping.take() {
-                _ = replaced.relinquish()
-                state.ownedMapping = MemoryMapping.adopting(moved)
-            }
-        }
-        do throws(Errno) {
-            try attributes.apply()
-        } catch {
-            throw XPMEMError.system("setting segment \(id)'s mapping attributes again on its private copy", error)
-        }
+        state.withLock { $0.ownMapping(replacedBy: moved) }
+        try setAgain(attributes, on: "its private copy")
     }
 
     /// Revocation made real while the segment stays shared: after an importer missed an invalidation
@@ -66,14 +50,7 @@ extension ExportedSegment {
             throw XPMEMError.system("mmap of a fresh memfd for segment \(id)", error)
         }
         try state.withLock { $0.placement }.apply(to: staging.base, length: size)
-        // What the application set on its mapping (mprotect, mlock, madvise), which the new mapping
-        // over it would drop.
-        let attributes: MappingAttributes
-        do {
-            attributes = try MappingAttributes.read(start: baseAddress, length: size)
-        } catch {
-            throw XPMEMError.system("reading the attributes of segment \(id)'s mapping", error)
-        }
+        let attributes = try readMappingAttributes()
         try copyData(into: staging)
         staging.unmap()
         let readOnly: OwnedDescriptor
@@ -91,11 +68,11 @@ extension ExportedSegment {
         } catch {
             throw XPMEMError.system("mapping the fresh memfd of segment \(id) in place", error)
         }
-        do throws(Errno) {
-            try attributes.apply()
+        do {
+            try setAgain(attributes, on: "its fresh memfd")
         } catch {
             mapOldFileBack(at: base, attributes: attributes)
-            throw XPMEMError.system("setting segment \(id)'s mapping attributes again on its fresh memfd", error)
+            throw error
         }
         do {
             try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
@@ -106,12 +83,25 @@ extension ExportedSegment {
         var fresh = Optional(file)
         state.withLock { state in
             state.file = fresh.take()
-            // The old file's mapping at `base` is gone, replaced; what the library owned there is now
-            // the new file's; a caller's range (exportRange) stays the caller's.
-            if let replaced = state.ownedMapping.take() {
-                _ = replaced.relinquish()
-                state.ownedMapping = MemoryMapping.adopting(moved)
-            }
+            state.ownMapping(replacedBy: moved)
+        }
+    }
+
+    /// What the application set on its mapping of the segment (mprotect, mlock, madvise), which a
+    /// new mapping over it drops: read before replacing it, set again after (`setAgain`).
+    private func readMappingAttributes() throws(XPMEMError) -> MappingAttributes {
+        do {
+            return try MappingAttributes.read(start: baseAddress, length: size)
+        } catch {
+            throw XPMEMError.system("reading the attributes of segment \(id)'s mapping", error)
+        }
+    }
+
+    private func setAgain(_ attributes: MappingAttributes, on what: String) throws(XPMEMError) {
+        do {
+            try attributes.apply()
+        } catch {
+            throw XPMEMError.system("setting segment \(id)'s mapping attributes again on \(what)", error)
         }
     }
 
@@ -154,5 +144,15 @@ extension ExportedSegment {
                 break
             }
         }
+    }
+}
+
+extension ExportedSegment.State {
+    /// The mapping at the segment's base was replaced by `moved` (a private copy, or the fresh file):
+    /// what the library owned there is now `moved`; a caller's range (exportRange) stays the caller's.
+    mutating func ownMapping(replacedBy moved: UnsafeMutableRawBufferPointer) {
+        guard let replaced = ownedMapping.take() else { return }
+        _ = replaced.relinquish()
+        ownedMapping = MemoryMapping.adopting(moved)
     }
 }

@@ -656,11 +656,8 @@ static void test_unmap_after_broker_loss(void)
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
-    if (xpmemd == NULL) {
-        printf("FAILED setup: no broker to test with\n");
-        tests_failed++;
-        return report_totals();
-    }
+    if (xpmemd == NULL)
+        return report_setup_failure("no broker to test with");
     test_unmap_and_reuse_followed();
     test_read_only_attachment_follows();
     test_own_read_only_window_inside_an_exported_range();

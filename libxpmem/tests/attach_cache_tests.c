@@ -852,11 +852,8 @@ static void test_memory_pressure(xpmem_segid_t segid)
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
-    if (xpmemd == NULL) {
-        printf("FAILED setup: no broker to test with\n");
-        tests_failed++;
-        return report_totals();
-    }
+    if (xpmemd == NULL)
+        return report_setup_failure("no broker to test with");
     double started = now_seconds();
     struct child exporting;
     char line[LINE] = "";

@@ -304,11 +304,8 @@ static uint32_t broker_descriptors(void)
 int main(void)
 {
     xpmemd = broker_start_for_tests(&broker, "XPMEMD");
-    if (xpmemd == NULL) {
-        printf("FAILED setup: no broker to soak\n");
-        tests_failed++;
-        return report_totals();
-    }
+    if (xpmemd == NULL)
+        return report_setup_failure("no broker to soak");
     const char *rounds_text = getenv("CHAOS_ROUNDS"), *seed_text = getenv("CHAOS_SEED");
     int rounds = rounds_text != NULL ? atoi(rounds_text) : 8;
     unsigned seed = seed_text != NULL ? (unsigned)strtoul(seed_text, NULL, 10) : (unsigned)time(NULL);

@@ -1215,11 +1215,8 @@ static void test_autostart(const char *xpmemd)
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
-    if (xpmemd == NULL) {
-        printf("FAILED setup: no broker to test with\n");
-        tests_failed++;
-        return report_totals();
-    }
+    if (xpmemd == NULL)
+        return report_setup_failure("no broker to test with");
     double started = now_seconds();
 
     test_memory_kind("stack", 0);
