@@ -17,6 +17,10 @@
 #include <pthread.h>
 #include <sys/ioctl.h>
 #include <linux/userfaultfd.h>
+#include <linux/falloc.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <stdint.h>
 
 const unsigned int cxpmem_MFD_CLOEXEC = MFD_CLOEXEC;
 const unsigned int cxpmem_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
@@ -67,6 +71,7 @@ const uint32_t cxpmem_EPOLLOUT = EPOLLOUT;
 const uint32_t cxpmem_EPOLLERR = EPOLLERR;
 const uint32_t cxpmem_EPOLLHUP = EPOLLHUP;
 const uint32_t cxpmem_EPOLLRDHUP = EPOLLRDHUP;
+const uint32_t cxpmem_EPOLLPRI = EPOLLPRI;
 
 int cxpmem_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 
@@ -163,6 +168,108 @@ int cxpmem_uffd_unregister(int uffd, void *address, size_t length) {
 int cxpmem_uffd_wake(int uffd, void *address, size_t length) {
     struct uffdio_range range = {.start = (unsigned long)address, .len = length};
     return ioctl(uffd, UFFDIO_WAKE, &range);
+}
+
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef USERFAULTFD_IOC_NEW
+#define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
+#endif
+
+/* Negotiates write-protection of shmem; unpopulated pages too where the kernel offers it (6.4+). */
+static int negotiate_write_protection(int fd) {
+    struct uffdio_api api = {.api = UFFD_API,
+                             .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED};
+    if (ioctl(fd, UFFDIO_API, &api) != 0) {
+        /* A kernel without WP_UNPOPULATED refuses the request as a whole: ask for the rest. A
+         * userfaultfd takes one UFFDIO_API only, so a fresh descriptor is the caller's retry. */
+        return -1;
+    }
+    if (!(api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)) {
+        errno = EOPNOTSUPP;
+        return -1;
+    }
+    return 0;
+}
+
+static int open_userfaultfd(int mode) {
+    if (mode == 0) {
+        int device = open("/dev/userfaultfd", O_RDWR | O_CLOEXEC);
+        if (device < 0) return -1;
+        int fd = ioctl(device, USERFAULTFD_IOC_NEW, O_CLOEXEC | O_NONBLOCK);
+        int saved = errno;
+        close(device);
+        errno = saved;
+        return fd;
+    }
+    return (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | (mode == 2 ? UFFD_USER_MODE_ONLY : 0));
+}
+
+int cxpmem_uffd_open_write_tracking(int *catches_kernel_writes) {
+    /* /dev/userfaultfd (if its mode lets us), then the system call in full (privileged, or
+     * vm.unprivileged_userfaultfd=1), then user mode only. */
+    int last_errno = EPERM;
+    for (int mode = 0; mode < 3; mode++) {
+        int fd = open_userfaultfd(mode);
+        if (fd < 0) {
+            last_errno = errno;
+            continue;
+        }
+        if (negotiate_write_protection(fd) == 0) {
+            *catches_kernel_writes = mode < 2;
+            return fd;
+        }
+        last_errno = errno;
+        close(fd);
+    }
+    errno = last_errno;
+    return -1;
+}
+
+int cxpmem_uffd_register_write_protect(int uffd, void *address, size_t length) {
+    struct uffdio_register request = {
+        .range = {.start = (unsigned long)address, .len = length},
+        .mode = UFFDIO_REGISTER_MODE_WP,
+    };
+    return ioctl(uffd, UFFDIO_REGISTER, &request);
+}
+
+int cxpmem_uffd_write_protect(int uffd, void *address, size_t length, int protect) {
+    struct uffdio_writeprotect request = {
+        .range = {.start = (unsigned long)address, .len = length},
+        .mode = protect ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+    return ioctl(uffd, UFFDIO_WRITEPROTECT, &request);
+}
+
+int cxpmem_uffd_next_write_fault(int uffd, int stop, uint64_t *address) {
+    for (;;) {
+        struct pollfd wait[2] = {{.fd = uffd, .events = POLLIN}, {.fd = stop, .events = POLLIN}};
+        if (poll(wait, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        if (wait[1].revents) return 0;
+        if (wait[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
+            errno = EBADF;
+            return -1;
+        }
+        struct uffd_msg message;
+        ssize_t got = read(uffd, &message, sizeof message);
+        if (got < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        if (got != (ssize_t)sizeof message) return -1;
+        if (message.event == UFFD_EVENT_PAGEFAULT && (message.arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP)) {
+            *address = message.arg.pagefault.address;
+            return 1;
+        }
+    }
+}
+
+int cxpmem_stop_signal_open(void) { return eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK); }
+
+int cxpmem_punch_hole(int fd, off_t offset, off_t length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }
 
 struct thread_start {

@@ -33,7 +33,8 @@ extension ExportedSegment {
         try Placement.checkNodes([node])
         let clock = ContinuousClock()
         let started = clock.now
-        let census = PageCensus(node: node, before: try pageNodes())
+        var census = PageCensus(node: node, before: try pageNodes())
+        census.skipped = try dropFreePagesBeforeMoving()
         // The policy changes first: a segment moved to a fresh file during the migration's window (an
         // importer missed its deadline) places the new file's pages by it.
         let previous = state.withLock { state in
@@ -76,6 +77,29 @@ extension ExportedSegment {
         guard let summary = try broker.segments().first(where: { $0.id == id.description }),
               summary.importerNode >= 0 else { return nil }
         return try migrate(to: Int(summary.importerNode), path: path, deadline: deadline)
+    }
+
+    /// Has the broker drop the pages hinted free and not written since (when any hint was given), and
+    /// returns the indexes of the segment's pages that are holes in its file afterwards.
+    private func dropFreePagesBeforeMoving() throws(XPMEMError) -> Set<Int> {
+        guard hasFreePageHints, try dropFreePages() > 0 else { return [] }
+        let extents: [Range<Int>] = try state.withLock { state throws(XPMEMError) -> [Range<Int>] in
+            switch state.file {
+            case .some(let file):
+                do throws(Errno) {
+                    return try MemoryFile.dataExtents(of: file, length: size)
+                } catch {
+                    throw XPMEMError.system("lseek(SEEK_DATA) over segment \(id)", error)
+                }
+            case .none:
+                return [0..<size]
+            }
+        }
+        var holes = Set(0..<(size / pageSize))
+        for extent in extents {
+            holes.subtract((extent.lowerBound / pageSize)..<((extent.upperBound + pageSize - 1) / pageSize))
+        }
+        return holes
     }
 
     /// The segment's pages in this process, for queries and moves.

@@ -27,7 +27,7 @@ extension ExportedSegment {
         } catch {
             throw XPMEMError.system("moving the private copy of segment \(id) in place", error)
         }
-        state.withLock { $0.ownMapping(replacedBy: moved) }
+        state.withLock { $0.mappingReplaced(by: moved) }
         try setAgain(attributes, on: "its private copy")
     }
 
@@ -83,7 +83,7 @@ extension ExportedSegment {
         var fresh = Optional(file)
         state.withLock { state in
             state.file = fresh.take()
-            state.ownMapping(replacedBy: moved)
+            state.mappingReplaced(by: moved)
         }
     }
 
@@ -150,7 +150,10 @@ extension ExportedSegment {
 extension ExportedSegment.State {
     /// The mapping at the segment's base was replaced by `moved` (a private copy, or the fresh file):
     /// what the library owned there is now `moved`; a caller's range (exportRange) stays the caller's.
-    mutating func ownMapping(replacedBy moved: UnsafeMutableRawBufferPointer) {
+    /// Free-page hints end with the old mapping, whose write protection went with it (and the broker
+    /// forgets them with the old file).
+    mutating func mappingReplaced(by moved: UnsafeMutableRawBufferPointer) {
+        freePageTracker.take()?.stop()
         guard let replaced = ownedMapping.take() else { return }
         _ = replaced.relinquish()
         ownedMapping = MemoryMapping.adopting(moved)

@@ -31,6 +31,8 @@ public final class ExportedSegment: Sendable {
         var ownedMapping: MemoryMapping?
         /// Where the pages are meant to be (changed by migration).
         var placement: Placement
+        /// Sees this process's writes to pages hinted free; started by the first `hintFree`.
+        var freePageTracker: FreePageTracker? = nil
     }
 
     /// The segment's bytes in this process. Valid while this object lives (and, for `exportRange`, as
@@ -73,6 +75,7 @@ public final class ExportedSegment: Sendable {
     private func withdraw(deadline: Duration, keepingBytes: Bool) throws(XPMEMError) {
         let registeredOn: UInt64?? = state.withLock { state in
             defer { state.removed = true }
+            state.freePageTracker.take()?.stop()
             return state.removed ? .none : .some(state.generation)
         }
         guard case .some(let generation) = registeredOn else { return }

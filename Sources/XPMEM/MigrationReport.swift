@@ -20,12 +20,16 @@ public struct MigrationReport: Sendable, CustomStringConvertible {
     /// rounds (see `PageMoveRetry`); both 0 when the first move took every page.
     public var pagesRetried = 0
     public var retryRounds = 0
+    /// Pages hinted free (`ExportedSegment.hintFree`) and not written since, dropped instead of moved:
+    /// they read as zeros afterwards.
+    public var skippedAsFree = 0
 
     public var description: String {
         var text = "\(moved) of \(pages) pages moved to node \(node) (\(alreadyThere) already there) by the \(path.rawValue) path"
         if pagesRetried > 0 {
             text += "; \(pagesRetried) page\(pagesRetried == 1 ? "" : "s") retried in \(retryRounds) round\(retryRounds == 1 ? "" : "s")"
         }
+        if skippedAsFree > 0 { text += "; \(skippedAsFree) page\(skippedAsFree == 1 ? "" : "s") skipped as free" }
         if notMoved > 0 { text += "; \(notMoved) not moved: \(notMovedReason ?? "unknown")" }
         return text
     }

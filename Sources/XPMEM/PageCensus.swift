@@ -7,6 +7,9 @@ struct PageCensus {
     let node: Int
     /// The node of every page before the move (negative errnos for pages that could not be queried).
     let before: [Int32]
+    /// Pages dropped as free (hinted, and not written since) before the move: neither moved nor left
+    /// behind, since nothing is there to move.
+    var skipped: Set<Int> = []
 
     /// - Parameters:
     ///   - moved: where the pages are now, and the retries it took.
@@ -16,15 +19,16 @@ struct PageCensus {
     {
         let target = Int32(node)
         let after = moved.nodes
-        let notMoved = after.filter { $0 != target }.count
+        let counted = after.indices.filter { !skipped.contains($0) }
+        let notMoved = counted.filter { after[$0] != target }.count
         return MigrationReport(
             node: node, path: path, pages: after.count,
-            moved: zip(before, after).filter { $0.0 != target && $0.1 == target }.count,
-            alreadyThere: before.filter { $0 == target }.count,
+            moved: counted.filter { before[$0] != target && after[$0] == target }.count,
+            alreadyThere: counted.filter { before[$0] == target }.count,
             notMoved: notMoved,
             notMovedReason: notMoved > 0 ? reason(path: path, invalidation: invalidation, retries: moved.retries) : nil,
             invalidation: invalidation, elapsed: elapsed,
-            pagesRetried: moved.retries.pagesRetried, retryRounds: moved.retries.rounds)
+            pagesRetried: moved.retries.pagesRetried, retryRounds: moved.retries.rounds, skippedAsFree: skipped.count)
     }
 
     /// Why pages stayed behind: what the path makes likely, then what the kernel said about them last.

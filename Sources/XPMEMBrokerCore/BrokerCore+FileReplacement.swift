@@ -17,6 +17,7 @@ extension BrokerCore {
         }
         // One event per importer and kind of attachment, each with the file opened as that kind allows:
         // an importer holding only read-only attachments never sees a writable descriptor.
+        registry.segmentFileReplaced(id)
         var told = Set<ClientID>()
         var events: [BrokerEffect] = []
         let mappers = Set(registry.attachments.values.filter { $0.segment == id }.map { Mapper(client: $0.client, access: $0.access) })
@@ -28,6 +29,7 @@ extension BrokerCore {
                 registry.revokeGrants(of: mapper.client, on: id)
                 continue
             }
+            if mapper.access == .readWrite { registry.writableFileHandedOut(of: id) }
             events.append(.send(peer, .events, requestID: 0, .segmentFileReplaced(id, access: mapper.access),
                                 handOver: SegmentFileHandOver(segment: id, access: mapper.access)))
             told.insert(mapper.client)

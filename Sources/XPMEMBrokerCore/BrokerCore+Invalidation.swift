@@ -64,6 +64,7 @@ extension BrokerCore {
                 return requestBacking(of: attachment, base: base, importer: request.peer, requestID: request.requestID,
                                       now: now)
             }
+            if attachment.access == .readWrite { registry.writableFileHandedOut(of: attachment.segment) }
             return [.send(request.peer, .main, requestID: request.requestID, .attached(attachment.id),
                           handOver: SegmentFileHandOver(segment: attachment.segment, access: attachment.access))]
         } catch {

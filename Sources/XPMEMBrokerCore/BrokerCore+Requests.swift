@@ -119,6 +119,16 @@ extension BrokerCore {
         case .reportAttachCache(let counters):
             try registry.reportAttachCache(counters, by: client)
             return answer(.done)
+        case .hintFree(let id, let offset, let length):
+            return answer(.freePages(count: try registry.hintFree(id, offset: offset, length: length, by: client)))
+        case .freeHintWritten(let id, let offset, let length):
+            try registry.forgetFreeHint(id, offset: offset, length: length, by: client)
+            return answer(.done)
+        case .dropFreePages(let id):
+            let ranges = try registry.takeFreePages(of: id, by: client)
+            let pages = ranges.reduce(0) { $0 + ($1.upperBound - $1.lowerBound) } / registry.limits.pageSize
+            // Dropped before the answer goes: the owner's migration that follows finds holes.
+            return (ranges.isEmpty ? [] : [.dropPages(id, ranges)]) + answer(.freePages(count: pages))
         default:
             throw BrokerError(.malformedFrame, "\(message.type) is not a request")
         }

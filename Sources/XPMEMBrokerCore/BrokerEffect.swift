@@ -18,6 +18,9 @@ public enum BrokerEffect: Equatable, Sendable {
     case send(PeerID, PeerChannel, requestID: UInt32, Message, handOver: SegmentFileHandOver? = nil)
     /// The descriptors that came with the `make` being handled now back this segment: keep them.
     case keepSegmentFiles(SegmentID)
+    /// Free the segment file's pages in these byte ranges (`fallocate(PUNCH_HOLE)`): every process
+    /// mapping them reads zeros there afterwards. Only ever ranges hinted free and not written since.
+    case dropPages(SegmentID, [Range<UInt64>])
     /// The segment is gone: close the broker's descriptors of it.
     case discardSegmentFiles(SegmentID)
     /// The socket that came with the `subscribe` being handled is now the peer's event channel.
@@ -50,4 +53,6 @@ public enum BrokerNote: Equatable, Sendable {
     /// A client broke the protocol in a way that hurts only its own requests (malformed backed extents).
     case misbehaved(uid: UInt32, pid: Int32, String)
     case invalidationAcknowledged(InvalidationReport)
+    /// Memory pressure dropped the pages hinted free of `segments` segments.
+    case freePagesDropped(segments: Int, bytes: UInt64)
 }

@@ -13,6 +13,8 @@ public struct SegmentRecord: Equatable, Sendable {
     /// For a window of the owner's address-space file: where the window starts in the file (which is
     /// the owner's virtual address). Nil for an ordinary segment, whose file is the segment.
     public var addressSpaceBase: UInt64? = nil
+    /// The pages the owner hinted free that nobody has written since.
+    public var freePages = FreePageHints()
 }
 
 /// A right to attach one segment, held by one client (XPMEM's apid).

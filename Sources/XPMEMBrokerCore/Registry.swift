@@ -5,7 +5,7 @@ import XPMEMWire
 /// drive it directly.
 public struct Registry: Sendable {
     public private(set) var clients: [ClientID: ClientRecord] = [:]
-    public private(set) var segments: [SegmentID: SegmentRecord] = [:]
+    public internal(set) var segments: [SegmentID: SegmentRecord] = [:]
     public private(set) var grants: [AccessHandle: GrantRecord] = [:]
     public private(set) var attachments: [AttachmentID: AttachmentRecord] = [:]
     public let limits: RegistryLimits

@@ -11,6 +11,8 @@ public struct PollEvents: OptionSet, Sendable {
     public static let error = PollEvents(rawValue: cxpmem_EPOLLERR)
     public static let hangUp = PollEvents(rawValue: cxpmem_EPOLLHUP)
     public static let peerClosed = PollEvents(rawValue: cxpmem_EPOLLRDHUP)
+    /// Urgent data; what a pressure-stall trigger (`MemoryPressureTrigger`) reports.
+    public static let priority = PollEvents(rawValue: cxpmem_EPOLLPRI)
 }
 
 /// One ready descriptor: what it was registered as and what it is ready for.

@@ -72,4 +72,14 @@ public enum MemoryFile {
         }
         return extents
     }
+
+    /// Frees the file's pages in `range` (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): the file keeps its
+    /// size, and every process mapping those pages reads zeros there from then on.
+    public static func dropPages(of file: borrowing OwnedDescriptor, in range: Range<UInt64>) throws(Errno) {
+        guard !range.isEmpty else { return }
+        guard range.upperBound <= UInt64(Int64.max) else { throw Errno.invalidArgument }
+        _ = try valueOrErrno {
+            cxpmem_punch_hole(file.rawValue, off_t(range.lowerBound), off_t(range.upperBound - range.lowerBound))
+        }
+    }
 }

@@ -11,6 +11,7 @@ public struct ProcessSignal: RawRepresentable, Hashable, Sendable, CustomStringC
     public static let kill = ProcessSignal(rawValue: SIGKILL)
     public static let terminate = ProcessSignal(rawValue: SIGTERM)
     public static let childStatusChanged = ProcessSignal(rawValue: SIGCHLD)
+    public static let user1 = ProcessSignal(rawValue: SIGUSR1)
 
     /// "SIGTERM" for the signals named above, else "signal N".
     public var description: String {
@@ -20,6 +21,7 @@ public struct ProcessSignal: RawRepresentable, Hashable, Sendable, CustomStringC
         case .kill: "SIGKILL"
         case .terminate: "SIGTERM"
         case .childStatusChanged: "SIGCHLD"
+        case .user1: "SIGUSR1"
         default: "signal \(rawValue)"
         }
     }

@@ -118,6 +118,14 @@ extension Message {
             writer.write(extents)
         case .faultResolved(let extents):
             writer.write(extents)
+        case .hintFree(let id, let offset, let length), .freeHintWritten(let id, let offset, let length):
+            writer.write(id.rawValue)
+            writer.write(offset)
+            writer.write(length)
+        case .dropFreePages(let id):
+            writer.write(id.rawValue)
+        case .freePages(let count):
+            writer.write(count)
         }
     }
 
@@ -270,6 +278,16 @@ extension Message {
             let attachment = AttachmentID(rawValue: try reader.read(UInt64.self, "attachment"))
             let fileOffset = try reader.read(UInt64.self, "fileOffset")
             message = .attachedWindow(attachment, fileOffset: fileOffset, extents: try reader.readExtents())
+        case .hintFree, .freeHintWritten:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            let offset = try reader.read(UInt64.self, "offset")
+            let length = try reader.read(UInt64.self, "length")
+            message = type == .hintFree ? .hintFree(id, offset: offset, length: length)
+                                        : .freeHintWritten(id, offset: offset, length: length)
+        case .dropFreePages:
+            message = .dropFreePages(SegmentID(rawValue: try reader.read(UInt64.self, "segid")))
+        case .freePages:
+            message = .freePages(count: try reader.read(UInt64.self, "count"))
         }
         try reader.finish()
         return message

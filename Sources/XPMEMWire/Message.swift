@@ -68,6 +68,18 @@ public enum Message: Equatable, Sendable {
     /// version 3 without a bump: a broker that predates it answers `failure(malformedFrame)` and keeps
     /// the connection, and the library then stops reporting.
     case reportAttachCache(AttachCacheCounters)
+    /// The owner says the segment's pages in `offset..<offset+length` hold nothing it needs: the broker
+    /// may drop them (`dropFreePages`, memory pressure) as long as nothing has written them since.
+    /// The owner write-protects them first and sends `freeHintWritten` before any of its own writes
+    /// lands there; a writable descriptor handed to anyone (even an importer's) ends every hint of the
+    /// segment, since nobody can watch its writes. Answered with `freePages`: the pages trusted free.
+    case hintFree(SegmentID, offset: UInt64, length: UInt64)
+    /// The owner is about to write the range: its pages are no longer free. Answered with `done`
+    /// before the owner lets the write proceed.
+    case freeHintWritten(SegmentID, offset: UInt64, length: UInt64)
+    /// The owner asks the broker to drop now the pages still trusted free (before a migration, which
+    /// then has less to move). Answered with `freePages`: the pages dropped.
+    case dropFreePages(SegmentID)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -111,6 +123,8 @@ public enum Message: Equatable, Sendable {
     /// The reply to `resolveFault`: the file ranges (== exporter addresses) that now have pages; a
     /// faulting address outside them is memory the exporter no longer has.
     case faultResolved(extents: [BackedExtent])
+    /// The reply to `hintFree` (pages now trusted free) and to `dropFreePages` (pages dropped).
+    case freePages(count: UInt64)
 
     /// How many descriptors travel with this message; a frame with any other number is malformed.
     public var descriptorCount: Int {
@@ -135,11 +149,11 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
 
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
     case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, claim, resolveFault
-    case claimAddressSpace, replaceSegmentFiles, reportAttachCache
+    case claimAddressSpace, replaceSegmentFiles, reportAttachCache, hintFree, freeHintWritten, dropFreePages
     case acknowledge = 0x2001, rangeBacked
     case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange, segmentFileReplaced
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
-    case attachedWindow, faultResolved
+    case attachedWindow, faultResolved, freePages
 }
 
 extension Message {
@@ -185,6 +199,10 @@ extension Message {
         case .fillRange: .fillRange
         case .faultResolved: .faultResolved
         case .attachedWindow: .attachedWindow
+        case .hintFree: .hintFree
+        case .freeHintWritten: .freeHintWritten
+        case .dropFreePages: .dropFreePages
+        case .freePages: .freePages
         }
     }
 }

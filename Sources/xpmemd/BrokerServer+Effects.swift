@@ -14,6 +14,8 @@ extension BrokerServer {
                 send(message, requestID: requestID, handOver: handOver, on: channel, of: connection)
             case .keepSegmentFiles(let segment):
                 segmentFiles[segment] = incoming?.segmentFiles.take()
+            case .dropPages(let segment, let ranges):
+                dropPages(of: segment, in: ranges)
             case .discardSegmentFiles(let segment):
                 if segmentFiles.removeValue(forKey: segment) != nil { resumeAcceptingIfPaused() }
             case .adoptEventChannel(let peer):
@@ -28,6 +30,20 @@ extension BrokerServer {
                 }
             case .note(let note):
                 log(note)
+            }
+        }
+    }
+
+    /// Frees pages hinted free. A failure leaves them in place, which costs memory and nothing else.
+    private func dropPages(of segment: SegmentID, in ranges: [Range<UInt64>]) {
+        guard let files = segmentFiles[segment] else { return }
+        for range in ranges {
+            do {
+                try MemoryFile.dropPages(of: files.readWrite, in: range)
+            } catch {
+                logger.warning("could not drop free pages", metadata: [
+                    "segid": "\(segment)", "offset": "\(range.lowerBound)", "error": "\(error)",
+                ])
             }
         }
     }
@@ -101,6 +117,10 @@ extension BrokerServer {
         case .deadlineMissed(let client, let segment, let grants):
             logger.warning("importer missed an invalidation deadline; its grants were revoked", metadata: [
                 "client": "\(client.rawValue)", "segid": "\(segment)", "grants": "\(grants)",
+            ])
+        case .freePagesDropped(let segments, let bytes):
+            logger.info("memory pressure: dropped pages hinted free", metadata: [
+                "segments": "\(segments)", "bytes": "\(bytes)",
             ])
         case .invalidationAcknowledged(let report):
             let missed = report.importers.filter { $0.outcome == .missedDeadline }.map { "pid \($0.pid)" }

@@ -22,6 +22,8 @@ final class BrokerServer {
     private let lock: ExclusiveFileLock
     private let listener: OwnedDescriptor
     private let signals: OwnedDescriptor
+    /// Polls `.priority` while the machine stalls on memory; nil where the kernel has no PSI.
+    private let memoryPressure: OwnedDescriptor?
     /// Closed to make room when `accept` fails for lack of descriptors (see `acceptPending`).
     private var spareDescriptor: OwnedDescriptor?
     private var listenerWatched = true
@@ -68,11 +70,19 @@ final class BrokerServer {
             lock = try Self.lock(socketPath)
             listener = try Self.bind(socketPath, mode: mode, group: group)
         }
-        signals = try ProcessHandle.signalDescriptor(for: ProcessSettings.terminationSignals)
+        signals = try ProcessHandle.signalDescriptor(for: ProcessSettings.terminationSignals + [Self.dropFreePagesSignal.rawValue])
         ProcessSettings.ignoreBrokenPipes()
         poll = try EventPoll()
         try poll.add(listener, events: .readable, token: .listener)
         try poll.add(signals, events: .readable, token: .signals)
+        do {
+            let trigger = try MemoryPressureTrigger.arm()
+            try poll.add(trigger, events: .priority, token: .memoryPressure)
+            memoryPressure = .some(trigger)
+        } catch {
+            logger.info("no memory pressure trigger (\(error)): pages hinted free are dropped only on request or SIGUSR1")
+            memoryPressure = nil
+        }
         spareDescriptor = try? DescriptorLimit.reserve()
         let registry = Registry(randomSource: {
             // getrandom on a machine with an initialised pool does not fail; if it did, ids would
@@ -92,6 +102,9 @@ final class BrokerServer {
         let elapsed = ContinuousClock.now - startTime
         return UInt64(elapsed.components.seconds) * 1_000_000 + UInt64(elapsed.components.attoseconds / 1_000_000_000_000)
     }
+
+    /// Asks the broker to drop every page hinted free, as memory pressure does (for operators and tests).
+    static let dropFreePagesSignal = ProcessSignal.user1
 
     /// Serves until SIGTERM or SIGINT, then removes the socket file.
     func run() throws {
@@ -175,9 +188,16 @@ final class BrokerServer {
             acceptPending()
         case .signals:
             while let signal = try? ProcessHandle.nextSignal(on: signals) {
+                if signal == Self.dropFreePagesSignal.rawValue {
+                    logger.notice("SIGUSR1: dropping the pages hinted free")
+                    apply(core.memoryPressure())
+                    continue
+                }
                 logger.notice("received signal \(signal)")
                 running = false
             }
+        case .memoryPressure:
+            apply(core.memoryPressure())
         case .peer(let peer, let descriptor):
             guard let connection = connections[peer] else { return }
             switch descriptor {

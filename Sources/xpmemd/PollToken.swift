@@ -1,7 +1,7 @@
 import XPMEMBrokerCore
 
 /// What an epoll registration stands for. Encoded into epoll's 64-bit user data in one place (the
-/// raw value `EventPoll` stores): `peer << 2 | socket` for a peer's descriptors, and two reserved
+/// raw value `EventPoll` stores): `peer << 2 | socket` for a peer's descriptors, and three reserved
 /// values below any peer's.
 enum PollToken: RawRepresentable, Equatable, Sendable {
     /// A peer's descriptors: its main socket, its process's pidfd, its event socket.
@@ -13,6 +13,8 @@ enum PollToken: RawRepresentable, Equatable, Sendable {
 
     case listener
     case signals
+    /// The memory pressure-stall trigger (`MemoryPressureTrigger`).
+    case memoryPressure
     case peer(PeerID, PeerDescriptor)
 
     /// Peer numbers start here, so that no peer's token collides with the listener's or the signals'.
@@ -22,6 +24,7 @@ enum PollToken: RawRepresentable, Equatable, Sendable {
         switch self {
         case .listener: 0
         case .signals: 1
+        case .memoryPressure: 2
         case .peer(let peer, let descriptor): peer.rawValue << 2 | descriptor.rawValue
         }
     }
@@ -30,6 +33,7 @@ enum PollToken: RawRepresentable, Equatable, Sendable {
         switch rawValue {
         case 0: self = .listener
         case 1: self = .signals
+        case 2: self = .memoryPressure
         default:
             guard let descriptor = PeerDescriptor(rawValue: rawValue & 3), rawValue >> 2 >= Self.firstPeerNumber else {
                 return nil

@@ -41,6 +41,7 @@ enum BrokerCoreInvariants {
         for grant in registry.grants.values {
             check(registry.clients[grant.client] != nil, "\(grant.handle) held by departed \(grant.client)")
         }
+        for segment in registry.segments.values { checkFreePages(segment, pageSize: registry.limits.pageSize) }
         for attachment in registry.attachments.values {
             guard let grant = registry.grants[attachment.handle] else {
                 fatalError("invariant broken: \(attachment.id) outlived its grant \(attachment.handle)")
@@ -50,6 +51,21 @@ enum BrokerCoreInvariants {
             check(attachment.length > 0 && attachment.offset % registry.limits.pageSize == 0
                        && attachment.length % registry.limits.pageSize == 0, "\(attachment.id) is not page-aligned")
         }
+    }
+
+    /// Hints are whole pages inside the segment, sorted and apart; none survive a writable hand-out,
+    /// and an address-space window never has any.
+    private static func checkFreePages(_ segment: SegmentRecord, pageSize: UInt64) {
+        let ranges = segment.freePages.ranges
+        check(ranges.allSatisfy { !$0.isEmpty && $0.lowerBound % pageSize == 0 && $0.upperBound % pageSize == 0
+                                  && $0.upperBound <= segment.size },
+              "\(segment.id)'s free pages \(ranges) are not whole pages inside its \(segment.size) bytes")
+        check(zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound < $1.lowerBound },
+              "\(segment.id)'s free pages \(ranges) are unsorted, overlapping or adjacent")
+        check(ranges.count <= FreePageHints.maximumRanges, "\(segment.id) keeps \(ranges.count) free ranges")
+        check(!segment.freePages.writableFileHandedOut || ranges.isEmpty,
+              "\(segment.id) keeps free pages after its file went out read-write")
+        check(segment.addressSpaceBase == nil || ranges.isEmpty, "address-space window \(segment.id) keeps free pages")
     }
 
     /// No segment outlives its owner, and the daemon holds the files of exactly the live segments.

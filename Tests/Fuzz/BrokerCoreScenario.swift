@@ -157,6 +157,7 @@ struct BrokerCoreScenario {
             now += UInt64(choice) * 1000
         }
         daemon.apply(core.tick(now: now), core: core)
+        if choice % 7 == 0 { daemon.apply(core.memoryPressure(), core: core) }
     }
 
     // MARK: Choices
@@ -196,7 +197,7 @@ struct BrokerCoreScenario {
     }
 
     mutating func structuredRequest(_ input: inout FuzzBytes) -> Message {
-        switch input.byte() % 19 {
+        switch input.byte() % 20 {
         case 0, 1:
             return .make(size: pickLength(&input), permit: pickPermit(&input), name: input.pick(["a", "", "segment"]))
         case 2:
@@ -231,6 +232,11 @@ struct BrokerCoreScenario {
                                       permit: pickPermit(&input), name: "claimed window")
         case 17:
             return .replaceSegmentFiles(pickSegment(&input))
+        case 18:
+            let segment = pickSegment(&input)
+            return input.pick([.hintFree(segment, offset: pickLength(&input), length: pickLength(&input)),
+                               .freeHintWritten(segment, offset: pickLength(&input), length: pickLength(&input)),
+                               .dropFreePages(segment)])
         default:
             // Counters as the C library reports them, or any 64-bit values at all.
             return .reportAttachCache(AttachCacheCounters(

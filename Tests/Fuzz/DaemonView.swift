@@ -18,6 +18,9 @@ struct DaemonView {
     /// Requests handed to the core and not answered yet.
     private(set) var unanswered: Set<Request> = []
     private(set) var heldFiles: Set<SegmentID> = []
+    /// Segments whose current file went to someone read-write: their pages may be written unseen, so
+    /// none may be dropped until the file is replaced.
+    private(set) var writableFileOut: Set<SegmentID> = []
     /// Every id the broker ever issued, so the scenario can name live and stale ones.
     private(set) var issuedSegments: [SegmentID] = []
     private(set) var issuedHandles: [AccessHandle] = []
@@ -57,13 +60,17 @@ struct DaemonView {
                     check(unanswered.remove(Request(peer: peer, requestID: requestID)) != nil,
                           "\(message.type) sent to \(peer) with request id \(requestID), which no unanswered request of it has")
                 }
-                if let handOver { checkHandOver(handOver, with: message, to: peer, core: core) }
+                if let handOver {
+                    checkHandOver(handOver, with: message, to: peer, core: core)
+                    if handOver.access == .readWrite { writableFileOut.insert(handOver.segment) }
+                }
             case .keepSegmentFiles(let segment):
                 guard let (_, message) = request, Self.bringsSegmentFiles(message.type) else {
                     fatalError("invariant broken: keepSegmentFiles(\(segment)) outside a request carrying them")
                 }
                 if case .replaceSegmentFiles(segment) = message {
                     check(heldFiles.contains(segment), "the files of \(segment) replaced but never held")
+                    writableFileOut.remove(segment)
                 } else {
                     check(!heldFiles.contains(segment), "the files of \(segment) kept twice")
                     heldFiles.insert(segment)
@@ -71,6 +78,12 @@ struct DaemonView {
                 }
             case .discardSegmentFiles(let segment):
                 check(heldFiles.remove(segment) != nil, "discardSegmentFiles(\(segment)) of files not held")
+            case .dropPages(let segment, let ranges):
+                check(heldFiles.contains(segment), "dropPages of \(segment), whose files are not held")
+                check(!writableFileOut.contains(segment),
+                      "dropPages of \(segment), whose file someone holds read-write: their writes would be lost")
+                check(!ranges.isEmpty && zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound < $1.lowerBound },
+                      "dropPages of \(segment) with ranges that are empty, unsorted or overlapping: \(ranges)")
             case .adoptEventChannel(let peer):
                 guard let (asked, message) = request, message == .subscribe, asked.peer == peer else {
                     fatalError("invariant broken: adoptEventChannel(\(peer)) outside its subscribe")

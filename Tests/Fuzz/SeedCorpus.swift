@@ -83,6 +83,10 @@ enum SeedCorpus {
         case .resolveFault: return .resolveFault(AccessHandle(rawValue: 1), offset: 4096, length: 8192)
         case .fillRange: return .fillRange(segment, sequence: 1, start: 4096, length: 8192)
         case .faultResolved: return .faultResolved(extents: extents)
+        case .hintFree: return .hintFree(segment, offset: 4096, length: 8192)
+        case .freeHintWritten: return .freeHintWritten(segment, offset: 4096, length: 4096)
+        case .dropFreePages: return .dropFreePages(segment)
+        case .freePages: return .freePages(count: 2)
         }
     }
 }

@@ -61,6 +61,11 @@ struct BrokerCoreHarness {
         record(core.peerDeparted(peer, reason: reason, now: now))
     }
 
+    /// The daemon's memory-pressure trigger fired.
+    mutating func memoryPressure() {
+        record(core.memoryPressure())
+    }
+
     mutating func advance(to time: UInt64) {
         now = time
         record(core.tick(now: now))

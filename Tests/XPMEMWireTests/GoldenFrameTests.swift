@@ -96,6 +96,32 @@ struct GoldenFrameTests {
         #expect(try decodeFrame(expected) == frame)
     }
 
+    @Test func hintFreeAndItsAnswerFrames() throws {
+        let hint = Frame(requestID: 5, message: .hintFree(SegmentID(rawValue: 0x0102_0304_0506_0708), offset: 0x2000,
+                                                          length: 0x4_0000))
+        let hintBytes: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00,
+            0x15, 0x00,  // type hintFree
+            0x05, 0x00, 0x00, 0x00,
+            0x18, 0x00, 0x00, 0x00,  // payload length 24
+            0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01,  // segid
+            0x00, 0x20, 0, 0, 0, 0, 0, 0,  // offset
+            0x00, 0x00, 0x04, 0, 0, 0, 0, 0,  // length
+        ]
+        #expect(hint.encoded() == hintBytes)
+        #expect(try decodeFrame(hintBytes) == hint)
+        let answer = Frame(requestID: 5, message: .freePages(count: 64))
+        let answerBytes: [UInt8] = [
+            0x58, 0x50, 0x4D, 0x4D, 0x03, 0x00,
+            0x0D, 0x80,  // type freePages
+            0x05, 0x00, 0x00, 0x00,
+            0x08, 0x00, 0x00, 0x00,  // payload length 8
+            0x40, 0, 0, 0, 0, 0, 0, 0,  // count
+        ]
+        #expect(answer.encoded() == answerBytes)
+        #expect(try decodeFrame(answerBytes) == answer)
+    }
+
     /// The C library writes this frame too (libxpmem/tests/wire_tests.c holds the same bytes).
     @Test func claimAddressSpaceFrame() throws {
         let frame = Frame(requestID: 7, message: .claimAddressSpace(

@@ -142,6 +142,12 @@ enum WireSamples {
         .attachedWindow(AttachmentID(rawValue: 12), fileOffset: 0x7f00_0000_0000, extents: []),
         .attachedWindow(AttachmentID(rawValue: 13), fileOffset: 0x1000,
                         extents: [BackedExtent(start: 0x1000, length: 0x3000)]),
+        .hintFree(segment, offset: 0, length: 4096),
+        .hintFree(segment, offset: .max, length: .max),
+        .freeHintWritten(segment, offset: 0x4_0000, length: 0x4_0000),
+        .dropFreePages(segment),
+        .freePages(count: 0),
+        .freePages(count: .max),
     ]
 
     /// Every type number the protocol defines, found by asking `MessageType` about each 16-bit value.

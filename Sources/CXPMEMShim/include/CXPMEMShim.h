@@ -45,6 +45,7 @@ extern const uint32_t cxpmem_EPOLLOUT;
 extern const uint32_t cxpmem_EPOLLERR;
 extern const uint32_t cxpmem_EPOLLHUP;
 extern const uint32_t cxpmem_EPOLLRDHUP;
+extern const uint32_t cxpmem_EPOLLPRI;
 int cxpmem_epoll_create(void);
 int cxpmem_epoll_add(int epfd, int fd, uint32_t events, uint64_t token);
 int cxpmem_epoll_modify(int epfd, int fd, uint32_t events, uint64_t token);
@@ -78,6 +79,21 @@ int cxpmem_uffd_open(void);
 int cxpmem_uffd_register_minor(int uffd, void *address, size_t length);
 int cxpmem_uffd_unregister(int uffd, void *address, size_t length);
 int cxpmem_uffd_wake(int uffd, void *address, size_t length);
+
+// userfaultfd in write-protect mode on shmem: how free-page hints see the owner's writes.
+/// Opens a userfaultfd with shmem write-protection negotiated: from /dev/userfaultfd, else in full,
+/// else user mode only (then *catches_kernel_writes is 0: a system call writing into a protected
+/// page fails with EFAULT instead of waiting). -1 with errno if none works.
+int cxpmem_uffd_open_write_tracking(int *catches_kernel_writes);
+int cxpmem_uffd_register_write_protect(int uffd, void *address, size_t length);
+/// Write-protects the range (protect != 0) or lifts the protection, which wakes the writers waiting.
+int cxpmem_uffd_write_protect(int uffd, void *address, size_t length, int protect);
+/// Waits for the next write fault (1, *address set) or until `stop` is readable (0); -1 on error.
+int cxpmem_uffd_next_write_fault(int uffd, int stop, uint64_t *address);
+/// An eventfd (close-on-exec, non-blocking) that `cxpmem_uffd_next_write_fault` watches for a stop.
+int cxpmem_stop_signal_open(void);
+/// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE).
+int cxpmem_punch_hole(int fd, off_t offset, off_t length);
 
 /// A load the compiler may not hoist out of a loop: for tests and benchmarks that watch memory
 /// another process writes.

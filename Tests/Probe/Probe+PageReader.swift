@@ -1,0 +1,33 @@
+import ArgumentParser
+import XPMEM
+import XPMEMSystem
+import XPMEMWire
+
+extension Probe {
+    /// An importer that attaches a whole segment read-only (or read-write, with `--writable`) and
+    /// answers "page N" with the first byte of page N as it reads it now, until "quit".
+    struct PageReader: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "page-reader")
+        @OptionGroup var options: ProbeOptions
+        @Flag var writable = false
+        @Argument var segment: String
+
+        func run() throws {
+            try options.becomeRequestedUser()
+            guard let id = SegmentID(segment) else { throw ValidationError("not a segment id: \(segment)") }
+            let broker = try XPMEMBroker.connect(socketPath: options.socket)
+            let attachment = try broker.get(id, access: writable ? .readWrite : .readOnly).attach()
+            report("attached \(attachment.bytes.count)")
+            while let line = readLine() {
+                let words = line.split(separator: " ")
+                if words == ["quit"] { return }
+                guard words.count == 2, words[0] == "page", let page = Int(words[1]),
+                      page >= 0, (page + 1) * pageSize <= attachment.bytes.count else {
+                    report("bad request \(line)")
+                    continue
+                }
+                report("page \(page) first-byte \(attachment.bytes.load(fromByteOffset: page * pageSize, as: UInt8.self))")
+            }
+        }
+    }
+}
