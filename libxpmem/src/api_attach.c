@@ -45,7 +45,6 @@ static bool cacheable(const struct grant *grant, const struct mapped_window *win
  * bounds. */
 static void *record(const struct grant *grant, const struct mapped_window *window, bool fixed)
 {
-    attachments_forget_overlapping((uintptr_t)window->address, window->length);
     struct attachment attachment = {.address = (uintptr_t)window->address, .length = window->length,
                                     .apid = grant->apid, .segment = grant->segment,
                                     .broker_attachment = window->broker_attachment,

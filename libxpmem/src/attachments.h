@@ -33,7 +33,8 @@ struct attachment {
     uint64_t last_used;
 };
 
-/* Records a new attachment (the clock sets last_used). */
+/* Records a new attachment (the clock sets last_used). Attachments it overlaps are forgotten: a window
+ * mapped at a fixed address replaced whatever was there. -1 with errno ENOMEM when no room. */
 int attachments_add(struct attachment attachment);
 /* A cacheable, fresh window of `apid` at exactly `segment_offset` and `length`: takes a reference,
  * refreshes it and sets *address. */
@@ -69,8 +70,6 @@ struct attachment_totals attachments_totals(void);
 bool attachments_find_containing(uintptr_t address, struct attachment *attachment);
 /* Removes and returns one attachment made through `apid`, held or idle; call until false. */
 bool attachments_take_by_apid(uint64_t apid, struct attachment *attachment);
-/* A window mapped at a fixed address replaces whatever attachment was there: forget those. */
-void attachments_forget_overlapping(uintptr_t address, size_t length);
 /* Calls `visit` for each attachment, lock held (it must not call back into this table). */
 void attachments_for_each(void (*visit)(const struct attachment *attachment, void *context), void *context);
 /* Broker ids die with the connection: afterwards detach only unmaps. */

@@ -3,7 +3,9 @@
  * bytes, a warm attach (range already backed, descriptor cached) against a bare mmap, and the
  * attachment cache: a hit against a fresh attach of the same backed window, and the windows it holds
  * over a long run against its bound. Ours and the reference are measured alternately, and each
- * ratio is the median of the pairs' ratios, with their minimum and maximum under "spread". Runs its
+ * ratio is the median of the pairs' ratios, with their minimum and maximum under "spread". A hit and a
+ * detach are also timed among thousands of idle cached windows against among none, for what finding
+ * a window in a crowded attachment table costs. Runs its
  * own broker (XPMEM_BROKER names xpmemd). The figures before the attachment cache's are taken with
  * it off (XPMEM_ATTACH_CACHE_ENTRIES=0), so that each attach + detach maps and unmaps as before. */
 #include <errno.h>
@@ -193,15 +195,18 @@ struct cache_importer {
 
 /* "attach ADDRESS SIZE ROUNDS": attaches the window once, then ROUNDS times attach (timed) + detach;
  * says the median µs. With the cache on each timed attach is a hit; off, a fresh mmap of the backed
- * range. "long BASE WINDOWS SIZE OPERATIONS": a long run over WINDOWS windows of SIZE bytes from
- * BASE, 7 in 8 attaches from a hot eighth of them; says what the cache held at most and at the end. */
+ * range. "hold ADDRESS SIZE ROUNDS": the same, but the attach and the detach timed apart; says both
+ * medians. "fill BASE WINDOWS SIZE": attaches and detaches WINDOWS windows of SIZE bytes from BASE,
+ * left cached and idle; says how many idle windows the cache holds. "long BASE WINDOWS SIZE
+ * OPERATIONS": a long run over WINDOWS windows of SIZE bytes from BASE, 7 in 8 attaches from a hot
+ * eighth of them; says what the cache held at most and at the end. */
 static int cache_importer(int in, int out, void *argument)
 {
     const struct cache_importer *setup = argument;
     setenv("XPMEM_ATTACH_CACHE_ENTRIES", setup->entries, 1);
     xpmem_apid_t apid = xpmem_get(setup->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
     char line[256];
-    static double samples[1000];
+    static double samples[1000], detach_samples[1000];
     while (hear(in, line, sizeof line)) {
         unsigned long address, windows, operations;
         size_t size;
@@ -218,6 +223,31 @@ static int cache_importer(int in, int out, void *argument)
                 xpmem_detach(window);
             }
             say(out, "%.3f", median(samples, rounds));
+        } else if (sscanf(line, "hold %lu %zu %d", &address, &size, &rounds) == 3 && rounds <= 1000) {
+            struct xpmem_addr where = {.apid = apid, .offset = (off_t)address};
+            xpmem_detach(xpmem_attach(where, size, NULL));
+            for (int round = 0; round < rounds; round++) {
+                double began = now_seconds();
+                void *window = xpmem_attach(where, size, NULL);
+                samples[round] = (now_seconds() - began) * 1e6;
+                if (window == (void *)-1)
+                    return 2;
+                began = now_seconds();
+                xpmem_detach(window);
+                detach_samples[round] = (now_seconds() - began) * 1e6;
+            }
+            say(out, "%.3f %.3f", median(samples, rounds), median(detach_samples, rounds));
+        } else if (sscanf(line, "fill %lu %lu %zu", &address, &windows, &size) == 3) {
+            for (unsigned long window = 0; window < windows; window++) {
+                struct xpmem_addr where = {.apid = apid, .offset = (off_t)(address + window * size)};
+                void *mapped = xpmem_attach(where, size, NULL);
+                if (mapped == (void *)-1)
+                    return 4;
+                xpmem_detach(mapped);
+            }
+            struct xpmem_attach_cache_stats stats;
+            xpmem_attach_cache_stats(&stats);
+            say(out, "%llu", (unsigned long long)stats.idle_entries);
         } else if (sscanf(line, "long %lu %lu %zu %lu", &address, &windows, &size, &operations) == 4) {
             uint64_t state = 0x9E3779B97F4A7C15ULL, max_entries = 0, max_bytes = 0;
             struct xpmem_attach_cache_stats stats;
@@ -316,6 +346,71 @@ static void measure_attach_cache(struct child *exporting, xpmem_segid_t segid, s
     child_wait(&uncached, 15000);
 }
 
+struct crowding_figures {
+    unsigned long long idle_windows; /* what the crowded importer's cache held besides the timed window */
+    double crowded_hit_us, alone_hit_us, crowded_detach_us, alone_detach_us;
+    struct spread hit_ratio, detach_ratio;
+};
+
+static void ask_hold(struct child *importer, const char *command, double *attach_us, double *detach_us)
+{
+    char line[256];
+    child_send(importer, "%s", command);
+    if (!child_read_line(importer, line, sizeof line, 60000) || sscanf(line, "%lf %lf", attach_us, detach_us) != 2) {
+        fprintf(stderr, "cache importer: '%s'\n", line);
+        exit(1);
+    }
+}
+
+/* A hit and a detach of one window in an importer whose cache also holds IDLE_WINDOWS idle windows
+ * (the default bound's worth) against one whose cache holds that window alone, in interleaved
+ * batches. Both bounds are twice that, so that nothing is evicted while timing. */
+static void measure_crowded_cache(struct child *exporting, xpmem_segid_t segid, struct crowding_figures *figures)
+{
+    enum { BATCHES = 15, ROUNDS = 200, IDLE_WINDOWS = 4096 };
+    static double crowded_hit[BATCHES], alone_hit[BATCHES], crowded_detach[BATCHES], alone_detach[BATCHES];
+    static double hit_ratios[BATCHES], detach_ratios[BATCHES];
+    struct cache_importer roomy = {.segid = segid, .entries = "8192"};
+    struct child crowded, alone;
+    child_start(&crowded, cache_importer, &roomy);
+    child_start(&alone, cache_importer, &roomy);
+
+    uintptr_t base = (ask_alloc(exporting, IDLE_WINDOWS * PAGE + PAGE) + PAGE - 1) & ~(PAGE - 1);
+    char line[256];
+    child_send(&crowded, "fill %lu %d %lu", (unsigned long)base, IDLE_WINDOWS, PAGE);
+    if (!child_read_line(&crowded, line, sizeof line, 600000) || sscanf(line, "%llu", &figures->idle_windows) != 1) {
+        fprintf(stderr, "fill: '%s'\n", line);
+        exit(1);
+    }
+    uintptr_t timed = (ask_alloc(exporting, 64 * 1024 + PAGE) + PAGE - 1) & ~(PAGE - 1);
+    char command[128];
+    snprintf(command, sizeof command, "hold %lu %lu %d", (unsigned long)timed, 64 * 1024UL, ROUNDS);
+    double ignored_attach, ignored_detach; /* the warm-up: each importer's first attach asks the broker */
+    ask_hold(&crowded, command, &ignored_attach, &ignored_detach);
+    ask_hold(&alone, command, &ignored_attach, &ignored_detach);
+    for (int batch = 0; batch < BATCHES; batch++) {
+        if (batch % 2 == 0) {
+            ask_hold(&crowded, command, &crowded_hit[batch], &crowded_detach[batch]);
+            ask_hold(&alone, command, &alone_hit[batch], &alone_detach[batch]);
+        } else {
+            ask_hold(&alone, command, &alone_hit[batch], &alone_detach[batch]);
+            ask_hold(&crowded, command, &crowded_hit[batch], &crowded_detach[batch]);
+        }
+        hit_ratios[batch] = crowded_hit[batch] / alone_hit[batch];
+        detach_ratios[batch] = crowded_detach[batch] / alone_detach[batch];
+    }
+    figures->hit_ratio = spread_of(hit_ratios, BATCHES);
+    figures->detach_ratio = spread_of(detach_ratios, BATCHES);
+    figures->crowded_hit_us = median(crowded_hit, BATCHES);
+    figures->alone_hit_us = median(alone_hit, BATCHES);
+    figures->crowded_detach_us = median(crowded_detach, BATCHES);
+    figures->alone_detach_us = median(alone_detach, BATCHES);
+    child_send(&crowded, "quit");
+    child_send(&alone, "quit");
+    child_wait(&crowded, 15000);
+    child_wait(&alone, 15000);
+}
+
 int main(void)
 {
     struct broker broker;
@@ -344,6 +439,8 @@ int main(void)
     measure_warm(&exporting, apid, 1UL << 20, &warm_us, &mmap_us, &broker_us, &warm_ratio);
     struct cache_figures cache;
     measure_attach_cache(&exporting, segid, &cache);
+    struct crowding_figures crowding;
+    measure_crowded_cache(&exporting, segid, &crowding);
 
     child_send(&exporting, "quit");
     child_wait(&exporting, 15000);
@@ -362,13 +459,21 @@ int main(void)
            "\"final_bytes\": %llu, \"hits\": %llu, \"misses\": %llu, \"capacity_evictions\": %llu},\n",
            cache.windows, cache.operations, cache.bound, cache.max_entries, cache.final_entries, cache.max_bytes,
            cache.final_bytes, cache.hits, cache.misses, cache.evictions);
+    printf("  \"attach_cache_crowded\": {\"idle_windows\": %llu, \"hit_64KiB_us\": %.3f, \"hit_alone_64KiB_us\": %.3f, "
+           "\"detach_64KiB_us\": %.3f, \"detach_alone_64KiB_us\": %.3f},\n",
+           crowding.idle_windows, crowding.crowded_hit_us, crowding.alone_hit_us, crowding.crowded_detach_us,
+           crowding.alone_detach_us);
     printf("  \"ratios\": {\n");
     printf("    \"attach_cache_hit_vs_fresh_attach\": %.3f,\n", cache.ratio.median);
+    printf("    \"attach_cache_hit_crowded_vs_alone\": %.3f,\n", crowding.hit_ratio.median);
+    printf("    \"detach_crowded_vs_alone\": %.3f,\n", crowding.detach_ratio.median);
     printf("    \"warm_attach_vs_mmap\": %.2f,\n", warm_ratio.median);
     printf("    \"first_attach_1MiB_vs_cma\": %.2f,\n", one.ratio.median);
     printf("    \"first_attach_64MiB_vs_cma\": %.2f\n", sixty_four.ratio.median);
     printf("  },\n  \"spread\": {\n");
     print_spread("attach_cache_hit_vs_fresh_attach", cache.ratio, false);
+    print_spread("attach_cache_hit_crowded_vs_alone", crowding.hit_ratio, false);
+    print_spread("detach_crowded_vs_alone", crowding.detach_ratio, false);
     print_spread("warm_attach_vs_mmap", warm_ratio, false);
     print_spread("first_attach_1MiB_vs_cma", one.ratio, false);
     print_spread("first_attach_64MiB_vs_cma", sixty_four.ratio, true);

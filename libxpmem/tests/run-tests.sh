@@ -76,6 +76,11 @@ output=$("$build/tests/wire-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 
+# The attachment table and its indexes, with thousands of windows at made-up addresses (no broker).
+output=$(timeout 120 "$build/tests/attachments-tests")
+printf '%s\n' "$output" | sed '$d'
+count "$output"
+
 output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/xpmem-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
