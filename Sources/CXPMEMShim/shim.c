@@ -177,15 +177,12 @@ int cxpmem_uffd_wake(int uffd, void *address, size_t length) {
 #define USERFAULTFD_IOC_NEW _IO(0xAA, 0x00)
 #endif
 
-/* Negotiates write-protection of shmem; unpopulated pages too where the kernel offers it (6.4+). */
-static int negotiate_write_protection(int fd) {
+/* Negotiates write-protection of shmem, and of unpopulated pages too when `unpopulated` (Linux 6.4+;
+ * for shmem, older kernels protect them anyway with a page-table marker). */
+static int negotiate_write_protection(int fd, int unpopulated) {
     struct uffdio_api api = {.api = UFFD_API,
-                             .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | UFFD_FEATURE_WP_UNPOPULATED};
-    if (ioctl(fd, UFFDIO_API, &api) != 0) {
-        /* A kernel without WP_UNPOPULATED refuses the request as a whole: ask for the rest. A
-         * userfaultfd takes one UFFDIO_API only, so a fresh descriptor is the caller's retry. */
-        return -1;
-    }
+                             .features = UFFD_FEATURE_WP_HUGETLBFS_SHMEM | (unpopulated ? UFFD_FEATURE_WP_UNPOPULATED : 0)};
+    if (ioctl(fd, UFFDIO_API, &api) != 0) return -1;
     if (!(api.features & UFFD_FEATURE_WP_HUGETLBFS_SHMEM)) {
         errno = EOPNOTSUPP;
         return -1;
@@ -208,20 +205,23 @@ static int open_userfaultfd(int mode) {
 
 int cxpmem_uffd_open_write_tracking(int *catches_kernel_writes) {
     /* /dev/userfaultfd (if its mode lets us), then the system call in full (privileged, or
-     * vm.unprivileged_userfaultfd=1), then user mode only. */
+     * vm.unprivileged_userfaultfd=1), then user mode only. A kernel that lacks a feature refuses the
+     * whole request, and a userfaultfd takes one UFFDIO_API only: each try has a fresh descriptor. */
     int last_errno = EPERM;
     for (int mode = 0; mode < 3; mode++) {
-        int fd = open_userfaultfd(mode);
-        if (fd < 0) {
+        for (int unpopulated = 1; unpopulated >= 0; unpopulated--) {
+            int fd = open_userfaultfd(mode);
+            if (fd < 0) {
+                last_errno = errno;
+                break;
+            }
+            if (negotiate_write_protection(fd, unpopulated) == 0) {
+                *catches_kernel_writes = mode < 2;
+                return fd;
+            }
             last_errno = errno;
-            continue;
+            close(fd);
         }
-        if (negotiate_write_protection(fd) == 0) {
-            *catches_kernel_writes = mode < 2;
-            return fd;
-        }
-        last_errno = errno;
-        close(fd);
     }
     errno = last_errno;
     return -1;

@@ -37,6 +37,7 @@ struct All: ParsableCommand {
             ("importer-faults", scenario.importerFaultsFollowTheSegmentsPolicy),
             ("invalid-nodes", scenario.invalidNodesGetAClearError),
             ("privileged", scenario.privilegedMigrationWithAnImporterWorking),
+            ("free-hints", scenario.migrationSkipsPagesHintedFreeAndMovesWrittenOnes),
             ("near-importers", scenario.nearImportersFollowsImportersPinnedToAnotherNode),
             ("xpmemctl", scenario.xpmemctlReportsAndMigrates),
             ("migrate-example", scenario.migrateExampleUnderXprun),

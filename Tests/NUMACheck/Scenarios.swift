@@ -107,6 +107,55 @@ struct Scenarios {
         }
     }
 
+    /// Half the segment hinted free; one page of it written after the hint (which ends the hint of its
+    /// 256 KiB granule) and one written by the kernel (`read(2)`). The migration drops the clean
+    /// hinted pages instead of moving them, and says how many; the written ones move with their bytes.
+    func migrationSkipsPagesHintedFreeAndMovesWrittenOnes() {
+        checks.attempt("migration with pages hinted free") {
+            let exporter = try broker.connect("hinting exporter")
+            let segment = try makeFilledSegment(exporter, size: 64 << 20, on: near)
+            let words = segment.bytes.bindMemory(to: UInt64.self)
+            let pages = segment.size / pageSize, stride = pageSize / 8
+            for page in 0..<pages { words[page * stride] = NUMAPatternCopy.exporterWord(page) }
+            let granule = 256 * 1024 / pageSize
+            let trusted = try segment.hintFree(offset: 0, length: segment.size / 2)
+            checks.expect(trusted == pages / 2, "the broker trusts every hinted page free", "\(trusted) of \(pages / 2)")
+            let written = 3 * granule + 5
+            words[written * stride] = 0xC0FFEE
+            var ends: [CInt] = [0, 0]
+            pipe(&ends)
+            _ = write(ends[1], "kernel", 6)
+            let kernelPage = 7 * granule + 1
+            let kernelWrote = read(ends[0], segment.bytes.baseAddress! + kernelPage * pageSize, 6)
+            close(ends[0])
+            close(ends[1])
+            checks.expect(kernelWrote == 6, "the kernel may write into a hinted page", "read(2) returned \(kernelWrote)")
+
+            let report = try segment.migrate(to: far, path: .privileged)
+            let expectedSkipped = pages / 2 - 2 * granule
+            checks.expect(report.skippedAsFree == expectedSkipped && report.notMoved == 0
+                              && report.moved == pages - expectedSkipped,
+                          "the migration skips the clean hinted pages and moves every other page",
+                          report.description)
+            checks.expect(report.description.contains("\(expectedSkipped) pages skipped as free"),
+                          "the report says how many pages were skipped as free", report.description)
+            checks.expect(words[written * stride] == 0xC0FFEE, "a page written after its hint keeps its bytes",
+                          String(words[written * stride], radix: 16))
+            let kernelBytes = String(decoding: UnsafeRawBufferPointer(start: segment.bytes.baseAddress! + kernelPage * pageSize,
+                                                                      count: 6), as: UTF8.self)
+            checks.expect(kernelBytes == "kernel", "a page the kernel wrote after its hint keeps its bytes", kernelBytes)
+            checks.expect(words[0] == 0 && words[(pages / 2 - 1) * stride] == 0,
+                          "clean hinted pages read as zeros afterwards", "\(words[0]) \(words[(pages / 2 - 1) * stride])")
+            checks.expect(words[(pages / 2) * stride] == NUMAPatternCopy.exporterWord(pages / 2)
+                              && words[(pages - 1) * stride] == NUMAPatternCopy.exporterWord(pages - 1),
+                          "pages never hinted keep their bytes")
+            let nodes = try segment.pageNodes()
+            let elsewhere = (pages / 2..<pages).filter { nodes[$0] != Int32(far) }
+            checks.expect(elsewhere.isEmpty, "the unhinted half is on node \(far)", "\(elsewhere.count) pages elsewhere")
+            try segment.remove()
+        }
+    }
+
     /// Run as an unprivileged uid: no CAP_SYS_NICE, so only the invalidation protocol can move
     /// pages an importer maps.
     func cooperativeMigrationWithoutPrivilege() {
