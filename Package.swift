@@ -93,7 +93,7 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         // MPI-like examples: a communicator over the client library, the launcher, and the examples.
-        .target(name: "XPMEMComm", dependencies: ["XPMEM", "XPMEMSystem"], swiftSettings: strictSettings),
+        .target(name: "XPMEMComm", dependencies: ["XPMEM", "XPMEMSystem", "XPMEMWire"], swiftSettings: strictSettings),
         .executableTarget(
             name: "xprun",
             dependencies: ["XPMEM", "XPMEMSystem", "XPMEMRunKit", .product(name: "ArgumentParser", package: "swift-argument-parser")],

@@ -31,3 +31,11 @@ extension XPMEMBroker {
         return list
     }
 }
+
+extension XPMEMBroker {
+    /// Tells the broker what this client's attachment cache did, for `xpmemctl clients`; the broker
+    /// keeps it until the next report or the end of the connection.
+    public func reportAttachCache(_ counters: AttachCacheCounters) throws(XPMEMError) {
+        try channel.requestDone(.reportAttachCache(counters))
+    }
+}

@@ -19,8 +19,11 @@ extension Communicator {
             output.bytes.baseAddress!.copyMemory(from: input.bytes.baseAddress!, byteCount: bytes)
             return
         }
+        // One operation: the peers' pointers below stay mapped until it returns (the internal
+        // barriers are not operation boundaries, unlike the public `barrier()`).
+        buffers.operationBoundary()
         publish([input.segmentID.rawValue, output.segmentID.rawValue])
-        try barrier()
+        try rankBarrier.wait()
 
         var inputs: [UnsafePointer<Double>] = []
         var outputs: [UnsafeMutablePointer<Double>] = []
@@ -42,14 +45,14 @@ extension Communicator {
 
         let slice = sliceBounds(of: rank, count: count)
         Self.sum(inputs, into: outputs[rank], range: slice)
-        try barrier()
+        try rankBarrier.wait()
 
         for peer in 0..<size where peer != rank {
             let range = sliceBounds(of: peer, count: count)
             guard !range.isEmpty else { continue }
             (outputs[rank] + range.lowerBound).update(from: outputs[peer] + range.lowerBound, count: range.count)
         }
-        try barrier()
+        try rankBarrier.wait()
     }
 
     /// Rank `owner`'s share of `count` elements: contiguous, sizes differing by at most one, and

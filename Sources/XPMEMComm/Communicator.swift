@@ -30,7 +30,7 @@ public final class Communicator {
     /// Kept open for the communicator's life: every segment and attachment lives on this connection.
     private let broker: XPMEMBroker
     private let segments: ControlSegments
-    private let rankBarrier: Barrier
+    let rankBarrier: Barrier
     private let rings: MessageRings
     private let singleCopy: SingleCopyTransfer
     let buffers: SharedBuffers
@@ -88,7 +88,10 @@ public final class Communicator {
 
     /// Returns once every rank has called it as many times as this one. Each rank stores its epoch
     /// into every peer's segment, then polls its own.
-    public func barrier() throws(CommunicatorError) { try rankBarrier.wait() }
+    public func barrier() throws(CommunicatorError) {
+        buffers.operationBoundary()
+        try rankBarrier.wait()
+    }
 
     // MARK: Point to point
 
@@ -97,6 +100,7 @@ public final class Communicator {
     /// single-copy ones.
     public func send(_ bytes: UnsafeRawBufferPointer, to destination: Int, tag: Int = 0) throws(CommunicatorError) {
         try checkPeer(destination)
+        buffers.operationBoundary()
         if bytes.count >= singleCopyThreshold, let source = buffers.exports.locate(bytes) {
             try singleCopy.send(bytes, at: source, to: destination, tag: tag)
         } else {
@@ -112,6 +116,7 @@ public final class Communicator {
         -> Int
     {
         try checkPeer(source)
+        buffers.operationBoundary()
         let slot = try rings.nextSlot(from: source)
         let header = SlotHeader(readingFrom: slot)
         let length = Int(header.totalLength)
@@ -139,9 +144,10 @@ public final class Communicator {
 
     /// The bytes of another rank's `SharedBuffer` (by its `segmentID`), mapped here with the `.block`
     /// policy through the attachment cache: accesses during an invalidation (a migration, say)
-    /// sleep until it ends. Valid until that rank frees the buffer.
+    /// sleep until it ends. Valid until that rank frees the buffer: the attachment cache never takes
+    /// it away before.
     public func sharedBytes(of segment: SegmentID) throws -> UnsafeMutableRawBufferPointer {
-        try buffers.peerBytes(of: segment)
+        try buffers.pinnedPeerBytes(of: segment)
     }
 
     /// How the single-copy receive side's attachment cache has fared.

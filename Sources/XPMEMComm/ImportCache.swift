@@ -1,46 +1,79 @@
 import Synchronization
 import XPMEM
+import XPMEMSystem
+import XPMEMWire
 
 /// Attachments of peers' buffers, kept for reuse: mapping a 1 MiB segment costs ~135 µs here, far
 /// more than copying it, so a receiver attaches each sender buffer once and copies out of that
-/// mapping every time after.
+/// mapping every time after. Like libxpmem's cache, it is bounded by windows and by mapped bytes
+/// (`AttachCacheBounds`), ages entries least recently used first, and shrinks under memory pressure.
 ///
 /// The broker's invalidations keep the cache honest: when a sender frees a buffer (removes its
 /// segment, or exits) the entry is marked stale from the library's event thread before the
 /// mapping goes, and the next use of that id attaches afresh (or fails, if the segment is gone).
-/// Entries are only ever removed by the rank's own thread, so a pointer handed out stays mapped
-/// until that thread asks again.
+///
+/// Nothing a caller still uses is taken away. Entries are only ever removed by the rank's own thread;
+/// what the current operation got (`bytes(of:)` since the last `operationBoundary()`) stays, and so
+/// does what the application was handed (`pin`), until its sender frees it. Pressure, seen by a
+/// thread of its own, is acted on at the rank's next operation boundary: a quarter of the entries
+/// that may go, coldest first, per pressure event.
 final class ImportCache: Sendable {
     private struct Entry {
         var grant: SegmentGrant
         var attachment: Attachment
         var stale = false
         var lastUse: UInt64
+        /// The operation that last used it: entries of the current operation stay.
+        var operation: UInt64
+        /// Handed to the application (`Communicator.sharedBytes`): stays until its sender frees it.
+        var pinned = false
+
+        var byteCount: Int { attachment.bytes.count }
     }
 
     private struct State {
         var entries: [SegmentID: Entry] = [:]
         var clock: UInt64 = 0
+        var operation: UInt64 = 0
+        var bytes = 0
+        var pressureEventsSeen: Int
         var statistics = AttachmentCacheStatistics()
+        var reported: AttachmentCacheStatistics? = nil
+        var lastReport: UInt64 = 0
     }
 
     private let broker: XPMEMBroker
-    private let capacity: Int
-    private let state = Mutex(State())
+    private let bounds: AttachCacheBounds
+    private let pressure: MemoryPressureWatch
+    private let state: Mutex<State>
+    /// How often, at most, the counters go to the broker (for `xpmemctl clients`).
+    static let reportInterval: UInt64 = 1_000_000_000
 
-    init(broker: XPMEMBroker, capacity: Int = 64) {
+    init(broker: XPMEMBroker, bounds: AttachCacheBounds = .fromEnvironment(),
+         pressure: MemoryPressureWatch = .shared) {
         self.broker = broker
-        self.capacity = capacity
+        self.bounds = bounds
+        self.pressure = pressure
+        state = Mutex(State(pressureEventsSeen: pressure.events))
     }
 
-    var statistics: AttachmentCacheStatistics { state.withLock { $0.statistics } }
+    var statistics: AttachmentCacheStatistics {
+        state.withLock { state in
+            var statistics = state.statistics
+            statistics.entries = state.entries.count
+            statistics.bytes = state.bytes
+            return statistics
+        }
+    }
 
-    /// The mapped bytes of segment `id`, attaching it on first use.
+    /// The mapped bytes of segment `id`, attaching it on first use; valid at least until the next
+    /// `operationBoundary()`.
     func bytes(of id: SegmentID) throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
         let cached: UnsafeMutableRawBufferPointer? = state.withLock { state in
             state.clock += 1
             guard var entry = state.entries[id], !entry.stale else { return nil }
             entry.lastUse = state.clock
+            entry.operation = state.operation
             state.entries[id] = entry
             state.statistics.hits += 1
             return entry.attachment.bytes
@@ -49,55 +82,137 @@ final class ImportCache: Sendable {
         return try attach(id)
     }
 
-    private func attach(_ id: SegmentID) throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
-        // Drop a stale entry and, at capacity, the least recently used one; detach outside the lock.
-        let dropped: [Entry] = state.withLock { state in
-            var dropped: [Entry] = []
-            if let stale = state.entries.removeValue(forKey: id) { dropped.append(stale) }
-            while state.entries.count >= capacity,
-                  let oldest = state.entries.min(by: { $0.value.lastUse < $1.value.lastUse })?.key {
-                dropped.append(state.entries.removeValue(forKey: oldest)!)
-                state.statistics.evicted += 1
+    /// As `bytes(of:)`, and the entry stays until its sender frees the buffer, whatever the bounds.
+    func pin(_ id: SegmentID) throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
+        let bytes = try bytes(of: id)
+        state.withLock { $0.entries[id]?.pinned = true }
+        return bytes
+    }
+
+    /// Called by the rank's thread between operations, when no pointer `bytes(of:)` returned is in
+    /// use: acts on memory pressure seen meanwhile, and reports the counters to the broker now and
+    /// then.
+    func operationBoundary() {
+        let now = SharedMemoryAccess.monotonicNanoseconds()
+        let events = pressure.events
+        let (dropped, report): ([Entry], AttachCacheCounters?) = state.withLock { state in
+            state.operation += 1
+            // What the operation that ended kept beyond the bounds may go now.
+            var dropped = evictBeyondBounds(&state, keepingOperation: nil)
+            state.statistics.capacityEvictions += dropped.count
+            if events != state.pressureEventsSeen {
+                state.pressureEventsSeen = events
+                let evictable = state.entries.values.filter { !$0.pinned }.count
+                let evicted = Self.evictColdest(&state, count: (evictable + 3) / 4, keepingOperation: nil)
+                state.statistics.pressureEvictions += evicted.count
+                dropped += evicted
             }
-            state.statistics.misses += 1
-            return dropped
+            guard now - state.lastReport >= Self.reportInterval, state.reported != state.statistics else {
+                return (dropped, nil)
+            }
+            state.lastReport = now
+            state.reported = state.statistics
+            return (dropped, Self.counters(state))
         }
-        for entry in dropped {
-            try? entry.attachment.detach()
-            try? entry.grant.release()
-        }
+        detach(dropped)
+        if let report { try? broker.reportAttachCache(report) }
+    }
+
+    private func attach(_ id: SegmentID) throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
         let grant = try broker.get(id, access: .readWrite)
         let handlers = InvalidationHandlers(
             willInvalidate: { [weak self] notice in
                 if notice.reason == .remove { self?.markStale(notice.segment) }
             },
             released: { [weak self] segment, _ in self?.markStale(segment) })
-        let attachment = try grant.attach(policy: .block, handlers: handlers)
-        let bytes = attachment.bytes
-        state.withLock { state in
-            state.entries[id] = Entry(grant: grant, attachment: attachment, lastUse: state.clock)
+        let attachment: Attachment
+        do {
+            attachment = try grant.attach(policy: .block, handlers: handlers)
+        } catch {
+            try? grant.release()
+            throw error
         }
+        let bytes = attachment.bytes
+        // Replace a stale entry, then keep within the bounds: the coldest entries that neither the
+        // current operation nor the application holds go, and are detached outside the lock.
+        let dropped: [Entry] = state.withLock { state in
+            var dropped: [Entry] = []
+            if let stale = state.entries.removeValue(forKey: id) {
+                state.bytes -= stale.byteCount
+                dropped.append(stale)
+            }
+            let entry = Entry(grant: grant, attachment: attachment, lastUse: state.clock, operation: state.operation)
+            state.entries[id] = entry
+            state.bytes += entry.byteCount
+            state.statistics.misses += 1
+            let evicted = evictBeyondBounds(&state, keepingOperation: state.operation)
+            state.statistics.capacityEvictions += evicted.count
+            return dropped + evicted
+        }
+        detach(dropped)
         return bytes
+    }
+
+    /// Removes the coldest entries that may go until the cache is within its bounds (or none may go).
+    private func evictBeyondBounds(_ state: inout State, keepingOperation: UInt64?) -> [Entry] {
+        var evicted = Self.evictColdest(&state, count: max(state.entries.count - bounds.entries, 0),
+                                        keepingOperation: keepingOperation)
+        while state.bytes > bounds.bytes {
+            let more = Self.evictColdest(&state, count: 1, keepingOperation: keepingOperation)
+            if more.isEmpty { break }
+            evicted += more
+        }
+        return evicted
+    }
+
+    /// Removes up to `count` entries, coldest first, never a pinned one nor one the operation
+    /// `keepingOperation` used.
+    private static func evictColdest(_ state: inout State, count: Int, keepingOperation: UInt64?) -> [Entry] {
+        guard count > 0 else { return [] }
+        let candidates = state.entries.filter { !$0.value.pinned && $0.value.operation != keepingOperation }
+            .sorted { $0.value.lastUse < $1.value.lastUse }.prefix(count)
+        return candidates.map { id, entry in
+            state.entries[id] = nil
+            state.bytes -= entry.byteCount
+            return entry
+        }
+    }
+
+    private static func counters(_ state: State) -> AttachCacheCounters {
+        AttachCacheCounters(
+            hits: UInt64(state.statistics.hits), misses: UInt64(state.statistics.misses),
+            capacityEvictions: UInt64(state.statistics.capacityEvictions),
+            pressureEvictions: UInt64(state.statistics.pressureEvictions),
+            entries: UInt64(state.entries.count), bytes: UInt64(state.bytes))
+    }
+
+    private func detach(_ entries: [Entry]) {
+        for entry in entries {
+            try? entry.attachment.detach()
+            try? entry.grant.release()
+        }
     }
 
     private func markStale(_ id: SegmentID) {
         state.withLock { state in
             guard state.entries[id]?.stale == false else { return }
             state.entries[id]?.stale = true
+            state.entries[id]?.pinned = false
             state.statistics.invalidated += 1
         }
     }
 
-    /// Detaches everything (at the end of the job).
+    /// Detaches everything (at the end of the job), after a last report to the broker.
     func removeAll() {
-        let entries = state.withLock { state in
-            defer { state.entries.removeAll() }
-            return Array(state.entries.values)
+        let (entries, report) = state.withLock { state in
+            defer {
+                state.entries.removeAll()
+                state.bytes = 0
+            }
+            return (Array(state.entries.values), state.reported == state.statistics ? nil : Self.counters(state))
         }
-        for entry in entries {
-            try? entry.attachment.detach()
-            try? entry.grant.release()
-        }
+        if let report { try? broker.reportAttachCache(report) }
+        detach(entries)
     }
 }
 
@@ -107,6 +222,14 @@ public struct AttachmentCacheStatistics: Sendable, Equatable {
     public var misses = 0
     /// Entries dropped because the sender freed or withdrew the buffer.
     public var invalidated = 0
-    /// Entries detached to stay within capacity.
-    public var evicted = 0
+    /// Entries detached to stay within the bounds (`XPMEM_ATTACH_CACHE_ENTRIES`, `_BYTES`).
+    public var capacityEvictions = 0
+    /// Entries detached because the machine was short of memory.
+    public var pressureEvictions = 0
+    /// Windows mapped now, and their bytes.
+    public var entries = 0
+    public var bytes = 0
+
+    /// Entries detached for either reason.
+    public var evicted: Int { capacityEvictions + pressureEvictions }
 }

@@ -37,6 +37,18 @@ final class SharedBuffers {
         }
     }
 
+    /// As `peerBytes`, and kept mapped until its sender frees it (handed to the application).
+    func pinnedPeerBytes(of segment: SegmentID) throws(CommunicatorError) -> UnsafeMutableRawBufferPointer {
+        do {
+            return try imports.pin(segment)
+        } catch {
+            throw .broker(error)
+        }
+    }
+
+    /// Between two operations of the rank: no pointer `peerBytes` returned is in use (`ImportCache`).
+    func operationBoundary() { imports.operationBoundary() }
+
     var attachmentCache: AttachmentCacheStatistics { imports.statistics }
 
     /// Detaches every peer buffer (at the end of the job).

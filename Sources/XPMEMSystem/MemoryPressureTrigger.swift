@@ -23,4 +23,18 @@ public enum MemoryPressureTrigger {
         }
         throw refusal
     }
+
+    /// Waits until `trigger` fires (true) or stops being able to (false: its cgroup went away). The
+    /// corresponding C function is `poll` for `POLLPRI`.
+    public static func wait(for trigger: borrowing OwnedDescriptor) -> Bool {
+        while true {
+            var request = pollfd(fd: trigger.rawValue, events: Int16(POLLPRI), revents: 0)
+            if poll(&request, 1, -1) < 0 {
+                if errno == EINTR { continue }
+                return false
+            }
+            if request.revents & Int16(POLLERR | POLLNVAL) != 0 { return false }
+            if request.revents & Int16(POLLPRI) != 0 { return true }
+        }
+    }
 }

@@ -17,6 +17,9 @@ public enum ThisProcess {
     /// How many processors are online. The corresponding C function is `sysconf(_SC_NPROCESSORS_ONLN)`.
     public static var onlineProcessors: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
 
+    /// The machine's memory in bytes. The corresponding C function is `sysconf(_SC_PHYS_PAGES)`.
+    public static var physicalMemoryBytes: Int { max(0, sysconf(Int32(_SC_PHYS_PAGES))) * max(1, sysconf(Int32(_SC_PAGESIZE))) }
+
     /// The unit of the CPU times in /proc/PID/stat. The corresponding C function is `sysconf(_SC_CLK_TCK)`.
     public static var clockTicksPerSecond: Int { max(1, sysconf(Int32(_SC_CLK_TCK))) }
 

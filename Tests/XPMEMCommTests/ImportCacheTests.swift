@@ -1,0 +1,150 @@
+import Foundation
+import Testing
+import XPMEM
+import XPMEMWire
+@testable import XPMEMComm
+
+/// The communicator's attachment cache with a real broker: its bounds by windows and by bytes, LRU
+/// order, memory pressure, and never taking away what the current operation or the application holds.
+@Suite(.serialized) struct ImportCacheTests {
+    static let segmentSize = 64 << 10
+
+    /// A broker, an exporter with `count` segments (segment N's bytes all N + 1), and an importer
+    /// connection for the cache.
+    private struct Fixture {
+        let broker: PrivateBroker
+        let exporter: XPMEMBroker
+        let importer: XPMEMBroker
+        let segments: [ExportedSegment]
+        var ids: [SegmentID] { segments.map(\.id) }
+
+        init(count: Int) throws {
+            broker = try PrivateBroker()
+            let exporter = try XPMEMBroker.connect(socketPath: broker.socketPath, name: "cache test exporter")
+            self.exporter = exporter
+            importer = try XPMEMBroker.connect(socketPath: broker.socketPath, name: "cache test importer")
+            segments = try (0..<count).map { index in
+                let segment = try exporter.makeSegment(size: ImportCacheTests.segmentSize)
+                segment.bytes.initializeMemory(as: UInt8.self, repeating: UInt8(index + 1))
+                return segment
+            }
+        }
+    }
+
+    /// Uses `ids` one per operation, as a rank's receives would.
+    private func useOnePerOperation(_ cache: ImportCache, _ ids: [SegmentID]) throws {
+        for id in ids {
+            cache.operationBoundary()
+            _ = try cache.bytes(of: id)
+        }
+    }
+
+    @Test func theColdestWindowsGoToStayWithinTheCount() throws {
+        let fixture = try Fixture(count: 5)
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 3, bytes: 1 << 40),
+                                pressure: MemoryPressureWatch(watchingTheKernel: false))
+        try useOnePerOperation(cache, fixture.ids)
+        var statistics = cache.statistics
+        #expect(statistics.entries == 3 && statistics.capacityEvictions == 2 && statistics.misses == 5)
+        // The three most recent are hits; the first two were evicted (and attach again).
+        try useOnePerOperation(cache, Array(fixture.ids[2...]))
+        #expect(cache.statistics.hits == 3)
+        try useOnePerOperation(cache, [fixture.ids[0]])
+        statistics = cache.statistics
+        #expect(statistics.misses == 6 && statistics.entries == 3)
+        let bytes = try cache.bytes(of: fixture.ids[0])
+        #expect(bytes.allSatisfy { $0 == 1 }, "a window attached again shows its segment's bytes")
+        cache.removeAll()
+    }
+
+    @Test func theBytesBoundHoldsToo() throws {
+        let fixture = try Fixture(count: 4)
+        let cache = ImportCache(broker: fixture.importer,
+                                bounds: AttachCacheBounds(entries: 100, bytes: 2 * Self.segmentSize),
+                                pressure: MemoryPressureWatch(watchingTheKernel: false))
+        try useOnePerOperation(cache, fixture.ids)
+        let statistics = cache.statistics
+        #expect(statistics.bytes <= 2 * Self.segmentSize && statistics.entries == 2 && statistics.capacityEvictions == 2)
+        cache.removeAll()
+    }
+
+    @Test func windowsOfTheCurrentOperationStayBeyondTheBoundUntilItEnds() throws {
+        let fixture = try Fixture(count: 3)
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 1, bytes: 1 << 40),
+                                pressure: MemoryPressureWatch(watchingTheKernel: false))
+        cache.operationBoundary()
+        let held = try fixture.ids.map { try cache.bytes(of: $0) }
+        #expect(cache.statistics.entries == 3 && cache.statistics.capacityEvictions == 0)
+        for (index, bytes) in held.enumerated() {
+            #expect(bytes.allSatisfy { $0 == UInt8(index + 1) }, "window \(index) of the current operation went")
+        }
+        cache.operationBoundary()
+        #expect(cache.statistics.entries == 1 && cache.statistics.capacityEvictions == 2)
+        #expect(try cache.bytes(of: fixture.ids[2]).allSatisfy { $0 == 3 }, "the most recent window was not kept")
+        #expect(cache.statistics.hits == 1)
+        cache.removeAll()
+    }
+
+    @Test func aWindowHandedToTheApplicationStaysThroughBoundsAndPressureUntilItsSenderFreesIt() throws {
+        let fixture = try Fixture(count: 4)
+        let pressure = MemoryPressureWatch(watchingTheKernel: false)
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 3, bytes: 1 << 40),
+                                pressure: pressure)
+        cache.operationBoundary()
+        let pinned = try cache.pin(fixture.ids[3])
+        // It becomes the coldest window; the bound of three then has one too many.
+        try useOnePerOperation(cache, Array(fixture.ids[0..<3]))
+        cache.operationBoundary()
+        #expect(cache.statistics.entries == 3 && cache.statistics.capacityEvictions == 1)
+        for _ in 0..<4 {
+            pressure.simulateEvent()
+            cache.operationBoundary()
+        }
+        #expect(cache.statistics.pressureEvictions == 2 && cache.statistics.entries == 1)
+        #expect(pinned.allSatisfy { $0 == 4 }, "the pinned window was taken away")
+        // Its sender frees it: the entry goes stale, and may go.
+        try fixture.segments[3].remove()
+        #expect(cache.statistics.invalidated == 1)
+        pressure.simulateEvent()
+        cache.operationBoundary()
+        #expect(cache.statistics.entries == 0 && cache.statistics.pressureEvictions == 3)
+        cache.removeAll()
+    }
+
+    @Test func pressureShrinksTheCacheAQuarterAtATimeAndNothingWithoutIt() throws {
+        let fixture = try Fixture(count: 8)
+        let pressure = MemoryPressureWatch(watchingTheKernel: false)
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
+                                pressure: pressure)
+        try useOnePerOperation(cache, fixture.ids)
+        for _ in 0..<10 { cache.operationBoundary() }
+        #expect(cache.statistics.entries == 8 && cache.statistics.pressureEvictions == 0,
+                "the cache shrank without pressure")
+        pressure.simulateEvent()
+        cache.operationBoundary()
+        #expect(cache.statistics.entries == 6 && cache.statistics.pressureEvictions == 2)
+        // The coldest went: the first two used.
+        try useOnePerOperation(cache, Array(fixture.ids[2...]))
+        #expect(cache.statistics.hits == 6 && cache.statistics.misses == 8)
+        pressure.simulateEvent()
+        cache.operationBoundary()
+        #expect(cache.statistics.entries == 4 && cache.statistics.pressureEvictions == 4)
+        cache.removeAll()
+    }
+
+    @Test func theCountersReachTheBrokersClientListing() throws {
+        let fixture = try Fixture(count: 2)
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
+                                pressure: MemoryPressureWatch(watchingTheKernel: false))
+        try useOnePerOperation(cache, fixture.ids + fixture.ids)
+        cache.operationBoundary()
+        let reported = try fixture.exporter.clients().first { $0.name == "cache test importer" }?.attachCache
+        // The first boundary reported at once; later ones wait out the interval. The last report
+        // comes with removeAll.
+        #expect(reported != nil)
+        cache.removeAll()
+        let final = try fixture.exporter.clients().first { $0.name == "cache test importer" }?.attachCache
+        #expect(final == AttachCacheCounters(hits: 2, misses: 2, capacityEvictions: 0, pressureEvictions: 0,
+                                             entries: 2, bytes: 2 * UInt64(Self.segmentSize)))
+    }
+}
