@@ -1,3 +1,4 @@
+import XPMEM
 import XPMEMSystem
 
 /// How much the attachment cache may keep mapped: windows and bytes. Read from the same environment
@@ -9,13 +10,14 @@ struct AttachCacheBounds: Sendable, Equatable {
     static let defaultEntries = 4096
 
     /// `XPMEM_ATTACH_CACHE_ENTRIES` (default 4096) and `XPMEM_ATTACH_CACHE_BYTES` (default a quarter of
-    /// the machine's memory); a value that is not a positive integer keeps the default.
+    /// the machine's memory; `K`, `M`, `G`, `T` suffixes). 0 keeps nothing beyond the operation that
+    /// used it; a value that is not a size keeps the default.
     static func fromEnvironment() -> AttachCacheBounds {
-        func positive(_ name: String) -> Int? {
-            guard let text = ThisProcess.environment(name), let value = Int(text), value > 0 else { return nil }
-            return value
+        func size(_ name: String) -> Int? {
+            guard let text = ThisProcess.environment(name) else { return nil }
+            return text == "0" ? 0 : ByteCount(text)?.value
         }
-        return AttachCacheBounds(entries: positive("XPMEM_ATTACH_CACHE_ENTRIES") ?? defaultEntries,
-                                 bytes: positive("XPMEM_ATTACH_CACHE_BYTES") ?? max(1, ThisProcess.physicalMemoryBytes / 4))
+        return AttachCacheBounds(entries: size("XPMEM_ATTACH_CACHE_ENTRIES") ?? defaultEntries,
+                                 bytes: size("XPMEM_ATTACH_CACHE_BYTES") ?? max(1, ThisProcess.physicalMemoryBytes / 4))
     }
 }
