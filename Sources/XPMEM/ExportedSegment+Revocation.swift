@@ -42,7 +42,7 @@ extension ExportedSegment {
     /// other thread of this process may write it either, as for `exportRange`.
     func moveToFreshFile() throws(XPMEMError) {
         guard let base = UnsafeMutableRawPointer(bitPattern: baseAddress) else { return }
-        let file = try XPMEMBroker.makeFile(name: name, size: size)
+        let file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
         let staging: MemoryMapping
         do {
             staging = try MemoryMapping.mapShared(file, length: size, protection: .readWrite)

@@ -13,6 +13,8 @@ public final class ExportedSegment: Sendable {
     /// The size in bytes, a multiple of the page size.
     public let size: Int
     public let permit: Permit
+    /// What pages it asked for at `makeSegment` (`pageBacking()` says what it got).
+    public let hugePages: HugePages
     let baseAddress: UInt
     let name: String
     /// The secret its id stands for, to register it again with a restarted broker; nil when the
@@ -49,8 +51,9 @@ public final class ExportedSegment: Sendable {
 
     fileprivate init(broker: XPMEMBroker, registration: XPMEMBroker.Registration, size: Int, permit: Permit, name: String,
                      baseAddress: UInt, file: consuming OwnedDescriptor, ownedMapping: consuming MemoryMapping?,
-                     placement: Placement) {
+                     placement: Placement, hugePages: HugePages = .none) {
         self.broker = broker
+        self.hugePages = hugePages
         self.id = registration.id
         self.reclaimToken = registration.token
         self.size = size
@@ -98,23 +101,36 @@ extension XPMEMBroker {
     ///   - permit: who may get it, as IPC mode bits (0o600: this user; 0o644: others read-only).
     ///   - name: shown in `xpmemctl segments`.
     ///   - placement: the NUMA nodes its pages go to, set before any page exists.
+    ///   - hugePages: `.transparent` for 2 MiB shared-memory pages where the kernel allows them (refused,
+    ///     with what to change, where it does not); see `pageBacking()` for what the segment got.
     public func makeSegment(size: Int, permit: Permit = Permit(rawValue: 0o600), name: String = "",
-                            placement: Placement = .firstTouch) throws(XPMEMError) -> ExportedSegment
+                            placement: Placement = .firstTouch, hugePages: HugePages = .none) throws(XPMEMError)
+        -> ExportedSegment
     {
         guard size > 0 else { throw XPMEMError(.invalidArgument, "a segment needs a positive size, not \(size)") }
+        try hugePages.checkAvailable()
         let rounded = (size + pageSize - 1) & ~(pageSize - 1)
-        let file = try Self.makeFile(name: name, size: rounded)
+        let file = try Self.makeFile(name: name, size: rounded, hugePages: hugePages)
         let mapping: MemoryMapping
         do {
             mapping = try MemoryMapping.mapShared(file, length: rounded, protection: .readWrite)
         } catch {
             throw XPMEMError.system("mmap of \(rounded) bytes", error)
         }
+        do {
+            // Before any page exists, as the placement: the first faults decide the page size.
+            try hugePages.advise(mapping.base, length: rounded)
+        } catch {
+            throw XPMEMError.system("madvise(MADV_HUGEPAGE) of \(rounded) bytes", error)
+        }
         try placement.apply(to: mapping.base, length: rounded)
         let registration = try register(file, size: rounded, permit: permit, name: name, placement: placement)
         let base = UInt(bitPattern: mapping.base)
-        return track(ExportedSegment(broker: self, registration: registration, size: rounded, permit: permit, name: name,
-                                     baseAddress: base, file: file, ownedMapping: .some(mapping), placement: placement))
+        let segment = track(ExportedSegment(broker: self, registration: registration, size: rounded, permit: permit,
+                                            name: name, baseAddress: base, file: file, ownedMapping: .some(mapping),
+                                            placement: placement, hugePages: hugePages))
+        if hugePages == .transparent { try channel.requestDone(.describePages(segment.id, pages: "THP asked for")) }
+        return segment
     }
 
     /// Exports an existing page-aligned range of private anonymous memory (XPMEM's `make` on an
@@ -170,9 +186,9 @@ extension XPMEMBroker {
 
     /// Creates the memfd: sealable, and mode 0600 so that no other uid can reopen it writable through
     /// `/proc/PID/fd` (memfds start as 0777).
-    static func makeFile(name: String, size: Int) throws(XPMEMError) -> OwnedDescriptor {
+    static func makeFile(name: String, size: Int, hugePages: HugePages = .none) throws(XPMEMError) -> OwnedDescriptor {
         do {
-            let file = try MemoryFile.create(name: "xpmem:\(name)", size: size)
+            let file = try MemoryFile.create(name: hugePages.namePrefix + name, size: size)
             try MemoryFile.setMode(0o600, of: file)
             return file
         } catch {

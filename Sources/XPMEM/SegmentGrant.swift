@@ -99,6 +99,8 @@ public final class SegmentGrant: Sendable {
         do {
             mapping = try MemoryMapping.mapShared(file, offset: offset, length: length, protection: protection,
                                                   placement: address.map { .exactlyIfFree($0) } ?? .anywhere)
+            // The exporter's huge pages, mapped here with one entry each too (its file's name says).
+            try? HugePages.of(file).advise(mapping.base, length: length)
         } catch {
             _ = try? broker.channel.request(.detach(id), generation: generation)
             if error == .fileExists {

@@ -116,6 +116,9 @@ extension BrokerCore {
         case .describePlacement(let id, let placement):
             try registry.describePlacement(of: id, as: placement, by: client)
             return answer(.done) + [.note(.placementDescribed(id, placement))]
+        case .describePages(let id, let pages):
+            try registry.describePages(of: id, as: pages, by: client)
+            return answer(.done)
         case .reportAttachCache(let counters):
             try registry.reportAttachCache(counters, by: client)
             return answer(.done)

@@ -10,6 +10,8 @@ public struct SegmentRecord: Equatable, Sendable {
     public var name: String
     /// Where the owner says the pages are meant to be; shown by `xpmemctl segments`.
     public var placement = "first-touch"
+    /// What pages back it, as the owner says (`describePages`); shown by `xpmemctl segments`.
+    public var pages = "4 KiB"
     /// For a window of the owner's address-space file: where the window starts in the file (which is
     /// the owner's virtual address). Nil for an ordinary segment, whose file is the segment.
     public var addressSpaceBase: UInt64? = nil

@@ -22,7 +22,8 @@ extension Registry {
             return SegmentSummary(id: id, ownerPID: record.ownerCredentials.pid, ownerUID: record.ownerCredentials.uid,
                                   size: record.size, permit: record.permit, name: record.name,
                                   importers: UInt32(importers), attachments: UInt32(mapped),
-                                  placement: record.placement, importerNode: Int32(importerNode(of: id) ?? -1))
+                                  placement: record.placement, importerNode: Int32(importerNode(of: id) ?? -1),
+                                  pages: record.pages)
         }
         return (page, ordered.count > limit)
     }

@@ -130,15 +130,28 @@ public struct Registry: Sendable {
     public mutating func describePlacement(of segment: SegmentID, as placement: String, by client: ClientID)
         throws(BrokerError)
     {
+        try checkDescription(placement, of: segment, by: client, what: "a placement")
+        segments[segment]?.placement = placement
+    }
+
+    /// Records what pages back the segment (text such as "THP 254 of 256 MiB", for listings).
+    public mutating func describePages(of segment: SegmentID, as pages: String, by client: ClientID) throws(BrokerError) {
+        try checkDescription(pages, of: segment, by: client, what: "a description of pages")
+        segments[segment]?.pages = pages
+    }
+
+    /// Only the owner describes its segment, in 1 to 64 printable ASCII characters.
+    private func checkDescription(_ text: String, of segment: SegmentID, by client: ClientID, what: String)
+        throws(BrokerError)
+    {
         guard let record = segments[segment] else { throw Registry.segmentNotFound(segment) }
         guard record.owner == client else {
             throw BrokerError(.permissionDenied, "segment \(segment) belongs to another client (pid \(record.ownerCredentials.pid))")
         }
-        guard !placement.isEmpty, placement.utf8.count <= 64,
-              placement.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f }) else {
-            throw BrokerError(.invalidArgument, "a placement is 1 to 64 printable ASCII characters")
+        guard !text.isEmpty, text.utf8.count <= 64,
+              text.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f }) else {
+            throw BrokerError(.invalidArgument, "\(what) is 1 to 64 printable ASCII characters")
         }
-        segments[segment]?.placement = placement
     }
 
     /// The NUMA node where most of the segment's attached bytes are used, by the node each

@@ -82,4 +82,13 @@ public enum MemoryFile {
             cxpmem_punch_hole(file.rawValue, off_t(range.lowerBound), off_t(range.upperBound - range.lowerBound))
         }
     }
+
+    /// The file's name as `/proc/self/fd` shows it (`/memfd:NAME (deleted)` for a memfd); nil when it
+    /// cannot be read. The corresponding C function is `readlink`.
+    public static func name(of file: borrowing OwnedDescriptor) -> String? {
+        var buffer = [CChar](repeating: 0, count: 512)
+        let length = readlink("/proc/self/fd/\(file.rawValue)", &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        return String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }

@@ -12,9 +12,12 @@ public struct SegmentSummary: Equatable, Sendable, Codable {
     public var placement: String
     /// The NUMA node where most of the segment's attached bytes are used, -1 if none is attached.
     public var importerNode: Int32
+    /// What pages back it, as its owner last said ("4 KiB", "THP 254 of 256 MiB").
+    public var pages: String
 
     public init(id: SegmentID, ownerPID: Int32, ownerUID: UInt32, size: UInt64, permit: Permit, name: String,
-                importers: UInt32, attachments: UInt32, placement: String = "first-touch", importerNode: Int32 = -1) {
+                importers: UInt32, attachments: UInt32, placement: String = "first-touch", importerNode: Int32 = -1,
+                pages: String = "4 KiB") {
         self.id = id.description
         self.ownerPID = ownerPID
         self.ownerUID = ownerUID
@@ -25,6 +28,7 @@ public struct SegmentSummary: Equatable, Sendable, Codable {
         self.attachments = attachments
         self.placement = placement
         self.importerNode = importerNode
+        self.pages = pages
     }
 }
 

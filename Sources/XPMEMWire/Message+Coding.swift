@@ -35,7 +35,7 @@ extension Message {
         case .endInvalidation(let id, let sequence), .acknowledge(let id, let sequence):
             writer.write(id.rawValue)
             writer.write(sequence)
-        case .describePlacement(let id, let placement):
+        case .describePlacement(let id, let placement), .describePages(let id, let placement):
             writer.write(id.rawValue)
             writer.write(placement, maximumLength: 256)
         case .invalidateBegin(let id, let offset, let length, let sequence, let reason):
@@ -180,7 +180,7 @@ extension Message {
             message = .failure(code, try reader.readString("message"))
         case .segments:
             let more = try reader.readBool("more")
-            let count = try reader.readCount("segments", minimumRecordSize: 44)  // fixed fields and two empty strings
+            let count = try reader.readCount("segments", minimumRecordSize: 46)  // fixed fields and three empty strings
             var list: [SegmentSummary] = []
             for _ in 0..<count { list.append(try SegmentSummary.decode(from: &reader)) }
             message = .segments(list, more: more)
@@ -207,6 +207,9 @@ extension Message {
         case .describePlacement:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             message = .describePlacement(id, placement: try reader.readString("placement", maximumLength: 256))
+        case .describePages:
+            let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
+            message = .describePages(id, pages: try reader.readString("pages", maximumLength: 256))
         case .acknowledge:
             let id = SegmentID(rawValue: try reader.read(UInt64.self, "segid"))
             message = .acknowledge(id, sequence: try reader.read(UInt64.self, "sequence"))
@@ -362,6 +365,7 @@ extension SegmentSummary {
         writer.write(importerNode)
         writer.write(name, maximumLength: 256)
         writer.write(placement, maximumLength: 256)
+        writer.write(pages, maximumLength: 256)
     }
 
     static func decode(from reader: inout WireReader) throws(FrameDecodingError) -> SegmentSummary {
@@ -375,9 +379,10 @@ extension SegmentSummary {
         let importerNode = try reader.read(Int32.self, "importerNode")
         let name = try reader.readString("name", maximumLength: 256)
         let placement = try reader.readString("placement", maximumLength: 256)
+        let pages = try reader.readString("pages", maximumLength: 256)
         return SegmentSummary(id: id, ownerPID: pid, ownerUID: uid, size: size, permit: permit, name: name,
                               importers: importers, attachments: attachments, placement: placement,
-                              importerNode: importerNode)
+                              importerNode: importerNode, pages: pages)
     }
 }
 

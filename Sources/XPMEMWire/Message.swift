@@ -80,6 +80,9 @@ public enum Message: Equatable, Sendable {
     /// The owner asks the broker to drop now the pages still trusted free (before a migration, which
     /// then has less to move). Answered with `freePages`: the pages dropped.
     case dropFreePages(SegmentID)
+    /// The owner tells the broker what pages back the segment ("4 KiB", "THP 254 of 256 MiB"...), for
+    /// `xpmemctl segments`; answered with `done`.
+    case describePages(SegmentID, pages: String)
 
     // Sent by a client on its event channel
     /// The importer has stopped access to the range of invalidation `sequence`.
@@ -150,6 +153,7 @@ public enum MessageType: UInt16, Sendable, CaseIterable {
     case hello = 1, make, remove, get, release, attach, detach, listSegments, listClients, queryStatus
     case subscribe, invalidate, endInvalidation, describePlacement, makeAddressSpace, claim, resolveFault
     case claimAddressSpace, replaceSegmentFiles, reportAttachCache, hintFree, freeHintWritten, dropFreePages
+    case describePages
     case acknowledge = 0x2001, rangeBacked
     case invalidateBegin = 0x4001, invalidateEnd, released, backRange, fillRange, segmentFileReplaced
     case welcome = 0x8001, made, granted, attached, done, failure, segments, clients, status, invalidated
@@ -202,6 +206,7 @@ extension Message {
         case .hintFree: .hintFree
         case .freeHintWritten: .freeHintWritten
         case .dropFreePages: .dropFreePages
+        case .describePages: .describePages
         case .freePages: .freePages
         }
     }

@@ -113,10 +113,10 @@ extension XPMEMCtl {
             let segments = try connection.connect().segments()
             if output.json { return try printJSON(segments) }
             printTable(["SEGID", "OWNER PID", "UID", "SIZE", "MODE", "IMPORTERS", "ATTACHMENTS", "PLACEMENT",
-                        "IMPORTER NODE", "NAME"],
+                        "IMPORTER NODE", "PAGES", "NAME"],
                        segments.map { [$0.id, "\($0.ownerPID)", "\($0.ownerUID)", ByteCount(Int($0.size)).description,
                                         $0.mode, "\($0.importers)", "\($0.attachments)", $0.placement,
-                                        $0.importerNode < 0 ? "-" : "\($0.importerNode)", $0.name] })
+                                        $0.importerNode < 0 ? "-" : "\($0.importerNode)", $0.pages, $0.name] })
         }
     }
 

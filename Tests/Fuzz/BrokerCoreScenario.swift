@@ -219,7 +219,9 @@ struct BrokerCoreScenario {
             let segment = pickSegment(&input)
             return .endInvalidation(segment, sequence: core.coordinator.sequence(of: segment) &+ UInt64(input.byte() % 3) &- 1)
         case 14:
-            return .describePlacement(pickSegment(&input), placement: input.pick(["node 1", "", "interleave 0,1", "\u{7}"]))
+            let text = input.pick(["node 1", "", "interleave 0,1", "\u{7}", "THP 2 of 4 MiB"])
+            return input.byte() & 1 == 0 ? .describePlacement(pickSegment(&input), placement: text)
+                                         : .describePages(pickSegment(&input), pages: text)
         case 15:
             // A few tokens, so that the same one comes back (a re-registration) as often as a fresh one.
             let token = ReclaimToken(high: UInt64(input.byte() % 4), low: 7)

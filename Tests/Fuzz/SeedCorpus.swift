@@ -86,6 +86,7 @@ enum SeedCorpus {
         case .hintFree: return .hintFree(segment, offset: 4096, length: 8192)
         case .freeHintWritten: return .freeHintWritten(segment, offset: 4096, length: 4096)
         case .dropFreePages: return .dropFreePages(segment)
+        case .describePages: return .describePages(segment, pages: "THP 2 of 4 MiB")
         case .freePages: return .freePages(count: 2)
         }
     }

@@ -5,7 +5,8 @@ import XPMEMWire
 
 extension Probe {
     /// An importer that attaches a whole segment read-only (or read-write, with `--writable`) and
-    /// answers "page N" with the first byte of page N as it reads it now, until "quit".
+    /// answers "page N" with the first byte of page N as it reads it now, and "huge-bytes" with how much
+    /// of its attachment huge pages map, until "quit".
     struct PageReader: ParsableCommand {
         static let configuration = CommandConfiguration(commandName: "page-reader")
         @OptionGroup var options: ProbeOptions
@@ -21,6 +22,17 @@ extension Probe {
             while let line = readLine() {
                 let words = line.split(separator: " ")
                 if words == ["quit"] { return }
+                if words == ["huge-bytes"] {
+                    // Every page touched first, so that what can be mapped huge is.
+                    var sum = 0
+                    for page in stride(from: 0, to: attachment.bytes.count, by: pageSize) {
+                        sum &+= Int(attachment.bytes.load(fromByteOffset: page, as: UInt8.self))
+                    }
+                    let huge = (try? TransparentHugePages.pmdMappedBytes(
+                        start: UInt(bitPattern: attachment.bytes.baseAddress!), length: attachment.bytes.count)) ?? -1
+                    report("huge-bytes \(huge) sum \(sum)")
+                    continue
+                }
                 guard words.count == 2, words[0] == "page", let page = Int(words[1]),
                       page >= 0, (page + 1) * pageSize <= attachment.bytes.count else {
                     report("bad request \(line)")

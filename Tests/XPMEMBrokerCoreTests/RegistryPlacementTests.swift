@@ -29,6 +29,20 @@ import XPMEMWire
         #expect(registry.segments[id]?.placement == "first-touch")
     }
 
+    @Test func theOwnerDescribesThePagesWithTheSameBoundsAndListingsShowThem() throws {
+        var registry = makeRegistry()
+        let exporter = registry.connect(owner, name: "exporter", node: nil)
+        let other = registry.connect(Credentials(pid: 11, uid: 1000, gid: 1000, supplementaryGroups: []), name: "other")
+        let id = try registry.make(by: exporter, size: 1 << 21, permit: Permit(rawValue: 0o666), name: "s")
+        #expect(registry.segmentSummaries(after: nil, limit: 10).list.first?.pages == "4 KiB")
+        try registry.describePages(of: id, as: "THP 2 of 2 MiB", by: exporter)
+        #expect(registry.segmentSummaries(after: nil, limit: 10).list.first?.pages == "THP 2 of 2 MiB")
+        #expect(throws: BrokerError.self) { try registry.describePages(of: id, as: "4 KiB", by: other) }
+        #expect(throws: BrokerError.self) { try registry.describePages(of: id, as: String(repeating: "x", count: 65), by: exporter) }
+        #expect(throws: BrokerError.self) { try registry.describePages(of: id, as: "THP\u{1b}[2J", by: exporter) }
+        #expect(registry.segments[id]?.pages == "THP 2 of 2 MiB")
+    }
+
     @Test func theImporterNodeIsWhereMostAttachedBytesAreUsed() throws {
         var registry = makeRegistry()
         let exporter = registry.connect(owner, name: "exporter", node: 0)

@@ -54,7 +54,7 @@ struct MalformedFrameTests {
     }
 
     @Test("Type numbers the protocol does not define are refused",
-          arguments: [UInt16(0), 0x0018, 0x2000, 0x2003, 0x4007, 0x8000, 0x800E, 0x7777, 0xFFFF])
+          arguments: [UInt16(0), 0x0019, 0x2000, 0x2003, 0x4007, 0x8000, 0x800E, 0x7777, 0xFFFF])
     func unknownTypeIsRejected(_ type: UInt16) {
         #expect(!WireSamples.allMessageTypes.contains(type))
         #expect(throws: FrameDecodingError.unknownType(type)) {

@@ -42,12 +42,13 @@ enum WireSamples {
     static let segment = SegmentID(rawValue: 0x8877_6655_4433_2211)
 
     static let segmentSummaries = [
-        // An empty name and placement make this the smallest possible record.
+        // An empty name, placement and pages make this the smallest possible record.
         SegmentSummary(id: segment, ownerPID: 1, ownerUID: 0, size: 4096, permit: Permit(rawValue: 0o600), name: "",
-                       importers: 0, attachments: 0, placement: ""),
+                       importers: 0, attachments: 0, placement: "", pages: ""),
         SegmentSummary(id: SegmentID(rawValue: UInt64.max), ownerPID: Int32.max, ownerUID: UInt32.max,
                        size: 1 << 40, permit: Permit(rawValue: 0o666), name: "matrix ∑ weights",
-                       importers: 3, attachments: UInt32.max, placement: "interleave 0,1,2,3", importerNode: 3),
+                       importers: 3, attachments: UInt32.max, placement: "interleave 0,1,2,3", importerNode: 3,
+                       pages: "THP 1048574 of 1048576 MiB"),
     ]
 
     static let clientSummaries = [
@@ -146,6 +147,8 @@ enum WireSamples {
         .hintFree(segment, offset: .max, length: .max),
         .freeHintWritten(segment, offset: 0x4_0000, length: 0x4_0000),
         .dropFreePages(segment),
+        .describePages(segment, pages: "THP 254 of 256 MiB"),
+        .describePages(segment, pages: ""),
         .freePages(count: 0),
         .freePages(count: .max),
     ]
