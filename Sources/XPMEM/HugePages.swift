@@ -23,8 +23,9 @@ public enum HugePages: Sendable, Equatable {
         MemoryFile.name(of: file)?.hasPrefix("/memfd:" + transparentNamePrefix) == true ? .transparent : .none
     }
 
-    /// Refuses `.transparent` where the kernel would not honour it, saying how to change that.
-    func checkAvailable() throws(XPMEMError) {
+    /// Refuses `.transparent` where the kernel would not honour it, saying how to change that (what
+    /// `makeSegment` checks).
+    public func checkAvailable() throws(XPMEMError) {
         guard self == .transparent else { return }
         guard let policy = TransparentHugePages.shmemPolicy else {
             throw XPMEMError(.invalidArgument, "this kernel has no transparent huge pages")

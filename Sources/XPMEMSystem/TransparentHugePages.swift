@@ -28,7 +28,8 @@ public enum TransparentHugePages {
     }
 
     /// The bytes of this process's mappings overlapping `start..<start+length` that huge pages back
-    /// through one page-table entry each (`ShmemPmdMapped` and `FilePmdMapped` of `/proc/self/smaps`).
+    /// through one page-table entry each (`ShmemPmdMapped`, `FilePmdMapped` and, for private memory,
+    /// `AnonHugePages` of `/proc/self/smaps`).
     public static func pmdMappedBytes(start: UInt, length: Int) throws(Errno) -> Int {
         let end = start + UInt(length)
         var inRange = false
@@ -36,7 +37,8 @@ public enum TransparentHugePages {
         for line in try AddressSpace.readWholeFile("/proc/self/smaps").split(separator: "\n") {
             if let range = regionOfHeader(line) {
                 inRange = range.upperBound > start && range.lowerBound < end
-            } else if inRange, line.hasPrefix("ShmemPmdMapped:") || line.hasPrefix("FilePmdMapped:") {
+            } else if inRange, line.hasPrefix("ShmemPmdMapped:") || line.hasPrefix("FilePmdMapped:")
+                        || line.hasPrefix("AnonHugePages:") {
                 kilobytes += Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
             }
         }

@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
             """,
         subcommands: [
             All.self, AttachBenchmark.self, CopyBenchmark.self, InvalidateBenchmark.self, MPIBenchmark.self,
-            MigrateBenchmark.self, CAPIBenchmark.self, ScaleBenchmark.self, NUMAImporterHelper.self,
+            MigrateBenchmark.self, CAPIBenchmark.self, ScaleBenchmark.self, HugePageBenchmark.self, NUMAImporterHelper.self,
             ExporterHelper.self, ImporterHelper.self, RawPeerHelper.self,
         ],
         defaultSubcommand: All.self)
