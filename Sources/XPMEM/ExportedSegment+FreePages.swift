@@ -28,14 +28,21 @@ extension ExportedSegment {
             throw XPMEMError(.invalidArgument,
                 "hint \(offset)+\(length) must be page-aligned, non-empty and inside the segment's \(size) bytes")
         }
-        let tracker = try state.withLock { state throws(XPMEMError) -> FreePageTracker in
-            guard !state.removed else { throw XPMEMError(.alreadyClosed, "segment \(id) was removed") }
-            if let tracker = state.freePageTracker { return tracker }
-            let tracker = try FreePageTracker(segment: id, base: baseAddress, size: size, channel: broker.channel)
-            state.freePageTracker = tracker
-            return tracker
+        // A tracker stopped meanwhile (the mapping is being replaced) takes no hint: ask its successor.
+        for _ in 0..<3 {
+            let tracker = try state.withLock { state throws(XPMEMError) -> FreePageTracker in
+                guard !state.removed else { throw XPMEMError(.alreadyClosed, "segment \(id) was removed") }
+                if let tracker = state.freePageTracker { return tracker }
+                let tracker = try FreePageTracker(segment: id, base: baseAddress, size: size, channel: broker.channel)
+                state.freePageTracker = tracker
+                return tracker
+            }
+            if let trusted = try tracker.hint(offset: offset, length: length) { return trusted }
+            state.withLock { state in
+                if state.freePageTracker === tracker { state.freePageTracker = nil }
+            }
         }
-        return try tracker.hint(offset: offset, length: length)
+        throw XPMEMError(.brokerInternal, "segment \(id)'s mapping kept being replaced during the hint")
     }
 
     /// Has the broker drop now the pages hinted free and not written since (they read as zeros from

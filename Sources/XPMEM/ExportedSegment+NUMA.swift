@@ -6,10 +6,13 @@ import XPMEMWire
 extension ExportedSegment {
     /// The node of every page of the segment (a negative errno for a page that could not be
     /// queried). Pages never touched are allocated by this call, under the segment's placement.
-    public func pageNodes() throws(XPMEMError) -> [Int32] {
+    public func pageNodes() throws(XPMEMError) -> [Int32] { try pageNodes(fillingHoles: true) }
+
+    /// Without filling holes, a page that has none reports `-ENOENT`.
+    func pageNodes(fillingHoles: Bool) throws(XPMEMError) -> [Int32] {
         do {
             defer { withExtendedLifetime(self) {} }
-            return try pageRange.nodes(populate: true)
+            return try pageRange.nodes(populate: fillingHoles)
         } catch {
             throw XPMEMError.system("move_pages query of segment \(id)", error)
         }
@@ -33,8 +36,11 @@ extension ExportedSegment {
         try Placement.checkNodes([node])
         let clock = ContinuousClock()
         let started = clock.now
-        var census = PageCensus(node: node, before: try pageNodes())
-        census.skipped = try dropFreePagesBeforeMoving()
+        // Pages hinted free go first, and then holes are left holes: filling them only to move them
+        // is what a hint is there to spare.
+        let dropped = hasFreePageHints ? try dropFreePages() : 0
+        var census = PageCensus(node: node, before: try pageNodes(fillingHoles: dropped == 0))
+        census.droppedAsFree = dropped
         // The policy changes first: a segment moved to a fresh file during the migration's window (an
         // importer missed its deadline) places the new file's pages by it.
         let previous = state.withLock { state in
@@ -77,29 +83,6 @@ extension ExportedSegment {
         guard let summary = try broker.segments().first(where: { $0.id == id.description }),
               summary.importerNode >= 0 else { return nil }
         return try migrate(to: Int(summary.importerNode), path: path, deadline: deadline)
-    }
-
-    /// Has the broker drop the pages hinted free and not written since (when any hint was given), and
-    /// returns the indexes of the segment's pages that are holes in its file afterwards.
-    private func dropFreePagesBeforeMoving() throws(XPMEMError) -> Set<Int> {
-        guard hasFreePageHints, try dropFreePages() > 0 else { return [] }
-        let extents: [Range<Int>] = try state.withLock { state throws(XPMEMError) -> [Range<Int>] in
-            switch state.file {
-            case .some(let file):
-                do throws(Errno) {
-                    return try MemoryFile.dataExtents(of: file, length: size)
-                } catch {
-                    throw XPMEMError.system("lseek(SEEK_DATA) over segment \(id)", error)
-                }
-            case .none:
-                return [0..<size]
-            }
-        }
-        var holes = Set(0..<(size / pageSize))
-        for extent in extents {
-            holes.subtract((extent.lowerBound / pageSize)..<((extent.upperBound + pageSize - 1) / pageSize))
-        }
-        return holes
     }
 
     /// The segment's pages in this process, for queries and moves.

@@ -42,6 +42,10 @@ extension ExportedSegment {
     /// other thread of this process may write it either, as for `exportRange`.
     func moveToFreshFile() throws(XPMEMError) {
         guard let base = UnsafeMutableRawPointer(bitPattern: baseAddress) else { return }
+        // Before the mapping goes: a hint in flight reaches the broker first (and the new file starts
+        // with none), and no later one is taken on a mapping that is about to lose its protection.
+        // No other thread writes meanwhile (see above), so no write goes unreported.
+        state.withLock { $0.freePageTracker.take() }?.stop()
         let file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
         let staging: MemoryMapping
         do {

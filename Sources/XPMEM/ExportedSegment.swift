@@ -76,11 +76,13 @@ public final class ExportedSegment: Sendable {
     }
 
     private func withdraw(deadline: Duration, keepingBytes: Bool) throws(XPMEMError) {
-        let registeredOn: UInt64?? = state.withLock { state in
+        let (registeredOn, tracker): (UInt64??, FreePageTracker?) = state.withLock { state in
             defer { state.removed = true }
-            state.freePageTracker.take()?.stop()
-            return state.removed ? .none : .some(state.generation)
+            return (state.removed ? .none : .some(state.generation), state.freePageTracker.take())
         }
+        // Stopped once the broker has forgotten the segment (and its hints): until then, writes must
+        // still be reported, or a drop could take them.
+        defer { tracker?.stop() }
         guard case .some(let generation) = registeredOn else { return }
         if let generation, generation == broker.channel.generation, broker.channel.isConnected {
             _ = try beginInvalidation(deadline: deadline, reason: .remove)

@@ -12,6 +12,9 @@ import XPMEMWire
 /// A write releases the protection of its whole granule (`writeGranule`, clipped to the segment),
 /// not just its page: writing a freed buffer again costs one broker round trip per granule rather
 /// than one per page, and the broker merely forgets a little more than it must.
+///
+/// Stopped (the segment is removed, or its mapping is about to be replaced), it takes no more hints;
+/// its thread ends and its descriptor closes, which lifts every protection and wakes every writer.
 final class FreePageTracker: Sendable {
     static let writeGranule = 256 * 1024
 
@@ -20,9 +23,10 @@ final class FreePageTracker: Sendable {
     private let base: UInt
     private let size: Int
     private let channel: BrokerChannel
-    /// Held across "protect, then tell the broker" and across "tell the broker, then unprotect": the
-    /// broker never hears of a write before the hint that the write ends.
-    private let order = Mutex(())
+    /// Held across "protect, then tell the broker", across "tell the broker, then unprotect", and to
+    /// stop: the broker never hears of a write before the hint that the write ends, and no hint is
+    /// sent once the tracker has stopped. True once stopped.
+    private let stopped = Mutex(false)
 
     /// Opens the userfaultfd, registers the segment's mapping and starts the thread that serves writes.
     /// Refuses where the kernel's own writes into a hinted page could not be seen: they would fail
@@ -57,24 +61,33 @@ final class FreePageTracker: Sendable {
     }
 
     /// Protects the range, then records the hint with the broker; returns the pages the broker now
-    /// trusts free in the whole segment.
-    func hint(offset: Int, length: Int) throws(XPMEMError) -> Int {
-        try order.withLock { _ throws(XPMEMError) -> Int in
+    /// trusts free in the whole segment, or nil once the tracker has stopped (ask a new one).
+    func hint(offset: Int, length: Int) throws(XPMEMError) -> Int? {
+        try stopped.withLock { stopped throws(XPMEMError) -> Int? in
+            guard !stopped else { return nil }
             do throws(Errno) {
                 try protection.protect(at: UnsafeMutableRawPointer(bitPattern: base + UInt(offset))!, length: length)
             } catch {
                 throw XPMEMError.system("write-protecting the hinted pages", error)
             }
-            let reply = try channel.request(.hintFree(segment, offset: UInt64(offset), length: UInt64(length)))
-            guard case .freePages(let count) = reply.message else {
-                throw BrokerChannel.unexpected(reply.message, for: .hintFree(segment, offset: 0, length: 0))
+            let message = Message.hintFree(segment, offset: UInt64(offset), length: UInt64(length))
+            let answer: Message
+            do throws(XPMEMError) {
+                answer = try channel.request(message).message
+            } catch where error.code == .protocolError && error.message.contains("unknownType") {
+                throw XPMEMError(.invalidArgument, "this broker predates free-page hints; upgrade xpmemd")
             }
+            guard case .freePages(let count) = answer else { throw BrokerChannel.unexpected(answer, for: message) }
             return Int(clamping: count)
         }
     }
 
-    /// Ends the thread; the descriptor closes with it, which wakes any writer still waiting.
-    func stop() { protection.stop() }
+    /// Takes no more hints and ends the thread (after a hint or a write report in flight). The
+    /// descriptor closes with the thread, which lifts every protection and wakes any writer.
+    func stop() {
+        stopped.withLock { $0 = true }
+        protection.stop()
+    }
 
     private func serveWrites() {
         while true {
@@ -82,13 +95,20 @@ final class FreePageTracker: Sendable {
             do {
                 address = try protection.nextWriteFault()
             } catch {
+                giveUp()
                 return
             }
             guard let address else { return }
-            let granule = granule(containing: address)
-            order.withLock { _ in
+            guard let granule = granule(containing: address) else {
+                // Not the segment's (it cannot be, as only the segment is registered): let it go.
+                protection.unprotect(at: UnsafeMutableRawPointer(bitPattern: address & ~UInt(pageSize - 1))!,
+                                     length: pageSize)
+                continue
+            }
+            stopped.withLock { _ in
                 // Whatever the broker answers (even nothing, when it is gone), the writer must go on:
-                // a broker that did not hear of the write has lost its hints with its connection.
+                // a broker that did not hear of the write has lost its hints with its connection (and
+                // does not drop pages of an owner that hung up).
                 try? channel.requestDone(.freeHintWritten(segment, offset: UInt64(granule.lowerBound - Int(base)),
                                                           length: UInt64(granule.count)))
                 protection.unprotect(at: UnsafeMutableRawPointer(bitPattern: granule.lowerBound)!,
@@ -97,8 +117,20 @@ final class FreePageTracker: Sendable {
         }
     }
 
-    /// The write granule around `address`, inside the segment, as addresses.
-    private func granule(containing address: UInt) -> Range<Int> {
+    /// The thread cannot read write faults any more: every hint of the segment is given up (the
+    /// broker forgets them, so it drops nothing a later write might land on), the registration ends,
+    /// which wakes every writer, and no more hints are taken.
+    private func giveUp() {
+        stopped.withLock { stopped in
+            stopped = true
+            try? channel.requestDone(.freeHintWritten(segment, offset: 0, length: UInt64(size)))
+            protection.unregister(at: UnsafeMutableRawPointer(bitPattern: base)!, length: size)
+        }
+    }
+
+    /// The write granule around `address`, inside the segment, as addresses; nil outside it.
+    private func granule(containing address: UInt) -> Range<Int>? {
+        guard address >= base, address - base < UInt(size) else { return nil }
         let offset = Int(address - base)
         let start = offset - offset % Self.writeGranule
         let end = min(start + Self.writeGranule, size)

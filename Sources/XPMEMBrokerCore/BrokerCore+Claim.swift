@@ -50,6 +50,10 @@ extension BrokerCore {
         // dropped, and importers have not released yet) were given for a segment that is gone; they
         // must not attach the new one, whose mode may differ.
         for holder in registry.grantHolders(of: id) { registry.revokeGrants(of: holder, on: id) }
+        // Importers of its earlier life may still map its file read-write (across a restart of the
+        // broker, or ignoring `released`), writing where no hint can see: none is trusted until the
+        // file is replaced.
+        if requested != nil { registry.writableFileHandedOut(of: id) }
         usageOfUID[credentials.uid, default: Usage()].segments += 1
         usageOfUID[credentials.uid, default: Usage()].bytes += pinnedBytes
         let size = registry.segments[id]?.size ?? 0

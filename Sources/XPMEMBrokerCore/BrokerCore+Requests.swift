@@ -131,7 +131,7 @@ extension BrokerCore {
             let ranges = try registry.takeFreePages(of: id, by: client)
             let pages = ranges.reduce(0) { $0 + ($1.upperBound - $1.lowerBound) } / registry.limits.pageSize
             // Dropped before the answer goes: the owner's migration that follows finds holes.
-            return (ranges.isEmpty ? [] : [.dropPages(id, ranges)]) + answer(.freePages(count: pages))
+            return (ranges.isEmpty ? [] : [.dropPages(id, ranges, owner: peer)]) + answer(.freePages(count: pages))
         default:
             throw BrokerError(.malformedFrame, "\(message.type) is not a request")
         }

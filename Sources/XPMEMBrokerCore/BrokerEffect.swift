@@ -19,8 +19,10 @@ public enum BrokerEffect: Equatable, Sendable {
     /// The descriptors that came with the `make` being handled now back this segment: keep them.
     case keepSegmentFiles(SegmentID)
     /// Free the segment file's pages in these byte ranges (`fallocate(PUNCH_HOLE)`): every process
-    /// mapping them reads zeros there afterwards. Only ever ranges hinted free and not written since.
-    case dropPages(SegmentID, [Range<UInt64>])
+    /// mapping them reads zeros there afterwards. Only ever ranges hinted free and not written since,
+    /// and only if the owner's connection `owner` has not hung up meanwhile (an owner whose
+    /// connection is gone lets its writes through without telling the broker).
+    case dropPages(SegmentID, [Range<UInt64>], owner: PeerID?)
     /// The segment is gone: close the broker's descriptors of it.
     case discardSegmentFiles(SegmentID)
     /// The socket that came with the `subscribe` being handled is now the peer's event channel.

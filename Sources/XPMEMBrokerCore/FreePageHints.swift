@@ -40,16 +40,45 @@ public struct FreePageHints: Equatable, Sendable {
         return true
     }
 
-    /// Forgets the hints on `range` (it was written).
+    /// Forgets the hints on `range` (it was written). Where splitting a range would pass
+    /// `maximumRanges`, the whole range goes: forgetting more than asked is always safe.
     mutating func remove(_ range: Range<UInt64>) {
         guard !range.isEmpty else { return }
-        ranges = ranges.flatMap { existing -> [Range<UInt64>] in
-            guard existing.overlaps(range) else { return [existing] }
-            var pieces: [Range<UInt64>] = []
-            if existing.lowerBound < range.lowerBound { pieces.append(existing.lowerBound..<range.lowerBound) }
-            if range.upperBound < existing.upperBound { pieces.append(range.upperBound..<existing.upperBound) }
-            return pieces
+        // The first range ending after `range` starts; ranges are sorted and apart.
+        var index = firstIndex(endingAfter: range.lowerBound)
+        while index < ranges.count, ranges[index].lowerBound < range.upperBound {
+            let existing = ranges[index]
+            let before = existing.lowerBound < range.lowerBound ? existing.lowerBound..<range.lowerBound : nil
+            let after = range.upperBound < existing.upperBound ? range.upperBound..<existing.upperBound : nil
+            switch (before, after) {
+            case (let before?, let after?):
+                if ranges.count < Self.maximumRanges {
+                    ranges[index] = before
+                    ranges.insert(after, at: index + 1)
+                } else {
+                    ranges.remove(at: index)
+                }
+                return
+            case (let before?, nil):
+                ranges[index] = before
+                index += 1
+            case (nil, let after?):
+                ranges[index] = after
+                return
+            case (nil, nil):
+                ranges.remove(at: index)
+            }
         }
+    }
+
+    /// The index of the first range whose end is past `offset` (binary search).
+    private func firstIndex(endingAfter offset: UInt64) -> Int {
+        var low = 0, high = ranges.count
+        while low < high {
+            let middle = (low + high) / 2
+            if ranges[middle].upperBound <= offset { low = middle + 1 } else { high = middle }
+        }
+        return low
     }
 
     /// Returns every trusted range and forgets them: the caller drops their pages.

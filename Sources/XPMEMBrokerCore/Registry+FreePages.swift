@@ -31,11 +31,17 @@ extension Registry {
         return segments[segment]?.freePages.takeAll() ?? []
     }
 
-    /// Every segment's free pages, forgotten: memory pressure drops them all.
-    public mutating func takeAllFreePages() -> [(SegmentID, [Range<UInt64>])] {
+    /// Segments' free pages, forgotten, in segment order, whole segments until `budget` ranges are
+    /// taken (at least one segment's): memory pressure drops them, a bounded amount per event so that
+    /// the broker's one thread is never held for long; the rest go at the next event.
+    public mutating func takeFreePages(budget: Int) -> [(SegmentID, [Range<UInt64>])] {
         var taken: [(SegmentID, [Range<UInt64>])] = []
+        var count = 0
         for id in segments.keys.sorted(by: { $0.rawValue < $1.rawValue }) where segments[id]?.freePages.ranges.isEmpty == false {
-            taken.append((id, segments[id]?.freePages.takeAll() ?? []))
+            guard count < budget else { break }
+            let ranges = segments[id]?.freePages.takeAll() ?? []
+            count += ranges.count
+            taken.append((id, ranges))
         }
         return taken
     }

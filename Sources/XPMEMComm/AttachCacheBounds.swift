@@ -17,6 +17,8 @@ struct AttachCacheBounds: Sendable, Equatable {
             guard let text = ThisProcess.environment(name) else { return nil }
             return text == "0" ? 0 : ByteCount(text)?.value
         }
+        // XPMEM_ATTACH_CACHE=0 turns libxpmem's cache off; here it keeps nothing past an operation.
+        if ThisProcess.environment("XPMEM_ATTACH_CACHE") == "0" { return AttachCacheBounds(entries: 0, bytes: 0) }
         return AttachCacheBounds(entries: size("XPMEM_ATTACH_CACHE_ENTRIES") ?? defaultEntries,
                                  bytes: size("XPMEM_ATTACH_CACHE_BYTES") ?? max(1, ThisProcess.physicalMemoryBytes / 4))
     }

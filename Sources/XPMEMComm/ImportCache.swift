@@ -36,10 +36,33 @@ final class ImportCache: Sendable {
         var clock: UInt64 = 0
         var operation: UInt64 = 0
         var bytes = 0
+        /// Of `entries` and `bytes`, what pinned entries hold: when they are all there is, a bound
+        /// passed costs no search.
+        var pinnedEntries = 0
+        var pinnedBytes = 0
+        /// Segments whose invalidation came while they were being attached, before their entry existed.
+        var staleBeforeEntry: Set<SegmentID> = []
         var pressureEventsSeen: Int
         var statistics = AttachmentCacheStatistics()
         var reported: AttachmentCacheStatistics? = nil
         var lastReport: UInt64 = 0
+        /// False once the broker refused a report (it predates them): no more are sent.
+        var reporting = true
+
+        mutating func setPinned(_ id: SegmentID, _ pinned: Bool) {
+            guard let entry = entries[id], entry.pinned != pinned else { return }
+            entries[id]?.pinned = pinned
+            pinnedEntries += pinned ? 1 : -1
+            pinnedBytes += pinned ? entry.byteCount : -entry.byteCount
+        }
+
+        /// Removes an entry, keeping the totals.
+        mutating func remove(_ id: SegmentID) -> Entry? {
+            setPinned(id, false)
+            guard let entry = entries.removeValue(forKey: id) else { return nil }
+            bytes -= entry.byteCount
+            return entry
+        }
     }
 
     private let broker: XPMEMBroker
@@ -84,9 +107,19 @@ final class ImportCache: Sendable {
 
     /// As `bytes(of:)`, and the entry stays until its sender frees the buffer, whatever the bounds.
     func pin(_ id: SegmentID) throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
-        let bytes = try bytes(of: id)
-        state.withLock { $0.entries[id]?.pinned = true }
-        return bytes
+        for _ in 0..<3 {
+            let bytes = try bytes(of: id)
+            // Pinned in the same step as it is found fresh: an entry that went stale in between is
+            // attached again rather than pinned dead.
+            let pinned = state.withLock { state in
+                guard let entry = state.entries[id], !entry.stale,
+                      entry.attachment.bytes.baseAddress == bytes.baseAddress else { return false }
+                state.setPinned(id, true)
+                return true
+            }
+            if pinned { return bytes }
+        }
+        throw XPMEMError(.notFound, "segment \(id) kept being invalidated while it was attached")
     }
 
     /// Called by the rank's thread between operations, when no pointer `bytes(of:)` returned is in
@@ -97,17 +130,20 @@ final class ImportCache: Sendable {
         let events = pressure.events
         let (dropped, report): ([Entry], AttachCacheCounters?) = state.withLock { state in
             state.operation += 1
-            // What the operation that ended kept beyond the bounds may go now.
-            var dropped = evictBeyondBounds(&state, keepingOperation: nil)
-            state.statistics.capacityEvictions += dropped.count
+            // Entries whose sender freed the buffer go at once; then what the operation that ended
+            // kept beyond the bounds.
+            var dropped = state.entries.filter { $0.value.stale }.keys.compactMap { state.remove($0) }
+            let evictedForBounds = evictBeyondBounds(&state, keepingOperation: nil)
+            state.statistics.capacityEvictions += evictedForBounds.count
+            dropped += evictedForBounds
             if events != state.pressureEventsSeen {
                 state.pressureEventsSeen = events
-                let evictable = state.entries.values.filter { !$0.pinned }.count
+                let evictable = state.entries.count - state.pinnedEntries
                 let evicted = Self.evictColdest(&state, count: (evictable + 3) / 4, keepingOperation: nil)
                 state.statistics.pressureEvictions += evicted.count
                 dropped += evicted
             }
-            guard now - state.lastReport >= Self.reportInterval, state.reported != state.statistics else {
+            guard state.reporting, now - state.lastReport >= Self.reportInterval, state.reported != state.statistics else {
                 return (dropped, nil)
             }
             state.lastReport = now
@@ -115,10 +151,20 @@ final class ImportCache: Sendable {
             return (dropped, Self.counters(state))
         }
         detach(dropped)
-        if let report { try? broker.reportAttachCache(report) }
+        if let report { send(report) }
+    }
+
+    /// Sends the counters; a broker that refuses them (it predates the message) is not sent more.
+    private func send(_ report: AttachCacheCounters) {
+        do {
+            try broker.reportAttachCache(report)
+        } catch where error.code == .protocolError {
+            state.withLock { $0.reporting = false }
+        } catch {}
     }
 
     private func attach(_ id: SegmentID) throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
+        state.withLock { _ = $0.staleBeforeEntry.remove(id) }
         let grant = try broker.get(id, access: .readWrite)
         let handlers = InvalidationHandlers(
             willInvalidate: { [weak self] notice in
@@ -137,11 +183,13 @@ final class ImportCache: Sendable {
         // current operation nor the application holds go, and are detached outside the lock.
         let dropped: [Entry] = state.withLock { state in
             var dropped: [Entry] = []
-            if let stale = state.entries.removeValue(forKey: id) {
-                state.bytes -= stale.byteCount
-                dropped.append(stale)
+            if let stale = state.remove(id) { dropped.append(stale) }
+            var entry = Entry(grant: grant, attachment: attachment, lastUse: state.clock, operation: state.operation)
+            // Invalidated before it was recorded here: served for this operation, gone at the next.
+            if state.staleBeforeEntry.remove(id) != nil {
+                entry.stale = true
+                state.statistics.invalidated += 1
             }
-            let entry = Entry(grant: grant, attachment: attachment, lastUse: state.clock, operation: state.operation)
             state.entries[id] = entry
             state.bytes += entry.byteCount
             state.statistics.misses += 1
@@ -155,6 +203,10 @@ final class ImportCache: Sendable {
 
     /// Removes the coldest entries that may go until the cache is within its bounds (or none may go).
     private func evictBeyondBounds(_ state: inout State, keepingOperation: UInt64?) -> [Entry] {
+        // Over a bound only because of pinned entries, which never go: nothing to search.
+        let overCount = state.entries.count > bounds.entries && state.entries.count > state.pinnedEntries
+        let overBytes = state.bytes > bounds.bytes && state.bytes > state.pinnedBytes
+        guard overCount || overBytes else { return [] }
         var evicted = Self.evictColdest(&state, count: max(state.entries.count - bounds.entries, 0),
                                         keepingOperation: keepingOperation)
         while state.bytes > bounds.bytes {
@@ -165,17 +217,14 @@ final class ImportCache: Sendable {
         return evicted
     }
 
-    /// Removes up to `count` entries, coldest first, never a pinned one nor one the operation
-    /// `keepingOperation` used.
+    /// Removes up to `count` entries, stale ones first and then the coldest, never a pinned one nor one
+    /// the operation `keepingOperation` used.
     private static func evictColdest(_ state: inout State, count: Int, keepingOperation: UInt64?) -> [Entry] {
         guard count > 0 else { return [] }
         let candidates = state.entries.filter { !$0.value.pinned && $0.value.operation != keepingOperation }
-            .sorted { $0.value.lastUse < $1.value.lastUse }.prefix(count)
-        return candidates.map { id, entry in
-            state.entries[id] = nil
-            state.bytes -= entry.byteCount
-            return entry
-        }
+            .sorted { ($0.value.stale ? 0 : 1, $0.value.lastUse) < ($1.value.stale ? 0 : 1, $1.value.lastUse) }
+            .prefix(count).map(\.key)
+        return candidates.compactMap { state.remove($0) }
     }
 
     private static func counters(_ state: State) -> AttachCacheCounters {
@@ -195,24 +244,30 @@ final class ImportCache: Sendable {
 
     private func markStale(_ id: SegmentID) {
         state.withLock { state in
-            guard state.entries[id]?.stale == false else { return }
+            guard let entry = state.entries[id] else {
+                // Being attached, not recorded yet: `attach` marks it when it records it.
+                state.staleBeforeEntry.insert(id)
+                return
+            }
+            guard !entry.stale else { return }
             state.entries[id]?.stale = true
-            state.entries[id]?.pinned = false
+            state.setPinned(id, false)
             state.statistics.invalidated += 1
         }
     }
 
-    /// Detaches everything (at the end of the job), after a last report to the broker.
+    /// Detaches everything (at the end of the job), then reports the final counters to the broker.
     func removeAll() {
         let (entries, report) = state.withLock { state in
-            defer {
-                state.entries.removeAll()
-                state.bytes = 0
-            }
-            return (Array(state.entries.values), state.reported == state.statistics ? nil : Self.counters(state))
+            let entries = Array(state.entries.values)
+            state.entries.removeAll()
+            state.bytes = 0
+            state.pinnedEntries = 0
+            state.pinnedBytes = 0
+            return (entries, state.reporting ? Self.counters(state) : nil)
         }
-        if let report { try? broker.reportAttachCache(report) }
         detach(entries)
+        if let report { send(report) }
     }
 }
 

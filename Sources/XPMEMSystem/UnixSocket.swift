@@ -156,6 +156,14 @@ public enum UnixSocket {
 
     /// Whether `socket` is a `SOCK_SEQPACKET` Unix-domain socket (checked before trusting a descriptor a
     /// peer sent as a socket). The corresponding C call is `getsockopt(SO_TYPE, SO_DOMAIN)`.
+    /// Whether the other end has closed, or shut down its sending side, by now (a poll that does not
+    /// wait). Frames it sent before may still wait to be read.
+    public static func peerHasHungUp(_ socket: borrowing OwnedDescriptor) -> Bool {
+        var request = pollfd(fd: socket.rawValue, events: Int16(cxpmem_EPOLLRDHUP), revents: 0)
+        guard poll(&request, 1, 0) >= 0 else { return false }
+        return request.revents & Int16(truncatingIfNeeded: Int32(POLLHUP) | Int32(cxpmem_EPOLLRDHUP) | Int32(POLLERR)) != 0
+    }
+
     public static func isSequencedPacketSocket(_ socket: borrowing OwnedDescriptor) -> Bool {
         var type: CInt = 0
         var domain: CInt = 0

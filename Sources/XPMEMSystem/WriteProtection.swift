@@ -50,6 +50,12 @@ public struct WriteProtection: ~Copyable, Sendable {
         }
     }
 
+    /// Ends the registration of a range: its protection goes, and the writers waiting on it are woken.
+    public func unregister(at address: UnsafeMutableRawPointer, length: Int) {
+        _ = cxpmem_uffd_unregister(descriptor.rawValue, address, length)
+        _ = cxpmem_uffd_wake(descriptor.rawValue, address, length)
+    }
+
     /// Waits for the next write to a protected page and returns its address; nil once `stop()` was
     /// called. Only one thread should wait.
     public func nextWriteFault() throws(Errno) -> UInt? {

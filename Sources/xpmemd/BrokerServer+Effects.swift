@@ -14,8 +14,8 @@ extension BrokerServer {
                 send(message, requestID: requestID, handOver: handOver, on: channel, of: connection)
             case .keepSegmentFiles(let segment):
                 segmentFiles[segment] = incoming?.segmentFiles.take()
-            case .dropPages(let segment, let ranges):
-                dropPages(of: segment, in: ranges)
+            case .dropPages(let segment, let ranges, let owner):
+                dropPages(of: segment, in: ranges, owner: owner)
             case .discardSegmentFiles(let segment):
                 if segmentFiles.removeValue(forKey: segment) != nil { resumeAcceptingIfPaused() }
             case .adoptEventChannel(let peer):
@@ -34,9 +34,12 @@ extension BrokerServer {
         }
     }
 
-    /// Frees pages hinted free. A failure leaves them in place, which costs memory and nothing else.
-    private func dropPages(of segment: SegmentID, in ranges: [Range<UInt64>]) {
-        guard let files = segmentFiles[segment] else { return }
+    /// Frees pages hinted free, unless the owner has hung up: its library may have let writes through
+    /// that it could no longer report (the hang-up is not yet handled, or it would have no hints). A
+    /// failure leaves the pages in place, which costs memory and nothing else.
+    private func dropPages(of segment: SegmentID, in ranges: [Range<UInt64>], owner: PeerID?) {
+        guard let files = segmentFiles[segment], let owner, let connection = connections[owner],
+              !UnixSocket.peerHasHungUp(connection.main.socket) else { return }
         for range in ranges {
             do {
                 try MemoryFile.dropPages(of: files.readWrite, in: range)

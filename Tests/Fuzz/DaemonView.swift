@@ -78,8 +78,10 @@ struct DaemonView {
                 }
             case .discardSegmentFiles(let segment):
                 check(heldFiles.remove(segment) != nil, "discardSegmentFiles(\(segment)) of files not held")
-            case .dropPages(let segment, let ranges):
+            case .dropPages(let segment, let ranges, let owner):
                 check(heldFiles.contains(segment), "dropPages of \(segment), whose files are not held")
+                check(owner.map { core.client(of: $0) == core.registry.segments[segment]?.owner } ?? true,
+                      "dropPages of \(segment) names \(String(describing: owner)), not its owner's connection")
                 check(!writableFileOut.contains(segment),
                       "dropPages of \(segment), whose file someone holds read-write: their writes would be lost")
                 check(!ranges.isEmpty && zip(ranges, ranges.dropFirst()).allSatisfy { $0.upperBound < $1.lowerBound },

@@ -8,7 +8,7 @@ struct BrokerCoreFreePageTests {
     /// The `dropPages` effects since `mark`.
     private func dropped(_ broker: BrokerCoreHarness, since mark: Int) -> [(SegmentID, [Range<UInt64>])] {
         broker.effects[mark...].compactMap { effect in
-            guard case .dropPages(let segment, let ranges) = effect else { return nil }
+            guard case .dropPages(let segment, let ranges, _) = effect else { return nil }
             return (segment, ranges)
         }
     }
@@ -138,5 +138,63 @@ struct BrokerCoreFreePageTests {
         // A hint that merges ranges is still taken.
         #expect(broker.request(.hintFree(segment, offset: 0, length: 8 * page), from: owner)
                     == .freePages(count: UInt64(FreePageHints.maximumRanges) + 4))
+    }
+
+    @Test func aSegmentRegisteredAgainKeepsNoHintsUntilItsFileIsReplaced() {
+        // A restarted broker: importers may still map the old life's file read-write.
+        let token = ReclaimToken(high: 0x5eed, low: 7)
+        var first = BrokerCoreHarness()
+        let (exporter, _) = first.join(People.owner)
+        guard case .made(let id) = first.request(.claim(nil, token: token, size: 4 * page, permit: Permit(rawValue: 0o644),
+                                                        name: "r"), from: exporter) else {
+            Issue.record("the first claim was refused")
+            return
+        }
+        #expect(first.request(.hintFree(id, offset: 0, length: page), from: exporter) == .freePages(count: 1))
+        var second = BrokerCoreHarness(ids: [id.rawValue])
+        let (returning, _) = second.join(People.owner)
+        #expect(second.request(.claim(id, token: token, size: 4 * page, permit: Permit(rawValue: 0o644), name: "r"),
+                               from: returning) == .made(id))
+        #expect(second.request(.hintFree(id, offset: 0, length: page), from: returning) == .freePages(count: 0))
+        #expect(second.request(.replaceSegmentFiles(id), from: returning) == .done)
+        #expect(second.request(.hintFree(id, offset: 0, length: page), from: returning) == .freePages(count: 1))
+    }
+
+    @Test func writesThatSplitRangesNeverKeepMoreThanTheBoundAndForgetInstead() {
+        var broker = BrokerCoreHarness()
+        let (owner, _) = broker.join(People.owner)
+        let pages = UInt64(FreePageHints.maximumRanges) * 3
+        let segment = broker.make(size: pages * page, by: owner)
+        #expect(broker.request(.hintFree(segment, offset: 0, length: pages * page), from: owner) == .freePages(count: pages))
+        for index in stride(from: UInt64(1), to: pages, by: 2) {
+            broker.request(.freeHintWritten(segment, offset: index * page, length: page), from: owner)
+        }
+        let ranges = broker.core.registry.segments[segment]?.freePages.ranges ?? []
+        #expect(ranges.count <= FreePageHints.maximumRanges)
+        // No written page is still trusted free.
+        let written = stride(from: UInt64(1), to: pages, by: 2).map { $0 * page }
+        #expect(!written.contains { offset in ranges.contains { $0.contains(offset) } })
+        #expect(ranges.allSatisfy { $0.lowerBound % (2 * page) == 0 && $0.count == Int(page) })
+    }
+
+    @Test func oneMemoryPressureEventDropsABoundedAmountAndTheNextTheRest() {
+        var broker = BrokerCoreHarness()
+        let (owner, _) = broker.join(People.owner)
+        // Three segments of 3000 separate ranges each: two fill one event's budget of 4096.
+        let segments = (0..<3).map { _ in broker.make(size: 6000 * page, by: owner) }
+        for segment in segments {
+            for index in stride(from: UInt64(0), to: 6000, by: 2) {
+                broker.request(.hintFree(segment, offset: index * page, length: page), from: owner)
+            }
+        }
+        func dropsOfOneEvent() -> [SegmentID] {
+            let mark = broker.mark
+            broker.memoryPressure()
+            return dropped(broker, since: mark).map(\.0)
+        }
+        let first = dropsOfOneEvent()
+        #expect(first.count == 3 - 1, "the first event took \(first.count) segments' ranges")
+        #expect(dropsOfOneEvent().count == 1)
+        #expect(dropsOfOneEvent().isEmpty)
     }
 }

@@ -80,7 +80,6 @@ struct FreePageHintTests {
         let racing = RacingWriter(base: UInt(bitPattern: segment.bytes.baseAddress!), pages: pages, pageSize: pageSize)
         let writer = Thread { racing.run() }
         writer.start()
-        var lastHintReturned: UInt64 = 0
         var dropped = 0
         var rounds = 0
         // Rounds go on until the writer has made 20 passes meanwhile (however the two threads are
@@ -88,24 +87,21 @@ struct FreePageHintTests {
         let deadline = Date().addingTimeInterval(60)
         while (rounds < 30 || racing.writes < 20 * pages) && Date() < deadline {
             try segment.hintFree(offset: 0, length: segment.size)
-            lastHintReturned = SharedMemoryAccess.monotonicNanoseconds()
+            racing.hintReturned()
             dropped += try segment.dropFreePages()
             rounds += 1
         }
         racing.stop()
         #expect(racing.waitUntilStopped(), "the writer did not stop")
-        // Every page: the last value written there, or zeros if that write began before the last hint
-        // returned (the hint may cover it); never an older value, never zeros after a later write.
-        var lost: [Int] = []
-        for page in 0..<pages {
-            let word = segment.bytes.baseAddress!.load(fromByteOffset: page * pageSize, as: UInt64.self)
-            let last = racing.lastWrite(of: page)
-            if word == last.value { continue }
-            if word == 0 && last.began < lastHintReturned { continue }
-            if last.value == 0 && word == UInt64(page % 251 + 1) &* 0x0101_0101_0101_0101 { continue }  // never written
+        // The writer checked every page before each write: it held its last value, or zeros if that
+        // write began before a hint returned (the hint may cover it); never an older value, never
+        // zeros after a later write. The final state is checked the same way.
+        var lost = racing.violations
+        for page in 0..<pages where !racing.holdsItsLastWrite(page, word: segment.bytes.baseAddress!
+            .load(fromByteOffset: page * pageSize, as: UInt64.self)) {
             lost.append(page)
         }
-        #expect(lost.isEmpty, "pages whose last write was lost: \(lost.prefix(10))")
+        #expect(lost.isEmpty, "writes lost (page numbers): \(lost.prefix(10))")
         #expect(racing.writes >= 20 * pages, "the writer made only \(racing.writes) writes in 60 s: the race did not happen")
         // Not asserted (it depends on timing), but said: how many pages the drops found clean.
         print("racing writes: \(racing.writes) writes, \(dropped) pages dropped over \(rounds) rounds")
@@ -157,8 +153,9 @@ struct FreePageHintTests {
     }
 }
 
-/// Writes an increasing counter into the first word of every page in turn, and remembers for each page
-/// the last value and when its write began.
+/// Writes an increasing counter into the first word of every page in turn. Before each write it
+/// checks the page still holds its last write (or zeros, if that write began before a hint returned),
+/// and counts the pages where it does not.
 private final class RacingWriter: Sendable {
     private let base: UInt
     private let pages: Int
@@ -169,6 +166,9 @@ private final class RacingWriter: Sendable {
         var stopped = false
         var last: [Int: (value: UInt64, began: UInt64)] = [:]
         var writes = 0
+        var violations: [Int] = []
+        /// When the latest hint returned (monotonic nanoseconds).
+        var hintReturned: UInt64 = 0
     }
 
     init(base: UInt, pages: Int, pageSize: Int) {
@@ -181,9 +181,12 @@ private final class RacingWriter: Sendable {
         var counter: UInt64 = 0
         while !state.withLock({ $0.stopRequested }) {
             for page in 0..<pages {
+                let address = UnsafeMutableRawPointer(bitPattern: base + UInt(page * pageSize))!
+                let word = SharedMemoryAccess.load(address)
+                if !holdsItsLastWrite(page, word: word) { state.withLock { $0.violations.append(page) } }
                 counter += 1
                 let began = SharedMemoryAccess.monotonicNanoseconds()
-                UnsafeMutableRawPointer(bitPattern: base + UInt(page * pageSize))!.storeBytes(of: counter, as: UInt64.self)
+                address.storeBytes(of: counter, as: UInt64.self)
                 state.withLock { state in
                     state.last[page] = (counter, began)
                     state.writes += 1
@@ -191,6 +194,20 @@ private final class RacingWriter: Sendable {
             }
         }
         state.withLock { $0.stopped = true }
+    }
+
+    /// Whether `word` is what page `page` may hold now: its last write, or zeros when that write began
+    /// before a hint returned (a page never written yet holds anything).
+    func holdsItsLastWrite(_ page: Int, word: UInt64) -> Bool {
+        state.withLock { state in
+            guard let last = state.last[page] else { return true }
+            return word == last.value || (word == 0 && last.began < state.hintReturned)
+        }
+    }
+
+    func hintReturned() {
+        let now = SharedMemoryAccess.monotonicNanoseconds()
+        state.withLock { $0.hintReturned = now }
     }
 
     func stop() { state.withLock { $0.stopRequested = true } }
@@ -205,8 +222,5 @@ private final class RacingWriter: Sendable {
     }
 
     var writes: Int { state.withLock { $0.writes } }
-
-    func lastWrite(of page: Int) -> (value: UInt64, began: UInt64) {
-        state.withLock { $0.last[page] ?? (0, 0) }
-    }
+    var violations: [Int] { state.withLock { $0.violations } }
 }
