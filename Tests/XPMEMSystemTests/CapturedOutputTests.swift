@@ -44,7 +44,8 @@ extension SystemTests {
             #expect(ProcessLauncher.waitForExit(child.pid) == .signaled(SIGTERM))
             #expect(throws: Errno.noSuchProcess) { try ProcessSignal.terminate.send(to: child.pid) }
             #expect(ProcessSignal.terminate.description == "SIGTERM")
-            #expect(ProcessSignal(rawValue: SIGUSR1).description == "signal \(SIGUSR1)")
+            #expect(ProcessSignal.user1.description == "SIGUSR1")
+            #expect(ProcessSignal(rawValue: SIGUSR2).description == "signal \(SIGUSR2)")
         }
 
         private func readToEnd(_ pipe: OutputPipe) throws -> [UInt8] {
