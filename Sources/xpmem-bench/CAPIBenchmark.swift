@@ -56,6 +56,11 @@ struct CAPIBenchmark: ParsableCommand {
                 var hits, misses, capacity_evictions: Int
             }
             var attach_cache_long_run: LongRun
+            struct Crowded: Decodable {
+                var idle_windows: Int
+                var hit_64KiB_us, hit_alone_64KiB_us, detach_64KiB_us, detach_alone_64KiB_us: Double
+            }
+            var attach_cache_crowded: Crowded
             var spread: [String: Spread]
         }
         let report = try JSONDecoder().decode(Report.self, from: data)
@@ -91,6 +96,14 @@ struct CAPIBenchmark: ParsableCommand {
                  summary("attach_cache_hit_vs_fresh_attach")],
                 ["attachment cache, long run: most windows held vs the bound", longRunSummary(report.attach_cache_long_run),
                  "\(report.attach_cache_long_run.bound_entries)", ""],
+                ["cache hit (64 KiB) among \(report.attach_cache_crowded.idle_windows) idle windows vs alone",
+                 String(format: "%.3f", report.attach_cache_crowded.hit_64KiB_us),
+                 String(format: "%.3f", report.attach_cache_crowded.hit_alone_64KiB_us),
+                 summary("attach_cache_hit_crowded_vs_alone")],
+                ["detach (64 KiB) among \(report.attach_cache_crowded.idle_windows) idle windows vs alone",
+                 String(format: "%.3f", report.attach_cache_crowded.detach_64KiB_us),
+                 String(format: "%.3f", report.attach_cache_crowded.detach_alone_64KiB_us),
+                 summary("detach_crowded_vs_alone")],
             ],
             ratios: [:],
             targets: ["warm_attach_vs_mmap <= 2", "first_attach_1MiB_vs_cma <= 1.5", "first_attach_64MiB_vs_cma <= 1.5"],
