@@ -193,6 +193,26 @@ struct cache_importer {
     const char *entries; /* XPMEM_ATTACH_CACHE_ENTRIES */
 };
 
+/* Attaches the window once, then `rounds` times attach + detach, each timed apart into `attaches`
+ * and `detaches` (µs). -1 if an attach fails. */
+static int time_attaches(xpmem_apid_t apid, unsigned long address, size_t size, int rounds, double *attaches,
+                         double *detaches)
+{
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)address};
+    xpmem_detach(xpmem_attach(where, size, NULL));
+    for (int round = 0; round < rounds; round++) {
+        double began = now_seconds();
+        void *window = xpmem_attach(where, size, NULL);
+        attaches[round] = (now_seconds() - began) * 1e6;
+        if (window == (void *)-1)
+            return -1;
+        began = now_seconds();
+        xpmem_detach(window);
+        detaches[round] = (now_seconds() - began) * 1e6;
+    }
+    return 0;
+}
+
 /* "attach ADDRESS SIZE ROUNDS": attaches the window once, then ROUNDS times attach (timed) + detach;
  * says the median µs. With the cache on each timed attach is a hit; off, a fresh mmap of the backed
  * range. "hold ADDRESS SIZE ROUNDS": the same, but the attach and the detach timed apart; says both
@@ -211,32 +231,16 @@ static int cache_importer(int in, int out, void *argument)
         unsigned long address, windows, operations;
         size_t size;
         int rounds;
-        if (sscanf(line, "attach %lu %zu %d", &address, &size, &rounds) == 3 && rounds <= 1000) {
-            struct xpmem_addr where = {.apid = apid, .offset = (off_t)address};
-            xpmem_detach(xpmem_attach(where, size, NULL));
-            for (int round = 0; round < rounds; round++) {
-                double began = now_seconds();
-                void *window = xpmem_attach(where, size, NULL);
-                samples[round] = (now_seconds() - began) * 1e6;
-                if (window == (void *)-1)
-                    return 2;
-                xpmem_detach(window);
-            }
-            say(out, "%.3f", median(samples, rounds));
-        } else if (sscanf(line, "hold %lu %zu %d", &address, &size, &rounds) == 3 && rounds <= 1000) {
-            struct xpmem_addr where = {.apid = apid, .offset = (off_t)address};
-            xpmem_detach(xpmem_attach(where, size, NULL));
-            for (int round = 0; round < rounds; round++) {
-                double began = now_seconds();
-                void *window = xpmem_attach(where, size, NULL);
-                samples[round] = (now_seconds() - began) * 1e6;
-                if (window == (void *)-1)
-                    return 2;
-                began = now_seconds();
-                xpmem_detach(window);
-                detach_samples[round] = (now_seconds() - began) * 1e6;
-            }
-            say(out, "%.3f %.3f", median(samples, rounds), median(detach_samples, rounds));
+        bool holding = false;
+        if ((sscanf(line, "attach %lu %zu %d", &address, &size, &rounds) == 3
+             || (holding = sscanf(line, "hold %lu %zu %d", &address, &size, &rounds) == 3))
+            && rounds <= 1000) {
+            if (time_attaches(apid, address, size, rounds, samples, detach_samples) < 0)
+                return 2;
+            if (holding)
+                say(out, "%.3f %.3f", median(samples, rounds), median(detach_samples, rounds));
+            else
+                say(out, "%.3f", median(samples, rounds));
         } else if (sscanf(line, "fill %lu %lu %zu", &address, &windows, &size) == 3) {
             for (unsigned long window = 0; window < windows; window++) {
                 struct xpmem_addr where = {.apid = apid, .offset = (off_t)(address + window * size)};
