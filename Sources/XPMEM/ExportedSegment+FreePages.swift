@@ -18,7 +18,8 @@ extension ExportedSegment {
     /// was ever attached read-write by anyone keeps no hints until its file is replaced, and this then
     /// returns 0.
     ///
-    /// - Returns: how many of the segment's pages the broker now trusts as free.
+    /// - Returns: how many of the segment's pages the broker now trusts as free (0, and the hint not
+    ///   kept, while the segment moves to a fresh file).
     /// - Throws: `invalidArgument` for an unaligned or out-of-range request; `permissionDenied` when only
     ///   a user-mode userfaultfd is allowed (the kernel's writes into a hinted page would fail with
     ///   `EFAULT`); `alreadyClosed` once the segment is removed.
@@ -30,13 +31,16 @@ extension ExportedSegment {
         }
         // A tracker stopped meanwhile (the mapping is being replaced) takes no hint: ask its successor.
         for _ in 0..<3 {
-            let tracker = try state.withLock { state throws(XPMEMError) -> FreePageTracker in
+            let tracker = try state.withLock { state throws(XPMEMError) -> FreePageTracker? in
                 guard !state.removed else { throw XPMEMError(.alreadyClosed, "segment \(id) was removed") }
+                guard !state.movingFile else { return nil }
                 if let tracker = state.freePageTracker { return tracker }
                 let tracker = try FreePageTracker(segment: id, base: baseAddress, size: size, channel: broker.channel)
                 state.freePageTracker = tracker
                 return tracker
             }
+            // Moving to a fresh file: a hint is advice, and this one is not taken.
+            guard let tracker else { return 0 }
             if let trusted = try tracker.hint(offset: offset, length: length) { return trusted }
             state.withLock { state in
                 if state.freePageTracker === tracker { state.freePageTracker = nil }

@@ -36,11 +36,17 @@ extension ExportedSegment {
         try Placement.checkNodes([node])
         let clock = ContinuousClock()
         let started = clock.now
-        // Pages hinted free go first, and then holes are left holes: filling them only to move them
-        // is what a hint is there to spare.
-        let dropped = hasFreePageHints ? try dropFreePages() : 0
-        var census = PageCensus(node: node, before: try pageNodes(fillingHoles: dropped == 0))
-        census.droppedAsFree = dropped
+        // Pages hinted free go first, and then holes are left holes (filling them only to move them is
+        // what a hint is there to spare): only the pages the file has are mapped here, so that the
+        // query and the move see each of them, whoever wrote it.
+        var census: PageCensus
+        if hasFreePageHints, try dropFreePages() > 0 {
+            try mapPagesOfTheFile()
+            census = PageCensus(node: node, before: try pageNodes(fillingHoles: false))
+            census.holesSkipped = true
+        } else {
+            census = PageCensus(node: node, before: try pageNodes())
+        }
         // The policy changes first: a segment moved to a fresh file during the migration's window (an
         // importer missed its deadline) places the new file's pages by it.
         let previous = state.withLock { state in
@@ -83,6 +89,24 @@ extension ExportedSegment {
         guard let summary = try broker.segments().first(where: { $0.id == id.description }),
               summary.importerNode >= 0 else { return nil }
         return try migrate(to: Int(summary.importerNode), path: path, deadline: deadline)
+    }
+
+    /// Maps here every page the segment's file has (its data extents), allocating none.
+    private func mapPagesOfTheFile() throws(XPMEMError) {
+        try state.withLock { state throws(XPMEMError) in
+            switch state.file {
+            case .some(let file):
+                do throws(Errno) {
+                    for extent in try MemoryFile.dataExtents(of: file, length: size) {
+                        try pageRange.mapExistingPages(extent)
+                    }
+                } catch {
+                    throw XPMEMError.system("mapping the pages of segment \(id)'s file", error)
+                }
+            case .none:
+                return
+            }
+        }
     }
 
     /// The segment's pages in this process, for queries and moves.

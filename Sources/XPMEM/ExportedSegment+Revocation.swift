@@ -42,10 +42,15 @@ extension ExportedSegment {
     /// other thread of this process may write it either, as for `exportRange`.
     func moveToFreshFile() throws(XPMEMError) {
         guard let base = UnsafeMutableRawPointer(bitPattern: baseAddress) else { return }
-        // Before the mapping goes: a hint in flight reaches the broker first (and the new file starts
-        // with none), and no later one is taken on a mapping that is about to lose its protection.
-        // No other thread writes meanwhile (see above), so no write goes unreported.
-        state.withLock { $0.freePageTracker.take() }?.stop()
+        // Before the mapping goes: the broker forgets every hint (so none is trusted without
+        // protection, however the move ends), and none is taken until the move is over. No other
+        // thread writes meanwhile (see above), so no write goes unreported.
+        let tracker = state.withLock { state in
+            state.movingFile = true
+            return state.freePageTracker.take()
+        }
+        tracker?.forgetHintsAndStop()
+        defer { state.withLock { $0.movingFile = false } }
         let file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
         let staging: MemoryMapping
         do {
@@ -157,7 +162,7 @@ extension ExportedSegment.State {
     /// Free-page hints end with the old mapping, whose write protection went with it (and the broker
     /// forgets them with the old file).
     mutating func mappingReplaced(by moved: UnsafeMutableRawBufferPointer) {
-        freePageTracker.take()?.stop()
+        freePageTracker.take()?.forgetHintsAndStop()
         guard let replaced = ownedMapping.take() else { return }
         _ = replaced.relinquish()
         ownedMapping = MemoryMapping.adopting(moved)

@@ -35,6 +35,8 @@ public final class ExportedSegment: Sendable {
         var placement: Placement
         /// Sees this process's writes to pages hinted free; started by the first `hintFree`.
         var freePageTracker: FreePageTracker? = nil
+        /// The segment is moving to a fresh file: no hint is taken meanwhile.
+        var movingFile = false
     }
 
     /// The segment's bytes in this process. Valid while this object lives (and, for `exportRange`, as
@@ -80,9 +82,9 @@ public final class ExportedSegment: Sendable {
             defer { state.removed = true }
             return (state.removed ? .none : .some(state.generation), state.freePageTracker.take())
         }
-        // Stopped once the broker has forgotten the segment (and its hints): until then, writes must
-        // still be reported, or a drop could take them.
-        defer { tracker?.stop() }
+        // Stopped once the broker has forgotten the segment (and its hints), or, if it refused, after
+        // telling it to forget the hints: until then, writes must still be reported.
+        defer { tracker?.forgetHintsAndStop() }
         guard case .some(let generation) = registeredOn else { return }
         if let generation, generation == broker.channel.generation, broker.channel.isConnected {
             _ = try beginInvalidation(deadline: deadline, reason: .remove)

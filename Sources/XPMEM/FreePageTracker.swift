@@ -78,14 +78,23 @@ final class FreePageTracker: Sendable {
                 throw XPMEMError(.invalidArgument, "this broker predates free-page hints; upgrade xpmemd")
             }
             guard case .freePages(let count) = answer else { throw BrokerChannel.unexpected(answer, for: message) }
+            // Nothing trusted (a writable descriptor is out): watching writes would only cost round trips.
+            if count == 0 {
+                protection.unprotect(at: UnsafeMutableRawPointer(bitPattern: base + UInt(offset))!, length: length)
+            }
             return Int(clamping: count)
         }
     }
 
-    /// Takes no more hints and ends the thread (after a hint or a write report in flight). The
-    /// descriptor closes with the thread, which lifts every protection and wakes any writer.
-    func stop() {
-        stopped.withLock { $0 = true }
+    /// Has the broker forget every hint of the segment, then takes no more hints and ends the thread
+    /// (after a hint or a write report in flight). The descriptor closes with the thread, which lifts
+    /// every protection and wakes any writer: the broker must not trust a hint from then on, whatever
+    /// happens next (a move that fails half-way, a removal the broker refuses).
+    func forgetHintsAndStop() {
+        stopped.withLock { stopped in
+            if !stopped { try? channel.requestDone(.freeHintWritten(segment, offset: 0, length: UInt64(size))) }
+            stopped = true
+        }
         protection.stop()
     }
 

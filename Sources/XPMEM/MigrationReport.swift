@@ -20,8 +20,9 @@ public struct MigrationReport: Sendable, CustomStringConvertible {
     /// rounds (see `PageMoveRetry`); both 0 when the first move took every page.
     public var pagesRetried = 0
     public var retryRounds = 0
-    /// Pages hinted free (`ExportedSegment.hintFree`) and not written since, dropped instead of moved:
-    /// they read as zeros afterwards.
+    /// Pages with nothing to move, once the pages hinted free (`ExportedSegment.hintFree`) and not
+    /// written since were dropped: those (they read as zeros afterwards), and any page the segment's
+    /// file never had. 0 when no page was dropped (then every page is allocated and counted above).
     public var skippedAsFree = 0
 
     public var description: String {

@@ -8,10 +8,10 @@ struct PageCensus {
     let node: Int
     /// The node of every page before the move (negative errnos for pages that could not be queried).
     let before: [Int32]
-    /// Pages the broker dropped as free (hinted, and not written since) just before; when some were,
-    /// `before` was taken without filling holes, and a page with none (`-ENOENT`) is neither moved
-    /// nor left behind, since nothing is there to move.
-    var droppedAsFree = 0
+    /// Set when the broker dropped pages hinted free just before: `before` was then taken without
+    /// filling holes, and a page the file has none for (`-ENOENT`) is neither moved nor left behind,
+    /// since nothing is there to move; the report counts those as skipped.
+    var holesSkipped = false
 
     /// - Parameters:
     ///   - moved: where the pages are now, and the retries it took.
@@ -22,7 +22,7 @@ struct PageCensus {
         let target = Int32(node)
         let after = moved.nodes
         let absent = -Int32(ENOENT)
-        let counted = after.indices.filter { droppedAsFree == 0 || before[$0] != absent }
+        let counted = after.indices.filter { !holesSkipped || before[$0] != absent }
         let notMoved = counted.filter { after[$0] != target }.count
         return MigrationReport(
             node: node, path: path, pages: after.count,
@@ -31,7 +31,7 @@ struct PageCensus {
             notMoved: notMoved,
             notMovedReason: notMoved > 0 ? reason(path: path, invalidation: invalidation, retries: moved.retries) : nil,
             invalidation: invalidation, elapsed: elapsed,
-            pagesRetried: moved.retries.pagesRetried, retryRounds: moved.retries.rounds, skippedAsFree: droppedAsFree)
+            pagesRetried: moved.retries.pagesRetried, retryRounds: moved.retries.rounds, skippedAsFree: after.count - counted.count)
     }
 
     /// Why pages stayed behind: what the path makes likely, then what the kernel said about them last.

@@ -41,7 +41,7 @@ public struct FreePageHints: Equatable, Sendable {
     }
 
     /// Forgets the hints on `range` (it was written). Where splitting a range would pass
-    /// `maximumRanges`, the whole range goes: forgetting more than asked is always safe.
+    /// `maximumRanges`, only its larger piece stays: forgetting more than asked is always safe.
     mutating func remove(_ range: Range<UInt64>) {
         guard !range.isEmpty else { return }
         // The first range ending after `range` starts; ranges are sorted and apart.
@@ -56,7 +56,7 @@ public struct FreePageHints: Equatable, Sendable {
                     ranges[index] = before
                     ranges.insert(after, at: index + 1)
                 } else {
-                    ranges.remove(at: index)
+                    ranges[index] = before.count >= after.count ? before : after
                 }
                 return
             case (let before?, nil):

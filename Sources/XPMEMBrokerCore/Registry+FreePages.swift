@@ -31,17 +31,22 @@ extension Registry {
         return segments[segment]?.freePages.takeAll() ?? []
     }
 
-    /// Segments' free pages, forgotten, in segment order, whole segments until `budget` ranges are
-    /// taken (at least one segment's): memory pressure drops them, a bounded amount per event so that
-    /// the broker's one thread is never held for long; the rest go at the next event.
+    /// Segments' free pages, forgotten, whole segments until `budget` ranges are taken (at least one
+    /// segment's): memory pressure drops them, a bounded amount per event so that the broker's one
+    /// thread is never held for long. Each call starts after the segment where the last one stopped
+    /// (in id order, round the end), so the rest go at the next events, whatever is hinted meanwhile.
     public mutating func takeFreePages(budget: Int) -> [(SegmentID, [Range<UInt64>])] {
+        let hinted = segments.values.filter { !$0.freePages.ranges.isEmpty }.map(\.id).sorted()
+        guard !hinted.isEmpty else { return [] }
+        let start = freePagesResumeAfter.map { resume in hinted.firstIndex { $0 > resume } ?? 0 } ?? 0
         var taken: [(SegmentID, [Range<UInt64>])] = []
         var count = 0
-        for id in segments.keys.sorted(by: { $0.rawValue < $1.rawValue }) where segments[id]?.freePages.ranges.isEmpty == false {
+        for id in hinted[start...] + hinted[..<start] {
             guard count < budget else { break }
             let ranges = segments[id]?.freePages.takeAll() ?? []
             count += ranges.count
             taken.append((id, ranges))
+            freePagesResumeAfter = id
         }
         return taken
     }

@@ -10,6 +10,9 @@ public struct Registry: Sendable {
     public private(set) var attachments: [AttachmentID: AttachmentRecord] = [:]
     public let limits: RegistryLimits
 
+    /// Where the last memory-pressure event stopped taking free pages: the next starts after it, so
+    /// that no segment waits behind others hinted again and again.
+    var freePagesResumeAfter: SegmentID? = nil
     /// Every segment id ever issued, so an id is never reused while the broker runs.
     private var issuedSegmentIDs: Set<UInt64> = []
     private var nextClient: UInt64 = 1

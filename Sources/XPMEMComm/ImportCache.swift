@@ -158,7 +158,7 @@ final class ImportCache: Sendable {
     private func send(_ report: AttachCacheCounters) {
         do {
             try broker.reportAttachCache(report)
-        } catch where error.code == .protocolError {
+        } catch where error.code == .protocolError && error.message.contains("unknownType") {
             state.withLock { $0.reporting = false }
         } catch {}
     }
@@ -207,24 +207,26 @@ final class ImportCache: Sendable {
         let overCount = state.entries.count > bounds.entries && state.entries.count > state.pinnedEntries
         let overBytes = state.bytes > bounds.bytes && state.bytes > state.pinnedBytes
         guard overCount || overBytes else { return [] }
-        var evicted = Self.evictColdest(&state, count: max(state.entries.count - bounds.entries, 0),
-                                        keepingOperation: keepingOperation)
-        while state.bytes > bounds.bytes {
-            let more = Self.evictColdest(&state, count: 1, keepingOperation: keepingOperation)
-            if more.isEmpty { break }
-            evicted += more
+        var candidates = Self.evictionOrder(state, keepingOperation: keepingOperation)[...]
+        var evicted: [Entry] = []
+        while state.entries.count > bounds.entries || state.bytes > bounds.bytes, let id = candidates.popFirst() {
+            if let entry = state.remove(id) { evicted.append(entry) }
         }
         return evicted
     }
 
-    /// Removes up to `count` entries, stale ones first and then the coldest, never a pinned one nor one
-    /// the operation `keepingOperation` used.
+    /// The entries that may go, in the order they go: stale ones first, then the coldest; never a
+    /// pinned one nor one the operation `keepingOperation` used.
+    private static func evictionOrder(_ state: State, keepingOperation: UInt64?) -> [SegmentID] {
+        state.entries.filter { !$0.value.pinned && $0.value.operation != keepingOperation }
+            .sorted { ($0.value.stale ? 0 : 1, $0.value.lastUse) < ($1.value.stale ? 0 : 1, $1.value.lastUse) }
+            .map(\.key)
+    }
+
+    /// Removes up to `count` entries in eviction order.
     private static func evictColdest(_ state: inout State, count: Int, keepingOperation: UInt64?) -> [Entry] {
         guard count > 0 else { return [] }
-        let candidates = state.entries.filter { !$0.value.pinned && $0.value.operation != keepingOperation }
-            .sorted { ($0.value.stale ? 0 : 1, $0.value.lastUse) < ($1.value.stale ? 0 : 1, $1.value.lastUse) }
-            .prefix(count).map(\.key)
-        return candidates.compactMap { state.remove($0) }
+        return evictionOrder(state, keepingOperation: keepingOperation).prefix(count).compactMap { state.remove($0) }
     }
 
     private static func counters(_ state: State) -> AttachCacheCounters {
@@ -244,12 +246,12 @@ final class ImportCache: Sendable {
 
     private func markStale(_ id: SegmentID) {
         state.withLock { state in
-            guard let entry = state.entries[id] else {
-                // Being attached, not recorded yet: `attach` marks it when it records it.
+            guard let entry = state.entries[id], !entry.stale else {
+                // Being attached, not recorded yet (or attached again in place of a stale entry):
+                // `attach` marks it when it records it. Marking too much costs an attach again.
                 state.staleBeforeEntry.insert(id)
                 return
             }
-            guard !entry.stale else { return }
             state.entries[id]?.stale = true
             state.setPinned(id, false)
             state.statistics.invalidated += 1

@@ -1,3 +1,4 @@
+@preconcurrency import Glibc
 import SystemPackage
 
 /// A page-aligned range of this process's memory whose pages are queried and moved between NUMA nodes
@@ -14,6 +15,14 @@ public struct PageRange: @unchecked Sendable {
     }
 
     public var pageCount: Int { (length + pageSize - 1) / pageSize }
+
+    /// Maps this process's page-table entries for the pages of `offsets` (relative to `base`) that
+    /// exist, without allocating any (`MADV_POPULATE_READ` of a shared mapping's data): after it, a
+    /// query or a move sees every page the file has there. Linux 5.14 and later.
+    public func mapExistingPages(_ offsets: Range<Int>) throws(Errno) {
+        guard !offsets.isEmpty else { return }
+        _ = try valueOrErrno { madvise(base + offsets.lowerBound, offsets.count, 22 /* MADV_POPULATE_READ */) }
+    }
 
     /// The node of every page (see `NUMA.pageNodes`).
     public func nodes(populate: Bool) throws(Errno) -> [Int32] {

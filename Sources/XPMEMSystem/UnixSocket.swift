@@ -154,8 +154,6 @@ public enum UnixSocket {
         }
     }
 
-    /// Whether `socket` is a `SOCK_SEQPACKET` Unix-domain socket (checked before trusting a descriptor a
-    /// peer sent as a socket). The corresponding C call is `getsockopt(SO_TYPE, SO_DOMAIN)`.
     /// Whether the other end has closed, or shut down its sending side, by now (a poll that does not
     /// wait). Frames it sent before may still wait to be read.
     public static func peerHasHungUp(_ socket: borrowing OwnedDescriptor) -> Bool {
@@ -164,6 +162,8 @@ public enum UnixSocket {
         return request.revents & Int16(truncatingIfNeeded: Int32(POLLHUP) | Int32(cxpmem_EPOLLRDHUP) | Int32(POLLERR)) != 0
     }
 
+    /// Whether `socket` is a `SOCK_SEQPACKET` Unix-domain socket (checked before trusting a descriptor a
+    /// peer sent as a socket). The corresponding C call is `getsockopt(SO_TYPE, SO_DOMAIN)`.
     public static func isSequencedPacketSocket(_ socket: borrowing OwnedDescriptor) -> Bool {
         var type: CInt = 0
         var domain: CInt = 0

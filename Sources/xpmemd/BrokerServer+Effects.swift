@@ -38,9 +38,10 @@ extension BrokerServer {
     /// that it could no longer report (the hang-up is not yet handled, or it would have no hints). A
     /// failure leaves the pages in place, which costs memory and nothing else.
     private func dropPages(of segment: SegmentID, in ranges: [Range<UInt64>], owner: PeerID?) {
-        guard let files = segmentFiles[segment], let owner, let connection = connections[owner],
-              !UnixSocket.peerHasHungUp(connection.main.socket) else { return }
+        guard let files = segmentFiles[segment], let owner, let connection = connections[owner] else { return }
         for range in ranges {
+            // Checked again before each range: the owner may hang up while the broker punches.
+            guard !UnixSocket.peerHasHungUp(connection.main.socket) else { return }
             do {
                 try MemoryFile.dropPages(of: files.readWrite, in: range)
             } catch {

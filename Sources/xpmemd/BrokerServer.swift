@@ -190,7 +190,12 @@ final class BrokerServer {
             while let signal = try? ProcessHandle.nextSignal(on: signals) {
                 if signal == Self.dropFreePagesSignal.rawValue {
                     logger.notice("SIGUSR1: dropping the pages hinted free")
-                    apply(core.memoryPressure())
+                    // All of them, a pressure event's worth at a time (each takes a bounded amount).
+                    var effects = core.memoryPressure()
+                    while !effects.isEmpty {
+                        apply(effects)
+                        effects = core.memoryPressure()
+                    }
                     continue
                 }
                 logger.notice("received signal \(signal)")
