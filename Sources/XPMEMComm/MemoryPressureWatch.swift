@@ -10,21 +10,18 @@ final class MemoryPressureWatch: Sendable {
     static let shared = MemoryPressureWatch(watchingTheKernel: true)
 
     private let counter = EventCounter()
-    /// Whether a trigger is armed (false where the kernel has no PSI, or refuses the trigger).
-    let isWatching: Bool
 
     var events: Int { counter.value }
 
     /// Tests make their own, not watching the kernel, and stand in for it with `simulateEvent()`.
+    /// Where the kernel has no PSI, or refuses the trigger, no event ever comes: the cache is then
+    /// bounded by its limits alone.
     init(watchingTheKernel: Bool) {
-        guard watchingTheKernel, let trigger = try? TriggerBox(MemoryPressureTrigger.arm()) else {
-            isWatching = false
-            return
-        }
+        guard watchingTheKernel, let trigger = try? TriggerBox(MemoryPressureTrigger.arm()) else { return }
         let counter = self.counter
-        isWatching = (try? DetachedThread.start {
+        _ = try? DetachedThread.start {
             while MemoryPressureTrigger.wait(for: trigger.descriptor) { counter.increment() }
-        }) != nil
+        }
     }
 
     /// Tests stand in for the kernel.
