@@ -1,4 +1,3 @@
-@preconcurrency import Glibc
 import XPMEMSystem
 import XPMEMWire
 
@@ -21,8 +20,7 @@ struct PageCensus {
     {
         let target = Int32(node)
         let after = moved.nodes
-        let absent = -Int32(ENOENT)
-        let counted = after.indices.filter { !holesSkipped || before[$0] != absent }
+        let counted = after.indices.filter { !holesSkipped || !PageStatus(kernelStatus: before[$0]).isAbsent }
         let notMoved = counted.filter { after[$0] != target }.count
         return MigrationReport(
             node: node, path: path, pages: after.count,

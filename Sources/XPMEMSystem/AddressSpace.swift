@@ -15,6 +15,20 @@ public struct MappedRegion: Equatable, Sendable {
     }
 }
 
+extension MappedRegion {
+    /// The region of a mapping's first line in `/proc/self/smaps` (`start-end perms offset dev inode
+    /// path`), its path left out; nil for the `Key: value` lines under it.
+    init?(smapsHeader line: Substring) {
+        let fields = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
+        guard fields.count >= 2, !fields[0].hasSuffix(":") else { return nil }
+        let bounds = fields[0].split(separator: "-")
+        guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16) else {
+            return nil
+        }
+        self.init(start: low, end: high, permissions: String(fields[1]), path: "")
+    }
+}
+
 /// This process's memory map.
 public enum AddressSpace {
     /// Parses `/proc/self/maps`.

@@ -34,7 +34,7 @@ public struct MappingAttributes: Equatable, Sendable {
         // The piece of the mapping whose lines follow; nil for a mapping outside the range.
         var current: Int? = nil
         for line in try AddressSpace.readWholeFile("/proc/self/smaps").split(separator: "\n") {
-            if let region = mappingHeader(line) {
+            if let region = MappedRegion(smapsHeader: line) {
                 current = nil
                 guard region.end > start, region.start < end else { continue }
                 var protection = MemoryProtection.none
@@ -76,17 +76,5 @@ public struct MappingAttributes: Equatable, Sendable {
             }
         }
         if let firstRefusal { throw firstRefusal }
-    }
-
-    /// The region of a mapping's first line in smaps (`start-end perms offset dev inode path`); nil
-    /// for the `Key: value` lines under it.
-    private static func mappingHeader(_ line: Substring) -> MappedRegion? {
-        let fields = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: true)
-        guard fields.count >= 2, !fields[0].hasSuffix(":") else { return nil }
-        let bounds = fields[0].split(separator: "-")
-        guard bounds.count == 2, let low = UInt(bounds[0], radix: 16), let high = UInt(bounds[1], radix: 16) else {
-            return nil
-        }
-        return MappedRegion(start: low, end: high, permissions: String(fields[1]), path: "")
     }
 }

@@ -25,6 +25,10 @@ public enum PageStatus: Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// Whether the page does not exist (`ENOENT`: no page there, and the query was told not to fault
+    /// one in).
+    public var isAbsent: Bool { self == .failed(.noSuchFileOrDirectory) }
+
     public var description: String {
         switch self {
         case .node(let node): "on node \(node)"

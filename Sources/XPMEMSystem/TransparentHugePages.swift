@@ -35,21 +35,13 @@ public enum TransparentHugePages {
         var inRange = false
         var kilobytes = 0
         for line in try AddressSpace.readWholeFile("/proc/self/smaps").split(separator: "\n") {
-            if let range = regionOfHeader(line) {
-                inRange = range.upperBound > start && range.lowerBound < end
+            if let region = MappedRegion(smapsHeader: line) {
+                inRange = region.end > start && region.start < end
             } else if inRange, line.hasPrefix("ShmemPmdMapped:") || line.hasPrefix("FilePmdMapped:")
                         || line.hasPrefix("AnonHugePages:") {
                 kilobytes += Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
             }
         }
         return kilobytes * 1024
-    }
-
-    /// `start-end` of a mapping's first line in smaps; nil for its `Key: value` lines.
-    private static func regionOfHeader(_ line: Substring) -> Range<UInt>? {
-        guard let space = line.firstIndex(of: " "), let dash = line[..<space].firstIndex(of: "-"),
-              let low = UInt(line[..<dash], radix: 16), let high = UInt(line[line.index(after: dash)..<space], radix: 16),
-              low < high else { return nil }
-        return low..<high
     }
 }
