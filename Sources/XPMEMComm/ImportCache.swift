@@ -42,6 +42,8 @@ final class ImportCache: Sendable {
         var pinnedBytes = 0
         /// Segments whose invalidation came while they were being attached, before their entry existed.
         var staleBeforeEntry: Set<SegmentID> = []
+        /// The entries marked stale, so that the next operation boundary finds them without a scan.
+        var staleEntries: Set<SegmentID> = []
         var pressureEventsSeen: Int
         var statistics = AttachmentCacheStatistics()
         var reported: AttachmentCacheStatistics? = nil
@@ -56,9 +58,17 @@ final class ImportCache: Sendable {
             pinnedBytes += pinned ? entry.byteCount : -entry.byteCount
         }
 
+        /// Marks an entry stale: no more hits, unpinned, gone at the next operation boundary.
+        mutating func markStale(_ id: SegmentID) {
+            entries[id]?.stale = true
+            setPinned(id, false)
+            staleEntries.insert(id)
+        }
+
         /// Removes an entry, keeping the totals.
         mutating func remove(_ id: SegmentID) -> Entry? {
             setPinned(id, false)
+            staleEntries.remove(id)
             guard let entry = entries.removeValue(forKey: id) else { return nil }
             bytes -= entry.byteCount
             return entry
@@ -132,7 +142,8 @@ final class ImportCache: Sendable {
             state.operation += 1
             // Entries whose sender freed the buffer go at once; then what the operation that ended
             // kept beyond the bounds.
-            var dropped = state.entries.filter { $0.value.stale }.keys.compactMap { state.remove($0) }
+            let stale = state.staleEntries
+            var dropped = stale.compactMap { state.remove($0) }
             let evictedForBounds = evictBeyondBounds(&state, keepingOperation: nil)
             state.statistics.capacityEvictions += evictedForBounds.count
             dropped += evictedForBounds
@@ -184,14 +195,14 @@ final class ImportCache: Sendable {
         let dropped: [Entry] = state.withLock { state in
             var dropped: [Entry] = []
             if let stale = state.remove(id) { dropped.append(stale) }
-            var entry = Entry(grant: grant, attachment: attachment, lastUse: state.clock, operation: state.operation)
-            // Invalidated before it was recorded here: served for this operation, gone at the next.
-            if state.staleBeforeEntry.remove(id) != nil {
-                entry.stale = true
-                state.statistics.invalidated += 1
-            }
+            let entry = Entry(grant: grant, attachment: attachment, lastUse: state.clock, operation: state.operation)
             state.entries[id] = entry
             state.bytes += entry.byteCount
+            // Invalidated before it was recorded here: served for this operation, gone at the next.
+            if state.staleBeforeEntry.remove(id) != nil {
+                state.markStale(id)
+                state.statistics.invalidated += 1
+            }
             state.statistics.misses += 1
             let evicted = evictBeyondBounds(&state, keepingOperation: state.operation)
             state.statistics.capacityEvictions += evicted.count
@@ -252,8 +263,7 @@ final class ImportCache: Sendable {
                 state.staleBeforeEntry.insert(id)
                 return
             }
-            state.entries[id]?.stale = true
-            state.setPinned(id, false)
+            state.markStale(id)
             state.statistics.invalidated += 1
         }
     }
@@ -266,6 +276,7 @@ final class ImportCache: Sendable {
             state.bytes = 0
             state.pinnedEntries = 0
             state.pinnedBytes = 0
+            state.staleEntries.removeAll()
             return (entries, state.reporting ? Self.counters(state) : nil)
         }
         detach(entries)
