@@ -24,6 +24,7 @@
 
 const unsigned int cxpmem_MFD_CLOEXEC = MFD_CLOEXEC;
 const unsigned int cxpmem_MFD_ALLOW_SEALING = MFD_ALLOW_SEALING;
+const unsigned int cxpmem_MFD_HUGETLB = MFD_HUGETLB;
 const int cxpmem_F_ADD_SEALS = F_ADD_SEALS;
 const int cxpmem_F_GET_SEALS = F_GET_SEALS;
 const int cxpmem_F_SEAL_SEAL = F_SEAL_SEAL;

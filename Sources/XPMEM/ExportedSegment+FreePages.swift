@@ -20,11 +20,17 @@ extension ExportedSegment {
     ///
     /// - Returns: how many of the segment's pages the broker now trusts as free (0, and the hint not
     ///   kept, while the segment moves to a fresh file).
-    /// - Throws: `invalidArgument` for an unaligned or out-of-range request; `permissionDenied` when only
+    /// - Throws: `invalidArgument` for an unaligned or out-of-range request, or on a hugetlb segment
+    ///   (its pages are the pool's, reserved for it: dropping them would give nothing back to the
+    ///   system, and write tracking is per base page); `permissionDenied` when only
     ///   a user-mode userfaultfd is allowed (the kernel's writes into a hinted page would fail with
     ///   `EFAULT`); `alreadyClosed` once the segment is removed.
     @discardableResult
     public func hintFree(offset: Int, length: Int) throws(XPMEMError) -> Int {
+        guard hugePages != .hugeTLB else {
+            throw XPMEMError(.invalidArgument,
+                "segment \(id) has hugetlb pages: they stay reserved for it, so free-page hints would give nothing back")
+        }
         guard offset >= 0, length > 0, isPageAligned(offset), isPageAligned(length), offset <= size - length else {
             throw XPMEMError(.invalidArgument,
                 "hint \(offset)+\(length) must be page-aligned, non-empty and inside the segment's \(size) bytes")

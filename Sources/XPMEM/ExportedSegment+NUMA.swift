@@ -33,6 +33,7 @@ extension ExportedSegment {
         throws(XPMEMError) -> MigrationReport
     {
         guard NUMA.isAvailable else { throw XPMEMError(.invalidArgument, "migration needs NUMA support, which this kernel lacks") }
+        try refuseHugeTLBMigration()
         try Placement.checkNodes([node])
         let clock = ContinuousClock()
         let started = clock.now
@@ -89,6 +90,14 @@ extension ExportedSegment {
         guard let summary = try broker.segments().first(where: { $0.id == id.description }),
               summary.importerNode >= 0 else { return nil }
         return try migrate(to: Int(summary.importerNode), path: path, deadline: deadline)
+    }
+
+    /// Migration counts and moves base pages, one by one: a hugetlb segment's pages are moved by the
+    /// pool's placement (`placement:` at `makeSegment`), not by `migrate`.
+    private func refuseHugeTLBMigration() throws(XPMEMError) {
+        guard hugePages == .hugeTLB else { return }
+        throw XPMEMError(.invalidArgument,
+            "segment \(id) has hugetlb pages, which migrate does not move; give it a placement when it is made instead")
     }
 
     /// Maps here every page the segment's file has (its data extents), allocating none.

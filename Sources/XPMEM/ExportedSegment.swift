@@ -1,4 +1,5 @@
 import Synchronization
+import SystemPackage
 import XPMEMSystem
 import XPMEMWire
 
@@ -90,7 +91,12 @@ public final class ExportedSegment: Sendable {
             _ = try beginInvalidation(deadline: deadline, reason: .remove)
             try broker.channel.requestDone(.remove(id))
         }
-        if keepingBytes { try makePagesPrivate() }
+        if keepingBytes {
+            try makePagesPrivate()
+            // The bytes are private now: the file's pages (a hugetlb segment's are the pool's) go as
+            // soon as nobody else holds the file either.
+            state.withLock { $0.file = nil }
+        }
     }
 
     /// Memory the library allocated is unmapped right after, so only a caller's range (exportRange)
@@ -105,20 +111,28 @@ extension XPMEMBroker {
     ///   - permit: who may get it, as IPC mode bits (0o600: this user; 0o644: others read-only).
     ///   - name: shown in `xpmemctl segments`.
     ///   - placement: the NUMA nodes its pages go to, set before any page exists.
-    ///   - hugePages: `.transparent` for 2 MiB shared-memory pages where the kernel allows them (refused,
-    ///     with what to change, where it does not); see `pageBacking()` for what the segment got.
+    ///   - hugePages: `.transparent` for 2 MiB shared-memory pages where the kernel allows them, or
+    ///     `.hugeTLB` for pages of the machine's hugetlb pool (the size is then rounded up to whole huge
+    ///     pages); either is refused, with what to change, where the machine does not offer it. See
+    ///     `pageBacking()` for what the segment got.
     public func makeSegment(size: Int, permit: Permit = Permit(rawValue: 0o600), name: String = "",
                             placement: Placement = .firstTouch, hugePages: HugePages = .none) throws(XPMEMError)
         -> ExportedSegment
     {
         guard size > 0 else { throw XPMEMError(.invalidArgument, "a segment needs a positive size, not \(size)") }
-        try hugePages.checkAvailable()
-        let rounded = (size + pageSize - 1) & ~(pageSize - 1)
+        try hugePages.checkAvailable(size: size)
+        let segmentPageSize = hugePages.pageSize
+        let rounded = (size + segmentPageSize - 1) & ~(segmentPageSize - 1)
         let file = try Self.makeFile(name: name, size: rounded, hugePages: hugePages)
         let mapping: MemoryMapping
         do {
+            // A hugetlb mapping reserves its pages from the pool here, so a pool that shrank or was
+            // taken since the check fails now rather than at a later fault.
             mapping = try MemoryMapping.mapShared(file, length: rounded, protection: .readWrite)
         } catch {
+            if hugePages == .hugeTLB, error == .noMemory {
+                throw XPMEMError(.resourceExhausted, "the hugetlb pool cannot reserve \(rounded >> 20) MiB more (mmap: \(error))")
+            }
             throw XPMEMError.system("mmap of \(rounded) bytes", error)
         }
         do {
@@ -133,7 +147,11 @@ extension XPMEMBroker {
         let segment = track(ExportedSegment(broker: self, registration: registration, size: rounded, permit: permit,
                                             name: name, baseAddress: base, file: file, ownedMapping: .some(mapping),
                                             placement: placement, hugePages: hugePages))
-        if hugePages == .transparent { try channel.requestDone(.describePages(segment.id, pages: "THP asked for")) }
+        switch hugePages {
+        case .none: break
+        case .transparent: try channel.requestDone(.describePages(segment.id, pages: "THP asked for"))
+        case .hugeTLB: try channel.requestDone(.describePages(segment.id, pages: "hugetlb \(segmentPageSize >> 20) MiB"))
+        }
         return segment
     }
 
@@ -192,7 +210,8 @@ extension XPMEMBroker {
     /// `/proc/PID/fd` (memfds start as 0777).
     static func makeFile(name: String, size: Int, hugePages: HugePages = .none) throws(XPMEMError) -> OwnedDescriptor {
         do {
-            let file = try MemoryFile.create(name: hugePages.namePrefix + name, size: size)
+            let file = try MemoryFile.create(name: hugePages.namePrefix + name, size: size,
+                                             hugeTLB: hugePages == .hugeTLB)
             try MemoryFile.setMode(0o600, of: file)
             return file
         } catch {

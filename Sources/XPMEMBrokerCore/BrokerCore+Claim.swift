@@ -14,8 +14,8 @@ extension BrokerCore {
     /// What a claim registers: a memfd of `size` bytes (`claim`), or the window `base..<base+size` of
     /// the claimant's address-space file (`claimAddressSpace`).
     enum ClaimedSegment {
-        case memoryFile(size: UInt64)
-        case addressSpace(base: UInt64, size: UInt64)
+        case memoryFile(size: UInt64, pageSize: UInt64?)
+        case addressSpace(base: UInt64, size: UInt64, pageSize: UInt64?)
     }
 
     mutating func claim(
@@ -34,16 +34,18 @@ extension BrokerCore {
         // memory, as with `makeAddressSpace`.
         let pinnedBytes: UInt64
         switch claimed {
-        case .memoryFile(let size):
+        case .memoryFile(let size, let pageSize):
             guard size <= registry.limits.maximumSegmentSize else {
                 throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(registry.limits.maximumSegmentSize) bytes")
             }
             try admitSegment(size: size, by: credentials)
-            id = try registry.register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil, id: derived)
+            id = try registry.register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil,
+                                       pageSize: pageSize, id: derived)
             pinnedBytes = size
-        case .addressSpace(let base, let size):
+        case .addressSpace(let base, let size, let pageSize):
             try admitSegment(size: 0, by: credentials)
-            id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name, id: derived)
+            id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name,
+                                               pageSize: pageSize, id: derived)
             pinnedBytes = 0
         }
         // Grants left over from an earlier life of this id in this broker (its exporter's connection was

@@ -3,15 +3,17 @@ import XPMEMWire
 extension BrokerCore {
     /// A request arrived on the peer's main socket. Descriptors it carried have been checked by the
     /// daemon (a `make`'s two memfd descriptors, a `subscribe`'s socket); effects say whether to keep them.
+    /// - Parameter filePageSize: the page size of the memfd a `make` or `claim` carries, as the daemon
+    ///   read it from the file (nil: the base page size).
     public mutating func handle(
-        _ message: Message, requestID: UInt32, from peer: PeerID, now: UInt64
+        _ message: Message, requestID: UInt32, from peer: PeerID, now: UInt64, filePageSize: UInt64? = nil
     ) -> [BrokerEffect] {
         guard let record = peers[peer], record.state != .closing else { return [] }
         do throws(BrokerError) {
             if case .hello(let name) = message { return try hello(name: name, peer: peer, requestID: requestID) }
             guard let client = record.client else { throw BrokerError(.notConnected, "say hello first") }
             return try serve(message, requestID: requestID, from: peer, client: client, credentials: record.credentials,
-                             now: now)
+                             now: now, filePageSize: filePageSize)
         } catch {
             return [.send(peer, .main, requestID: requestID, .failure(error.code, error.message))]
         }
@@ -43,26 +45,29 @@ extension BrokerCore {
     }
 
     private mutating func serve(
-        _ message: Message, requestID: UInt32, from peer: PeerID, client: ClientID, credentials: Credentials, now: UInt64
+        _ message: Message, requestID: UInt32, from peer: PeerID, client: ClientID, credentials: Credentials, now: UInt64,
+        filePageSize: UInt64?
     ) throws(BrokerError) -> [BrokerEffect] {
         func answer(_ reply: Message) -> [BrokerEffect] { [.send(peer, .main, requestID: requestID, reply)] }
         switch message {
         case .make(let size, let permit, let name):
             try admitSegment(size: size, by: credentials)
-            let id = try registry.make(by: client, size: size, permit: permit, name: name)
+            let id = try registry.make(by: client, size: size, permit: permit, name: name, pageSize: filePageSize)
             usageOfUID[credentials.uid, default: Usage()].segments += 1
             usageOfUID[credentials.uid, default: Usage()].bytes += size
             return [.keepSegmentFiles(id)] + answer(.made(id))
                 + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]
         case .claim(let requested, let token, let size, let permit, let name):
-            return try claim(requested, token: token, .memoryFile(size: size), permit: permit, name: name,
+            return try claim(requested, token: token, .memoryFile(size: size, pageSize: filePageSize), permit: permit, name: name,
                              requestID: requestID, from: peer, client: client, credentials: credentials)
         case .claimAddressSpace(let requested, let token, let base, let size, let permit, let name):
-            return try claim(requested, token: token, .addressSpace(base: base, size: size), permit: permit, name: name,
+            return try claim(requested, token: token, .addressSpace(base: base, size: size, pageSize: filePageSize),
+                             permit: permit, name: name,
                              requestID: requestID, from: peer, client: client, credentials: credentials)
         case .makeAddressSpace(let base, let size, let permit, let name):
             try admitSegment(size: 0, by: credentials)
-            let id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name)
+            let id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name,
+                                                   pageSize: filePageSize)
             usageOfUID[credentials.uid, default: Usage()].segments += 1
             return [.keepSegmentFiles(id)] + answer(.made(id))
                 + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]

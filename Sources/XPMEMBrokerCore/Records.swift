@@ -12,6 +12,9 @@ public struct SegmentRecord: Equatable, Sendable {
     public var placement = "first-touch"
     /// What pages back it, as the owner says (`describePages`); shown by `xpmemctl segments`.
     public var pages = "4 KiB"
+    /// The size of its file's pages, as the broker saw from the file itself: the base page size, or
+    /// a huge page size for a hugetlb memfd. Attaches and invalidations must be aligned to it.
+    public var pageSize: UInt64 = 4096
     /// For a window of the owner's address-space file: where the window starts in the file (which is
     /// the owner's virtual address). Nil for an ordinary segment, whose file is the segment.
     public var addressSpaceBase: UInt64? = nil

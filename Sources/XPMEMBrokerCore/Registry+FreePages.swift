@@ -77,8 +77,9 @@ extension Registry {
         throws(BrokerError) -> Range<UInt64>
     {
         let record = try ownedOrdinarySegment(segment, by: client)
-        guard offset % limits.pageSize == 0, length % limits.pageSize == 0 else {
-            throw BrokerError(.invalidArgument, "offset \(offset) and length \(length) must be page-aligned")
+        guard offset % record.pageSize == 0, length % record.pageSize == 0 else {
+            throw BrokerError(.invalidArgument,
+                "offset \(offset) and length \(length) must be multiples of segment \(segment)'s page size \(record.pageSize)")
         }
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= record.size else {

@@ -62,37 +62,51 @@ public struct Registry: Sendable {
     // MARK: Exporting
 
     /// Registers a new segment owned by `client` and returns its fresh, random id.
+    /// - Parameter pageSize: the size of its file's pages (a hugetlb memfd's are huge); nil for the
+    ///   base page size.
     public mutating func make(
-        by client: ClientID, size: UInt64, permit: Permit, name: String
+        by client: ClientID, size: UInt64, permit: Permit, name: String, pageSize: UInt64? = nil
     ) throws(BrokerError) -> SegmentID {
         guard size <= limits.maximumSegmentSize else {
             throw BrokerError(.invalidArgument, "segment size \(size) exceeds the limit of \(limits.maximumSegmentSize) bytes")
         }
-        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil)
+        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil,
+                            pageSize: pageSize)
     }
 
     /// Registers a window `base..<base+size` of the client's address-space file (file offset ==
     /// virtual address) as a new segment, under a fresh id or under `chosen` (a claim).
+    /// - Parameter pageSize: the file's page size, which must be the base page size (offsets are
+    ///   addresses); nil for the base page size.
     public mutating func makeAddressSpace(
-        by client: ClientID, base: UInt64, size: UInt64, permit: Permit, name: String, id chosen: SegmentID? = nil
+        by client: ClientID, base: UInt64, size: UInt64, permit: Permit, name: String, pageSize: UInt64? = nil,
+        id chosen: SegmentID? = nil
     ) throws(BrokerError) -> SegmentID {
         let (end, overflow) = base.addingReportingOverflow(size)
         guard base % limits.pageSize == 0, !overflow, end <= AddressSpace.maximumSize else {
             throw BrokerError(.invalidArgument,
                 "window \(base)+\(size) is not page-aligned inside the \(AddressSpace.maximumSize)-byte address space")
         }
-        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base, id: chosen)
+        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base,
+                            pageSize: pageSize, id: chosen)
     }
 
     /// Registers a segment under a fresh random id, or under `chosen` (a claim, checked by the caller
     /// to stand for the owner's token) when no live segment has it.
     mutating func register(
         by client: ClientID, size: UInt64, permit: Permit, name: String, addressSpaceBase: UInt64?,
-        id chosen: SegmentID? = nil
+        pageSize requestedPageSize: UInt64? = nil, id chosen: SegmentID? = nil
     ) throws(BrokerError) -> SegmentID {
         guard var owner = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
-        guard size > 0, size % limits.pageSize == 0 else {
-            throw BrokerError(.invalidArgument, "segment size \(size) is not a positive multiple of the page size \(limits.pageSize)")
+        let pageSize = requestedPageSize ?? limits.pageSize
+        guard pageSize >= limits.pageSize, pageSize & (pageSize - 1) == 0,
+              addressSpaceBase == nil || pageSize == limits.pageSize
+        else {
+            throw BrokerError(.invalidArgument,
+                "a file with \(pageSize)-byte pages cannot back \(addressSpaceBase == nil ? "a segment" : "an address space")")
+        }
+        guard size > 0, size % pageSize == 0 else {
+            throw BrokerError(.invalidArgument, "segment size \(size) is not a positive multiple of the page size \(pageSize)")
         }
         guard permit.rawValue & ~Permit.validBits == 0 else {
             throw BrokerError(.invalidArgument, "permit \(permit) has bits other than read/write for owner, group, other")
@@ -115,7 +129,7 @@ public struct Registry: Sendable {
             id = SegmentID(rawValue: raw)
         }
         segments[id] = SegmentRecord(id: id, owner: client, ownerCredentials: owner.credentials, size: size,
-                                     permit: permit, name: name, addressSpaceBase: addressSpaceBase)
+                                     permit: permit, name: name, pageSize: pageSize, addressSpaceBase: addressSpaceBase)
         owner.segments.insert(id)
         clients[client] = owner
         return id
@@ -228,9 +242,9 @@ public struct Registry: Sendable {
         guard let segment = segments[grant.segment] else {
             throw BrokerError(.notFound, "segment \(grant.segment) was removed; release \(handle)")
         }
-        guard offset % limits.pageSize == 0, length % limits.pageSize == 0, length > 0 else {
+        guard offset % segment.pageSize == 0, length % segment.pageSize == 0, length > 0 else {
             throw BrokerError(.invalidArgument,
-                "offset \(offset) and length \(length) must be multiples of the page size \(limits.pageSize), length non-zero")
+                "offset \(offset) and length \(length) must be multiples of segment \(segment.id)'s page size \(segment.pageSize), length non-zero")
         }
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= segment.size else {
@@ -283,8 +297,9 @@ extension Registry {
         else {
             throw BrokerError(.permissionDenied, "only the owner of segment \(segment) (uid \(record.ownerCredentials.uid)) may invalidate it")
         }
-        guard offset % limits.pageSize == 0, length % limits.pageSize == 0, length > 0 else {
-            throw BrokerError(.invalidArgument, "offset \(offset) and length \(length) must be page-aligned, length non-zero")
+        guard offset % record.pageSize == 0, length % record.pageSize == 0, length > 0 else {
+            throw BrokerError(.invalidArgument,
+                "offset \(offset) and length \(length) must be multiples of segment \(segment)'s page size \(record.pageSize), length non-zero")
         }
         let (end, overflow) = offset.addingReportingOverflow(length)
         guard !overflow, end <= record.size else {

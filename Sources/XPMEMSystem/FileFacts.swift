@@ -16,6 +16,10 @@ public struct FileFacts: Equatable, Sendable {
     /// The inode's permission bits (0o777 at most).
     public var permissions: UInt32
     public var access: Access
+    /// The size of the file's pages: the base page size for a memfd, the huge page size for a hugetlb
+    /// one (`st_blksize`, which hugetlbfs sets to its page size). Mappings of the file must be
+    /// aligned to it.
+    public var pageSize: UInt64
 
     /// Whether two descriptors refer to the same file.
     public func isSameFile(as other: FileFacts) -> Bool { device == other.device && inode == other.inode }
@@ -28,6 +32,7 @@ public struct FileFacts: Equatable, Sendable {
         inode = UInt64(info.st_ino)
         size = UInt64(max(info.st_size, 0))
         permissions = UInt32(info.st_mode) & 0o777
+        pageSize = UInt64(max(Int(info.st_blksize), XPMEMSystem.pageSize))
         switch flags & O_ACCMODE {
         case O_RDONLY: access = .readOnly
         case O_WRONLY: access = .writeOnly

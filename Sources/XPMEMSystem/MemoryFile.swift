@@ -18,9 +18,11 @@ public struct FileSeals: OptionSet, Sendable {
 /// Operations on memory-backed files (memfd) through an owned descriptor.
 public enum MemoryFile {
     /// Creates a sealable, close-on-exec memfd of `size` bytes. The corresponding C function is `memfd_create`.
-    public static func create(name: String, size: Int) throws(Errno) -> OwnedDescriptor {
+    /// - Parameter hugeTLB: take its pages from the hugetlb pool (`MFD_HUGETLB`, the pool's default
+    ///   page size): `size`, and every mapping's offset and length, must then be multiples of it.
+    public static func create(name: String, size: Int, hugeTLB: Bool = false) throws(Errno) -> OwnedDescriptor {
         let raw = try valueOrErrno {
-            cxpmem_memfd_create(name, cxpmem_MFD_CLOEXEC | cxpmem_MFD_ALLOW_SEALING)
+            cxpmem_memfd_create(name, cxpmem_MFD_CLOEXEC | cxpmem_MFD_ALLOW_SEALING | (hugeTLB ? cxpmem_MFD_HUGETLB : 0))
         }
         let file = OwnedDescriptor(adopting: raw)
         _ = try valueOrErrno { ftruncate(file.rawValue, off_t(size)) }

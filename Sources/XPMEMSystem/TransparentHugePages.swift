@@ -29,7 +29,8 @@ public enum TransparentHugePages {
 
     /// The bytes of this process's mappings overlapping `start..<start+length` that huge pages back
     /// through one page-table entry each (`ShmemPmdMapped`, `FilePmdMapped` and, for private memory,
-    /// `AnonHugePages` of `/proc/self/smaps`).
+    /// `AnonHugePages` of `/proc/self/smaps`; for hugetlb mappings, `Shared_Hugetlb` and
+    /// `Private_Hugetlb`).
     public static func pmdMappedBytes(start: UInt, length: Int) throws(Errno) -> Int {
         let end = start + UInt(length)
         var inRange = false
@@ -38,7 +39,8 @@ public enum TransparentHugePages {
             if let region = MappedRegion(smapsHeader: line) {
                 inRange = region.end > start && region.start < end
             } else if inRange, line.hasPrefix("ShmemPmdMapped:") || line.hasPrefix("FilePmdMapped:")
-                        || line.hasPrefix("AnonHugePages:") {
+                        || line.hasPrefix("AnonHugePages:") || line.hasPrefix("Shared_Hugetlb:")
+                        || line.hasPrefix("Private_Hugetlb:") {
                 kilobytes += Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
             }
         }

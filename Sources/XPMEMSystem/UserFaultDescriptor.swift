@@ -68,14 +68,16 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
     }
 
     /// Whether `suspendReadOnlyAccess` works for mappings of `file` on this kernel: registers a
-    /// private read-only scratch mapping of one page of it, then unmaps that (which ends the
+    /// private read-only scratch mapping of one page of it (one of the file's pages: a hugetlb file's
+    /// are huge, and registering less than one is refused), then unmaps that (which ends the
     /// registration). Touches no mapping of the caller's.
     public func canSuspendReadOnlyAccess(to file: borrowing OwnedDescriptor, fileOffset: Int) -> Bool {
-        guard let scratch = mmap(nil, pageSize, PROT_READ, MAP_PRIVATE, file.rawValue, off_t(fileOffset)),
+        let length = (try? FileFacts(of: file)).map { Int($0.pageSize) } ?? pageSize
+        guard let scratch = mmap(nil, length, PROT_READ, MAP_PRIVATE, file.rawValue, off_t(fileOffset)),
               scratch != MAP_FAILED
         else { return false }
-        defer { munmap(scratch, pageSize) }
-        return cxpmem_uffd_register_minor(descriptor.rawValue, scratch, pageSize) == 0
+        defer { munmap(scratch, length) }
+        return cxpmem_uffd_register_minor(descriptor.rawValue, scratch, length) == 0
     }
 
     /// Wakes threads sleeping on the range (after it was replaced, they fault for real).

@@ -108,18 +108,20 @@ extension BrokerServer {
                 }
                 // As long as the segment, exactly: importers map all of it, and a shorter file would
                 // make their touches past its end raise SIGBUS. Whether the sender may is the core's call.
-                guard let size = core.registry.segments[id]?.size else {
+                guard let segment = core.registry.segments[id] else {
                     throw BrokerError(.notFound, "no segment \(id)")
                 }
                 incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
-                                                                  size: .exactly(size))
+                                                                  size: .exactly(segment.size),
+                                                                  pages: .exactly(segment.pageSize))
             case .makeAddressSpace(let base, let size, _, _), .claimAddressSpace(_, _, let base, let size, _, _):
                 guard let writable = descriptors.takeFirst(), let readable = descriptors.takeFirst() else {
                     throw BrokerError(.malformedFrame, "\(message.type) needs two descriptors")
                 }
                 let (end, overflow) = base.addingReportingOverflow(size)
                 incoming.segmentFiles = try SegmentFiles.validate(readWrite: writable, readOnly: readable,
-                                                                  size: .atLeast(overflow ? .max : end))
+                                                                  size: .atLeast(overflow ? .max : end),
+                                                                  pages: .exactly(UInt64(pageSize)))
             case .subscribe:
                 guard let socket = descriptors.takeFirst() else {
                     throw BrokerError(.malformedFrame, "subscribe needs a socket")
@@ -136,7 +138,9 @@ extension BrokerServer {
             send(.failure(error.code, error.message), requestID: frame.requestID, on: connection.main, of: connection)
             return
         }
-        apply(core.handle(message, requestID: frame.requestID, from: connection.peer, now: now), incoming: incoming)
+        apply(core.handle(message, requestID: frame.requestID, from: connection.peer, now: now,
+                          filePageSize: incoming.segmentFiles?.pageSize),
+              incoming: incoming)
     }
 
     /// The event channel carries only a client's answers to events (acknowledgements, backed ranges);

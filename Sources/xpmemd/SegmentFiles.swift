@@ -8,6 +8,8 @@ import XPMEMWire
 final class SegmentFiles {
     let readWrite: OwnedDescriptor
     let readOnly: OwnedDescriptor
+    /// The file's page size: the base page size, or the huge page size of a hugetlb memfd.
+    private(set) var pageSize = UInt64(XPMEMSystem.pageSize)
     /// Whether `/proc/self/fd` reopening works for this file (it stops at the first failure).
     private var canReopen = true
 
@@ -27,8 +29,17 @@ final class SegmentFiles {
         case atLeast(UInt64)
     }
 
+    /// The pages a file may have: any size (a segment's memfd: base or hugetlb pages), or exactly
+    /// `bytes` (an address-space file, whose offsets are addresses; a replacement, whose importers'
+    /// windows are aligned to the pages of the file it replaces).
+    enum ExpectedPages {
+        case any
+        case exactly(UInt64)
+    }
+
     static func validate(
-        readWrite: consuming OwnedDescriptor, readOnly: consuming OwnedDescriptor, size: ExpectedSize
+        readWrite: consuming OwnedDescriptor, readOnly: consuming OwnedDescriptor, size: ExpectedSize,
+        pages: ExpectedPages = .any
     ) throws(BrokerError) -> SegmentFiles {
         let files = SegmentFiles(readWrite: readWrite, readOnly: readOnly)
         do {
@@ -57,6 +68,10 @@ final class SegmentFiles {
                 throw BrokerError(.invalidArgument, "the address-space file holds \(writable.size) bytes, less than the window's end \(end)")
             }
         }
+        if case .exactly(let expected) = pages, writable.pageSize != expected {
+            throw BrokerError(.invalidArgument, "the memfd has \(writable.pageSize)-byte pages, not \(expected)-byte ones")
+        }
+        files.pageSize = writable.pageSize
         guard writable.access == .readWrite, readable.access == .readOnly else {
             throw BrokerError(.invalidArgument, "make needs a read-write descriptor followed by a read-only one")
         }

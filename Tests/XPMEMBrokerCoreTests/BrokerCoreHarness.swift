@@ -40,10 +40,10 @@ struct BrokerCoreHarness {
 
     /// Sends a request and returns the reply sent on the peer's main socket for it, if one came at once.
     @discardableResult
-    mutating func request(_ message: Message, from peer: PeerID) -> Message? {
+    mutating func request(_ message: Message, from peer: PeerID, filePageSize: UInt64? = nil) -> Message? {
         let id = nextRequest
         nextRequest += 1
-        let produced = core.handle(message, requestID: id, from: peer, now: now)
+        let produced = core.handle(message, requestID: id, from: peer, now: now, filePageSize: filePageSize)
         record(produced)
         return Self.reply(to: id, for: peer, in: produced)
     }

@@ -13,6 +13,7 @@
 // memfd and seals
 extern const unsigned int cxpmem_MFD_CLOEXEC;
 extern const unsigned int cxpmem_MFD_ALLOW_SEALING;
+extern const unsigned int cxpmem_MFD_HUGETLB;
 extern const int cxpmem_F_ADD_SEALS;
 extern const int cxpmem_F_GET_SEALS;
 extern const int cxpmem_F_SEAL_SEAL;
