@@ -4,12 +4,13 @@ import XPMEMSystem
 
 /// What shared memory costs an exporter's own compute, and what huge pages give back: a STREAM-like
 /// triad (a = b + 3c) over 256 MiB of private memory (with `MADV_HUGEPAGE`, as private memory gets
-/// huge pages) against the same over an exported segment with 4 KiB pages and with shmem THP; and an
-/// importer's attach + first touch of 64 MiB with THP against without. Needs `shmem_enabled` to allow
-/// huge pages (`advise` or more).
+/// huge pages) against the same over an exported segment with 4 KiB pages, with shmem THP and with
+/// hugetlb pages; and an importer's attach + first touch of 64 MiB with THP, and with hugetlb pages,
+/// against without. Needs `shmem_enabled` to allow huge pages (`advise` or more); the hugetlb rows
+/// need a pool of 160 pages of 2 MiB (`/proc/sys/vm/nr_hugepages`) and say so where there is none.
 struct HugePageBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "hugepages", abstract: "triad over private vs exported memory, with and without shmem THP.")
+        commandName: "hugepages", abstract: "triad over private vs exported memory, with and without huge pages.")
     @OptionGroup var options: BenchOptions
 
     static let triadBytes = 256 << 20
@@ -40,6 +41,12 @@ struct HugePageBenchmark: ParsableCommand {
         }
         for region in [privateRegion.bytes, small.bytes, huge.bytes] { Triad(region, arrayBytes: arrayBytes).fill() }
         let hugeBacking = try huge.pageBacking()
+        // The hugetlb pool, where one holds the triad's arrays and one attach's segment at once.
+        let hugeTLB = (try? HugePages.hugeTLB.checkAvailable(size: 3 * arrayBytes + attachBytes)) != nil
+            ? try exporter.makeSegment(size: 3 * arrayBytes, name: "triad hugetlb", hugePages: .hugeTLB) : nil
+        defer { try? hugeTLB?.remove() }
+        if let hugeTLB { Triad(hugeTLB.bytes, arrayBytes: arrayBytes).fill() }
+        let hugeTLBBacking = try hugeTLB?.pageBacking()
         let privateHuge = (try? TransparentHugePages.pmdMappedBytes(start: UInt(bitPattern: privateRegion.base),
                                                                     length: 3 * arrayBytes)) ?? 0
 
@@ -53,6 +60,10 @@ struct HugePageBenchmark: ParsableCommand {
             ours: { triadBatch(small.bytes) }, reference: { triadBatch(privateRegion.bytes) })
         let hugeVersusPrivate = InterleavedRatio(budgetSeconds: 60).measure(
             ours: { triadBatch(huge.bytes) }, reference: { triadBatch(privateRegion.bytes) })
+        let hugeTLBVersusPrivate = hugeTLB.map { segment in
+            InterleavedRatio(budgetSeconds: 60).measure(
+                ours: { triadBatch(segment.bytes) }, reference: { triadBatch(privateRegion.bytes) })
+        }
 
         // Attach + first touch by an importer of a segment the exporter filled, fresh each time.
         func attachAndTouch(_ hugePages: HugePages) throws -> Double {
@@ -73,8 +84,11 @@ struct HugePageBenchmark: ParsableCommand {
         }
         let attach = try InterleavedRatio(budgetSeconds: 60).measure(
             ours: { try attachAndTouch(.transparent) }, reference: { try attachAndTouch(.none) })
+        let attachHugeTLB = hugeTLB == nil ? nil : try InterleavedRatio(budgetSeconds: 60).measure(
+            ours: { try attachAndTouch(.hugeTLB) }, reference: { try attachAndTouch(.none) })
 
-        let rows = [
+        let noPool = "no hugetlb pool of 160 pages: echo 160 > /proc/sys/vm/nr_hugepages"
+        var rows = [
             ["triad over an exported segment, 4 KiB pages, vs private memory (GB/s)",
              Format.gigabytesPerSecond(smallVersusPrivate.ours), Format.gigabytesPerSecond(smallVersusPrivate.reference),
              smallVersusPrivate.summary],
@@ -86,13 +100,27 @@ struct HugePageBenchmark: ParsableCommand {
             ["what the pages were: exported THP segment / private region", hugeBacking.description,
              "\(privateHuge >> 20) MiB huge", ""],
         ]
+        if let hugeTLBVersusPrivate, let attachHugeTLB, let hugeTLBBacking {
+            rows += [
+                ["triad over an exported segment, hugetlb, vs private memory (GB/s)",
+                 Format.gigabytesPerSecond(hugeTLBVersusPrivate.ours),
+                 Format.gigabytesPerSecond(hugeTLBVersusPrivate.reference), hugeTLBVersusPrivate.summary],
+                ["importer attach + first touch of 64 MiB, hugetlb vs 4 KiB (µs)", Format.micros(attachHugeTLB.ours),
+                 Format.micros(attachHugeTLB.reference), attachHugeTLB.summary],
+                ["what the pages were: exported hugetlb segment", hugeTLBBacking.description, "", ""],
+            ]
+        } else {
+            rows += [["hugetlb rows skipped", noPool, "", ""]]
+        }
+        var spreads = ["triad_exported_4KiB_vs_private": smallVersusPrivate, "triad_exported_thp_vs_private": hugeVersusPrivate,
+                       "attach_touch_64MiB_thp_vs_4KiB": attach]
+        spreads["triad_exported_hugetlb_vs_private"] = hugeTLBVersusPrivate
+        spreads["attach_touch_64MiB_hugetlb_vs_4KiB"] = attachHugeTLB
         return FigureGroup(
             name: "hugepages",
             note: "\(3 * arrayBytes >> 20) MiB triad (a = b + 3c), medians of \(passes) passes per batch; shmem_enabled \(TransparentHugePages.shmemPolicy?.rawValue ?? "absent")",
             columns: ["what", "ours", "reference", "ratio, pair by pair"],
-            rows: rows, ratios: [:], targets: [],
-            spreads: ["triad_exported_4KiB_vs_private": smallVersusPrivate, "triad_exported_thp_vs_private": hugeVersusPrivate,
-                      "attach_touch_64MiB_thp_vs_4KiB": attach])
+            rows: rows, ratios: [:], targets: [], spreads: spreads)
     }
 }
 

@@ -113,6 +113,28 @@ struct xpmem_attach_cache_stats {
  * with errno EINVAL (stats NULL). */
 int xpmem_attach_cache_stats(struct xpmem_attach_cache_stats *stats);
 
+/* ---------------------------------------------------------------------------------------------
+ * Extension of this library, NOT part of XPMEM's API. Test for it with XPMEM_HAVE_HINT_FREE. */
+
+#define XPMEM_HAVE_HINT_FREE 1
+
+/* Says that this process's pages in [vaddr, vaddr + size) hold nothing it needs (freed buffers, an
+ * allocator's free lists, a scratch area), so that the system may take them back under memory
+ * pressure instead of keeping them. The guarantee is the kernel's free-page reporting's: the hint
+ * covers only the bytes the pages held before the call. A page written after it, by this process or
+ * by the kernel on its behalf (read(2) into it), keeps what was written; a page nobody wrote since may
+ * read as zeros later, here and in peers that attach it afterwards.
+ *
+ * Taken for private anonymous memory (heap, stacks, anonymous mmaps) that no peer has attached: the
+ * kernel's lazy free (MADV_FREE) keeps exactly that promise. Not taken for memory peers have
+ * attached (it is shared with them by then: their writes cannot be watched, so no page of it is
+ * known clean), for file mappings, or for this library's own memory.
+ *
+ * vaddr and size must be page-aligned; the range may span holes and mappings of every kind. Returns
+ * the bytes the hint was taken for (0 when none), or -1 with errno EINVAL (NULL, unaligned, or a
+ * range that wraps), or what reading /proc/self/maps failed with. */
+int64_t xpmem_hint_free(void *vaddr, size_t size);
+
 #ifdef __cplusplus
 }
 #endif

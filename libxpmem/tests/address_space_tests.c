@@ -148,6 +148,12 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
         state->size *= 2;
         say(out, "grew %lu %s %s", (unsigned long)(uintptr_t)moved, kept ? "intact" : "damaged",
             zero ? "zero-tail" : "dirty-tail");
+    } else if (strcmp(line, "hint") == 0) {
+        int64_t taken = xpmem_hint_free(state->buffer, state->size);
+        if (taken < 0)
+            say(out, "error hint %s", strerror(errno));
+        else
+            say(out, "hinted %lld", (long long)taken);
     } else if (strcmp(line, "remove") == 0) {
         say(out, xpmem_remove(state->segid) == 0 ? "ok" : "error %s", strerror(errno));
     } else if (strcmp(line, "call") == 0) {
@@ -653,6 +659,150 @@ static void test_unmap_after_broker_loss(void)
     finish(name, &scene, &importing, failed_at, answer);
 }
 
+/* xpmem_hint_free: private memory nobody attached takes the hint, memory a peer attached does not,
+ * and bytes written after a hint are what peers then read. */
+static void test_hint_free_where_it_is_taken(void)
+{
+    const char *name = "xpmem_hint_free takes private memory peers have not attached, not memory they have, and "
+                       "what is written after it is kept";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    char answer[LINE], expected[64];
+    struct child importing = {0};
+    snprintf(expected, sizeof expected, "hinted %llu", (unsigned long long)BUFFER_SIZE);
+    const char *failed_at = NULL;
+    if (!step(&scene.exporting, "hint", expected, answer, sizeof answer))
+        failed_at = "hinting the private buffer";
+    else if (!step(&scene.exporting, "fill 2", "ok", answer, sizeof answer))
+        failed_at = "writing after the hint";
+    else if (!start_importer(&importing, &scene.request, answer, sizeof answer))
+        failed_at = "attaching";
+    else if (!step(&importing, "check 2", "ok", answer, sizeof answer))
+        failed_at = "the importer reading what was written after the hint";
+    else if (!step(&scene.exporting, "hint", "hinted 0", answer, sizeof answer))
+        failed_at = "hinting the attached buffer";
+    else if (!step(&importing, "check 2", "ok", answer, sizeof answer))
+        failed_at = "the importer reading after the refused hint";
+    if (importing.pid > 0)
+        finish(name, &scene, &importing, failed_at, answer);
+    else
+        report(name, false, "%s: '%s' (exporter exit %d)", failed_at, answer, quit(&scene.exporting));
+
+    long page = sysconf(_SC_PAGESIZE);
+    uint8_t *buffer = new_buffer(NULL, 4 * (size_t)page);
+    errno = 0;
+    bool unaligned = xpmem_hint_free(buffer + 1, (size_t)page) == -1 && errno == EINVAL;
+    errno = 0;
+    bool null = xpmem_hint_free(NULL, (size_t)page) == -1 && errno == EINVAL;
+    errno = 0;
+    bool wrapping = xpmem_hint_free(buffer, SIZE_MAX - (size_t)page + 1) == -1 && errno == EINVAL;
+    /* Two private pages around a hole and a read-only page: only the writable private pages take it. */
+    munmap(buffer + page, (size_t)page);
+    mprotect(buffer + 2 * page, (size_t)page, PROT_READ);
+    int64_t taken = xpmem_hint_free(buffer, 4 * (size_t)page);
+    report("xpmem_hint_free refuses NULL, unaligned and wrapping ranges with EINVAL, and counts only the writable "
+           "private pages of a range with holes",
+           unaligned && null && wrapping && taken == 2 * page, "unaligned %d null %d wrapping %d taken %lld", unaligned,
+           null, wrapping, (long long)taken);
+}
+
+/* In a memory cgroup too small for what the child keeps, the kernel reclaims the pages hinted free
+ * and not written since (they read as zeros), and nothing else: pages written after the hint and
+ * pages never hinted keep their bytes, and the child is not killed. */
+#define HINT_REGION (UINT64_C(64) << 20)
+#define HINT_FREED (UINT64_C(48) << 20)
+#define HINT_LIMIT (UINT64_C(80) << 20)
+#define HINT_MORE (UINT64_C(48) << 20)
+
+/* Whether bytes [offset, offset + length) of a buffer pattern_fill filled whole with `seed` still hold it. */
+static bool holds_pattern(const uint8_t *buffer, size_t offset, size_t length, unsigned seed)
+{
+    for (size_t index = offset; index < offset + length; index++)
+        if (buffer[index] != pattern_byte(index, seed))
+            return false;
+    return true;
+}
+
+static int hinting_child(int in, int out, void *argument)
+{
+    (void)argument;
+    char line[LINE];
+    if (!hear(in, line, sizeof line) || strcmp(line, "go") != 0) /* moved into the cgroup by now */
+        return 2;
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uint8_t *region = new_buffer(NULL, HINT_REGION);
+    if (region == NULL)
+        return 2;
+    pattern_fill(region, HINT_REGION, 7);
+    int64_t taken = xpmem_hint_free(region, HINT_FREED);
+    /* Every 16th hinted page is written after the hint: those must survive. */
+    for (size_t offset = 0; offset < HINT_FREED; offset += 16 * page)
+        pattern_fill(region + offset, page, 9);
+    uint8_t *more = new_buffer(NULL, HINT_MORE);
+    if (more == NULL)
+        return 2;
+    memset(more, 1, HINT_MORE);
+    size_t zero_pages = 0, intact_pages = 0, damaged_pages = 0, lost_writes = 0;
+    for (size_t offset = 0; offset < HINT_FREED; offset += page) {
+        if (offset % (16 * page) == 0) {
+            lost_writes += pattern_check(region + offset, page, 9) >= 0;
+            continue;
+        }
+        bool zero = true;
+        for (size_t index = 0; index < page && zero; index++)
+            zero = region[offset + index] == 0;
+        /* A clean hinted page holds what it held, or zeros: never anything else. */
+        if (zero)
+            zero_pages++;
+        else if (holds_pattern(region, offset, page, 7))
+            intact_pages++;
+        else
+            damaged_pages++;
+    }
+    bool kept = holds_pattern(region, HINT_FREED, HINT_REGION - HINT_FREED, 7);
+    say(out, "taken %lld zero %zu intact %zu damaged %zu lost-writes %zu unhinted %s", (long long)taken, zero_pages,
+        intact_pages, damaged_pages, lost_writes, kept ? "kept" : "damaged");
+    return 0;
+}
+
+static void test_hint_free_under_pressure(void)
+{
+    const char *name = "under memory pressure in a memory cgroup, pages hinted free and clean read as zeros, pages "
+                       "written after the hint and pages never hinted keep their bytes, and the process lives";
+    struct memory_cgroup cgroup;
+    char why[512];
+    if (!memory_cgroup_make(&cgroup, why, sizeof why)) {
+        printf("skip %s: %s\n", name, why);
+        return;
+    }
+    if (!memory_cgroup_set_limit(&cgroup, HINT_LIMIT)) {
+        report(name, false, "cannot set %s: %s", cgroup.limit_file, strerror(errno));
+        memory_cgroup_remove(&cgroup);
+        return;
+    }
+    struct child hinting;
+    char line[LINE] = "";
+    child_start(&hinting, hinting_child, NULL);
+    bool moved = memory_cgroup_add(&cgroup, hinting.pid);
+    child_send(&hinting, "go");
+    bool answered = moved && child_read_line(&hinting, line, sizeof line, 120000);
+    int status = child_wait(&hinting, STEP_TIMEOUT_MS);
+    memory_cgroup_remove(&cgroup);
+    long long taken = -1;
+    size_t zero = 0, intact = 0, damaged = 1, lost = 1;
+    char unhinted[16] = "";
+    bool parsed = answered && sscanf(line, "taken %lld zero %zu intact %zu damaged %zu lost-writes %zu unhinted %15s",
+                                     &taken, &zero, &intact, &damaged, &lost, unhinted) == 6;
+    report(name, parsed && status == 0 && taken == (long long)HINT_FREED && zero > 0 && damaged == 0 && lost == 0
+                     && strcmp(unhinted, "kept") == 0,
+           "%s (exit %d, %s)", moved ? line : "could not move the child into the cgroup", status,
+           cgroup.version_2 ? "cgroup v2 memory.high" : "cgroup v1 memory.limit_in_bytes");
+    if (parsed)
+        printf("   (%zu of %llu clean hinted pages reclaimed, %zu still held)\n", zero,
+               (unsigned long long)(HINT_FREED / (uint64_t)sysconf(_SC_PAGESIZE) * 15 / 16), intact);
+}
+
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
@@ -665,6 +815,9 @@ int main(void)
     test_fork_gives_a_private_copy();
     test_remove_makes_memory_private();
     test_fork_while_threads_free_and_move();
+    test_hint_free_where_it_is_taken();
+    test_hint_free_under_pressure();
+    /* Last: it kills the broker. */
     test_unmap_after_broker_loss();
     broker_stop(&broker);
     return report_totals();

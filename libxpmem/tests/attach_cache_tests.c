@@ -627,82 +627,6 @@ static void test_counters_in_xpmemctl_clients(const char *xpmemd)
 /* ---------------------------------------------------------------------------------------------
  * Memory pressure in a memory cgroup. */
 
-/* Where the importer's cgroup lives and how its limit is set. */
-struct pressure_cgroup {
-    char directory[256];
-    char limit_file[320];
-    bool version_2;
-};
-
-static bool write_file(const char *path, const char *text)
-{
-    int descriptor = open(path, O_WRONLY | O_CLOEXEC);
-    if (descriptor < 0)
-        return false;
-    bool written = write(descriptor, text, strlen(text)) == (ssize_t)strlen(text);
-    close(descriptor);
-    return written;
-}
-
-static bool file_contains(const char *path, const char *word)
-{
-    char text[1024] = "";
-    int descriptor = open(path, O_RDONLY | O_CLOEXEC);
-    if (descriptor < 0)
-        return false;
-    ssize_t length = read(descriptor, text, sizeof text - 1);
-    close(descriptor);
-    text[length > 0 ? length : 0] = '\0';
-    return strstr(text, word) != NULL;
-}
-
-/* Makes a memory cgroup for this test: v2 with the memory controller where the machine offers it,
- * else v1. Returns false with `why` set when there is none to make (not root, no cgroup). */
-static bool make_pressure_cgroup(struct pressure_cgroup *cgroup, char *why, size_t capacity)
-{
-    if (geteuid() != 0) {
-        snprintf(why, capacity, "not root: creating a memory cgroup needs root");
-        return false;
-    }
-    static const char *const v2_roots[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
-    for (size_t index = 0; index < 2; index++) {
-        char controllers[300];
-        snprintf(controllers, sizeof controllers, "%s/cgroup.controllers", v2_roots[index]);
-        if (!file_contains(controllers, "memory"))
-            continue;
-        char subtree[300];
-        snprintf(subtree, sizeof subtree, "%s/cgroup.subtree_control", v2_roots[index]);
-        write_file(subtree, "+memory");
-        snprintf(cgroup->directory, sizeof cgroup->directory, "%s/xpmem-test-%d", v2_roots[index], (int)getpid());
-        if (mkdir(cgroup->directory, 0755) == 0) {
-            snprintf(cgroup->limit_file, sizeof cgroup->limit_file, "%s/memory.high", cgroup->directory);
-            cgroup->version_2 = true;
-            if (access(cgroup->limit_file, W_OK) == 0)
-                return true;
-            rmdir(cgroup->directory);
-        }
-    }
-    if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) == 0) {
-        snprintf(cgroup->directory, sizeof cgroup->directory, "/sys/fs/cgroup/memory/xpmem-test-%d", (int)getpid());
-        if (mkdir(cgroup->directory, 0755) == 0) {
-            snprintf(cgroup->limit_file, sizeof cgroup->limit_file, "%s/memory.limit_in_bytes", cgroup->directory);
-            cgroup->version_2 = false;
-            return true;
-        }
-        snprintf(why, capacity, "cannot create %s: %s", cgroup->directory, strerror(errno));
-        return false;
-    }
-    snprintf(why, capacity, "no cgroup v2 memory controller and no cgroup v1 memory hierarchy");
-    return false;
-}
-
-static void remove_pressure_cgroup(const struct pressure_cgroup *cgroup)
-{
-    /* Its processes have exited; the kernel may take a moment to let go of the last one. */
-    for (int attempt = 0; attempt < 200 && rmdir(cgroup->directory) != 0 && errno == EBUSY; attempt++)
-        usleep(50 * 1000);
-}
-
 /* The cgroup's limit, and the anonymous memory the importer keeps in it (no swap here: it cannot be
  * reclaimed), leaving 24 MiB for the page cache of a file several times that size. */
 #define PRESSURE_LIMIT (80UL << 20)
@@ -794,28 +718,26 @@ static void test_memory_pressure(xpmem_segid_t segid)
 {
     const char *name = "under memory pressure in a memory cgroup, idle cached windows are unmapped, held ones keep "
                        "reading the exporter's bytes, and the job finishes";
-    struct pressure_cgroup cgroup;
+    struct memory_cgroup cgroup;
     char why[512];
     if (access("/proc/pressure/memory", R_OK) != 0) {
         printf("skip %s: no /proc/pressure/memory (kernel without PSI)\n", name);
         return;
     }
-    if (!make_pressure_cgroup(&cgroup, why, sizeof why)) {
+    if (!memory_cgroup_make(&cgroup, why, sizeof why)) {
         printf("skip %s: %s\n", name, why);
         return;
     }
-    char limit[64];
-    snprintf(limit, sizeof limit, "%lu", PRESSURE_LIMIT);
     char path[] = "/var/tmp/xpmem-pressure-XXXXXX";
     int placeholder = mkstemp(path);
     if (placeholder >= 0)
         close(placeholder);
-    bool ready = placeholder >= 0 && write_file(cgroup.limit_file, limit) && make_big_file(path);
+    bool ready = placeholder >= 0 && memory_cgroup_set_limit(&cgroup, PRESSURE_LIMIT) && make_big_file(path);
     if (!ready) {
-        report(name, false, "setting up %s (limit %s) or the %lu MiB file %s failed: %s", cgroup.directory, limit,
+        report(name, false, "setting up %s (limit %lu) or the %lu MiB file %s failed: %s", cgroup.directory, PRESSURE_LIMIT,
                PRESSURE_FILE_BYTES >> 20, path, strerror(errno));
         unlink(path);
-        remove_pressure_cgroup(&cgroup);
+        memory_cgroup_remove(&cgroup);
         return;
     }
     /* The file's pages leave the page cache, so that the importer reads them in within its limit. */
@@ -826,10 +748,8 @@ static void test_memory_pressure(xpmem_segid_t segid)
     struct importer_setup setup = {.segid = segid, .entries = NULL};
     struct child importing;
     child_start(&importing, pressured_importer, &setup);
-    char procs[400], pid[32], line[LINE] = "", result[LINE] = "";
-    snprintf(procs, sizeof procs, "%s/cgroup.procs", cgroup.directory);
-    snprintf(pid, sizeof pid, "%d", (int)importing.pid);
-    bool moved = write_file(procs, pid);
+    char line[LINE] = "", result[LINE] = "";
+    bool moved = memory_cgroup_add(&cgroup, importing.pid);
     child_send(&importing, "go %s", path);
     bool cached = moved && child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS)
                   && strncmp(line, "cached ", 7) == 0;
@@ -838,7 +758,7 @@ static void test_memory_pressure(xpmem_segid_t segid)
     unsigned long long evicted = 0, left = 0;
     bool ok = answered && sscanf(result, "ok %llu %llu", &evicted, &left) == 2 && status == 0;
     unlink(path);
-    remove_pressure_cgroup(&cgroup);
+    memory_cgroup_remove(&cgroup);
     report(name, ok, "%s in %s: %s / %s (exit %d)", cgroup.version_2 ? "cgroup v2 memory.high" : "cgroup v1 limit",
            cgroup.directory, moved ? line : "could not move the importer into the cgroup", result, status);
     if (ok)

@@ -1,6 +1,7 @@
 #include "harness.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -312,4 +314,91 @@ int touch_and_catch(volatile uint8_t *address, bool write)
     sigaction(SIGBUS, &previous_bus, NULL);
     sigaction(SIGSEGV, &previous_segv, NULL);
     return fault_signal;
+}
+
+bool write_file(const char *path, const char *text)
+{
+    int descriptor = open(path, O_WRONLY | O_CLOEXEC);
+    if (descriptor < 0)
+        return false;
+    bool written = write(descriptor, text, strlen(text)) == (ssize_t)strlen(text);
+    close(descriptor);
+    return written;
+}
+
+static bool file_contains(const char *path, const char *word)
+{
+    char text[1024] = "";
+    int descriptor = open(path, O_RDONLY | O_CLOEXEC);
+    if (descriptor < 0)
+        return false;
+    ssize_t length = read(descriptor, text, sizeof text - 1);
+    close(descriptor);
+    text[length > 0 ? length : 0] = '\0';
+    return strstr(text, word) != NULL;
+}
+
+bool memory_cgroup_make(struct memory_cgroup *cgroup, char *why, size_t capacity)
+{
+    /* One process may make several, one after another: each gets a name of its own. */
+    static int made;
+    made++;
+    if (geteuid() != 0) {
+        snprintf(why, capacity, "not root: creating a memory cgroup needs root");
+        return false;
+    }
+    static const char *const v2_roots[] = {"/sys/fs/cgroup", "/sys/fs/cgroup/unified"};
+    for (size_t index = 0; index < 2; index++) {
+        char controllers[300];
+        snprintf(controllers, sizeof controllers, "%s/cgroup.controllers", v2_roots[index]);
+        if (!file_contains(controllers, "memory"))
+            continue;
+        char subtree[300];
+        snprintf(subtree, sizeof subtree, "%s/cgroup.subtree_control", v2_roots[index]);
+        write_file(subtree, "+memory");
+        snprintf(cgroup->directory, sizeof cgroup->directory, "%s/xpmem-test-%d-%d", v2_roots[index], (int)getpid(),
+                 made);
+        if (mkdir(cgroup->directory, 0755) == 0) {
+            snprintf(cgroup->limit_file, sizeof cgroup->limit_file, "%s/memory.high", cgroup->directory);
+            cgroup->version_2 = true;
+            if (access(cgroup->limit_file, W_OK) == 0)
+                return true;
+            rmdir(cgroup->directory);
+        }
+    }
+    if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) == 0) {
+        snprintf(cgroup->directory, sizeof cgroup->directory, "/sys/fs/cgroup/memory/xpmem-test-%d-%d", (int)getpid(),
+                 made);
+        if (mkdir(cgroup->directory, 0755) == 0) {
+            snprintf(cgroup->limit_file, sizeof cgroup->limit_file, "%s/memory.limit_in_bytes", cgroup->directory);
+            cgroup->version_2 = false;
+            return true;
+        }
+        snprintf(why, capacity, "cannot create %s: %s", cgroup->directory, strerror(errno));
+        return false;
+    }
+    snprintf(why, capacity, "no cgroup v2 memory controller and no cgroup v1 memory hierarchy");
+    return false;
+}
+
+bool memory_cgroup_set_limit(const struct memory_cgroup *cgroup, uint64_t bytes)
+{
+    char limit[32];
+    snprintf(limit, sizeof limit, "%llu", (unsigned long long)bytes);
+    return write_file(cgroup->limit_file, limit);
+}
+
+bool memory_cgroup_add(const struct memory_cgroup *cgroup, pid_t pid)
+{
+    char procs[400], text[32];
+    snprintf(procs, sizeof procs, "%s/cgroup.procs", cgroup->directory);
+    snprintf(text, sizeof text, "%d", (int)pid);
+    return write_file(procs, text);
+}
+
+void memory_cgroup_remove(const struct memory_cgroup *cgroup)
+{
+    /* Its processes have exited; the kernel may take a moment to let go of the last one. */
+    for (int attempt = 0; attempt < 200 && rmdir(cgroup->directory) != 0 && errno == EBUSY; attempt++)
+        usleep(50 * 1000);
 }

@@ -64,6 +64,23 @@ long pattern_check(const volatile uint8_t *bytes, size_t length, unsigned seed);
 
 double now_seconds(void);
 
+/* A memory cgroup of a test's own: v2 with the memory controller where the machine offers it (its
+ * limit is memory.high: reclaim and stalls, never the OOM killer), else v1 (memory.limit_in_bytes). */
+struct memory_cgroup {
+    char directory[256];
+    char limit_file[320];
+    bool version_2;
+};
+/* Makes one; false with `why` set when there is none to make (not root, no cgroup). */
+bool memory_cgroup_make(struct memory_cgroup *cgroup, char *why, size_t capacity);
+bool memory_cgroup_set_limit(const struct memory_cgroup *cgroup, uint64_t bytes);
+/* Moves process `pid` into it. */
+bool memory_cgroup_add(const struct memory_cgroup *cgroup, pid_t pid);
+/* Removes it once its processes have exited. */
+void memory_cgroup_remove(const struct memory_cgroup *cgroup);
+/* Writes `text` into an existing file (a cgroup or sysctl knob). */
+bool write_file(const char *path, const char *text);
+
 /* Reads (or writes 0x5A to) `address` and returns the signal that raised, SIGBUS or SIGSEGV, or 0. */
 int touch_and_catch(volatile uint8_t *address, bool write);
 
