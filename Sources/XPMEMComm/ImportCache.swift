@@ -15,8 +15,9 @@ import XPMEMWire
 /// Nothing a caller still uses is taken away. Entries are only ever removed by the rank's own thread;
 /// what the current operation got (`bytes(of:)` since the last `operationBoundary()`) stays, and so
 /// does what the application was handed (`pin`), until its sender frees it. Pressure, seen by a
-/// thread of its own, is acted on at the rank's next operation boundary: a quarter of the entries
-/// that may go, coldest first, per pressure event.
+/// thread of its own, is acted on by that thread at once, whether the rank is busy or idle: a
+/// quarter of the entries that may go, coldest first, per pressure event (the current operation's
+/// stay). An operation boundary acts on an event that thread has not yet.
 final class ImportCache: Sendable {
     private struct Entry {
         var grant: SegmentGrant
@@ -79,6 +80,7 @@ final class ImportCache: Sendable {
     private let bounds: AttachCacheBounds
     private let pressure: MemoryPressureWatch
     private let state: Mutex<State>
+    private let pressureSubscription = Mutex<UInt64?>(nil)
     /// How often, at most, the counters go to the broker (for `xpmemctl clients`).
     static let reportInterval: UInt64 = 1_000_000_000
 
@@ -88,6 +90,32 @@ final class ImportCache: Sendable {
         self.bounds = bounds
         self.pressure = pressure
         state = Mutex(State(pressureEventsSeen: pressure.events))
+        let token = pressure.subscribe { [weak self] in self?.relievePressure() }
+        pressureSubscription.withLock { $0 = token }
+    }
+
+    deinit {
+        if let token = pressureSubscription.withLock({ $0 }) { pressure.unsubscribe(token) }
+    }
+
+    /// On the pressure watch's thread: gives back for the events not acted on yet, keeping what the
+    /// current operation uses (the rank's thread may be reading it now).
+    private func relievePressure() {
+        let events = pressure.events
+        let dropped = state.withLock { state in
+            Self.evictForPressure(&state, events: events, keepingOperation: state.operation)
+        }
+        detach(dropped)
+    }
+
+    /// A quarter of the entries that may go, coldest first, when `events` is news; none otherwise.
+    private static func evictForPressure(_ state: inout State, events: Int, keepingOperation: UInt64?) -> [Entry] {
+        guard events != state.pressureEventsSeen else { return [] }
+        state.pressureEventsSeen = events
+        let evictable = state.entries.count - state.pinnedEntries
+        let evicted = evictColdest(&state, count: (evictable + 3) / 4, keepingOperation: keepingOperation)
+        state.statistics.pressureEvictions += evicted.count
+        return evicted
     }
 
     var statistics: AttachmentCacheStatistics {
@@ -147,13 +175,7 @@ final class ImportCache: Sendable {
             let evictedForBounds = evictBeyondBounds(&state, keepingOperation: nil)
             state.statistics.capacityEvictions += evictedForBounds.count
             dropped += evictedForBounds
-            if events != state.pressureEventsSeen {
-                state.pressureEventsSeen = events
-                let evictable = state.entries.count - state.pinnedEntries
-                let evicted = Self.evictColdest(&state, count: (evictable + 3) / 4, keepingOperation: nil)
-                state.statistics.pressureEvictions += evicted.count
-                dropped += evicted
-            }
+            dropped += Self.evictForPressure(&state, events: events, keepingOperation: nil)
             guard state.reporting, now - state.lastReport >= Self.reportInterval, state.reported != state.statistics else {
                 return (dropped, nil)
             }

@@ -4,28 +4,49 @@ import XPMEMSystem
 
 /// Counts the machine's memory-pressure events (a pressure-stall trigger, `MemoryPressureTrigger`),
 /// for every attachment cache of the process: one thread, asleep in `poll` while there is no
-/// pressure, so a machine with none pays nothing. Caches compare the count with the one they last
-/// acted on.
+/// pressure, so a machine with none pays nothing. Each event runs the caches' handlers on that
+/// thread (so that a rank idle between operations gives back too); caches also compare the count
+/// with the one they last acted on.
 final class MemoryPressureWatch: Sendable {
     static let shared = MemoryPressureWatch(watchingTheKernel: true)
 
     private let counter = EventCounter()
+    private let handlers = Mutex<(next: UInt64, byToken: [UInt64: @Sendable () -> Void])>((0, [:]))
 
     var events: Int { counter.value }
+
+    /// Runs `handler` after each event, until `unsubscribe(token)`.
+    func subscribe(_ handler: @escaping @Sendable () -> Void) -> UInt64 {
+        handlers.withLock { handlers in
+            handlers.next += 1
+            handlers.byToken[handlers.next] = handler
+            return handlers.next
+        }
+    }
+
+    func unsubscribe(_ token: UInt64) {
+        _ = handlers.withLock { $0.byToken.removeValue(forKey: token) }
+    }
+
+    /// Counts an event, then runs the handlers (outside the lock: a handler may unsubscribe).
+    private func record() {
+        counter.increment()
+        for handler in handlers.withLock({ Array($0.byToken.values) }) { handler() }
+    }
 
     /// Tests make their own, not watching the kernel, and stand in for it with `simulateEvent()`.
     /// Where the kernel has no PSI, or refuses the trigger, no event ever comes: the cache is then
     /// bounded by its limits alone.
     init(watchingTheKernel: Bool) {
         guard watchingTheKernel, let trigger = try? TriggerBox(MemoryPressureTrigger.arm()) else { return }
-        let counter = self.counter
-        _ = try? DetachedThread.start {
-            while MemoryPressureTrigger.wait(for: trigger.descriptor) { counter.increment() }
+        // The shared watch lives as long as the process; a test's is never started here.
+        _ = try? DetachedThread.start { [self] in
+            while MemoryPressureTrigger.wait(for: trigger.descriptor) { record() }
         }
     }
 
-    /// Tests stand in for the kernel.
-    func simulateEvent() { counter.increment() }
+    /// Tests stand in for the kernel (the handlers run on the caller's thread).
+    func simulateEvent() { record() }
 
     private final class EventCounter: Sendable {
         private let count = Atomic<Int>(0)

@@ -131,6 +131,31 @@ import XPMEMWire
         cache.removeAll()
     }
 
+    @Test func anIdleRankGivesBackUnderPressureAndTheCurrentOperationKeepsWhatItUses() throws {
+        let fixture = try Fixture(count: 8)
+        let pressure = MemoryPressureWatch(watchingTheKernel: false)
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
+                                pressure: pressure)
+        try useOnePerOperation(cache, fixture.ids)
+        // Idle: no operation boundary comes, and the event alone shrinks the cache.
+        pressure.simulateEvent()
+        #expect(cache.statistics.entries == 6 && cache.statistics.pressureEvictions == 2)
+        // The boundary after it does not act on the same event again.
+        cache.operationBoundary()
+        #expect(cache.statistics.entries == 6 && cache.statistics.pressureEvictions == 2)
+        // Mid-operation: what the operation holds stays, whatever the pressure.
+        let held = try fixture.ids[2...].map { try cache.bytes(of: $0) }
+        for _ in 0..<3 { pressure.simulateEvent() }
+        #expect(cache.statistics.entries == 6 && cache.statistics.pressureEvictions == 2)
+        for (index, bytes) in held.enumerated() {
+            #expect(bytes.allSatisfy { $0 == UInt8(index + 3) }, "window \(index + 2) of the current operation went")
+        }
+        cache.operationBoundary()
+        pressure.simulateEvent()
+        #expect(cache.statistics.entries == 4 && cache.statistics.pressureEvictions == 4)
+        cache.removeAll()
+    }
+
     @Test func theCountersReachTheBrokersClientListing() throws {
         let fixture = try Fixture(count: 2)
         let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
