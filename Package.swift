@@ -111,7 +111,7 @@ let package = Package(
                           swiftSettings: strictSettings),
         .executableTarget(name: "mpi-hybrid", dependencies: exampleDependencies, path: "Examples/mpi-hybrid",
                           swiftSettings: strictSettings),
-        .testTarget(name: "XPMEMCommTests", dependencies: ["XPMEMComm"], swiftSettings: strictSettings),
+        .testTarget(name: "XPMEMCommTests", dependencies: ["XPMEMComm", "XPMEMSystem"], swiftSettings: strictSettings),
         .testTarget(name: "XPMEMWireTests", dependencies: ["XPMEMWire"], swiftSettings: strictSettings),
         .testTarget(
             name: "XPMEMBrokerCoreTests", dependencies: ["XPMEMBrokerCore"], swiftSettings: strictSettings

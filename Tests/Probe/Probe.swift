@@ -15,7 +15,7 @@ struct Probe: ParsableCommand {
         subcommands: [
             ReadOnlyEscape.self, Truncate.self, Get.self, Hold.self, ExportRange.self, Watch.self, ExportAndInvalidate.self,
             NUMAImporter.self, ReadLoop.self, Flood.self, Supervise.self, KeepDescriptor.self, RestartExporter.self,
-            RestartImporter.self, Squat.self, LateImporter.self, ExportAndRevoke.self, PageReader.self,
+            RestartImporter.self, Squat.self, LateImporter.self, ExportAndRevoke.self, PageReader.self, MemoryPressure.self,
         ])
 }
 

@@ -1,6 +1,8 @@
+@preconcurrency import Glibc
 import Foundation
 import Testing
 import XPMEM
+import XPMEMSystem
 import XPMEMWire
 @testable import XPMEMComm
 
@@ -154,6 +156,72 @@ import XPMEMWire
         pressure.simulateEvent()
         #expect(cache.statistics.entries == 4 && cache.statistics.pressureEvictions == 4)
         cache.removeAll()
+    }
+
+    /// Whether the kernel takes a memory pressure trigger here (root sets the shortest window).
+    static var kernelReportsPressure: Bool { (try? MemoryPressureTrigger.arm()) != nil }
+
+    @Test("under real memory pressure (a process stalling in a small memory cgroup) the cache gives back idle windows while the rank is idle, and keeps what it holds",
+          .enabled(if: geteuid() == 0, "creating a memory cgroup needs root"),
+          .enabled(if: kernelReportsPressure, "the kernel takes no memory pressure trigger (no PSI)"))
+    func realPressureShrinksAnIdleCache() throws {
+        let fixture = try Fixture(count: 24)
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
+                                pressure: MemoryPressureWatch(watchingTheKernel: true))
+        try useOnePerOperation(cache, Array(fixture.ids[0..<20]))
+        cache.operationBoundary()
+        let pinned = try cache.pin(fixture.ids[20])
+        let held = try fixture.ids[21...].map { try cache.bytes(of: $0) }
+        #expect(cache.statistics.entries == 24 && cache.statistics.pressureEvictions == 0)
+
+        // The pressure: as libxpmem's test makes it, a process keeping 56 MiB in an 80 MiB cgroup
+        // and reading a file several times the room left.
+        let cgroup = try MemoryCgroup.make(limit: 80 << 20).get()
+        defer { cgroup.remove() }
+        let file = "/var/tmp/xpmem-swift-pressure-\(getpid())"
+        defer { unlink(file) }
+        try Self.writeFile(file, megabytes: 256)
+        let executable = ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
+        let probe = ((executable as NSString).deletingLastPathComponent as NSString).appendingPathComponent("xpmem-probe")
+        let child = try PipedChild(path: probe, ["memory-pressure", "--anonymous-mib", "56", "--file", file])
+        defer {
+            child.signal(.kill)
+            _ = child.wait(timeout: .seconds(30))
+        }
+        #expect(cgroup.add(child.pid), "could not move the pressing process into \(cgroup.directory)")
+        #expect(child.send("go"))
+        #expect(child.readLine(timeout: .seconds(60)) == "pressing")
+        // The rank is idle: no operation boundary, no call into the cache. Only the watch acts.
+        let deadline = ContinuousClock.now + .seconds(120)
+        while cache.statistics.pressureEvictions == 0, ContinuousClock.now < deadline {
+            usleep(50_000)
+        }
+        let statistics = cache.statistics
+        #expect(statistics.pressureEvictions > 0, "no window was given back under pressure within 120 s")
+        #expect(statistics.entries == 24 - statistics.pressureEvictions)
+        #expect(pinned.allSatisfy { $0 == 21 }, "the pinned window was taken away")
+        for (index, bytes) in held.enumerated() {
+            #expect(bytes.allSatisfy { $0 == UInt8(index + 22) }, "window \(index + 21) of the current operation went")
+        }
+        // What went comes back on its next use.
+        cache.operationBoundary()
+        #expect(try cache.bytes(of: fixture.ids[0]).allSatisfy { $0 == 1 })
+        cache.removeAll()
+    }
+
+    /// A file of `megabytes` MiB, out of the page cache, so that reading it needs memory.
+    private static func writeFile(_ path: String, megabytes: Int) throws {
+        let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard descriptor >= 0 else { throw CgroupUnavailable("cannot create \(path)") }
+        defer { close(descriptor) }
+        let chunk = [UInt8](repeating: 0x5A, count: 1 << 20)
+        for _ in 0..<megabytes {
+            guard chunk.withUnsafeBytes({ write(descriptor, $0.baseAddress, $0.count) }) == chunk.count else {
+                throw CgroupUnavailable("cannot write \(path)")
+            }
+        }
+        fsync(descriptor)
+        posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
     }
 
     @Test func theCountersReachTheBrokersClientListing() throws {
