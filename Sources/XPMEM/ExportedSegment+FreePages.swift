@@ -69,4 +69,11 @@ extension ExportedSegment {
 
     /// Whether a free-page hint was ever given (so that a migration asks the broker to drop first).
     var hasFreePageHints: Bool { state.withLock { $0.freePageTracker != nil } }
+
+    /// Has the broker forget the segment's hints and stops watching writes (before the connection
+    /// closes: a write after that could not be reported any more, and a drop under way could free
+    /// the page it landed on).
+    func stopFreePageTracking() {
+        state.withLock { $0.freePageTracker.take() }?.forgetHintsAndStop()
+    }
 }

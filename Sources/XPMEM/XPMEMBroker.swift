@@ -115,7 +115,12 @@ public final class XPMEMBroker: Sendable {
     /// Closes the connection now, for good (no reconnection). The broker then removes this client's
     /// segments and frees its grants and attachments, as it does when the process exits; mappings
     /// already made stay readable.
-    public func close() { channel.close() }
+    public func close() {
+        // Free-page hints go first, while the broker still hears this process: a write to a hinted
+        // page must reach it before the page may be dropped, and after the close none could.
+        for segment in tracked.withLock({ $0.live().segments }) { segment.stopFreePageTracking() }
+        channel.close()
+    }
 
     deinit { channel.close() }
 

@@ -2,7 +2,7 @@
 import Foundation
 import Synchronization
 import Testing
-import XPMEM
+@testable import XPMEM
 import XPMEMSystem
 
 /// Free-page hints with a real broker and a real importer process: the broker drops only pages hinted
@@ -70,6 +70,22 @@ struct FreePageHintTests {
         #expect(reader.send("page 0") && reader.readLine() == "page 0 first-byte 66")
         #expect(reader.send("quit"))
         #expect(reader.waitForExit() == 0)
+    }
+
+    @Test("closing the connection ends the hints first: the broker forgets them while it still hears the owner, whose later writes need no report")
+    func closeForgetsHintsFirst() throws {
+        let broker = try TestBroker()
+        let owner = try broker.connect(name: "exporter")
+        let segment = try owner.makeSegment(size: 4 * granulePages * pageSize, permit: Permit(rawValue: 0o644))
+        segment.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 7) }
+        #expect(try segment.hintFree(offset: 0, length: 2 * granulePages * pageSize) == 2 * granulePages)
+        #expect(segment.hasFreePageHints)
+        owner.close()
+        #expect(!segment.hasFreePageHints, "the hints outlived the connection")
+        // The page is not watched any more: the write lands at once, with no broker to tell.
+        segment.withUnsafeMutableBytes { $0[0] = 0x55 }
+        #expect(firstByte(of: 0, in: segment) == 0x55)
+        #expect(firstByte(of: 1, in: segment) == 7)
     }
 
     @Test("a write racing hints and drops is never lost once the hint has returned")
