@@ -2,7 +2,8 @@ import Synchronization
 import SystemPackage
 import XPMEMSystem
 
-/// Counts the machine's memory-pressure events (a pressure-stall trigger, `MemoryPressureTrigger`),
+/// Counts memory-pressure events (a pressure-stall trigger, `MemoryPressureTrigger`, on the process's
+/// cgroup v2 `memory.pressure` where it has one, else the machine's),
 /// for every attachment cache of the process: one thread, asleep in `poll` while there is no
 /// pressure, so a machine with none pays nothing. Each event runs the caches' handlers on that
 /// thread (so that a rank idle between operations gives back too); caches also compare the count
@@ -38,7 +39,7 @@ final class MemoryPressureWatch: Sendable {
     /// Where the kernel has no PSI, or refuses the trigger, no event ever comes: the cache is then
     /// bounded by its limits alone.
     init(watchingTheKernel: Bool) {
-        guard watchingTheKernel, let trigger = try? TriggerBox(MemoryPressureTrigger.arm()) else { return }
+        guard watchingTheKernel, let trigger = try? TriggerBox(MemoryPressureTrigger.armForThisProcess()) else { return }
         // The shared watch lives as long as the process; a test's is never started here.
         _ = try? DetachedThread.start { [self] in
             while MemoryPressureTrigger.wait(for: trigger.descriptor) { record() }

@@ -24,6 +24,33 @@ public enum MemoryPressureTrigger {
         throw refusal
     }
 
+    /// Arms a trigger on the memory pressure of this process's own cgroup (v2 `memory.pressure`: what
+    /// a job in a container or a limited cgroup feels), else on the machine's (`/proc/pressure/memory`).
+    public static func armForThisProcess() throws(Errno) -> OwnedDescriptor {
+        if let path = ownCgroupPressurePath, let trigger = try? arm(path: path) { return trigger }
+        return try arm()
+    }
+
+    /// This process's cgroup v2 `memory.pressure`, where it is in one and the cgroup2 file system is
+    /// mounted; nil otherwise.
+    public static var ownCgroupPressurePath: String? {
+        guard let cgroups = try? AddressSpace.readWholeFile("/proc/self/cgroup"),
+              let mounts = try? AddressSpace.readWholeFile("/proc/self/mountinfo") else { return nil }
+        return cgroupPressurePath(cgroupFile: cgroups, mountinfo: mounts)
+    }
+
+    /// The `memory.pressure` path from `/proc/self/cgroup`'s text (its `0::` line: the v2 cgroup) and
+    /// `/proc/self/mountinfo`'s (the first cgroup2 mount point).
+    public static func cgroupPressurePath(cgroupFile: String, mountinfo: String) -> String? {
+        guard let line = cgroupFile.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) else { return nil }
+        let cgroup = line.dropFirst(3)
+        guard cgroup.hasPrefix("/") else { return nil }
+        // "ID PARENT MAJ:MIN ROOT MOUNT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER"
+        guard let mount = mountinfo.split(separator: "\n").first(where: { $0.contains(" - cgroup2 ") }),
+              case let fields = mount.split(separator: " "), fields.count > 4 else { return nil }
+        return String(fields[4]) + (cgroup == "/" ? "" : String(cgroup)) + "/memory.pressure"
+    }
+
     /// Waits until `trigger` fires (true) or stops being able to (false: its cgroup went away). The
     /// corresponding C function is `poll` for `POLLPRI`.
     public static func wait(for trigger: borrowing OwnedDescriptor) -> Bool {
