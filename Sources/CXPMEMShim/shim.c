@@ -273,6 +273,8 @@ int cxpmem_punch_hole(int fd, off_t offset, off_t length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }
 
+int cxpmem_allocate_pages(int fd, off_t offset, off_t length) { return fallocate(fd, 0, offset, length); }
+
 struct thread_start {
     void (*body)(void *);
     void *context;

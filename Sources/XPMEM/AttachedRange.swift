@@ -6,17 +6,19 @@ import XPMEMWire
 /// The shared userfaultfd of one connection, when the kernel allows it.
 final class UserFaultGate: Sendable {
     let descriptor: UserFaultDescriptor
-    /// Whether read-only mappings can be made to block here; learnt on the first read-only attachment.
-    private let readOnlySupport = Mutex<Bool?>(nil)
+    /// Whether read-only mappings can be made to block here, by page size (a hugetlb file's differ from a
+    /// memfd's); learnt on the first read-only attachment of each.
+    private let readOnlySupport = Mutex<[UInt64: Bool]>([:])
 
     init(_ descriptor: consuming UserFaultDescriptor) { self.descriptor = descriptor }
 
     /// Whether touches of a read-only mapping of `file` can be made to sleep. Asked of the kernel once
     /// per connection, so that an attachment's policy says the truth before its first invalidation.
     func blocksReadOnlyMappings(of file: borrowing OwnedDescriptor, fileOffset: Int) -> Bool {
-        if let known = readOnlySupport.withLock({ $0 }) { return known }
+        let pages = (try? FileFacts(of: file))?.pageSize ?? UInt64(pageSize)
+        if let known = readOnlySupport.withLock({ $0[pages] }) { return known }
         let supported = descriptor.canSuspendReadOnlyAccess(to: file, fileOffset: fileOffset)
-        readOnlySupport.withLock { $0 = supported }
+        readOnlySupport.withLock { $0[pages] = supported }
         return supported
     }
 }

@@ -35,6 +35,9 @@ extension ExportedSegment {
             throw XPMEMError(.invalidArgument,
                 "hint \(offset)+\(length) must be page-aligned, non-empty and inside the segment's \(size) bytes")
         }
+        guard !broker.isClosing else {
+            throw XPMEMError(.alreadyClosed, "the connection to the broker is closing: no hint is taken")
+        }
         // A tracker stopped meanwhile (the mapping is being replaced) takes no hint: ask its successor.
         for _ in 0..<3 {
             let tracker = try state.withLock { state throws(XPMEMError) -> FreePageTracker? in
@@ -47,7 +50,15 @@ extension ExportedSegment {
             }
             // Moving to a fresh file: a hint is advice, and this one is not taken.
             guard let tracker else { return 0 }
-            if let trusted = try tracker.hint(offset: offset, length: length) { return trusted }
+            if let trusted = try tracker.hint(offset: offset, length: length) {
+                // The connection began closing meanwhile, perhaps after `close()` stopped the trackers
+                // it saw: this one ends too (see `XPMEMBroker.close()`).
+                if broker.isClosing {
+                    stopFreePageTracking()
+                    return 0
+                }
+                return trusted
+            }
             state.withLock { state in
                 if state.freePageTracker === tracker { state.freePageTracker = nil }
             }

@@ -51,21 +51,51 @@ extension ExportedSegment {
         }
         tracker?.forgetHintsAndStop()
         defer { state.withLock { $0.movingFile = false } }
-        let file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
+        let attributes = try readMappingAttributes()
+        // A hugetlb pool sized for its segments has no room for a second copy: the bytes wait in
+        // anonymous memory while the old file gives its pages back (which also cuts every mapping of
+        // it off them, the laggard's included), and the fresh file takes them.
+        let holding: UnsafeMutableRawBufferPointer? = hugePages == .hugeTLB ? try holdDataAndEmptyOldFile() : nil
+        defer { if let holding { _ = MemoryMapping.adopting(holding) } }  // unmapped when this returns
+        let file: OwnedDescriptor
+        do {
+            file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
+        } catch {
+            if let holding { try restoreOldFile(from: holding) }
+            throw error
+        }
         let staging: MemoryMapping
         do {
             staging = try MemoryMapping.mapShared(file, length: size, protection: .readWrite)
         } catch {
+            if let holding { try restoreOldFile(from: holding) }
             throw XPMEMError.system("mmap of a fresh memfd for segment \(id)", error)
         }
-        try state.withLock { $0.placement }.apply(to: staging.base, length: size)
-        let attributes = try readMappingAttributes()
-        try copyData(into: staging)
+        do {
+            try state.withLock { $0.placement }.apply(to: staging.base, length: size)
+        } catch {
+            staging.unmap()
+            if let holding {
+                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
+                try restoreOldFile(from: holding)
+            }
+            throw error
+        }
+        if let holding {
+            MemoryFile.copyNonZeroPages(from: holding.baseAddress!, to: staging.base, length: size,
+                                        pageSize: hugePages.pageSize)
+        } else {
+            try copyData(into: staging)
+        }
         staging.unmap()
         let readOnly: OwnedDescriptor
         do {
             readOnly = try MemoryFile.reopenReadOnly(file)
         } catch {
+            if let holding {
+                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
+                try restoreOldFile(from: holding)
+            }
             throw XPMEMError.system("reopening the fresh memfd read-only", error)
         }
         // In place here first, then the broker: if the broker refuses, the old file goes back in place
@@ -75,18 +105,21 @@ extension ExportedSegment {
             moved = try MemoryMapping.mapShared(file, length: size, protection: .readWrite, placement: .replacing(base))
                 .relinquish()
         } catch {
+            if let holding {
+                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
+                try restoreOldFile(from: holding)
+            }
             throw XPMEMError.system("mapping the fresh memfd of segment \(id) in place", error)
         }
         do {
             try setAgain(attributes, on: "its fresh memfd")
-        } catch {
-            mapOldFileBack(at: base, attributes: attributes)
-            throw error
-        }
-        do {
             try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
         } catch {
             mapOldFileBack(at: base, attributes: attributes)
+            if let holding {
+                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
+                try restoreOldFile(from: holding)
+            }
             throw error
         }
         var fresh = Optional(file)
@@ -94,6 +127,59 @@ extension ExportedSegment {
             state.file = fresh.take()
             state.mappingReplaced(by: moved)
         }
+    }
+
+    /// For a hugetlb segment's move: its bytes (the pages that are not all zeros) copied into anonymous
+    /// memory, then every page of the old file punched out, back to the pool. The caller unmaps what
+    /// this returns.
+    private func holdDataAndEmptyOldFile() throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
+        let holding: MemoryMapping
+        do {
+            holding = try MemoryMapping.anonymous(length: size)
+        } catch {
+            throw XPMEMError.system("mmap of anonymous memory to hold segment \(id) while it moves", error)
+        }
+        try copyData(into: holding)
+        let emptied: XPMEMError? = state.withLock { state in
+            switch state.file {
+            case .some(let old):
+                do throws(Errno) {
+                    try MemoryFile.dropPages(of: old, in: 0..<UInt64(size))
+                    return nil
+                } catch {
+                    return XPMEMError.system("giving segment \(id)'s hugetlb pages back to the pool", error)
+                }
+            case .none:
+                return XPMEMError(.alreadyClosed, "segment \(id) has no file to move any more")
+            }
+        }
+        if let emptied { throw emptied }
+        return holding.relinquish()
+    }
+
+    /// A hugetlb move that failed after the old file gave its pages back (and the fresh file, if it
+    /// was made, gave them back in turn): the old file takes them again with the bytes held meanwhile,
+    /// allocated first so that a pool that someone else emptied in between is an error here rather
+    /// than SIGBUS. The segment is then as before the move.
+    private func restoreOldFile(from holding: UnsafeMutableRawBufferPointer) throws(XPMEMError) {
+        let restored: XPMEMError? = state.withLock { state in
+            switch state.file {
+            case .some(let old):
+                do throws(Errno) {
+                    try MemoryFile.allocatePages(of: old, in: 0..<size)
+                    let target = try MemoryMapping.mapShared(old, length: size, protection: .readWrite)
+                    MemoryFile.copyNonZeroPages(from: holding.baseAddress!, to: target.base, length: size,
+                                                pageSize: hugePages.pageSize)
+                    return nil
+                } catch {
+                    return XPMEMError(.resourceExhausted,
+                        "segment \(id)'s move failed and its hugetlb file could not take its pages back from the pool (\(error)); its bytes are lost to importers")
+                }
+            case .none:
+                return nil
+            }
+        }
+        if let restored { throw restored }
     }
 
     /// What the application set on its mapping of the segment (mprotect, mlock, madvise), which a
@@ -117,11 +203,18 @@ extension ExportedSegment {
     /// Copies the segment's data into `staging`, a mapping of its fresh file: only what has pages
     /// (copying a hole would give it a page of zeros in both files), and from a mapping of the old
     /// file of our own, so that a part the application made inaccessible (`mprotect`) is copied too.
+    /// A hugetlb file is read instead (`pread`: its holes read as zeros without taking pool pages, and
+    /// it has no `SEEK_DATA`), and its all-zero pages are skipped.
     private func copyData(into staging: borrowing MemoryMapping) throws(XPMEMError) {
         let copied: XPMEMError? = state.withLock { state in
             switch state.file {
             case .some(let old):
                 do throws(Errno) {
+                    if hugePages == .hugeTLB {
+                        try MemoryFile.copyNonZeroPages(of: old, length: size, pageSize: hugePages.pageSize,
+                                                        into: staging.base)
+                        return nil
+                    }
                     let source = try MemoryMapping.mapShared(old, length: size, protection: .read)
                     for extent in try MemoryFile.dataExtents(of: old, length: size) {
                         (staging.base + extent.lowerBound).copyMemory(from: source.base + extent.lowerBound,

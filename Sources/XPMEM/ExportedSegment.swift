@@ -142,6 +142,17 @@ extension XPMEMBroker {
             throw XPMEMError.system("madvise(MADV_HUGEPAGE) of \(rounded) bytes", error)
         }
         try placement.apply(to: mapping.base, length: rounded)
+        if hugePages == .hugeTLB, placement != .firstTouch {
+            // The reservation took pages from any node, but faults under this policy take them from its
+            // nodes only: allocate them now, so that a node short of pool pages is an error here rather
+            // than SIGBUS at someone's touch.
+            do {
+                try PageRange(base: mapping.base, length: rounded, pageSize: segmentPageSize).allocateEveryPage()
+            } catch {
+                throw XPMEMError(.resourceExhausted,
+                    "the hugetlb pool cannot back \(rounded >> 20) MiB with placement \(placement) (\(error)); /sys/devices/system/node/nodeN/hugepages/ sizes each node's pool")
+            }
+        }
         let registration = try register(file, size: rounded, permit: permit, name: name, placement: placement)
         let base = UInt(bitPattern: mapping.base)
         let segment = track(ExportedSegment(broker: self, registration: registration, size: rounded, permit: permit,

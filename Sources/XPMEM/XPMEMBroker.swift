@@ -17,6 +17,9 @@ import XPMEMSystem
 /// background as its `ReconnectPolicy` says, restoring its segments (same ids), grants and attachments.
 public final class XPMEMBroker: Sendable {
     let channel: BrokerChannel
+    /// Set as `close()` begins: no free-page hint is taken from then on (`ExportedSegment.hintFree`).
+    private let closing = Atomic<Bool>(false)
+    var isClosing: Bool { closing.load(ordering: .sequentiallyConsistent) }
     /// How this connection comes back after the broker goes away.
     public let reconnectPolicy: ReconnectPolicy
     /// The attachments of this connection, for the event listener (of whichever generation).
@@ -117,7 +120,10 @@ public final class XPMEMBroker: Sendable {
     /// already made stay readable.
     public func close() {
         // Free-page hints go first, while the broker still hears this process: a write to a hinted
-        // page must reach it before the page may be dropped, and after the close none could.
+        // page must reach it before the page may be dropped, and after the close none could. A hint
+        // another thread is making meanwhile either has its tracker stopped here or sees `closing`
+        // after it and ends it itself.
+        closing.store(true, ordering: .sequentiallyConsistent)
         for segment in tracked.withLock({ $0.live().segments }) { segment.stopFreePageTracking() }
         channel.close()
     }

@@ -12,8 +12,8 @@ import XPMEMWire
 /// segment, or exits) the entry is marked stale from the library's event thread before the
 /// mapping goes, and the next use of that id attaches afresh (or fails, if the segment is gone).
 ///
-/// Nothing a caller still uses is taken away. Entries are only ever removed by the rank's own thread;
-/// what the current operation got (`bytes(of:)` since the last `operationBoundary()`) stays, and so
+/// Nothing a caller still uses is taken away. Entries are removed by the rank's own thread, and by the
+/// pressure watch's thread, which never takes what the current operation got; what the current operation got (`bytes(of:)` since the last `operationBoundary()`) stays, and so
 /// does what the application was handed (`pin`), until its sender frees it. Pressure, seen by a
 /// thread of its own, is acted on by that thread at once, whether the rank is busy or idle: a
 /// quarter of the entries that may go, coldest first, per pressure event (the current operation's
@@ -101,16 +101,16 @@ final class ImportCache: Sendable {
     /// On the pressure watch's thread: gives back for the events not acted on yet, keeping what the
     /// current operation uses (the rank's thread may be reading it now).
     private func relievePressure() {
-        let events = pressure.events
         let dropped = state.withLock { state in
-            Self.evictForPressure(&state, events: events, keepingOperation: state.operation)
+            Self.evictForPressure(&state, events: pressure.events, keepingOperation: state.operation)
         }
         detach(dropped)
     }
 
-    /// A quarter of the entries that may go, coldest first, when `events` is news; none otherwise.
+    /// A quarter of the entries that may go, coldest first, when `events` (read under the lock, so
+    /// that the watch's thread and the rank's never both act on one event) is news; none otherwise.
     private static func evictForPressure(_ state: inout State, events: Int, keepingOperation: UInt64?) -> [Entry] {
-        guard events != state.pressureEventsSeen else { return [] }
+        guard events > state.pressureEventsSeen else { return [] }
         state.pressureEventsSeen = events
         let evictable = state.entries.count - state.pinnedEntries
         let evicted = evictColdest(&state, count: (evictable + 3) / 4, keepingOperation: keepingOperation)
@@ -165,7 +165,6 @@ final class ImportCache: Sendable {
     /// then.
     func operationBoundary() {
         let now = SharedMemoryAccess.monotonicNanoseconds()
-        let events = pressure.events
         let (dropped, report): ([Entry], AttachCacheCounters?) = state.withLock { state in
             state.operation += 1
             // Entries whose sender freed the buffer go at once; then what the operation that ended
@@ -175,7 +174,7 @@ final class ImportCache: Sendable {
             let evictedForBounds = evictBeyondBounds(&state, keepingOperation: nil)
             state.statistics.capacityEvictions += evictedForBounds.count
             dropped += evictedForBounds
-            dropped += Self.evictForPressure(&state, events: events, keepingOperation: nil)
+            dropped += Self.evictForPressure(&state, events: pressure.events, keepingOperation: nil)
             guard state.reporting, now - state.lastReport >= Self.reportInterval, state.reported != state.statistics else {
                 return (dropped, nil)
             }

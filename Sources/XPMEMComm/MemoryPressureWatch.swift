@@ -39,8 +39,19 @@ final class MemoryPressureWatch: Sendable {
     /// Where the kernel has no PSI, or refuses the trigger, no event ever comes: the cache is then
     /// bounded by its limits alone.
     init(watchingTheKernel: Bool) {
-        guard watchingTheKernel, let trigger = try? TriggerBox(MemoryPressureTrigger.armForThisProcess()) else { return }
-        // The shared watch lives as long as the process; a test's is never started here.
+        guard watchingTheKernel else { return }
+        start(try? TriggerBox(MemoryPressureTrigger.armForThisProcess()))
+    }
+
+    /// Watches the pressure file at `path` (a test's: the memory cgroup it makes the pressure in).
+    init(triggerPath path: String) {
+        start(try? TriggerBox(MemoryPressureTrigger.arm(path: path)))
+    }
+
+    /// The thread holds the watch, so a watch that started one lives as long as the process (the
+    /// shared one does anyway; a test's costs a sleeping thread and a descriptor).
+    private func start(_ trigger: TriggerBox?) {
+        guard let trigger else { return }
         _ = try? DetachedThread.start { [self] in
             while MemoryPressureTrigger.wait(for: trigger.descriptor) { record() }
         }

@@ -75,6 +75,58 @@ public enum MemoryFile {
         return extents
     }
 
+    /// Copies the first `length` bytes of a hugetlb file into `destination`, one of the file's pages of
+    /// `pageSize` bytes at a time, skipping pages that read as zeros (holes among them: `pread` of a
+    /// hugetlbfs hole gives zeros without allocating a page, where touching it through a mapping would
+    /// take one from the pool). hugetlbfs has no `SEEK_DATA`, which `dataExtents` needs.
+    public static func copyNonZeroPages(
+        of file: borrowing OwnedDescriptor, length: Int, pageSize: Int, into destination: UnsafeMutableRawPointer
+    ) throws(Errno) {
+        let bounce = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 4096)
+        defer { bounce.deallocate() }
+        var offset = 0
+        while offset < length {
+            let chunk = min(pageSize, length - offset)
+            var filled = 0
+            while filled < chunk {
+                let read = pread(file.rawValue, bounce.baseAddress! + filled, chunk - filled, off_t(offset + filled))
+                if read < 0, errno == EINTR { continue }
+                guard read > 0 else { throw read < 0 ? Errno(rawValue: errno) : Errno.ioError }
+                filled += read
+            }
+            let page = UnsafeRawBufferPointer(rebasing: bounce[0..<chunk])
+            if !isAllZero(page) { (destination + offset).copyMemory(from: page.baseAddress!, byteCount: chunk) }
+            offset += chunk
+        }
+    }
+
+    /// Copies `length` bytes from `source` to `destination` in pieces of `pageSize`, skipping pieces
+    /// that are all zeros (so that a destination file gets no page for them).
+    public static func copyNonZeroPages(
+        from source: UnsafeRawPointer, to destination: UnsafeMutableRawPointer, length: Int, pageSize: Int
+    ) {
+        for offset in stride(from: 0, to: length, by: pageSize) {
+            let piece = UnsafeRawBufferPointer(start: source + offset, count: min(pageSize, length - offset))
+            if !isAllZero(piece) { (destination + offset).copyMemory(from: piece.baseAddress!, byteCount: piece.count) }
+        }
+    }
+
+    /// Gives every page of `range` of the file a page now (`fallocate`), so that writing there through
+    /// a mapping cannot fail later; a hugetlb file short of pool pages fails here with `ENOSPC`.
+    public static func allocatePages(of file: borrowing OwnedDescriptor, in range: Range<Int>) throws(Errno) {
+        guard !range.isEmpty else { return }
+        _ = try valueOrErrno { cxpmem_allocate_pages(file.rawValue, off_t(range.lowerBound), off_t(range.count)) }
+    }
+
+    /// Word by word where it can: pages are large.
+    private static func isAllZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let words = bytes.count / 8
+        let base = bytes.baseAddress!
+        for index in 0..<words where base.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self) != 0 { return false }
+        for index in (words * 8)..<bytes.count where bytes[index] != 0 { return false }
+        return true
+    }
+
     /// Frees the file's pages in `range` (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): the file keeps its
     /// size, and every process mapping those pages reads zeros there from then on.
     public static func dropPages(of file: borrowing OwnedDescriptor, in range: Range<UInt64>) throws(Errno) {

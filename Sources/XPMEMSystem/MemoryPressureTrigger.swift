@@ -40,15 +40,22 @@ public enum MemoryPressureTrigger {
     }
 
     /// The `memory.pressure` path from `/proc/self/cgroup`'s text (its `0::` line: the v2 cgroup) and
-    /// `/proc/self/mountinfo`'s (the first cgroup2 mount point).
+    /// `/proc/self/mountinfo`'s (the first cgroup2 mount: its mount point, and its root, the part of
+    /// the hierarchy it shows, which a container without a cgroup namespace does not start at `/`).
     public static func cgroupPressurePath(cgroupFile: String, mountinfo: String) -> String? {
         guard let line = cgroupFile.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) else { return nil }
-        let cgroup = line.dropFirst(3)
+        var cgroup = String(line.dropFirst(3))
         guard cgroup.hasPrefix("/") else { return nil }
         // "ID PARENT MAJ:MIN ROOT MOUNT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER"
         guard let mount = mountinfo.split(separator: "\n").first(where: { $0.contains(" - cgroup2 ") }),
               case let fields = mount.split(separator: " "), fields.count > 4 else { return nil }
-        return String(fields[4]) + (cgroup == "/" ? "" : String(cgroup)) + "/memory.pressure"
+        let root = String(fields[3])
+        if root != "/" {
+            // Outside what the mount shows: no file of ours there.
+            guard cgroup == root || cgroup.hasPrefix(root + "/") else { return nil }
+            cgroup = String(cgroup.dropFirst(root.count))
+        }
+        return String(fields[4]) + (cgroup == "/" || cgroup.isEmpty ? "" : cgroup) + "/memory.pressure"
     }
 
     /// Waits until `trigger` fires (true) or stops being able to (false: its cgroup went away). The

@@ -39,6 +39,10 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
 
     /// Makes touches of a shared read-only mapping of `file` sleep, where `suspendAccess` is refused.
     ///
+    /// The private view is `MAP_NORESERVE`: read-only, it is never written, so it needs none of the
+    /// copy-on-write room a private mapping otherwise reserves (for a hugetlb file, a pool page per
+    /// huge page, which a pool sized for its segments does not have).
+    ///
     /// The range is replaced by a *private* read-only mapping of the same file pages: a private
     /// mapping may be registered (it has `VM_MAYWRITE`), and until something writes to it, which
     /// `PROT_READ` forbids, its pages are the file's very pages. It is registered for minor faults
@@ -53,7 +57,7 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
     public func suspendReadOnlyAccess(
         at address: UnsafeMutableRawPointer, length: Int, file: borrowing OwnedDescriptor, fileOffset: Int
     ) throws(Errno) {
-        try Self.mapReadOnly(file, fileOffset: fileOffset, at: address, length: length, flags: MAP_PRIVATE)
+        try Self.mapReadOnly(file, fileOffset: fileOffset, at: address, length: length, flags: MAP_PRIVATE | MAP_NORESERVE)
         try suspendAccess(at: address, length: length)
     }
 
@@ -73,7 +77,7 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
     /// registration). Touches no mapping of the caller's.
     public func canSuspendReadOnlyAccess(to file: borrowing OwnedDescriptor, fileOffset: Int) -> Bool {
         let length = (try? FileFacts(of: file)).map { Int($0.pageSize) } ?? pageSize
-        guard let scratch = mmap(nil, length, PROT_READ, MAP_PRIVATE, file.rawValue, off_t(fileOffset)),
+        guard let scratch = mmap(nil, length, PROT_READ, MAP_PRIVATE | MAP_NORESERVE, file.rawValue, off_t(fileOffset)),
               scratch != MAP_FAILED
         else { return false }
         defer { munmap(scratch, length) }

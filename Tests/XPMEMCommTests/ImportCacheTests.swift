@@ -166,8 +166,14 @@ import XPMEMWire
           .enabled(if: kernelReportsPressure, "the kernel takes no memory pressure trigger (no PSI)"))
     func realPressureShrinksAnIdleCache() throws {
         let fixture = try Fixture(count: 24)
-        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
-                                pressure: MemoryPressureWatch(watchingTheKernel: true))
+        let cgroup = try MemoryCgroup.make(limit: 80 << 20).get()
+        defer { cgroup.remove() }
+        // The pressure made in the cgroup, as a rank in it would see it: its own v2 memory.pressure,
+        // or, in cgroup v1, the machine's (v1 has no per-cgroup file).
+        let cache = ImportCache(
+            broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
+            pressure: MemoryPressureWatch(triggerPath: cgroup.isVersion2 ? cgroup.directory + "/memory.pressure"
+                                                                        : "/proc/pressure/memory"))
         try useOnePerOperation(cache, Array(fixture.ids[0..<20]))
         cache.operationBoundary()
         let pinned = try cache.pin(fixture.ids[20])
@@ -176,8 +182,6 @@ import XPMEMWire
 
         // The pressure: as libxpmem's test makes it, a process keeping 56 MiB in an 80 MiB cgroup
         // and reading a file several times the room left.
-        let cgroup = try MemoryCgroup.make(limit: 80 << 20).get()
-        defer { cgroup.remove() }
         let file = "/var/tmp/xpmem-swift-pressure-\(getpid())"
         defer { unlink(file) }
         try Self.writeFile(file, megabytes: 256)

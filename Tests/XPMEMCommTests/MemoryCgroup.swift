@@ -44,7 +44,10 @@ struct MemoryCgroup {
 
     func remove() {
         // Its processes have exited; the kernel may take a moment to let go of the last one.
-        for _ in 0..<200 where rmdir(directory) != 0 && errno == EBUSY { usleep(50_000) }
+        for _ in 0..<200 {
+            guard rmdir(directory) != 0, errno == EBUSY else { return }
+            usleep(50_000)
+        }
     }
 
     private static func write(_ text: String, to path: String) -> Bool {

@@ -82,6 +82,8 @@ struct FreePageHintTests {
         #expect(segment.hasFreePageHints)
         owner.close()
         #expect(!segment.hasFreePageHints, "the hints outlived the connection")
+        #expect { try segment.hintFree(offset: 0, length: pageSize) } throws: { ($0 as? XPMEMError)?.code == .alreadyClosed }
+        #expect(!segment.hasFreePageHints, "a hint after the close started watching writes again")
         // The page is not watched any more: the write lands at once, with no broker to tell.
         segment.withUnsafeMutableBytes { $0[0] = 0x55 }
         #expect(firstByte(of: 0, in: segment) == 0x55)

@@ -1,5 +1,6 @@
 @preconcurrency import Glibc
 import Foundation
+import Synchronization
 import Testing
 import XPMEM
 import XPMEMSystem
@@ -186,6 +187,39 @@ struct HugePageTests {
             } catch let error as XPMEMError {
                 #expect(error.code == .invalidArgument && error.message.contains("nr_hugepages"), "\(error)")
             }
+        }
+    }
+
+    @Test("a hugetlb segment whose pool has no room for a second copy still revokes an importer that misses a deadline",
+          .enabled(if: canSizePool, "sizing the hugetlb pool needs root and a kernel with hugetlb pages"))
+    func hugeTLBRevocationWithATightPool() throws {
+        // Two pages for the segment and one spare: a fresh file beside the old one (four) cannot fit.
+        try withHugeTLBPool(3) { pool in
+            let broker = try TestBroker()
+            let segment = try broker.connect(name: "exporter").makeSegment(size: 2 * pool.pageSize, hugePages: .hugeTLB)
+            segment.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0x11) }
+            let ended = Mutex(0)
+            let good = try broker.connect(name: "prompt importer").get(segment.id)
+                .attach(handlers: InvalidationHandlers(didInvalidate: { _ in ended.withLock { $0 += 1 } }))
+            let late = try ChildProcess("xpmem-probe", ["late-importer", "--socket", broker.socketPath, "\(segment.id)"])
+            #expect(late.readLine() == "mapped first-byte 17")
+
+            let report = try segment.invalidate(deadline: .seconds(3))
+            #expect(report.importers.map(\.outcome).sorted { $0.rawValue < $1.rawValue } == [.acknowledged, .missedDeadline])
+            let deadline = ContinuousClock.now + .seconds(20)
+            while ended.withLock({ $0 }) < 1 && ContinuousClock.now < deadline { usleep(5000) }
+            #expect(ended.withLock { $0 } == 1)
+
+            segment.withUnsafeMutableBytes { $0[0] = 0x22 }
+            #expect(good.withUnsafeMutableBytes { $0[0] } == 0x22, "the prompt importer does not see the exporter's write")
+            // The old file gave its pages back to the pool: the revoked importer's mapping reads holes.
+            #expect(late.send("read") && late.readLine() == "first-byte 0", "the revoked mapping still reaches the bytes")
+            #expect(late.send("write 68") && late.readLine() == "wrote")
+            #expect(segment.withUnsafeMutableBytes { ($0[0], $0[1]) } == (0x22, 0x11), "the revoked importer's write landed")
+            let later = try broker.connect(name: "later importer").get(segment.id).attach()
+            #expect(later.withUnsafeMutableBytes { ($0[0], $0[1], $0[pool.pageSize]) } == (0x22, 0x11, 0x11))
+            late.signal(SIGKILL)
+            late.waitForExit()
         }
     }
 }

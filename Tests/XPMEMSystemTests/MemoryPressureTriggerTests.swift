@@ -19,6 +19,16 @@ struct MemoryPressureTriggerTests {
                 == "/sys/fs/cgroup/unified/memory.pressure")
     }
 
+    @Test("a mount that shows only part of the hierarchy (a container's): the cgroup below its root")
+    func pathBelowTheMountsRoot() {
+        let mounted = "40 30 0:30 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n"
+        #expect(MemoryPressureTrigger.cgroupPressurePath(cgroupFile: "0::/docker/abc/job\n", mountinfo: mounted)
+                == "/sys/fs/cgroup/job/memory.pressure")
+        #expect(MemoryPressureTrigger.cgroupPressurePath(cgroupFile: "0::/docker/abc\n", mountinfo: mounted)
+                == "/sys/fs/cgroup/memory.pressure")
+        #expect(MemoryPressureTrigger.cgroupPressurePath(cgroupFile: "0::/elsewhere\n", mountinfo: mounted) == nil)
+    }
+
     @Test("no v2 cgroup, or no cgroup2 mount: no path")
     func noPathWithoutV2() {
         #expect(MemoryPressureTrigger.cgroupPressurePath(cgroupFile: "4:memory:/job\n", mountinfo: Self.mountinfo) == nil)

@@ -128,7 +128,10 @@ int xpmem_attach_cache_stats(struct xpmem_attach_cache_stats *stats);
  * Taken for private anonymous memory (heap, stacks, anonymous mmaps) that no peer has attached: the
  * kernel's lazy free (MADV_FREE) keeps exactly that promise. Not taken for memory peers have
  * attached (it is shared with them by then: their writes cannot be watched, so no page of it is
- * known clean), for file mappings, or for this library's own memory.
+ * known clean), for file mappings, or for this library's private area (its threads' stacks and
+ * scratch buffers). Like MADV_FREE itself, it trusts the caller: hint only memory whose contents no
+ * one needs. A heap range still holding live allocations (anyone's, this library's tables included,
+ * which it allocates with malloc) must not be hinted.
  *
  * vaddr and size must be page-aligned; the range may span holes and mappings of every kind. Returns
  * the bytes the hint was taken for (0 when none), or -1 with errno EINVAL (NULL, unaligned, or a

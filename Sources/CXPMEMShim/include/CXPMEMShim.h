@@ -95,6 +95,8 @@ int cxpmem_uffd_next_write_fault(int uffd, int stop, uint64_t *address);
 int cxpmem_stop_signal_open(void);
 /// fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE).
 int cxpmem_punch_hole(int fd, off_t offset, off_t length);
+// fallocate(fd, 0, ...): gives every page of the range a page now (ENOSPC when none is to be had).
+int cxpmem_allocate_pages(int fd, off_t offset, off_t length);
 
 /// A load the compiler may not hoist out of a loop: for tests and benchmarks that watch memory
 /// another process writes.
