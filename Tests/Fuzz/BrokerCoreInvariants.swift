@@ -41,15 +41,23 @@ enum BrokerCoreInvariants {
         for grant in registry.grants.values {
             check(registry.clients[grant.client] != nil, "\(grant.handle) held by departed \(grant.client)")
         }
-        for segment in registry.segments.values { checkFreePages(segment, pageSize: registry.limits.pageSize) }
+        for segment in registry.segments.values {
+            // A kernel file's pages: a power of two, at least the base page; an address space's are base pages.
+            check(segment.pageSize >= registry.limits.pageSize && segment.pageSize & (segment.pageSize - 1) == 0
+                      && segment.size % segment.pageSize == 0
+                      && (segment.addressSpaceBase == nil || segment.pageSize == registry.limits.pageSize),
+                  "\(segment.id) has \(segment.pageSize)-byte pages for \(segment.size) bytes")
+            checkFreePages(segment, pageSize: segment.pageSize)
+        }
         for attachment in registry.attachments.values {
             guard let grant = registry.grants[attachment.handle] else {
                 fatalError("invariant broken: \(attachment.id) outlived its grant \(attachment.handle)")
             }
             check(grant.client == attachment.client && grant.segment == attachment.segment
                        && grant.access == attachment.access, "\(attachment.id) does not match its grant")
-            check(attachment.length > 0 && attachment.offset % registry.limits.pageSize == 0
-                       && attachment.length % registry.limits.pageSize == 0, "\(attachment.id) is not page-aligned")
+            let pageSize = registry.segments[attachment.segment]?.pageSize ?? registry.limits.pageSize
+            check(attachment.length > 0 && attachment.offset % pageSize == 0
+                       && attachment.length % pageSize == 0, "\(attachment.id) is not aligned to its segment's pages")
         }
     }
 

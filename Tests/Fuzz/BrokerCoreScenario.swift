@@ -64,7 +64,15 @@ struct BrokerCoreScenario {
         switch input.byte() % 9 {
         case 0: connect(&input)
         case 1: if let peer = pickPeer(&input) { request(.hello(clientName: "fuzz"), from: peer) }
-        case 2, 3: if let peer = pickPeer(&input) { request(structuredRequest(&input), from: peer) }
+        case 2, 3:
+            if let peer = pickPeer(&input) {
+                let message = structuredRequest(&input)
+                // The page size the daemon read from a make's file: a memfd's, huge ones (four pages, so
+                // that segments within the fuzz's byte quota can have them, and 2 MiB), or what no
+                // kernel file has (the core must refuse those).
+                let pages = input.pick([nil, Self.page, 4 * Self.page, 2 << 20, 3 * Self.page, Self.page / 4] as [UInt64?])
+                request(message, from: peer, filePageSize: pages)
+            }
         case 4: if let peer = pickPeer(&input) { rawRequest(&input, from: peer) }
         case 5: if let peer = pickPeer(&input) { event(structuredEvent(&input, from: peer), from: peer) }
         case 6: if let peer = pickPeer(&input) { rawEvent(&input, from: peer) }
@@ -86,22 +94,23 @@ struct BrokerCoreScenario {
         if core.peers[peer] == nil { depart(peer) }
     }
 
-    mutating func request(_ message: Message, from peer: PeerID) {
+    mutating func request(_ message: Message, from peer: PeerID, filePageSize: UInt64? = nil) {
         // Through the wire first, as a client's frame would come.
         let requestID = nextRequestID
         nextRequestID += 1
         guard let frame = WireDecodingProperty.decode(Frame(requestID: requestID, message: message).encoded()) else {
             fatalError("invariant broken: a request the encoder made does not decode: \(message)")
         }
-        handle(frame, from: peer)
+        handle(frame, from: peer, filePageSize: filePageSize)
     }
 
     /// A frame as the daemon hands it to the core: a request, with exactly the descriptors it needs.
-    mutating func handle(_ frame: Frame, from peer: PeerID) {
+    mutating func handle(_ frame: Frame, from peer: PeerID, filePageSize: UInt64? = nil) {
         let asked = DaemonView.Request(peer: peer, requestID: frame.requestID)
         let served = core.peers[peer].map { $0.state != .closing } ?? false
         if served { daemon.awaitReply(to: asked) }
-        daemon.apply(core.handle(frame.message, requestID: frame.requestID, from: peer, now: now), core: core,
+        daemon.apply(core.handle(frame.message, requestID: frame.requestID, from: peer, now: now,
+                                 filePageSize: filePageSize), core: core,
                      handling: (asked, frame.message))
         switch frame.message {
         case .attach, .invalidate, .resolveFault:

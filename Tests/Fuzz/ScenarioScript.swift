@@ -6,21 +6,22 @@ struct ScenarioScript {
     /// `person` indexes `BrokerCoreScenario.people`; peers are then named by their index among the connected.
     mutating func connect(person: UInt8) { bytes += [0, person, 0] }
     mutating func hello(_ peer: UInt8) { bytes += [1, peer] }
-    mutating func subscribe(_ peer: UInt8) { bytes += [2, peer, 11] }
+    /// Each request ends with the page-size choice of the file a make carries (0: the base page size).
+    mutating func subscribe(_ peer: UInt8) { bytes += [2, peer, 11, 0] }
     /// A segment of `pages` pages, mode 0o644.
-    mutating func make(_ peer: UInt8, pages: UInt8) { bytes += [2, peer, 0, pages, 1, 0] }
+    mutating func make(_ peer: UInt8, pages: UInt8) { bytes += [2, peer, 0, pages, 1, 0, 0] }
     /// The whole address space, mode 0o666.
-    mutating func makeAddressSpace(_ peer: UInt8) { bytes += [2, peer, 2, 0, 0, 0, 3] }
+    mutating func makeAddressSpace(_ peer: UInt8) { bytes += [2, peer, 2, 0, 0, 0, 3, 0] }
     /// Gets the `segment`-th segment issued, read-only or read-write.
-    mutating func get(_ peer: UInt8, segment: UInt8, readWrite: Bool) { bytes += [2, peer, 4, segment, readWrite ? 1 : 0] }
-    mutating func attach(_ peer: UInt8, handle: UInt8, page: UInt8, pages: UInt8) { bytes += [2, peer, 7, handle, page, pages] }
+    mutating func get(_ peer: UInt8, segment: UInt8, readWrite: Bool) { bytes += [2, peer, 4, segment, readWrite ? 1 : 0, 0] }
+    mutating func attach(_ peer: UInt8, handle: UInt8, page: UInt8, pages: UInt8) { bytes += [2, peer, 7, handle, page, pages, 0] }
     /// Invalidates pages of the `segment`-th segment with a 100 ms deadline, held for a change.
     mutating func invalidate(_ peer: UInt8, segment: UInt8, page: UInt8, pages: UInt8) {
-        bytes += [2, peer, 12, segment, page, pages, 100, 0, 1]
+        bytes += [2, peer, 12, segment, page, pages, 100, 0, 1, 0]
     }
     /// Acknowledges the segment's current invalidation.
     mutating func acknowledge(_ peer: UInt8, segment: UInt8) { bytes += [5, peer, 0, segment, 1] }
-    mutating func endInvalidation(_ peer: UInt8, segment: UInt8) { bytes += [2, peer, 13, segment, 1] }
+    mutating func endInvalidation(_ peer: UInt8, segment: UInt8) { bytes += [2, peer, 13, segment, 1, 0] }
     /// Answers the first waiting `backRange` with two one-page extents, one page apart.
     mutating func backFirstRange(_ peer: UInt8) { bytes += [5, peer, 1, 0, 0, 2, 1, 1, 1, 1] }
     mutating func tickToNextDeadline() { bytes += [8, 1] }
