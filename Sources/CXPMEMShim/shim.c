@@ -153,11 +153,19 @@ int cxpmem_uffd_open(void) {
     return fd;
 }
 
-int cxpmem_uffd_register_minor(int uffd, void *address, size_t length) {
+int cxpmem_uffd_register_suspend(int uffd, void *address, size_t length) {
+    /* Minor faults: pages the file has. Missing faults too: a page the file lacks (a hole of a
+     * sparse segment, or every page of a hugetlb file given back to the pool during a move) would
+     * otherwise be allocated by the touch instead of sleeping. */
     struct uffdio_register request = {
         .range = {.start = (unsigned long)address, .len = length},
-        .mode = UFFDIO_REGISTER_MODE_MINOR,
+        .mode = UFFDIO_REGISTER_MODE_MINOR | UFFDIO_REGISTER_MODE_MISSING,
     };
+    if (ioctl(uffd, UFFDIO_REGISTER, &request) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return -1;
+    request.mode = UFFDIO_REGISTER_MODE_MINOR;
     return ioctl(uffd, UFFDIO_REGISTER, &request);
 }
 

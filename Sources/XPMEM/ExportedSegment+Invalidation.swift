@@ -1,3 +1,4 @@
+import Synchronization
 import XPMEMWire
 
 extension ExportedSegment {
@@ -69,8 +70,19 @@ extension ExportedSegment {
     private func moveToFreshFile(thenEnd window: InvalidationReport) throws(XPMEMError) {
         var moveFailure: XPMEMError?
         do throws(XPMEMError) { try moveToFreshFile() } catch { moveFailure = error }
-        try broker.channel.requestDone(.endInvalidation(id, sequence: window.sequence))
-        if let moveFailure { throw moveFailure }
+        let ended = Result { () throws(XPMEMError) in
+            try broker.channel.requestDone(.endInvalidation(id, sequence: window.sequence))
+        }
+        if let moveFailure {
+            // A hugetlb move that let its emptied file go: the segment is withdrawn (its bytes are
+            // private here), so that no importer maps the empty file as the segment.
+            if lostItsFile {
+                state.withLock { $0.removed = true }
+                try? broker.channel.requestDone(.remove(id))
+            }
+            throw moveFailure
+        }
+        try ended.get()
     }
 }
 

@@ -52,74 +52,27 @@ extension ExportedSegment {
         tracker?.forgetHintsAndStop()
         defer { state.withLock { $0.movingFile = false } }
         let attributes = try readMappingAttributes()
-        // A hugetlb pool sized for its segments has no room for a second copy: the bytes wait in
-        // anonymous memory while the old file gives its pages back (which also cuts every mapping of
-        // it off them, the laggard's included), and the fresh file takes them.
-        let holding: UnsafeMutableRawBufferPointer? = hugePages == .hugeTLB ? try holdDataAndEmptyOldFile() : nil
-        defer { if let holding { _ = MemoryMapping.adopting(holding) } }  // unmapped when this returns
-        let file: OwnedDescriptor
-        do {
-            file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
-        } catch {
-            if let holding { try restoreOldFile(from: holding) }
-            throw error
+        if hugePages == .hugeTLB, !Self.hugeTLBPoolHoldsASecondCopy(of: size) {
+            return try moveThroughPrivateCopy(base: base, attributes: attributes)
         }
-        let staging: MemoryMapping
-        do {
-            staging = try MemoryMapping.mapShared(file, length: size, protection: .readWrite)
-        } catch {
-            if let holding { try restoreOldFile(from: holding) }
-            throw XPMEMError.system("mmap of a fresh memfd for segment \(id)", error)
-        }
-        do {
-            try state.withLock { $0.placement }.apply(to: staging.base, length: size)
-        } catch {
-            staging.unmap()
-            if let holding {
-                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
-                try restoreOldFile(from: holding)
-            }
-            throw error
-        }
-        if let holding {
-            MemoryFile.copyNonZeroPages(from: holding.baseAddress!, to: staging.base, length: size,
-                                        pageSize: hugePages.pageSize)
-        } else {
-            try copyData(into: staging)
-        }
+        let file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
+        let staging = try mapForFilling(file)
+        try copyData(into: staging)
         staging.unmap()
         let readOnly: OwnedDescriptor
         do {
             readOnly = try MemoryFile.reopenReadOnly(file)
         } catch {
-            if let holding {
-                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
-                try restoreOldFile(from: holding)
-            }
             throw XPMEMError.system("reopening the fresh memfd read-only", error)
         }
         // In place here first, then the broker: if the broker refuses, the old file goes back in place
         // and nothing has changed for anyone.
-        let moved: UnsafeMutableRawBufferPointer
-        do {
-            moved = try MemoryMapping.mapShared(file, length: size, protection: .readWrite, placement: .replacing(base))
-                .relinquish()
-        } catch {
-            if let holding {
-                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
-                try restoreOldFile(from: holding)
-            }
-            throw XPMEMError.system("mapping the fresh memfd of segment \(id) in place", error)
-        }
+        let moved = try mapInPlace(file, at: base)
         do {
             try setAgain(attributes, on: "its fresh memfd")
             try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
         } catch {
             mapOldFileBack(at: base, attributes: attributes)
-            if let holding {
-                try? MemoryFile.dropPages(of: file, in: 0..<UInt64(size))
-                try restoreOldFile(from: holding)
-            }
             throw error
         }
         var fresh = Optional(file)
@@ -129,20 +82,64 @@ extension ExportedSegment {
         }
     }
 
-    /// For a hugetlb segment's move: its bytes (the pages that are not all zeros) copied into anonymous
-    /// memory, then every page of the old file punched out, back to the pool. The caller unmaps what
-    /// this returns.
-    private func holdDataAndEmptyOldFile() throws(XPMEMError) -> UnsafeMutableRawBufferPointer {
-        let holding: MemoryMapping
+    /// Whether the hugetlb pool has unreserved pages for a second copy of a segment of `size` bytes.
+    private static func hugeTLBPoolHoldsASecondCopy(of size: Int) -> Bool {
+        guard let pool = HugeTLBPool.current() else { return false }
+        return pool.availablePages >= (size + pool.pageSize - 1) / pool.pageSize
+    }
+
+    /// A fresh file mapped here to be filled, with the segment's placement (a hugetlb file keeps no
+    /// policy of its own, so its pages are allocated now, where the placement says).
+    private func mapForFilling(_ file: borrowing OwnedDescriptor) throws(XPMEMError) -> MemoryMapping {
+        let staging: MemoryMapping
         do {
-            holding = try MemoryMapping.anonymous(length: size)
+            staging = try MemoryMapping.mapShared(file, length: size, protection: .readWrite)
         } catch {
-            throw XPMEMError.system("mmap of anonymous memory to hold segment \(id) while it moves", error)
+            throw XPMEMError.system("mmap of a fresh memfd for segment \(id)", error)
         }
-        try copyData(into: holding)
+        let placement = state.withLock { $0.placement }
+        try placement.apply(to: staging.base, length: size)
+        if hugePages == .hugeTLB, placement != .firstTouch {
+            do {
+                try PageRange(base: staging.base, length: size, pageSize: hugePages.pageSize).allocateEveryPage()
+            } catch {
+                throw XPMEMError(.resourceExhausted,
+                    "the hugetlb pool cannot back segment \(id)'s fresh file with placement \(placement) (\(error))")
+            }
+        }
+        return staging
+    }
+
+    private func mapInPlace(_ file: borrowing OwnedDescriptor, at base: UnsafeMutableRawPointer)
+        throws(XPMEMError) -> UnsafeMutableRawBufferPointer
+    {
+        do {
+            return try MemoryMapping.mapShared(file, length: size, protection: .readWrite, placement: .replacing(base))
+                .relinquish()
+        } catch {
+            throw XPMEMError.system("mapping the fresh memfd of segment \(id) in place", error)
+        }
+    }
+
+    /// A hugetlb segment whose pool has no room for a second copy: its bytes become private memory in
+    /// place first (this process reads them there meanwhile), then the old file gives every page and
+    /// reservation back to the pool (which cuts every mapping of it off them, the laggard's included;
+    /// importers in the window sleep on the holes), and a fresh file takes them with the bytes.
+    ///
+    /// If the fresh file cannot be had (someone took the pool meanwhile) or the broker refuses it, the
+    /// bytes stay private here, the emptied file is let go, and the segment is withdrawn once the
+    /// window ends (`moveToFreshFile(thenEnd:)`): importers lose it, none keeps a live alias, nothing
+    /// of the exporter's is lost.
+    private func moveThroughPrivateCopy(base: UnsafeMutableRawPointer, attributes: MappingAttributes)
+        throws(XPMEMError)
+    {
+        try makePagesPrivate()
         let emptied: XPMEMError? = state.withLock { state in
             switch state.file {
             case .some(let old):
+                // Allocating the holes first uses the file's own reservations, so that the punch then
+                // gives back every one (a punch returns only the reservations of pages that exist).
+                try? MemoryFile.allocatePages(of: old, in: 0..<size)
                 do throws(Errno) {
                     try MemoryFile.dropPages(of: old, in: 0..<UInt64(size))
                     return nil
@@ -153,33 +150,64 @@ extension ExportedSegment {
                 return XPMEMError(.alreadyClosed, "segment \(id) has no file to move any more")
             }
         }
-        if let emptied { throw emptied }
-        return holding.relinquish()
+        do throws(XPMEMError) {
+            if let emptied { throw emptied }
+            let file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
+            let staging = try mapForFilling(file)
+            MemoryFile.copyNonZeroPages(from: base, to: staging.base, length: size, pageSize: hugePages.pageSize)
+            staging.unmap()
+            let readOnly: OwnedDescriptor
+            do {
+                readOnly = try MemoryFile.reopenReadOnly(file)
+            } catch {
+                throw XPMEMError.system("reopening the fresh memfd read-only", error)
+            }
+            let moved = try mapInPlace(file, at: base)
+            do {
+                try setAgain(attributes, on: "its fresh memfd")
+                try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
+            } catch {
+                // The bytes are in the fresh file's mapping here: private again, from it.
+                try? makeMappedBytesPrivate(at: base, attributes: attributes)
+                throw error
+            }
+            var fresh = Optional(file)
+            state.withLock { state in
+                state.file = fresh.take()
+                state.mappingReplaced(by: moved)
+            }
+        } catch {
+            state.withLock { $0.file = nil }
+            throw XPMEMError(.resourceExhausted,
+                "segment \(id) could not move to a fresh hugetlb file (\(error.message)); it is withdrawn, and its bytes stay private in this process")
+        }
     }
 
-    /// A hugetlb move that failed after the old file gave its pages back (and the fresh file, if it
-    /// was made, gave them back in turn): the old file takes them again with the bytes held meanwhile,
-    /// allocated first so that a pool that someone else emptied in between is an error here rather
-    /// than SIGBUS. The segment is then as before the move.
-    private func restoreOldFile(from holding: UnsafeMutableRawBufferPointer) throws(XPMEMError) {
-        let restored: XPMEMError? = state.withLock { state in
+    /// The bytes mapped at `base` copied into private anonymous memory moved in place (a hugetlb move
+    /// that failed after the fresh file was mapped there).
+    private func makeMappedBytesPrivate(at base: UnsafeMutableRawPointer, attributes: MappingAttributes)
+        throws(XPMEMError)
+    {
+        do {
+            let copy = try MemoryMapping.anonymous(length: size)
+            MemoryFile.copyNonZeroPages(from: base, to: copy.base, length: size, pageSize: hugePages.pageSize)
+            let moved = try copy.move(replacing: base).relinquish()
+            state.withLock { $0.mappingReplaced(by: moved) }
+        } catch {
+            throw XPMEMError.system("making segment \(id)'s bytes private again", error)
+        }
+        try setAgain(attributes, on: "its private copy")
+    }
+
+    /// Whether a failed move left the segment without a file (a hugetlb move through a private copy):
+    /// it is then withdrawn.
+    var lostItsFile: Bool {
+        state.withLock { state in
             switch state.file {
-            case .some(let old):
-                do throws(Errno) {
-                    try MemoryFile.allocatePages(of: old, in: 0..<size)
-                    let target = try MemoryMapping.mapShared(old, length: size, protection: .readWrite)
-                    MemoryFile.copyNonZeroPages(from: holding.baseAddress!, to: target.base, length: size,
-                                                pageSize: hugePages.pageSize)
-                    return nil
-                } catch {
-                    return XPMEMError(.resourceExhausted,
-                        "segment \(id)'s move failed and its hugetlb file could not take its pages back from the pool (\(error)); its bytes are lost to importers")
-                }
-            case .none:
-                return nil
+            case .some: false
+            case .none: true
             }
         }
-        if let restored { throw restored }
     }
 
     /// What the application set on its mapping of the segment (mprotect, mlock, madvise), which a

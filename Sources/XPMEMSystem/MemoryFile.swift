@@ -76,17 +76,19 @@ public enum MemoryFile {
     }
 
     /// Copies the first `length` bytes of a hugetlb file into `destination`, one of the file's pages of
-    /// `pageSize` bytes at a time, skipping pages that read as zeros (holes among them: `pread` of a
+    /// `pageSize` bytes (or 2 MiB of one) at a time, skipping those that read as zeros (holes among them: `pread` of a
     /// hugetlbfs hole gives zeros without allocating a page, where touching it through a mapping would
     /// take one from the pool). hugetlbfs has no `SEEK_DATA`, which `dataExtents` needs.
     public static func copyNonZeroPages(
         of file: borrowing OwnedDescriptor, length: Int, pageSize: Int, into destination: UnsafeMutableRawPointer
     ) throws(Errno) {
-        let bounce = UnsafeMutableRawBufferPointer.allocate(byteCount: pageSize, alignment: 4096)
+        // At most 2 MiB at a time, whatever the page size (1 GiB pages exist).
+        let piece = min(pageSize, 2 << 20)
+        let bounce = UnsafeMutableRawBufferPointer.allocate(byteCount: piece, alignment: 4096)
         defer { bounce.deallocate() }
         var offset = 0
         while offset < length {
-            let chunk = min(pageSize, length - offset)
+            let chunk = min(piece, length - offset)
             var filled = 0
             while filled < chunk {
                 let read = pread(file.rawValue, bounce.baseAddress! + filled, chunk - filled, off_t(offset + filled))

@@ -19,14 +19,15 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
         descriptor = OwnedDescriptor(adopting: try valueOrErrno { cxpmem_uffd_open() })
     }
 
-    /// Makes touches of a shared mapping this process may write sleep: registers it for minor faults,
+    /// Makes touches of a shared mapping this process may write sleep: registers it for minor faults
+    /// (and for missing ones, so that a page the file lacks is not allocated by a touch meanwhile),
     /// then drops this process's page table entries (`MADV_DONTNEED`; the memfd keeps the pages).
     /// Registering first means no touch can slip in between. Undone by `resumeAccess`.
     ///
     /// The kernel refuses (`EPERM`) a mapping whose file was opened read-only: registering needs
     /// `VM_MAYWRITE`. Use `suspendReadOnlyAccess` for those.
     public func suspendAccess(at address: UnsafeMutableRawPointer, length: Int) throws(Errno) {
-        _ = try valueOrErrno { cxpmem_uffd_register_minor(descriptor.rawValue, address, length) }
+        _ = try valueOrErrno { cxpmem_uffd_register_suspend(descriptor.rawValue, address, length) }
         _ = try valueOrErrno { madvise(address, length, MADV_DONTNEED) }
     }
 
@@ -81,7 +82,7 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
               scratch != MAP_FAILED
         else { return false }
         defer { munmap(scratch, length) }
-        return cxpmem_uffd_register_minor(descriptor.rawValue, scratch, length) == 0
+        return cxpmem_uffd_register_suspend(descriptor.rawValue, scratch, length) == 0
     }
 
     /// Wakes threads sleeping on the range (after it was replaced, they fault for real).

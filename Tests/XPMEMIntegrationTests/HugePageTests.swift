@@ -190,14 +190,21 @@ struct HugePageTests {
         }
     }
 
+    /// A segment of `pages` huge pages, with every page written or only the first, in a pool with one
+    /// page to spare.
+    static let tightPools: [(pages: Int, writtenPages: Int)] = [(2, 2), (4, 1)]
+
     @Test("a hugetlb segment whose pool has no room for a second copy still revokes an importer that misses a deadline",
-          .enabled(if: canSizePool, "sizing the hugetlb pool needs root and a kernel with hugetlb pages"))
-    func hugeTLBRevocationWithATightPool() throws {
-        // Two pages for the segment and one spare: a fresh file beside the old one (four) cannot fit.
-        try withHugeTLBPool(3) { pool in
+          .enabled(if: canSizePool, "sizing the hugetlb pool needs root and a kernel with hugetlb pages"),
+          arguments: tightPools)
+    func hugeTLBRevocationWithATightPool(pages: Int, writtenPages: Int) throws {
+        // A fresh file beside the old one (twice the segment) cannot fit.
+        try withHugeTLBPool(pages + 1) { pool in
             let broker = try TestBroker()
-            let segment = try broker.connect(name: "exporter").makeSegment(size: 2 * pool.pageSize, hugePages: .hugeTLB)
-            segment.withUnsafeMutableBytes { $0.initializeMemory(as: UInt8.self, repeating: 0x11) }
+            let segment = try broker.connect(name: "exporter").makeSegment(size: pages * pool.pageSize, hugePages: .hugeTLB)
+            segment.withUnsafeMutableBytes {
+                $0[0..<(writtenPages * pool.pageSize)].initializeMemory(as: UInt8.self, repeating: 0x11)
+            }
             let ended = Mutex(0)
             let good = try broker.connect(name: "prompt importer").get(segment.id)
                 .attach(handlers: InvalidationHandlers(didInvalidate: { _ in ended.withLock { $0 += 1 } }))
@@ -217,7 +224,9 @@ struct HugePageTests {
             #expect(late.send("write 68") && late.readLine() == "wrote")
             #expect(segment.withUnsafeMutableBytes { ($0[0], $0[1]) } == (0x22, 0x11), "the revoked importer's write landed")
             let later = try broker.connect(name: "later importer").get(segment.id).attach()
-            #expect(later.withUnsafeMutableBytes { ($0[0], $0[1], $0[pool.pageSize]) } == (0x22, 0x11, 0x11))
+            #expect(later.withUnsafeMutableBytes { ($0[0], $0[1], $0[pool.pageSize]) }
+                    == (0x22, 0x11, writtenPages > 1 ? 0x11 : 0))
+            #expect(later.withUnsafeMutableBytes { $0[pages * pool.pageSize - 1] } == (writtenPages == pages ? 0x11 : 0))
             late.signal(SIGKILL)
             late.waitForExit()
         }

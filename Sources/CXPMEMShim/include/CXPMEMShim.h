@@ -77,7 +77,9 @@ extern const int cxpmem_MAP_POPULATE;
 /// Opens a user-mode-only userfaultfd with UFFD_FEATURE_MINOR_SHMEM negotiated; -1 with errno if the
 /// kernel or its settings do not allow it (EOPNOTSUPP when the feature is missing).
 int cxpmem_uffd_open(void);
-int cxpmem_uffd_register_minor(int uffd, void *address, size_t length);
+/// Registers a range so that touches sleep: minor faults (pages the file has) and missing ones (pages
+/// it lacks), or minor faults only where the kernel refuses both on that mapping.
+int cxpmem_uffd_register_suspend(int uffd, void *address, size_t length);
 int cxpmem_uffd_unregister(int uffd, void *address, size_t length);
 int cxpmem_uffd_wake(int uffd, void *address, size_t length);
 
