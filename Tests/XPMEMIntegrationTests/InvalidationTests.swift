@@ -93,6 +93,35 @@ struct InvalidationTests {
         #expect(covering?.valueAfter == 2)
     }
 
+    @Test("With .block, touching a page the segment never had sleeps through the window too, instead of allocating it")
+    func blockPolicyPausesTouchesOfHoles() throws {
+        let broker = try TestBroker()
+        let segment = try broker.connect(name: "exporter").makeSegment(size: 64 << 10)  // never written: holes
+        let attachment = try broker.connect(name: "importer").get(segment.id).attach()
+        #expect(attachment.policy == .block)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        let hole = UInt(bitPattern: attachment.bytes.baseAddress! + 3 * page)
+        let readAt = Atomic<UInt64>(0)
+        let readValue = Atomic<UInt64>(.max)
+        let done = DispatchSemaphore(value: 0)
+        var windowEnd: UInt64 = 0
+        let report = try segment.invalidate(deadline: .seconds(10)) {
+            Thread.detachNewThread {
+                let value = SharedMemoryAccess.load(UnsafeRawPointer(bitPattern: hole)!)
+                readAt.store(SharedMemoryAccess.monotonicNanoseconds(), ordering: .sequentiallyConsistent)
+                readValue.store(value, ordering: .sequentiallyConsistent)
+                done.signal()
+            }
+            usleep(200_000)
+            segment.bytes[3 * page] = 9  // the change: the page exists from now on
+            windowEnd = SharedMemoryAccess.monotonicNanoseconds()
+        }
+        #expect(report.importers.map(\.outcome) == [.acknowledged])
+        #expect(done.wait(timeout: .now() + 20) == .success, "the reader never woke")
+        #expect(readAt.load(ordering: .sequentiallyConsistent) >= windowEnd, "a touch of a hole completed inside the window")
+        #expect(readValue.load(ordering: .sequentiallyConsistent) == 9, "the reader did not see the change")
+    }
+
     @Test("An unprivileged importer gets .block too (user-mode-only userfaultfd) and is paused by it",
           .enabled(if: OtherUser.available, "needs root to run a probe as another uid"))
     func blockPolicyWorksUnprivileged() throws {
