@@ -14,7 +14,7 @@ struct BenchCommand: ParsableCommand {
         subcommands: [
             All.self, AttachBenchmark.self, CopyBenchmark.self, InvalidateBenchmark.self, MPIBenchmark.self,
             MigrateBenchmark.self, CAPIBenchmark.self, ScaleBenchmark.self, HugePageBenchmark.self, NUMAImporterHelper.self,
-            ExporterHelper.self, ImporterHelper.self, RawPeerHelper.self,
+            ExporterHelper.self, ImporterHelper.self, RawPeerHelper.self, RawRelayHelper.self,
         ],
         defaultSubcommand: All.self)
 }

@@ -66,6 +66,8 @@ struct RawPeerHelper: ParsableCommand {
     @Option var memfdSize: Int = 0
     @Flag(help: "Busy-poll for requests (for up to a millisecond at a time) instead of sleeping in recvmsg.")
     var poll = false
+    @Flag(help: "Answer only messages whose first byte is 0 (a relayed fan-out's begin, not its end).")
+    var answerBeginsOnly = false
 
     func run() throws {
         let socket = try UnixSocket.connect(to: path)
@@ -84,6 +86,7 @@ struct RawPeerHelper: ParsableCommand {
         while true {
             let received = try RawReceive.receive(socket, into: buffer, maximumDescriptors: 0, spin: spin)
             if received.isEndOfFile { return }
+            if answerBeginsOnly, buffer[0] != RelayedFanOut.begin { continue }
             try UnixSocket.send(socket, bytes: reply, passing: attached.fileDescriptors)
         }
     }
