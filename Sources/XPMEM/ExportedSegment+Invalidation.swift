@@ -69,20 +69,23 @@ extension ExportedSegment {
     /// the move cuts them off as well.
     private func moveToFreshFile(thenEnd window: InvalidationReport) throws(XPMEMError) {
         var moveFailure: XPMEMError?
+        let removedBefore = state.withLock { $0.removed }
         do throws(XPMEMError) { try moveToFreshFile() } catch { moveFailure = error }
-        let ended = Result { () throws(XPMEMError) in
-            try broker.channel.requestDone(.endInvalidation(id, sequence: window.sequence))
-        }
-        if let moveFailure {
-            // A hugetlb move that let its emptied file go: the segment is withdrawn (its bytes are
-            // private here), so that no importer maps the empty file as the segment.
-            if lostItsFile {
-                state.withLock { $0.removed = true }
-                try? broker.channel.requestDone(.remove(id))
+        if let moveFailure, !removedBefore, lostItsFile {
+            // A hugetlb move that let its emptied file go: the segment is withdrawn inside the window
+            // (its bytes are private here), so that no importer ever gets the empty file back as the
+            // segment; the broker tells them it is released.
+            state.withLock { $0.removed = true }
+            do throws(XPMEMError) {
+                try broker.channel.requestDone(.remove(id))
+            } catch {
+                throw XPMEMError(error.code,
+                    "\(moveFailure.message); and withdrawing it failed too (\(error.message)): importers may map the emptied file")
             }
             throw moveFailure
         }
-        try ended.get()
+        try broker.channel.requestDone(.endInvalidation(id, sequence: window.sequence))
+        if let moveFailure { throw moveFailure }
     }
 }
 

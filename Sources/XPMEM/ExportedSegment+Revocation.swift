@@ -126,34 +126,30 @@ extension ExportedSegment {
     /// reservation back to the pool (which cuts every mapping of it off them, the laggard's included;
     /// importers in the window sleep on the holes), and a fresh file takes them with the bytes.
     ///
-    /// If the fresh file cannot be had (someone took the pool meanwhile) or the broker refuses it, the
-    /// bytes stay private here, the emptied file is let go, and the segment is withdrawn once the
-    /// window ends (`moveToFreshFile(thenEnd:)`): importers lose it, none keeps a live alias, nothing
-    /// of the exporter's is lost.
+    /// The application's attributes (`mprotect` among them) go on the fresh mapping only, at the end:
+    /// the private copy stays readable, so that the bytes can be copied out of it.
+    ///
+    /// Once the bytes are private, any failure (the fresh file cannot be had because something took
+    /// the pool meanwhile, or the broker refuses it) leaves them private here, lets the emptied file
+    /// go, and withdraws the segment (`moveToFreshFile(thenEnd:)`): importers lose it, none keeps a
+    /// live alias, nothing of the exporter's is lost.
     private func moveThroughPrivateCopy(base: UnsafeMutableRawPointer, attributes: MappingAttributes)
         throws(XPMEMError)
     {
-        try makePagesPrivate()
-        let emptied: XPMEMError? = state.withLock { state in
-            switch state.file {
-            case .some(let old):
-                // Allocating the holes first uses the file's own reservations, so that the punch then
-                // gives back every one (a punch returns only the reservations of pages that exist).
-                try? MemoryFile.allocatePages(of: old, in: 0..<size)
-                do throws(Errno) {
-                    try MemoryFile.dropPages(of: old, in: 0..<UInt64(size))
-                    return nil
-                } catch {
-                    return XPMEMError.system("giving segment \(id)'s hugetlb pages back to the pool", error)
-                }
-            case .none:
-                return XPMEMError(.alreadyClosed, "segment \(id) has no file to move any more")
-            }
+        do {
+            let copy = try MemoryMapping.anonymous(length: size)
+            try copyData(into: copy)
+            let moved = try copy.move(replacing: base).relinquish()
+            state.withLock { $0.mappingReplaced(by: moved) }
+        } catch let error as XPMEMError {
+            throw error
+        } catch {
+            throw XPMEMError.system("moving a private copy of segment \(id) in place", error as? Errno ?? .ioError)
         }
         do throws(XPMEMError) {
-            if let emptied { throw emptied }
+            try emptyOldFile()
             let file = try XPMEMBroker.makeFile(name: name, size: size, hugePages: hugePages)
-            let staging = try mapForFilling(file)
+            let staging = try mapForFillingAfterEmptying(file)
             MemoryFile.copyNonZeroPages(from: base, to: staging.base, length: size, pageSize: hugePages.pageSize)
             staging.unmap()
             let readOnly: OwnedDescriptor
@@ -167,8 +163,8 @@ extension ExportedSegment {
                 try setAgain(attributes, on: "its fresh memfd")
                 try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
             } catch {
-                // The bytes are in the fresh file's mapping here: private again, from it.
-                try? makeMappedBytesPrivate(at: base, attributes: attributes)
+                // The bytes are in the fresh file (its mapping may be inaccessible now): private again.
+                try? makeFileBytesPrivate(file, at: base)
                 throw error
             }
             var fresh = Optional(file)
@@ -178,25 +174,62 @@ extension ExportedSegment {
             }
         } catch {
             state.withLock { $0.file = nil }
+            try? setAgain(attributes, on: "its private copy")
             throw XPMEMError(.resourceExhausted,
                 "segment \(id) could not move to a fresh hugetlb file (\(error.message)); it is withdrawn, and its bytes stay private in this process")
         }
     }
 
-    /// The bytes mapped at `base` copied into private anonymous memory moved in place (a hugetlb move
-    /// that failed after the fresh file was mapped there).
-    private func makeMappedBytesPrivate(at base: UnsafeMutableRawPointer, attributes: MappingAttributes)
+    /// Every page and reservation of the old file back to the pool: its holes allocated first (that
+    /// uses the file's own reservations), then everything punched (a punch returns only the
+    /// reservations of pages that exist).
+    private func emptyOldFile() throws(XPMEMError) {
+        let emptied: XPMEMError? = state.withLock { state in
+            switch state.file {
+            case .some(let old):
+                try? MemoryFile.allocatePages(of: old, in: 0..<size)
+                do throws(Errno) {
+                    try MemoryFile.dropPages(of: old, in: 0..<UInt64(size))
+                    return nil
+                } catch {
+                    return XPMEMError.system("giving segment \(id)'s hugetlb pages back to the pool", error)
+                }
+            case .none:
+                return XPMEMError(.alreadyClosed, "segment \(id) has no file to move any more")
+            }
+        }
+        if let emptied { throw emptied }
+    }
+
+    /// `mapForFilling`, tried again twice after emptying the old file once more: the revoked importer
+    /// still maps it, and each of its touches takes a free pool page into it until the fresh file has
+    /// reserved its own.
+    private func mapForFillingAfterEmptying(_ file: borrowing OwnedDescriptor) throws(XPMEMError) -> MemoryMapping {
+        var attempt = 1
+        while true {
+            do {
+                return try mapForFilling(file)
+            } catch {
+                guard attempt < 3 else { throw error }
+                attempt += 1
+                try emptyOldFile()
+            }
+        }
+    }
+
+    /// The bytes of `file` (mapped at `base`) copied into private anonymous memory moved in place,
+    /// read with `pread`, which the mapping's protection does not stop.
+    private func makeFileBytesPrivate(_ file: borrowing OwnedDescriptor, at base: UnsafeMutableRawPointer)
         throws(XPMEMError)
     {
         do {
             let copy = try MemoryMapping.anonymous(length: size)
-            MemoryFile.copyNonZeroPages(from: base, to: copy.base, length: size, pageSize: hugePages.pageSize)
+            try MemoryFile.copyNonZeroPages(of: file, length: size, pageSize: hugePages.pageSize, into: copy.base)
             let moved = try copy.move(replacing: base).relinquish()
             state.withLock { $0.mappingReplaced(by: moved) }
         } catch {
             throw XPMEMError.system("making segment \(id)'s bytes private again", error)
         }
-        try setAgain(attributes, on: "its private copy")
     }
 
     /// Whether a failed move left the segment without a file (a hugetlb move through a private copy):

@@ -2,14 +2,17 @@
 import CXPMEMShim
 import SystemPackage
 
-/// A userfaultfd in minor-fault mode for shared memory: while a range is registered and its page
-/// table entries dropped, a thread of this process that touches it sleeps in the kernel until it is
-/// woken (`UFFDIO_WAKE`) and retries. The pages themselves stay in the memfd the whole time.
+/// A userfaultfd in minor- and missing-fault mode for shared memory: while a range is registered and
+/// its page table entries dropped, a thread of this process that touches it (a page the file has, or
+/// one it lacks) sleeps in the kernel until it is woken and retries. The pages themselves stay in the
+/// memfd the whole time.
 ///
-/// Nothing ever reads the descriptor: the fault messages just queue, and the explicit wake is what
-/// ends a sleep. Opened with `UFFD_USER_MODE_ONLY`, so unprivileged processes may use it; the price
-/// is that the kernel's own accesses (`read(2)` into the range, say) fail with `EFAULT` instead of
-/// sleeping.
+/// Nothing ever reads the descriptor: the fault messages just queue, and the wake at the end is what
+/// ends a sleep (unregistering a range registered for missing faults wakes it too; the explicit
+/// `UFFDIO_WAKE` after it covers minor-only registrations). Opened with `UFFD_USER_MODE_ONLY`, so
+/// unprivileged processes may use it; the price is that the kernel's own accesses to the range (a
+/// `read(2)` into it, a `write(2)` from it, a futex in it), to pages the file has or lacks alike, fail
+/// with `EFAULT` instead of sleeping.
 public struct UserFaultDescriptor: ~Copyable, Sendable {
     private let descriptor: OwnedDescriptor
 
@@ -31,8 +34,8 @@ public struct UserFaultDescriptor: ~Copyable, Sendable {
         _ = try valueOrErrno { madvise(address, length, MADV_DONTNEED) }
     }
 
-    /// Lets the range be touched again and wakes the threads that slept on it. Unregistering alone
-    /// does not wake sleepers; the explicit wake does.
+    /// Lets the range be touched again and wakes the threads that slept on it (the explicit wake is
+    /// for minor-only registrations: unregistering alone does not wake those sleepers).
     public func resumeAccess(at address: UnsafeMutableRawPointer, length: Int) throws(Errno) {
         _ = try valueOrErrno { cxpmem_uffd_unregister(descriptor.rawValue, address, length) }
         try wake(at: address, length: length)

@@ -13,6 +13,7 @@ final class RelayedFanOut: RawBatches {
     static let end: UInt8 = 1
 
     private let path: String
+    private let peerPath: String
     private let relay: OwnedDescriptor
     private var helpers: [HelperProcess] = []
     private let spin: SpinPolicy
@@ -21,7 +22,7 @@ final class RelayedFanOut: RawBatches {
     init(_ environment: BenchEnvironment, peers count: Int, polling: Bool) throws {
         let tag = "\(ThisProcess.processID)-\(count)-\(polling ? "polled" : "blocking")"
         path = "/tmp/xpmem-bench-relay-\(tag).sock"
-        let peerPath = "/tmp/xpmem-bench-relay-peers-\(tag).sock"
+        peerPath = "/tmp/xpmem-bench-relay-peers-\(tag).sock"
         let listener = try UnixSocket.listen(at: path)
         try listener.setNonBlocking(false)
         let waiting = polling ? ["--poll"] : []
@@ -61,7 +62,9 @@ final class RelayedFanOut: RawBatches {
     func stop() {
         helpers.forEach { $0.stop() }
         helpers.removeAll()
+        // The relay is killed, so its own clean-up does not run.
         FileSystem.removeQuietly(path)
+        FileSystem.removeQuietly(peerPath)
     }
 
     deinit {
@@ -80,6 +83,7 @@ struct RawRelayHelper: ParsableCommand {
     var poll = false
 
     func run() throws {
+        FileSystem.removeQuietly(peerPath)  // left by a killed relay of an earlier process with this pid
         let listener = try UnixSocket.listen(at: peerPath)
         try listener.setNonBlocking(false)
         defer { FileSystem.removeQuietly(peerPath) }

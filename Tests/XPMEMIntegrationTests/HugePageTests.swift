@@ -210,9 +210,16 @@ struct HugePageTests {
                 .attach(handlers: InvalidationHandlers(didInvalidate: { _ in ended.withLock { $0 += 1 } }))
             let late = try ChildProcess("xpmem-probe", ["late-importer", "--socket", broker.socketPath, "\(segment.id)"])
             #expect(late.readLine() == "mapped first-byte 17")
+            // The application made the last page inaccessible: the move must copy it anyway, and keep it so.
+            let last = segment.bytes.baseAddress! + (pages - 1) * pool.pageSize
+            #expect(mprotect(last, pool.pageSize, PROT_NONE) == 0)
 
             let report = try segment.invalidate(deadline: .seconds(3))
             #expect(report.importers.map(\.outcome).sorted { $0.rawValue < $1.rawValue } == [.acknowledged, .missedDeadline])
+            let attributes = try MappingAttributes.read(start: UInt(bitPattern: last), length: pool.pageSize)
+            #expect(attributes.pieces.map(\.protection) == [.none], "the inaccessible page is not inaccessible any more")
+            #expect(mprotect(last, pool.pageSize, PROT_READ | PROT_WRITE) == 0)
+            #expect(last.load(as: UInt8.self) == (writtenPages == pages ? 0x11 : 0), "the inaccessible page lost its bytes")
             let deadline = ContinuousClock.now + .seconds(20)
             while ended.withLock({ $0 }) < 1 && ContinuousClock.now < deadline { usleep(5000) }
             #expect(ended.withLock { $0 } == 1)
