@@ -59,20 +59,41 @@ extension ExportedSegment {
         let staging = try mapForFilling(file)
         try copyData(into: staging)
         staging.unmap()
+        // If the broker refuses, the old file goes back in place and nothing has changed for anyone.
+        try install(file, at: base, attributes: attributes, ifRefused: .mapOldFileBack)
+    }
+
+    /// What `install` does when the broker refuses the fresh file.
+    private enum RefusalFallback {
+        /// The old file, intact, goes back in place.
+        case mapOldFileBack
+        /// The old file was emptied: the fresh file's bytes become private memory in place.
+        case makeFreshBytesPrivate
+    }
+
+    /// Puts the filled fresh `file` in place here, then has the broker hand it out from now on; it is
+    /// the segment's file after that.
+    private func install(
+        _ file: consuming OwnedDescriptor, at base: UnsafeMutableRawPointer, attributes: MappingAttributes,
+        ifRefused fallback: RefusalFallback
+    ) throws(XPMEMError) {
         let readOnly: OwnedDescriptor
         do {
             readOnly = try MemoryFile.reopenReadOnly(file)
         } catch {
             throw XPMEMError.system("reopening the fresh memfd read-only", error)
         }
-        // In place here first, then the broker: if the broker refuses, the old file goes back in place
-        // and nothing has changed for anyone.
+        // In place here first, then the broker.
         let moved = try mapInPlace(file, at: base)
         do {
             try setAgain(attributes, on: "its fresh memfd")
             try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
         } catch {
-            mapOldFileBack(at: base, attributes: attributes)
+            switch fallback {
+            case .mapOldFileBack: mapOldFileBack(at: base, attributes: attributes)
+            // Its mapping may be inaccessible by now (the attributes): read from the file.
+            case .makeFreshBytesPrivate: try? makeFileBytesPrivate(file, at: base)
+            }
             throw error
         }
         var fresh = Optional(file)
@@ -152,26 +173,7 @@ extension ExportedSegment {
             let staging = try mapForFillingAfterEmptying(file)
             MemoryFile.copyNonZeroPages(from: base, to: staging.base, length: size, pageSize: hugePages.pageSize)
             staging.unmap()
-            let readOnly: OwnedDescriptor
-            do {
-                readOnly = try MemoryFile.reopenReadOnly(file)
-            } catch {
-                throw XPMEMError.system("reopening the fresh memfd read-only", error)
-            }
-            let moved = try mapInPlace(file, at: base)
-            do {
-                try setAgain(attributes, on: "its fresh memfd")
-                try broker.channel.requestDone(.replaceSegmentFiles(id), passing: [file.fileDescriptor, readOnly.fileDescriptor])
-            } catch {
-                // The bytes are in the fresh file (its mapping may be inaccessible now): private again.
-                try? makeFileBytesPrivate(file, at: base)
-                throw error
-            }
-            var fresh = Optional(file)
-            state.withLock { state in
-                state.file = fresh.take()
-                state.mappingReplaced(by: moved)
-            }
+            try install(file, at: base, attributes: attributes, ifRefused: .makeFreshBytesPrivate)
         } catch {
             state.withLock { $0.file = nil }
             try? setAgain(attributes, on: "its private copy")
