@@ -186,21 +186,31 @@ extension ExportedSegment {
     /// uses the file's own reservations), then everything punched (a punch returns only the
     /// reservations of pages that exist).
     private func emptyOldFile() throws(XPMEMError) {
-        let emptied: XPMEMError? = state.withLock { state in
+        try withCurrentFile("giving segment \(id)'s hugetlb pages back to the pool") { old throws(Errno) in
+            try? MemoryFile.allocatePages(of: old, in: 0..<size)
+            try MemoryFile.dropPages(of: old, in: 0..<UInt64(size))
+        }
+    }
+
+    /// Runs `body` on the segment's current file, under the state lock; `what` names the step in the
+    /// error it throws.
+    private func withCurrentFile(_ what: String, _ body: (borrowing OwnedDescriptor) throws(Errno) -> Void)
+        throws(XPMEMError)
+    {
+        let failure: XPMEMError? = state.withLock { state in
             switch state.file {
-            case .some(let old):
-                try? MemoryFile.allocatePages(of: old, in: 0..<size)
+            case .some(let file):
                 do throws(Errno) {
-                    try MemoryFile.dropPages(of: old, in: 0..<UInt64(size))
+                    try body(file)
                     return nil
                 } catch {
-                    return XPMEMError.system("giving segment \(id)'s hugetlb pages back to the pool", error)
+                    return XPMEMError.system(what, error)
                 }
             case .none:
                 return XPMEMError(.alreadyClosed, "segment \(id) has no file to move any more")
             }
         }
-        if let emptied { throw emptied }
+        if let failure { throw failure }
     }
 
     /// `mapForFilling`, tried again twice after emptying the old file once more: the revoked importer
@@ -269,29 +279,17 @@ extension ExportedSegment {
     /// A hugetlb file is read instead (`pread`: its holes read as zeros without taking pool pages, and
     /// it has no `SEEK_DATA`), and its all-zero pages are skipped.
     private func copyData(into staging: borrowing MemoryMapping) throws(XPMEMError) {
-        let copied: XPMEMError? = state.withLock { state in
-            switch state.file {
-            case .some(let old):
-                do throws(Errno) {
-                    if hugePages == .hugeTLB {
-                        try MemoryFile.copyNonZeroPages(of: old, length: size, pageSize: hugePages.pageSize,
-                                                        into: staging.base)
-                        return nil
-                    }
-                    let source = try MemoryMapping.mapShared(old, length: size, protection: .read)
-                    for extent in try MemoryFile.dataExtents(of: old, length: size) {
-                        (staging.base + extent.lowerBound).copyMemory(from: source.base + extent.lowerBound,
-                                                                      byteCount: extent.count)
-                    }
-                    return nil
-                } catch {
-                    return XPMEMError.system("copying the data of segment \(id)", error)
-                }
-            case .none:
-                return XPMEMError(.alreadyClosed, "segment \(id) has no file to move any more")
+        let destination = staging.base
+        try withCurrentFile("copying the data of segment \(id)") { old throws(Errno) in
+            if hugePages == .hugeTLB {
+                try MemoryFile.copyNonZeroPages(of: old, length: size, pageSize: hugePages.pageSize, into: destination)
+                return
+            }
+            let source = try MemoryMapping.mapShared(old, length: size, protection: .read)
+            for extent in try MemoryFile.dataExtents(of: old, length: size) {
+                (destination + extent.lowerBound).copyMemory(from: source.base + extent.lowerBound, byteCount: extent.count)
             }
         }
-        if let copied { throw copied }
     }
 
     /// The broker refused the fresh file: the old one, which it still hands out, goes back in place,

@@ -127,14 +127,18 @@ final class RawListener {
         for _ in 0..<peers {
             helpers.append(try environment.helper(["raw-peer", "--path", path, "--memfd-size", "\(memfdSize)"]
                                                   + (polling ? ["--poll"] : [])))
-            while true {
-                if let accepted = try UnixSocket.accept(on: listener) {
-                    try accepted.setNonBlocking(false)
-                    connections.append(Connection(accepted))
-                    break
-                }
-                ThisProcess.sleep(microseconds: 1000)
+            connections.append(Connection(try Self.acceptOne(on: listener)))
+        }
+    }
+
+    /// The next connection to `listener` (polled every millisecond), made blocking.
+    static func acceptOne(on listener: borrowing OwnedDescriptor) throws -> OwnedDescriptor {
+        while true {
+            if let accepted = try UnixSocket.accept(on: listener) {
+                try accepted.setNonBlocking(false)
+                return accepted
             }
+            ThisProcess.sleep(microseconds: 1000)
         }
     }
 

@@ -33,13 +33,7 @@ final class RelayedFanOut: RawBatches {
         for _ in 0..<count {
             helpers.append(try environment.helper(["raw-peer", "--path", peerPath, "--answer-begins-only"] + waiting))
         }
-        var accepted: OwnedDescriptor?
-        while accepted == nil {
-            accepted = try UnixSocket.accept(on: listener)
-            if accepted == nil { ThisProcess.sleep(microseconds: 1000) }
-        }
-        relay = accepted.take()!
-        try relay.setNonBlocking(false)
+        relay = try RawListener.acceptOne(on: listener)
         spin = SpinPolicy(microseconds: polling ? 50 : 0)
     }
 
@@ -94,14 +88,7 @@ struct RawRelayHelper: ParsableCommand {
             init(_ socket: consuming OwnedDescriptor) { self.socket = socket }
         }
         var connected: [Peer] = []
-        while connected.count < peers {
-            if let accepted = try UnixSocket.accept(on: listener) {
-                try accepted.setNonBlocking(false)
-                connected.append(Peer(accepted))
-            } else {
-                ThisProcess.sleep(microseconds: 1000)
-            }
-        }
+        while connected.count < peers { connected.append(Peer(try RawListener.acceptOne(on: listener))) }
         let bench = try UnixSocket.connect(to: path)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
         defer { buffer.deallocate() }

@@ -185,9 +185,7 @@ import XPMEMWire
         let file = "/var/tmp/xpmem-swift-pressure-\(getpid())"
         defer { unlink(file) }
         try Self.writeFile(file, megabytes: 256)
-        let executable = ((try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0])
-        let probe = ((executable as NSString).deletingLastPathComponent as NSString).appendingPathComponent("xpmem-probe")
-        let child = try PipedChild(path: probe, ["memory-pressure", "--anonymous-mib", "56", "--file", file])
+        let child = try PipedChild(path: FileSystem.executableDirectory() + "/xpmem-probe", ["memory-pressure", "--anonymous-mib", "56", "--file", file])
         defer {
             child.signal(.kill)
             _ = child.wait(timeout: .seconds(30))

@@ -2,6 +2,7 @@ import Foundation
 import Synchronization
 import Testing
 import XPMEM
+import XPMEMSystem
 @testable import XPMEMComm
 
 /// A real xpmemd for these tests, started from the built products beside the test bundle.
@@ -14,8 +15,7 @@ final class PrivateBroker: @unchecked Sendable {
         directory = NSTemporaryDirectory() + "xpmemcomm-test-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         socketPath = directory + "/xpmemd.sock"
-        let executable = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
-        process.executableURL = URL(fileURLWithPath: (executable as NSString).deletingLastPathComponent + "/xpmemd")
+        process.executableURL = URL(fileURLWithPath: FileSystem.executableDirectory() + "/xpmemd")
         process.arguments = ["--socket", socketPath, "--log-level", "error"]
         try process.run()
         for _ in 0..<500 {
