@@ -15,7 +15,7 @@ extension BrokerCore {
     /// the claimant's address-space file (`claimAddressSpace`).
     enum ClaimedSegment {
         case memoryFile(size: UInt64, pageSize: UInt64?)
-        case addressSpace(base: UInt64, size: UInt64, pageSize: UInt64?)
+        case addressSpace(base: UInt64, size: UInt64, pageSize: UInt64?, file: FileIdentity?)
     }
 
     mutating func claim(
@@ -33,6 +33,7 @@ extension BrokerCore {
         // Only a memfd's pages are the broker's to count; an address-space window is the exporter's own
         // memory, as with `makeAddressSpace`.
         let pinnedBytes: UInt64
+        var sharer: SegmentID? = nil
         switch claimed {
         case .memoryFile(let size, let pageSize):
             guard size <= registry.limits.maximumSegmentSize else {
@@ -42,10 +43,11 @@ extension BrokerCore {
             id = try registry.register(by: client, size: size, permit: permit, name: name, addressSpaceBase: nil,
                                        pageSize: pageSize, id: derived)
             pinnedBytes = size
-        case .addressSpace(let base, let size, let pageSize):
-            try admitSegment(size: 0, by: credentials)
+        case .addressSpace(let base, let size, let pageSize, let file):
+            sharer = registry.heldFiles.sharer(for: file, of: client)
+            try admitSegment(size: 0, by: credentials, bringsAFile: sharer == nil)
             id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name,
-                                               pageSize: pageSize, id: derived)
+                                               pageSize: pageSize, file: file, id: derived)
             pinnedBytes = 0
         }
         // Grants left over from an earlier life of this id in this broker (its exporter's connection was
@@ -62,6 +64,6 @@ extension BrokerCore {
         let note: BrokerNote = requested == nil
             ? .segmentMade(id, size: size, permit: permit, pid: credentials.pid)
             : .segmentReclaimed(id, size: size, permit: permit, pid: credentials.pid, uid: credentials.uid)
-        return [.keepSegmentFiles(id), .send(peer, .main, requestID: requestID, .made(id)), .note(note)]
+        return [.keepSegmentFiles(id, sharing: sharer), .send(peer, .main, requestID: requestID, .made(id)), .note(note)]
     }
 }

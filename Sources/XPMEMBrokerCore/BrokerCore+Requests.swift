@@ -3,17 +3,20 @@ import XPMEMWire
 extension BrokerCore {
     /// A request arrived on the peer's main socket. Descriptors it carried have been checked by the
     /// daemon (a `make`'s two memfd descriptors, a `subscribe`'s socket); effects say whether to keep them.
-    /// - Parameter filePageSize: the page size of the memfd a `make` or `claim` carries, as the daemon
-    ///   read it from the file (nil: the base page size).
+    /// - Parameters:
+    ///   - filePageSize: the page size of the memfd a `make` or `claim` carries, as the daemon read it
+    ///     from the file (nil: the base page size).
+    ///   - file: which file that memfd is, as the daemon read it (nil: not told, never shared).
     public mutating func handle(
-        _ message: Message, requestID: UInt32, from peer: PeerID, now: UInt64, filePageSize: UInt64? = nil
+        _ message: Message, requestID: UInt32, from peer: PeerID, now: UInt64, filePageSize: UInt64? = nil,
+        file: FileIdentity? = nil
     ) -> [BrokerEffect] {
         guard let record = peers[peer], record.state != .closing else { return [] }
         do throws(BrokerError) {
             if case .hello(let name) = message { return try hello(name: name, peer: peer, requestID: requestID) }
             guard let client = record.client else { throw BrokerError(.notConnected, "say hello first") }
             return try serve(message, requestID: requestID, from: peer, client: client, credentials: record.credentials,
-                             now: now, filePageSize: filePageSize)
+                             now: now, filePageSize: filePageSize, file: file)
         } catch {
             return [.send(peer, .main, requestID: requestID, .failure(error.code, error.message))]
         }
@@ -46,7 +49,7 @@ extension BrokerCore {
 
     private mutating func serve(
         _ message: Message, requestID: UInt32, from peer: PeerID, client: ClientID, credentials: Credentials, now: UInt64,
-        filePageSize: UInt64?
+        filePageSize: UInt64?, file: FileIdentity?
     ) throws(BrokerError) -> [BrokerEffect] {
         func answer(_ reply: Message) -> [BrokerEffect] { [.send(peer, .main, requestID: requestID, reply)] }
         switch message {
@@ -61,15 +64,16 @@ extension BrokerCore {
             return try claim(requested, token: token, .memoryFile(size: size, pageSize: filePageSize), permit: permit, name: name,
                              requestID: requestID, from: peer, client: client, credentials: credentials)
         case .claimAddressSpace(let requested, let token, let base, let size, let permit, let name):
-            return try claim(requested, token: token, .addressSpace(base: base, size: size, pageSize: filePageSize),
+            return try claim(requested, token: token, .addressSpace(base: base, size: size, pageSize: filePageSize, file: file),
                              permit: permit, name: name,
                              requestID: requestID, from: peer, client: client, credentials: credentials)
         case .makeAddressSpace(let base, let size, let permit, let name):
-            try admitSegment(size: 0, by: credentials)
+            let sharer = registry.heldFiles.sharer(for: file, of: client)
+            try admitSegment(size: 0, by: credentials, bringsAFile: sharer == nil)
             let id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name,
-                                                   pageSize: filePageSize)
+                                                   pageSize: filePageSize, file: file)
             usageOfUID[credentials.uid, default: Usage()].segments += 1
-            return [.keepSegmentFiles(id)] + answer(.made(id))
+            return [.keepSegmentFiles(id, sharing: sharer)] + answer(.made(id))
                 + [.note(.segmentMade(id, size: size, permit: permit, pid: credentials.pid))]
         case .replaceSegmentFiles(let id):
             return try replaceSegmentFiles(id, by: client) + answer(.done)
@@ -142,9 +146,10 @@ extension BrokerCore {
         }
     }
 
-    /// Refuses a segment that would take its owner's uid past a quota, or the broker past its budget.
-    func admitSegment(size: UInt64, by credentials: Credentials) throws(BrokerError) {
-        if descriptorsInUse + BrokerQuotas.descriptorsPerSegment > quotas.descriptorCeiling(for: credentials) {
+    /// Refuses a segment that would take its owner's uid past a quota, or the broker past its budget
+    /// (unless it `bringsAFile` the broker does not hold yet, it needs no descriptors of its own).
+    func admitSegment(size: UInt64, by credentials: Credentials, bringsAFile: Bool = true) throws(BrokerError) {
+        if bringsAFile && descriptorsInUse + BrokerQuotas.descriptorsPerSegment > quotas.descriptorCeiling(for: credentials) {
             throw BrokerError(.resourceExhausted,
                 "the broker's descriptor budget of \(quotas.descriptorBudget) is spent; remove segments or raise its RLIMIT_NOFILE")
         }

@@ -73,7 +73,7 @@ public struct BrokerCore: Sendable {
 
     /// Descriptors the broker holds for clients, counted the way the budget is.
     public var descriptorsInUse: Int {
-        peers.count * BrokerQuotas.descriptorsPerConnection + registry.segments.count * BrokerQuotas.descriptorsPerSegment
+        peers.count * BrokerQuotas.descriptorsPerConnection + registry.heldFiles.count * BrokerQuotas.descriptorsPerSegment
     }
 
     // MARK: Inputs

@@ -16,8 +16,10 @@ public struct SegmentFileHandOver: Equatable, Sendable {
 public enum BrokerEffect: Equatable, Sendable {
     /// Send `message` on one of the peer's sockets; with `handOver`, the segment's memfd travels with it.
     case send(PeerID, PeerChannel, requestID: UInt32, Message, handOver: SegmentFileHandOver? = nil)
-    /// The descriptors that came with the `make` being handled now back this segment: keep them.
-    case keepSegmentFiles(SegmentID)
+    /// The descriptors that came with the `make` being handled now back this segment: keep them. With
+    /// `sharing`, they are of the same file as that live segment's: back this one with those instead
+    /// (the new ones close), so that the file is held once.
+    case keepSegmentFiles(SegmentID, sharing: SegmentID? = nil)
     /// Free the segment file's pages in these byte ranges (`fallocate(PUNCH_HOLE)`): every process
     /// mapping them reads zeros there afterwards. Only ever ranges hinted free and not written since,
     /// and only if the owner's connection `owner` has not hung up meanwhile (an owner whose

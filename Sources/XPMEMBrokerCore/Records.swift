@@ -18,6 +18,9 @@ public struct SegmentRecord: Equatable, Sendable {
     /// For a window of the owner's address-space file: where the window starts in the file (which is
     /// the owner's virtual address). Nil for an ordinary segment, whose file is the segment.
     public var addressSpaceBase: UInt64? = nil
+    /// For a window: the address-space file it is a window of, whose descriptors the daemon keeps once
+    /// for all of the owner's windows of it. Nil for an ordinary segment, or when the file was not told.
+    public var file: FileIdentity? = nil
     /// The pages the owner hinted free that nobody has written since.
     public var freePages = FreePageHints()
 }

@@ -8,6 +8,8 @@ public struct Registry: Sendable {
     public internal(set) var segments: [SegmentID: SegmentRecord] = [:]
     public private(set) var grants: [AccessHandle: GrantRecord] = [:]
     public private(set) var attachments: [AttachmentID: AttachmentRecord] = [:]
+    /// The files whose descriptors the daemon keeps for the segments.
+    public private(set) var heldFiles = HeldFiles()
     public let limits: RegistryLimits
 
     /// Where the last memory-pressure event stopped taking free pages: the next starts after it, so
@@ -53,7 +55,9 @@ public struct Registry: Sendable {
         for handle in record.grants where grants.removeValue(forKey: handle) != nil {
             departure.releasedGrants += 1
         }
-        for segment in record.segments.sorted() where segments.removeValue(forKey: segment) != nil {
+        for segment in record.segments.sorted() {
+            guard let removed = segments.removeValue(forKey: segment) else { continue }
+            heldFiles.remove(segment, of: client, file: removed.file)
             departure.removedSegments.append(segment)
         }
         return departure
@@ -76,11 +80,14 @@ public struct Registry: Sendable {
 
     /// Registers a window `base..<base+size` of the client's address-space file (file offset ==
     /// virtual address) as a new segment, under a fresh id or under `chosen` (a claim).
-    /// - Parameter pageSize: the file's page size, which must be the base page size (offsets are
-    ///   addresses); nil for the base page size.
+    /// - Parameters:
+    ///   - pageSize: the file's page size, which must be the base page size (offsets are addresses);
+    ///     nil for the base page size.
+    ///   - file: the address-space file, when the daemon knows it: windows of one file share its
+    ///     descriptors (`heldFiles`).
     public mutating func makeAddressSpace(
         by client: ClientID, base: UInt64, size: UInt64, permit: Permit, name: String, pageSize: UInt64? = nil,
-        id chosen: SegmentID? = nil
+        file: FileIdentity? = nil, id chosen: SegmentID? = nil
     ) throws(BrokerError) -> SegmentID {
         let (end, overflow) = base.addingReportingOverflow(size)
         guard base % limits.pageSize == 0, !overflow, end <= AddressSpace.maximumSize else {
@@ -88,14 +95,14 @@ public struct Registry: Sendable {
                 "window \(base)+\(size) is not page-aligned inside the \(AddressSpace.maximumSize)-byte address space")
         }
         return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base,
-                            pageSize: pageSize, id: chosen)
+                            pageSize: pageSize, file: file, id: chosen)
     }
 
     /// Registers a segment under a fresh random id, or under `chosen` (a claim, checked by the caller
     /// to stand for the owner's token) when no live segment has it.
     mutating func register(
         by client: ClientID, size: UInt64, permit: Permit, name: String, addressSpaceBase: UInt64?,
-        pageSize requestedPageSize: UInt64? = nil, id chosen: SegmentID? = nil
+        pageSize requestedPageSize: UInt64? = nil, file: FileIdentity? = nil, id chosen: SegmentID? = nil
     ) throws(BrokerError) -> SegmentID {
         guard var owner = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
         let pageSize = requestedPageSize ?? limits.pageSize
@@ -129,7 +136,9 @@ public struct Registry: Sendable {
             id = SegmentID(rawValue: raw)
         }
         segments[id] = SegmentRecord(id: id, owner: client, ownerCredentials: owner.credentials, size: size,
-                                     permit: permit, name: name, pageSize: pageSize, addressSpaceBase: addressSpaceBase)
+                                     permit: permit, name: name, pageSize: pageSize, addressSpaceBase: addressSpaceBase,
+                                     file: addressSpaceBase == nil ? nil : file)
+        heldFiles.add(id, of: client, file: segments[id]?.file)
         owner.segments.insert(id)
         clients[client] = owner
         return id
@@ -191,6 +200,7 @@ public struct Registry: Sendable {
             throw BrokerError(.permissionDenied, "segment \(segment) belongs to another client (pid \(record.ownerCredentials.pid))")
         }
         segments[segment] = nil
+        heldFiles.remove(segment, of: client, file: record.file)
         clients[client]?.segments.remove(segment)
     }
 

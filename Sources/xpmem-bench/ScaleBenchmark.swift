@@ -9,19 +9,25 @@ import XPMEMWire
 /// (client i attaches segments of client i+1), from several threads at once. Reported: attaches per
 /// second, p50/p99 attach latency, the broker's resident memory per client and per segment (beyond
 /// the kernel's socket buffers and files, which VmRSS does not count), and the broker's CPU during
-/// the storm. Clients speak the protocol directly (no event thread each), as a rank's library would.
+/// the storm. Clients speak the protocol directly, as a rank's library would. With `--windows` the
+/// segments are windows of one address-space file per client (as libxpmem's `xpmem_make`s are), and
+/// each attach is a first attach: the broker asks the exporter to back the range, which one thread
+/// answering every client's event channel does (`BackingResponder`), as an exporter's event thread would.
 struct ScaleBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scale", abstract: "The broker under many clients and segments: attach storm, memory per client and segment.",
         discussion: """
-            Starts a private broker with room for every descriptor (2 per segment, 2 per client): as root the \
-            limit is raised past the hard one; otherwise --clients and --segments must fit it.
+            Starts a private broker with room for every descriptor (2 per memfd segment, 2 per client and \
+            one address-space file per client with --windows): as root the limit is raised past the hard \
+            one; otherwise --clients and --segments must fit it.
             """)
     @OptionGroup var options: BenchOptions
     @Option(help: "Clients, each its own connection.") var clients = 1000
     @Option(help: "Segments each client exports (4 KiB memfds).") var segments = 100
     @Option(help: "Attaches each client makes of its neighbour's segments.") var attaches = 20
     @Option(help: "Threads driving the clients during the attach storm.") var threads = 4
+    @Flag(help: "Export windows of one address-space file per client (libxpmem's kind) instead of a memfd each.")
+    var windows = false
 
     func run() throws {
         _ = MachineLoad.atStart
@@ -32,7 +38,7 @@ struct ScaleBenchmark: ParsableCommand {
         guard clients >= 2, segments >= 1, attaches >= 1, threads >= 1 else {
             throw ValidationError("--clients must be at least 2, --segments, --attaches and --threads at least 1")
         }
-        let needed = 2 * clients * segments + 4 * clients + 1024
+        let needed = 2 * clients * (windows ? 1 : segments) + (windows ? 6 : 4) * clients + 1024
         let limit = DescriptorLimit.raise(toAtLeast: needed)
         guard limit >= needed else {
             throw ValidationError("\(needed) descriptors needed, the limit is \(limit): run as root or with fewer clients or segments")
@@ -43,21 +49,30 @@ struct ScaleBenchmark: ParsableCommand {
         ])
         let baseline = ResidentMemory.of(broker.pid)
         var connected: [ScaleClient] = []
-        for index in 0..<clients { connected.append(try ScaleClient(broker.socketPath, name: "scale \(index)")) }
+        for index in 0..<clients {
+            connected.append(try ScaleClient(broker.socketPath, name: "scale \(index)", servesBacking: windows))
+        }
         let afterClients = ResidentMemory.of(broker.pid)
         let exportStart = SharedMemoryAccess.monotonicNanoseconds()
         for client in connected {
-            for _ in 0..<segments { try client.export() }
+            if windows {
+                try client.exportWindows(segments)
+            } else {
+                for _ in 0..<segments { try client.export() }
+            }
         }
         let exportSeconds = Double(SharedMemoryAccess.monotonicNanoseconds() - exportStart) / 1e9
         let afterSegments = ResidentMemory.of(broker.pid)
 
         // The storm: thread t drives clients t, t+threads, ...; client i gets and attaches `attaches`
         // segments of client i+1.
+        let responder = windows ? try BackingResponder(serving: connected) : nil
         let cpuBefore = ProcessCPU.of(broker.pid)
         let stormStart = SharedMemoryAccess.monotonicNanoseconds()
-        let latencies = try AttachStorm.run(clients: connected, attaches: attaches, threads: threads)
+        let storm = Result { try AttachStorm.run(clients: connected, attaches: attaches, threads: threads) }
         let stormSeconds = Double(SharedMemoryAccess.monotonicNanoseconds() - stormStart) / 1e9
+        let answered = try responder?.stop() ?? 0
+        let latencies = try storm.get()
         let cpuSeconds = ProcessCPU.of(broker.pid) - cpuBefore
         let afterStorm = ResidentMemory.of(broker.pid)
         connected.removeAll()
@@ -70,8 +85,9 @@ struct ScaleBenchmark: ParsableCommand {
         let perAttachment = Double(afterStorm - afterSegments) / Double(sorted.count)
         let rate = Double(sorted.count) / stormSeconds
         func kib(_ bytes: Int) -> String { "\(bytes / 1024) KiB" }
+        let kind = windows ? "address-space windows, \(answered) backings answered" : "a memfd each"
         let rows: [[String]] = [
-            ["clients × segments", "\(clients) × \(segments) (exported in \(String(format: "%.2f", exportSeconds)) s, \(Int(Double(clients * segments) / exportSeconds))/s)", ""],
+            ["clients × segments", "\(clients) × \(segments), \(kind) (exported in \(String(format: "%.2f", exportSeconds)) s, \(Int(Double(clients * segments) / exportSeconds))/s)", ""],
             ["attach storm", "\(sorted.count) attaches from \(threads) threads in \(String(format: "%.2f", stormSeconds)) s", ""],
             ["attaches per second", String(format: "%.0f", rate), ""],
             ["attach latency p50 / p99", String(format: "%.1f / %.1f µs", percentile(0.5), percentile(0.99)), ""],
@@ -85,7 +101,7 @@ struct ScaleBenchmark: ParsableCommand {
         let key = "\(clients)_clients"
         return FigureGroup(
             name: "scale",
-            note: "\(clients) clients × \(segments) segments on a private broker, then \(attaches) ring attaches each from \(threads) threads",
+            note: "\(clients) clients × \(segments) \(windows ? "address-space windows" : "memfd segments") on a private broker, then \(attaches) ring attaches each from \(threads) threads",
             columns: ["figure", "value", "goal"], rows: rows,
             ratios: [
                 "attach_p50_us_\(key)": percentile(0.5), "attach_p99_us_\(key)": percentile(0.99),
@@ -99,14 +115,22 @@ struct ScaleBenchmark: ParsableCommand {
 /// One client of the scale benchmark: a connection that said hello, and the segments it exported.
 final class ScaleClient: @unchecked Sendable {
     private let connection: OwnedDescriptor
+    /// Its end of the event channel, when it serves backings (used by `BackingResponder` only).
+    private(set) var events: EventChannel?
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WireProtocol.maximumReplySize, alignment: 16)
     private(set) var exported: [SegmentID] = []
     private var nextRequest: UInt32 = 1
 
-    init(_ path: String, name: String) throws {
+    init(_ path: String, name: String, servesBacking: Bool = false) throws {
         connection = try UnixSocket.connect(to: path)
         guard case .welcome = try exchange(.hello(clientName: name)).message else {
             throw ValidationError("the broker did not welcome \(name)")
+        }
+        if servesBacking {
+            let pair = try UnixSocket.pair()
+            try UnixSocket.send(connection, bytes: frame(.subscribe), passing: [pair.first.fileDescriptor])
+            guard case .done = try receive().message else { throw ValidationError("the broker refused \(name)'s subscribe") }
+            events = EventChannel(pair.second)
         }
     }
 
@@ -124,6 +148,22 @@ final class ScaleClient: @unchecked Sendable {
         exported.append(id)
     }
 
+    /// Exports `count` one-page windows of one fresh address-space file, sending its descriptors with
+    /// each as libxpmem does (the broker keeps them once; ours close here).
+    func exportWindows(_ count: Int) throws {
+        let page = UInt64(4096)
+        let file = try MemoryFile.create(name: "xpmem-bench-scale-as", size: Int(page) * count)
+        try MemoryFile.setMode(0o600, of: file)
+        let readOnly = try MemoryFile.reopenReadOnly(file)
+        for index in 0..<UInt64(count) {
+            let make = Message.makeAddressSpace(base: index * page, size: page, permit: Permit(rawValue: 0o600), name: "scale")
+            try UnixSocket.send(connection, bytes: frame(make), passing: [file.fileDescriptor, readOnly.fileDescriptor])
+            let reply = try receive()
+            guard case .made(let id) = reply.message else { throw ValidationError("makeAddressSpace refused: \(reply.message)") }
+            exported.append(id)
+        }
+    }
+
     /// Gets and attaches `segment` (its descriptor closes at once); returns the attach's round trip in µs.
     func attach(_ segment: SegmentID) throws -> Double {
         guard case .granted(let handle, _, _) = try exchange(.get(segment, .readWrite)).message else {
@@ -132,7 +172,13 @@ final class ScaleClient: @unchecked Sendable {
         let start = SharedMemoryAccess.monotonicNanoseconds()
         let reply = try exchange(.attach(handle, offset: 0, length: 4096))
         let elapsed = Double(SharedMemoryAccess.monotonicNanoseconds() - start) / 1000
-        guard case .attached = reply.message, reply.descriptors.count == 1 else {
+        // A memfd segment's attach answers `attached`, a window's `attachedWindow`; both with the file.
+        let attached: Bool
+        switch reply.message {
+        case .attached, .attachedWindow: attached = true
+        default: attached = false
+        }
+        guard attached, reply.descriptors.count == 1 else {
             throw ValidationError("attach of \(segment) refused: \(reply.message)")
         }
         return elapsed
@@ -153,6 +199,12 @@ final class ScaleClient: @unchecked Sendable {
         let frame = try Frame.decode(UnsafeRawBufferPointer(rebasing: buffer[..<received.byteCount]))
         return (frame.message, received.descriptors)
     }
+}
+
+/// A client's end of its event channel.
+final class EventChannel: Sendable {
+    let socket: OwnedDescriptor
+    init(_ socket: consuming OwnedDescriptor) { self.socket = socket }
 }
 
 /// Every client attaching its neighbour's segments, from several threads at once.

@@ -12,8 +12,14 @@ extension BrokerServer {
             case .send(let peer, let channelKind, let requestID, let message, let handOver):
                 guard let connection = connections[peer], let channel = connection.channel(channelKind) else { continue }
                 send(message, requestID: requestID, handOver: handOver, on: channel, of: connection)
-            case .keepSegmentFiles(let segment):
-                segmentFiles[segment] = incoming?.segmentFiles.take()
+            case .keepSegmentFiles(let segment, let sharing):
+                // The core found the same file behind a live window of this client: the descriptors that
+                // came now close with `incoming`, the held ones back both.
+                if let sharing, let held = segmentFiles[sharing] {
+                    segmentFiles[segment] = held
+                } else {
+                    segmentFiles[segment] = incoming?.segmentFiles.take()
+                }
             case .dropPages(let segment, let ranges, let owner):
                 dropPages(of: segment, in: ranges, owner: owner)
             case .discardSegmentFiles(let segment):

@@ -139,7 +139,7 @@ extension BrokerServer {
             return
         }
         apply(core.handle(message, requestID: frame.requestID, from: connection.peer, now: now,
-                          filePageSize: incoming.segmentFiles?.pageSize),
+                          filePageSize: incoming.segmentFiles?.pageSize, file: incoming.segmentFiles?.identity),
               incoming: incoming)
     }
 

@@ -10,6 +10,8 @@ final class SegmentFiles {
     let readOnly: OwnedDescriptor
     /// The file's page size: the base page size, or the huge page size of a hugetlb memfd.
     private(set) var pageSize = UInt64(XPMEMSystem.pageSize)
+    /// Which file it is, for the core to see windows of one address-space file as one file.
+    private(set) var identity = FileIdentity(device: 0, inode: 0)
     /// Whether `/proc/self/fd` reopening works for this file (it stops at the first failure).
     private var canReopen = true
 
@@ -72,6 +74,7 @@ final class SegmentFiles {
             throw BrokerError(.invalidArgument, "the memfd has \(writable.pageSize)-byte pages, not \(expected)-byte ones")
         }
         files.pageSize = writable.pageSize
+        files.identity = FileIdentity(device: writable.device, inode: writable.inode)
         guard writable.access == .readWrite, readable.access == .readOnly else {
             throw BrokerError(.invalidArgument, "make needs a read-write descriptor followed by a read-only one")
         }

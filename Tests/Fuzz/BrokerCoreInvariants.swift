@@ -84,8 +84,10 @@ enum BrokerCoreInvariants {
             }
             check(core.peers[peer]?.credentials == segment.ownerCredentials, "\(segment.id)'s owner credentials differ")
         }
-        check(daemon.heldFiles == Set(core.registry.segments.keys),
+        check(Set(daemon.heldFiles.keys) == Set(core.registry.segments.keys),
                    "the daemon holds the files of \(daemon.heldFiles.count) segments, the registry has \(core.registry.segments.count)")
+        check(Set(daemon.heldFiles.values).count == core.registry.heldFiles.count,
+              "the daemon holds \(Set(daemon.heldFiles.values).count) files, the registry counts \(core.registry.heldFiles.count)")
     }
 
     /// The per-uid counters equal a recount (so none is negative), and the descriptor budget holds.

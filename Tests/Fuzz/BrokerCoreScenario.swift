@@ -71,7 +71,10 @@ struct BrokerCoreScenario {
                 // that segments within the fuzz's byte quota can have them, and 2 MiB), or what no
                 // kernel file has (the core must refuse those).
                 let pages = input.pick([nil, Self.page, 4 * Self.page, 2 << 20, 3 * Self.page, Self.page / 4] as [UInt64?])
-                request(message, from: peer, filePageSize: pages)
+                // Which file it is: two of them, so that a client's windows share one or use two, and
+                // clients' files coincide (after a fork they are the same inode, and must not share).
+                let file = input.pick([nil, FileIdentity(device: 1, inode: 1), FileIdentity(device: 1, inode: 2)])
+                request(message, from: peer, filePageSize: pages, file: file)
             }
         case 4: if let peer = pickPeer(&input) { rawRequest(&input, from: peer) }
         case 5: if let peer = pickPeer(&input) { event(structuredEvent(&input, from: peer), from: peer) }
@@ -94,23 +97,23 @@ struct BrokerCoreScenario {
         if core.peers[peer] == nil { depart(peer) }
     }
 
-    mutating func request(_ message: Message, from peer: PeerID, filePageSize: UInt64? = nil) {
+    mutating func request(_ message: Message, from peer: PeerID, filePageSize: UInt64? = nil, file: FileIdentity? = nil) {
         // Through the wire first, as a client's frame would come.
         let requestID = nextRequestID
         nextRequestID += 1
         guard let frame = WireDecodingProperty.decode(Frame(requestID: requestID, message: message).encoded()) else {
             fatalError("invariant broken: a request the encoder made does not decode: \(message)")
         }
-        handle(frame, from: peer, filePageSize: filePageSize)
+        handle(frame, from: peer, filePageSize: filePageSize, file: file)
     }
 
     /// A frame as the daemon hands it to the core: a request, with exactly the descriptors it needs.
-    mutating func handle(_ frame: Frame, from peer: PeerID, filePageSize: UInt64? = nil) {
+    mutating func handle(_ frame: Frame, from peer: PeerID, filePageSize: UInt64? = nil, file: FileIdentity? = nil) {
         let asked = DaemonView.Request(peer: peer, requestID: frame.requestID)
         let served = core.peers[peer].map { $0.state != .closing } ?? false
         if served { daemon.awaitReply(to: asked) }
         daemon.apply(core.handle(frame.message, requestID: frame.requestID, from: peer, now: now,
-                                 filePageSize: filePageSize), core: core,
+                                 filePageSize: filePageSize, file: file), core: core,
                      handling: (asked, frame.message))
         switch frame.message {
         case .attach, .invalidate, .resolveFault:

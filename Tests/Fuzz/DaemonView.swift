@@ -17,7 +17,10 @@ struct DaemonView {
     private(set) var closing: Set<PeerID> = []
     /// Requests handed to the core and not answered yet.
     private(set) var unanswered: Set<Request> = []
-    private(set) var heldFiles: Set<SegmentID> = []
+    /// The segments whose files the daemon holds, each with the file it holds for it (a number the
+    /// view gives each file it is handed; windows sharing a file have the same).
+    private(set) var heldFiles: [SegmentID: Int] = [:]
+    private var nextFile = 0
     /// Segments whose current file went to someone read-write: their pages may be written unseen, so
     /// none may be dropped until the file is replaced.
     private(set) var writableFileOut: Set<SegmentID> = []
@@ -64,22 +67,23 @@ struct DaemonView {
                     checkHandOver(handOver, with: message, to: peer, core: core)
                     if handOver.access == .readWrite { writableFileOut.insert(handOver.segment) }
                 }
-            case .keepSegmentFiles(let segment):
+            case .keepSegmentFiles(let segment, let sharing):
                 guard let (_, message) = request, Self.bringsSegmentFiles(message.type) else {
                     fatalError("invariant broken: keepSegmentFiles(\(segment)) outside a request carrying them")
                 }
                 if case .replaceSegmentFiles(segment) = message {
-                    check(heldFiles.contains(segment), "the files of \(segment) replaced but never held")
+                    check(sharing == nil, "a replacement of \(segment)'s files shared \(String(describing: sharing))'s")
+                    check(heldFiles[segment] != nil, "the files of \(segment) replaced but never held")
                     writableFileOut.remove(segment)
                 } else {
-                    check(!heldFiles.contains(segment), "the files of \(segment) kept twice")
-                    heldFiles.insert(segment)
+                    check(heldFiles[segment] == nil, "the files of \(segment) kept twice")
+                    heldFiles[segment] = keptFile(for: segment, sharing: sharing, core: core)
                     issuedSegments.append(segment)
                 }
             case .discardSegmentFiles(let segment):
-                check(heldFiles.remove(segment) != nil, "discardSegmentFiles(\(segment)) of files not held")
+                check(heldFiles.removeValue(forKey: segment) != nil, "discardSegmentFiles(\(segment)) of files not held")
             case .dropPages(let segment, let ranges, let owner):
-                check(heldFiles.contains(segment), "dropPages of \(segment), whose files are not held")
+                check(heldFiles[segment] != nil, "dropPages of \(segment), whose files are not held")
                 check(owner.map { core.client(of: $0) == core.registry.segments[segment]?.owner } ?? true,
                       "dropPages of \(segment) names \(String(describing: owner)), not its owner's connection")
                 check(!writableFileOut.contains(segment),
@@ -105,6 +109,23 @@ struct DaemonView {
         recordIssuedIDs(effects)
     }
 
+    /// The file the daemon holds for a new segment: the one it holds for `sharing`, which must be a
+    /// live window of the same owner over the same file; otherwise the file that came with the request.
+    private mutating func keptFile(for segment: SegmentID, sharing: SegmentID?, core: BrokerCore) -> Int {
+        guard let sharing else {
+            nextFile += 1
+            return nextFile
+        }
+        let new = core.registry.segments[segment], held = core.registry.segments[sharing]
+        check(new != nil && held != nil && new?.owner == held?.owner && new?.file != nil && new?.file == held?.file
+              && new?.addressSpaceBase != nil && held?.addressSpaceBase != nil,
+              "\(segment) shares the files of \(sharing), which is not a window of its owner over the same file")
+        guard let file = heldFiles[sharing] else {
+            fatalError("invariant broken: \(segment) shares the files of \(sharing), which the daemon does not hold")
+        }
+        return file
+    }
+
     /// A request's descriptors (a make's two files, a subscribe's socket) are kept exactly when the
     /// request succeeded, and then for the id it answered; otherwise the daemon closes them.
     private func checkDescriptorsAccounted(_ message: Message, asked: Request, effects: [BrokerEffect]) {
@@ -113,7 +134,7 @@ struct DaemonView {
             return reply
         }.first
         let kept = effects.compactMap { effect -> SegmentID? in
-            guard case .keepSegmentFiles(let segment) = effect else { return nil }
+            guard case .keepSegmentFiles(let segment, _) = effect else { return nil }
             return segment
         }
         let adopted = effects.contains { $0 == .adoptEventChannel(asked.peer) }
@@ -141,7 +162,7 @@ struct DaemonView {
     /// was replaced, as the client's attachments allow, to a client that holds such an attachment,
     /// while the daemon still holds it.
     private func checkHandOver(_ handOver: SegmentFileHandOver, with message: Message, to peer: PeerID, core: BrokerCore) {
-        check(heldFiles.contains(handOver.segment), "the file of \(handOver.segment) handed over but not held")
+        check(heldFiles[handOver.segment] != nil, "the file of \(handOver.segment) handed over but not held")
         let attachmentID: AttachmentID
         switch message {
         case .attached(let id), .attachedWindow(let id, _, _): attachmentID = id

@@ -40,10 +40,11 @@ struct BrokerCoreHarness {
 
     /// Sends a request and returns the reply sent on the peer's main socket for it, if one came at once.
     @discardableResult
-    mutating func request(_ message: Message, from peer: PeerID, filePageSize: UInt64? = nil) -> Message? {
+    mutating func request(_ message: Message, from peer: PeerID, filePageSize: UInt64? = nil,
+                          file: FileIdentity? = nil) -> Message? {
         let id = nextRequest
         nextRequest += 1
-        let produced = core.handle(message, requestID: id, from: peer, now: now, filePageSize: filePageSize)
+        let produced = core.handle(message, requestID: id, from: peer, now: now, filePageSize: filePageSize, file: file)
         record(produced)
         return Self.reply(to: id, for: peer, in: produced)
     }
@@ -102,7 +103,7 @@ struct BrokerCoreHarness {
         effects += produced
         for effect in produced {
             switch effect {
-            case .keepSegmentFiles(let segment): heldFiles.insert(segment)
+            case .keepSegmentFiles(let segment, _): heldFiles.insert(segment)
             case .discardSegmentFiles(let segment): heldFiles.remove(segment)
             case .close(let peer, _): closed.append(peer)
             default: break
