@@ -177,5 +177,5 @@ extension SegmentRecord {
     /// What the segment counts against its owner's byte quota. An address-space window declares the
     /// whole address space but holds only what gets attached, which lives in the owner's own memory
     /// (and its memory cgroup) anyway: it counts nothing.
-    var countedBytes: UInt64 { addressSpaceBase == nil ? size : 0 }
+    var countedBytes: UInt64 { self.addressSpaceBase == nil ? self.size : 0 }
 }

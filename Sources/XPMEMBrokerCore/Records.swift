@@ -1,30 +1,5 @@
 import XPMEMWire
 
-/// An exported segment as the registry knows it. The memfd itself is kept by the daemon.
-public struct SegmentRecord: Equatable, Sendable {
-    public var id: SegmentID
-    public var owner: ClientID
-    public var ownerCredentials: Credentials
-    public var size: UInt64
-    public var permit: Permit
-    public var name: String
-    /// Where the owner says the pages are meant to be; shown by `xpmemctl segments`.
-    public var placement = "first-touch"
-    /// What pages back it, as the owner says (`describePages`); shown by `xpmemctl segments`.
-    public var pages = "4 KiB"
-    /// The size of its file's pages, as the broker saw from the file itself: the base page size, or
-    /// a huge page size for a hugetlb memfd. Attaches and invalidations must be aligned to it.
-    public var pageSize: UInt64 = 4096
-    /// For a window of the owner's address-space file: where the window starts in the file (which is
-    /// the owner's virtual address). Nil for an ordinary segment, whose file is the segment.
-    public var addressSpaceBase: UInt64? = nil
-    /// For a window: the address-space file it is a window of, whose descriptors the daemon keeps once
-    /// for all of the owner's windows of it. Nil for an ordinary segment, or when the file was not told.
-    public var file: FileIdentity? = nil
-    /// The pages the owner hinted free that nobody has written since.
-    public var freePages = FreePageHints()
-}
-
 /// A right to attach one segment, held by one client (XPMEM's apid).
 public struct GrantRecord: Equatable, Sendable {
     public var handle: AccessHandle
