@@ -123,7 +123,6 @@ final class RawListener {
     init(environment: BenchEnvironment, memfdSize: Int, peers: Int, polling: Bool) throws {
         path = "/tmp/xpmem-bench-raw-\(ThisProcess.processID)-\(peers)-\(polling ? "polled" : "blocking").sock"
         let listener = try UnixSocket.listen(at: path)
-        try listener.setNonBlocking(false)
         for _ in 0..<peers {
             helpers.append(try environment.helper(["raw-peer", "--path", path, "--memfd-size", "\(memfdSize)"]
                                                   + (polling ? ["--poll"] : [])))
@@ -131,15 +130,19 @@ final class RawListener {
         }
     }
 
-    /// The next connection to `listener` (polled every millisecond), made blocking.
-    static func acceptOne(on listener: borrowing OwnedDescriptor) throws -> OwnedDescriptor {
-        while true {
+    /// The next connection to `listener` (polled every millisecond, for at most `limit` seconds), made blocking.
+    static func acceptOne(on listener: borrowing OwnedDescriptor, withinSeconds limit: UInt64 = 30) throws -> OwnedDescriptor {
+        let deadline = SharedMemoryAccess.monotonicNanoseconds() + limit * 1_000_000_000
+        try listener.setNonBlocking(true)  // polled, so that the deadline is kept
+        while SharedMemoryAccess.monotonicNanoseconds() < deadline {
             if let accepted = try UnixSocket.accept(on: listener) {
                 try accepted.setNonBlocking(false)
                 return accepted
             }
             ThisProcess.sleep(microseconds: 1000)
         }
+        // A helper that died before connecting would otherwise leave the benchmark waiting forever.
+        throw ValidationError("no reference process connected within \(limit) s: one of the benchmark's helpers did not start")
     }
 
     func stop() {

@@ -24,7 +24,6 @@ final class RelayedFanOut: RawBatches {
         path = "/tmp/xpmem-bench-relay-\(tag).sock"
         peerPath = "/tmp/xpmem-bench-relay-peers-\(tag).sock"
         let listener = try UnixSocket.listen(at: path)
-        try listener.setNonBlocking(false)
         let waiting = polling ? ["--poll"] : []
         helpers.append(try environment.helper(["raw-relay", "--path", path, "--peer-path", peerPath,
                                                "--peers", "\(count)"] + waiting))
@@ -79,7 +78,6 @@ struct RawRelayHelper: ParsableCommand {
     func run() throws {
         FileSystem.removeQuietly(peerPath)  // left by a killed relay of an earlier process with this pid
         let listener = try UnixSocket.listen(at: peerPath)
-        try listener.setNonBlocking(false)
         defer { FileSystem.removeQuietly(peerPath) }
         print("listening")
         StandardStream.flushPrinted()
