@@ -37,11 +37,11 @@ numa-deps:
 # What the interop checks need: UCX's release tarball carries no configure script (autoconf,
 # automake, libtool), UCX has C++ parts (g++), and Debian's Open MPI runs the MPI examples. Missing
 # and not root: a FAIL line with the exact command, which `make test` counts as a failure.
-INTEROP_PACKAGES := autoconf automake libtool g++ make xz-utils openmpi-bin libopenmpi-dev
+INTEROP_PACKAGES := autoconf automake libtool g++ make xz-utils openmpi-bin libopenmpi-dev mpich libmpich-dev
 interop-deps:
 	@if command -v autoreconf >/dev/null && command -v automake >/dev/null && command -v libtoolize >/dev/null \
 	   && command -v g++ >/dev/null && command -v xz >/dev/null && command -v mpicc >/dev/null \
-	   && command -v mpirun >/dev/null; then :; \
+	   && command -v mpirun >/dev/null && command -v mpicc.mpich >/dev/null && command -v mpirun.mpich >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
 	  echo "make: installing what the interop checks need: $(INTEROP_PACKAGES)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(INTEROP_PACKAGES) >/dev/null; \

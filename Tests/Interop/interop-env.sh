@@ -1,5 +1,5 @@
 # Sourced by run-interop.sh and bench-interop.sh: where the rebuilt UCX and libxpmem are, a private
-# broker for the run, and the mpirun command lines. Needs WORK (the build dir holding ucx/ and
+# broker for the run, and the mpirun command lines (Open MPI's and MPICH's). Needs WORK (the build dir holding ucx/ and
 # xpmem/) and XPMEMD (the broker to run) set by the caller.
 UCX=$WORK/ucx
 XPMEM_PREFIX=$WORK/xpmem
@@ -35,6 +35,12 @@ compile_examples() {
     mpicc -O2 -o "$run_dir/pingpong" "$EXAMPLES/pingpong.c" && mpicc -O2 -o "$run_dir/allreduce" "$EXAMPLES/allreduce.c"
 }
 
+# The same examples compiled with Debian's MPICH (ch4:ucx), which loads libucp like Open MPI's pml ucx.
+compile_examples_mpich() {
+    mpicc.mpich -O2 -o "$run_dir/pingpong-mpich" "$EXAMPLES/pingpong.c" \
+        && mpicc.mpich -O2 -o "$run_dir/allreduce-mpich" "$EXAMPLES/allreduce.c"
+}
+
 allow_root=()
 [ "$(id -u)" = 0 ] && allow_root=(--allow-run-as-root)
 
@@ -50,3 +56,8 @@ mpirun_ucx_xpmem=(mpirun "${allow_root[@]}" -np 2 --bind-to core --mca pml ucx -
 # CMA single copy (process_vm_readv).
 mpirun_vader_cma=(env "LD_LIBRARY_PATH=$original_library_path" mpirun "${allow_root[@]}" -np 2 --bind-to core
     --mca pml ob1 --mca btl vader,self --mca btl_vader_single_copy_mechanism cma)
+
+# Debian's MPICH 4.0 (device ch4:ucx) over the rebuilt UCX with UCX_TLS=xpmem,self. MPICH keeps
+# ranks on one node to its own shared-memory path; MPIR_CVAR_NOLOCAL=1 sends them through the netmod,
+# UCX, as it does ranks on other nodes. Hydra passes the environment to the ranks.
+mpirun_mpich_ucx_xpmem=(env MPIR_CVAR_NOLOCAL=1 UCX_TLS=xpmem,self mpirun.mpich -n 2 -bind-to core)

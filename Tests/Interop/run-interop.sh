@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Unmodified UCX 1.13.1 and Debian's Open MPI 4.1 on libxpmem: one line per check, "PASS what" or
+# Unmodified UCX 1.13.1, Debian's Open MPI 4.1 and Debian's MPICH 4.0 on libxpmem: one line per check, "PASS what" or
 # "FAIL what: why" (the top-level Makefile counts them); exits non-zero if any check failed.
 #   Tests/Interop/run-interop.sh WORK_DIR XPMEMD
 # WORK_DIR holds UCX built by build-ucx.sh (WORK_DIR/ucx) against libxpmem (WORK_DIR/xpmem).
@@ -100,35 +100,43 @@ if ! compile_examples >"$run_dir/mpicc.out" 2>&1; then
 fi
 # Each example checks every byte (pingpong) or every sum (allreduce) and prints "OK: …" or
 # "FAILED: …", exiting 1 on a wrong result. UCX_LOG_LEVEL=info makes each rank print its endpoints'
-# lanes: the endpoint to the other rank must be "tag(xpmem/memory)", xpmem alone.
-mpi_check() { # LOG_NAME MIN_BACKED_BYTES PROGRAM ARGS...
-    local log=$run_dir/$1.out min_bytes=$2 program=$3
-    shift 3
-    XPMEM_DEBUG=1 UCX_LOG_LEVEL=info timeout 300 "${mpirun_ucx_xpmem[@]}" "$run_dir/$program" "$@" >"$log" 2>&1
+# lanes: the endpoint to the other rank must use xpmem alone (Open MPI asks UCX for tags only,
+# "tag(xpmem/memory)"; MPICH for tags, remote memory access and active messages).
+openmpi_what="mpirun -np 2 --mca pml ucx -x UCX_TLS=xpmem,self"
+openmpi_peer_lanes='tag\(xpmem/memory\)'
+mpich_what="mpirun.mpich -n 2 (MPICH ch4:ucx, MPIR_CVAR_NOLOCAL=1, UCX_TLS=xpmem,self)"
+mpich_peer_lanes='tag\(xpmem/memory\) rma\(xpmem/memory\) am\(xpmem/memory\)'
+mpi_check() { # LOG_NAME MIN_BACKED_BYTES MPI PROGRAM ARGS...   (MPI: openmpi or mpich)
+    local log=$run_dir/$1.out min_bytes=$2 mpi=$3 program=$4
+    shift 4
+    local -n launcher=mpirun_ucx_xpmem
+    [ "$mpi" = mpich ] && local -n launcher=mpirun_mpich_ucx_xpmem
+    local what_name=${mpi}_what lanes_name=${mpi}_peer_lanes
+    XPMEM_DEBUG=1 UCX_LOG_LEVEL=info timeout 300 "${launcher[@]}" "$run_dir/$program" "$@" >"$log" 2>&1
     local status=$? verdict ranges bytes xpmem_endpoints
     verdict=$(grep -m1 -E '^(OK|FAILED):' "$log")
-    xpmem_endpoints=$(grep -cE 'UCX +INFO +ep_cfg\[[0-9]+\]: tag\(xpmem/memory\)$' "$log")
+    xpmem_endpoints=$(grep -cE "UCX +INFO +ep_cfg\[[0-9]+\]: ${!lanes_name}\$" "$log")
     ranges=$(backed_ranges "$log")
     bytes=$(backed_bytes "$log")
-    local what="mpirun -np 2 --mca pml ucx -x UCX_TLS=xpmem,self $program $*"
+    local what="${!what_name} $program $*"
     if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ "$xpmem_endpoints" -eq 2 ]; then
-        pass "$what: ${verdict#OK: }; both ranks' endpoints tag(xpmem/memory); $ranges range(s)," \
+        pass "$what: ${verdict#OK: }; both ranks' endpoints to the other use xpmem alone; $ranges range(s)," \
              "$((bytes >> 20)) MiB of the ranks' memory shared for the peer's attaches"
     else
-        fail "$what: status $status, verdict '${verdict:-none}', $xpmem_endpoints of 2 endpoints tag(xpmem/memory)," \
+        fail "$what: status $status, verdict '${verdict:-none}', $xpmem_endpoints of 2 endpoints with xpmem alone," \
              "$ranges range(s) and $bytes bytes shared for the peer (at least $min_bytes expected)${why:+; $why}"
         show "$log"
     fi
 }
 # 64 MiB messages: the rendezvous attaches the sender's buffer, so at least 64 MiB is made shared.
-mpi_check pingpong $((64 << 20)) pingpong --sizes 8,4K,1M,4M,64M --scale 0.05 --batches 3
-mpi_check allreduce $((1 << 20)) allreduce --sizes 1M,8M --scale 0.05 --batches 3
+mpi_check pingpong $((64 << 20)) openmpi pingpong --sizes 8,4K,1M,4M,64M --scale 0.05 --batches 3
+mpi_check allreduce $((1 << 20)) openmpi allreduce --sizes 1M,8M --scale 0.05 --batches 3
 # Memory freed and allocated again: allreduce frees its 64 MiB vectors after the first size and
 # allocates them again for the second; glibc maps both times with mmap, at the same addresses. UCX
 # keeps its attachment of the first peer buffer (with kernel XPMEM that attachment follows the
 # exporter's page tables) and libxpmem's mapping still shows the first buffer's pages.
 why="importers do not follow an exporter that frees and reuses memory (README, 'Not yet')" \
-    mpi_check allreduce-reuse $((64 << 20)) allreduce --sizes 64M,64M --scale 0.05 --batches 2
+    mpi_check allreduce-reuse $((64 << 20)) openmpi allreduce --sizes 64M,64M --scale 0.05 --batches 2
 
 # The control: the same run with no broker must fail, or the passes above would not need libxpmem.
 XPMEM_SOCKET=$run_dir/nobody.sock timeout 120 "${mpirun_ucx_xpmem[@]}" "$run_dir/pingpong" --sizes 1M \
@@ -139,6 +147,27 @@ if [ $status -ne 0 ] && ! grep -q '^OK:' "$run_dir/nobroker.out"; then
 else
     fail "without a broker the same mpirun fails: it exited $status"
     show "$run_dir/nobroker.out"
+fi
+
+# --- MPICH (ch4:ucx) with only xpmem between the ranks -----------------------------------------------
+if ! command -v mpicc.mpich >/dev/null || ! command -v mpirun.mpich >/dev/null; then
+    fail "MPICH runs on libxpmem: Debian's mpich is not installed (apt-get install -y mpich libmpich-dev)"
+elif ! compile_examples_mpich >"$run_dir/mpicc-mpich.out" 2>&1; then
+    fail "mpicc.mpich compiles Examples/mpi-c"
+    show "$run_dir/mpicc-mpich.out"
+else
+    mpi_check mpich-pingpong $((64 << 20)) mpich pingpong-mpich --sizes 8,4K,1M,4M,64M --scale 0.05 --batches 3
+    mpi_check mpich-allreduce $((1 << 20)) mpich allreduce-mpich --sizes 1M,8M --scale 0.05 --batches 3
+    # The control, as for Open MPI: no broker, no way between the ranks.
+    XPMEM_SOCKET=$run_dir/nobody.sock timeout 120 "${mpirun_mpich_ucx_xpmem[@]}" "$run_dir/pingpong-mpich" --sizes 1M \
+        --scale 0.05 --batches 1 >"$run_dir/nobroker-mpich.out" 2>&1
+    status=$?
+    if [ $status -ne 0 ] && ! grep -q '^OK:' "$run_dir/nobroker-mpich.out"; then
+        pass "without a broker the same mpirun.mpich fails (status $status): the ranks had no other way to talk"
+    else
+        fail "without a broker the same mpirun.mpich fails: it exited $status"
+        show "$run_dir/nobroker-mpich.out"
+    fi
 fi
 
 exit $((failed > 0))
