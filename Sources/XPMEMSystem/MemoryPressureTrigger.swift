@@ -49,13 +49,30 @@ public enum MemoryPressureTrigger {
         // "ID PARENT MAJ:MIN ROOT MOUNT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER"
         guard let mount = mountinfo.split(separator: "\n").first(where: { $0.contains(" - cgroup2 ") }),
               case let fields = mount.split(separator: " "), fields.count > 4 else { return nil }
-        let root = String(fields[3])
+        let root = unescapedMountField(fields[3])
         if root != "/" {
             // Outside what the mount shows: no file of ours there.
             guard cgroup == root || cgroup.hasPrefix(root + "/") else { return nil }
             cgroup = String(cgroup.dropFirst(root.count))
         }
-        return String(fields[4]) + (cgroup == "/" || cgroup.isEmpty ? "" : cgroup) + "/memory.pressure"
+        return unescapedMountField(fields[4]) + (cgroup == "/" || cgroup.isEmpty ? "" : cgroup) + "/memory.pressure"
+    }
+
+    /// A path field of mountinfo as the path it is: the kernel writes a space, tab, newline or
+    /// backslash in it as `\ooo` (three octal digits).
+    static func unescapedMountField(_ field: Substring) -> String {
+        var bytes: [UInt8] = []
+        var rest = Array(field.utf8)[...]
+        while let byte = rest.popFirst() {
+            let digits = rest.prefix(3)
+            if byte == UInt8(ascii: "\\"), digits.count == 3, digits.allSatisfy({ (48...55).contains($0) }) {
+                bytes.append(digits.reduce(0) { $0 &* 8 &+ ($1 - 48) })
+                rest = rest.dropFirst(3)
+            } else {
+                bytes.append(byte)
+            }
+        }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     /// Waits until `trigger` fires (true) or stops being able to (false: its cgroup went away). The

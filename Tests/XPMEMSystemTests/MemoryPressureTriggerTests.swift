@@ -29,6 +29,13 @@ struct MemoryPressureTriggerTests {
         #expect(MemoryPressureTrigger.cgroupPressurePath(cgroupFile: "0::/elsewhere\n", mountinfo: mounted) == nil)
     }
 
+    @Test("a mount point and root with spaces, which mountinfo writes as octal escapes")
+    func escapedMountFields() {
+        let mounted = #"40 30 0:30 /job\040a /run/my\040cgroups\134v2 rw - cgroup2 cgroup2 rw"# + "\n"
+        #expect(MemoryPressureTrigger.cgroupPressurePath(cgroupFile: "0::/job a/step\n", mountinfo: mounted)
+                == "/run/my cgroups\\v2/step/memory.pressure")
+    }
+
     @Test("no v2 cgroup, or no cgroup2 mount: no path")
     func noPathWithoutV2() {
         #expect(MemoryPressureTrigger.cgroupPressurePath(cgroupFile: "4:memory:/job\n", mountinfo: Self.mountinfo) == nil)

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cgroup_path.h"
 #include "debug_log.h"
 #include "private_area.h"
 #include "thread_stop.h"
@@ -26,37 +27,53 @@ static int trigger_descriptor = -1;
 enum memory_pressure_state memory_pressure_state(void) { return (enum memory_pressure_state)state; }
 unsigned long long memory_pressure_events(void) { return events; }
 
-/* The cgroup v2 memory.pressure of this process's cgroup: the mount point of the cgroup2 file
- * system (mountinfo) joined with the path of the "0::" line of /proc/self/cgroup. */
-static bool cgroup_pressure_path(char *path, size_t capacity)
+/* The whole of a /proc text file, NUL-terminated, in memory the caller frees; NULL when it cannot be
+ * read or is larger than a megabyte (a mountinfo of thousands of mounts is still far below). */
+static char *read_text(const char *path)
 {
-    char line[4096], cgroup[2048] = "", mount[2048] = "";
-    FILE *file = fopen("/proc/self/cgroup", "re");
-    if (file == NULL)
-        return false;
-    while (fgets(line, sizeof line, file) != NULL)
-        if (strncmp(line, "0::", 3) == 0 && sscanf(line + 3, "%2047s", cgroup) == 1)
-            break;
-    fclose(file);
-    if (cgroup[0] == '\0')
-        return false;
-    file = fopen("/proc/self/mountinfo", "re");
-    if (file == NULL)
-        return false;
-    while (fgets(line, sizeof line, file) != NULL) {
-        /* "ID PARENT MAJ:MIN ROOT MOUNT OPTIONS [OPTIONAL...] - TYPE SOURCE SUPER" */
-        const char *separator = strstr(line, " - cgroup2 ");
-        char point[2048];
-        if (separator != NULL && sscanf(line, "%*s %*s %*s %*s %2047s", point) == 1) {
-            snprintf(mount, sizeof mount, "%s", point);
+    int descriptor = open(path, O_RDONLY | O_CLOEXEC);
+    if (descriptor < 0)
+        return NULL;
+    size_t capacity = 16384, length = 0;
+    char *text = malloc(capacity);
+    while (text != NULL) {
+        if (length + 1 == capacity) {
+            char *larger = capacity < (1u << 20) ? realloc(text, capacity * 2) : NULL;
+            if (larger == NULL) {
+                free(text);
+                text = NULL;
+                break;
+            }
+            text = larger;
+            capacity *= 2;
+        }
+        ssize_t got = read(descriptor, text + length, capacity - 1 - length);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            free(text);
+            text = NULL;
             break;
         }
+        if (got == 0) {
+            text[length] = '\0';
+            break;
+        }
+        length += (size_t)got;
     }
-    fclose(file);
-    if (mount[0] == '\0')
-        return false;
-    int length = snprintf(path, capacity, "%s%s/memory.pressure", mount, strcmp(cgroup, "/") == 0 ? "" : cgroup);
-    return length > 0 && (size_t)length < capacity;
+    close(descriptor);
+    return text;
+}
+
+/* The cgroup v2 memory.pressure of this process's cgroup (cgroup_path.h). */
+static bool cgroup_pressure_path(char *path, size_t capacity)
+{
+    char *cgroups = read_text("/proc/self/cgroup");
+    char *mountinfo = cgroups != NULL ? read_text("/proc/self/mountinfo") : NULL;
+    bool found = mountinfo != NULL && cgroup_pressure_path_from(cgroups, mountinfo, path, capacity);
+    free(cgroups);
+    free(mountinfo);
+    return found;
 }
 
 /* Opens `path` and arms a trigger on it; the descriptor, or -1. */

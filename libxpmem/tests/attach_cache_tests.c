@@ -18,6 +18,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cgroup_path.h"
 #include "harness.h"
 #include "test_report.h"
 #include "xpmem.h"
@@ -769,12 +770,44 @@ static void test_memory_pressure(xpmem_segid_t segid)
 
 /* ---------------------------------------------------------------------------------------------*/
 
+/* Where the cache's pressure watch reads: the cgroup's memory.pressure under the cgroup2 mount, from
+ * made-up texts of /proc/self/cgroup and /proc/self/mountinfo. */
+static void test_cgroup_pressure_path(void)
+{
+    static const char mounts[] = "22 1 0:21 / /proc rw - proc proc rw\n"
+                                 "31 24 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+                                 "35 24 0:30 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
+    /* A container's mount shows part of the hierarchy; spaces and backslashes come as octal escapes. */
+    static const char container[] = "40 30 0:30 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+    static const char escaped[] = "40 30 0:30 /job\\040a /run/my\\040cgroups\\134v2 rw - cgroup2 cgroup2 rw\n";
+    char plain[256] = "", root[256] = "", top[256] = "", below[256] = "", spaced[256] = "", unused[256];
+    bool found = cgroup_pressure_path_from("12:memory:/user.slice\n0::/user.slice/job-7\n", mounts, plain, sizeof plain)
+                 && cgroup_pressure_path_from("0::/\n", mounts, root, sizeof root)
+                 && cgroup_pressure_path_from("0::/docker/abc\n", container, top, sizeof top)
+                 && cgroup_pressure_path_from("0::/docker/abc/job\n", container, below, sizeof below)
+                 && cgroup_pressure_path_from("0::/job a/step\n", escaped, spaced, sizeof spaced);
+    bool refused = !cgroup_pressure_path_from("0::/elsewhere\n", container, unused, sizeof unused)
+                   && !cgroup_pressure_path_from("0::/docker/abcdef\n", container, unused, sizeof unused)
+                   && !cgroup_pressure_path_from("4:memory:/job\n", mounts, unused, sizeof unused)
+                   && !cgroup_pressure_path_from("0::/job\n", "31 24 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw\n",
+                                                 unused, sizeof unused)
+                   && !cgroup_pressure_path_from("0::/user.slice/job-7\n", mounts, unused, 20);
+    report("the pressure watch reads the cgroup's memory.pressure below the cgroup2 mount's root, escapes decoded",
+           found && refused && strcmp(plain, "/sys/fs/cgroup/unified/user.slice/job-7/memory.pressure") == 0
+               && strcmp(root, "/sys/fs/cgroup/unified/memory.pressure") == 0
+               && strcmp(top, "/sys/fs/cgroup/memory.pressure") == 0
+               && strcmp(below, "/sys/fs/cgroup/job/memory.pressure") == 0
+               && strcmp(spaced, "/run/my cgroups\\v2/step/memory.pressure") == 0,
+           "found %d refused %d: '%s' '%s' '%s' '%s' '%s'", found, refused, plain, root, top, below, spaced);
+}
+
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
     if (xpmemd == NULL)
         return report_setup_failure("no broker to test with");
     double started = now_seconds();
+    test_cgroup_pressure_path();
     struct child exporting;
     char line[LINE] = "";
     long long segid = -1;
