@@ -146,10 +146,11 @@ extension BrokerCore {
         }
     }
 
-    /// Refuses a segment that would take its owner's uid past a quota, or the broker past its budget
-    /// (unless it `bringsAFile` the broker does not hold yet, it needs no descriptors of its own).
+    /// Refuses a segment that would take its owner's uid past a quota, or the broker past its descriptor
+    /// budget. A window of a file the broker already holds (`bringsAFile` false) needs no descriptors,
+    /// so the budget does not apply to it.
     func admitSegment(size: UInt64, by credentials: Credentials, bringsAFile: Bool = true) throws(BrokerError) {
-        if bringsAFile && descriptorsInUse + BrokerQuotas.descriptorsPerSegment > quotas.descriptorCeiling(for: credentials) {
+        if bringsAFile && descriptorsInUse + BrokerQuotas.descriptorsPerFile > quotas.descriptorCeiling(for: credentials) {
             throw BrokerError(.resourceExhausted,
                 "the broker's descriptor budget of \(quotas.descriptorBudget) is spent; remove segments or raise its RLIMIT_NOFILE")
         }

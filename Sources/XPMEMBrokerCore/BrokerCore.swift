@@ -73,7 +73,7 @@ public struct BrokerCore: Sendable {
 
     /// Descriptors the broker holds for clients, counted the way the budget is.
     public var descriptorsInUse: Int {
-        peers.count * BrokerQuotas.descriptorsPerConnection + registry.heldFiles.count * BrokerQuotas.descriptorsPerSegment
+        peers.count * BrokerQuotas.descriptorsPerConnection + registry.heldFiles.count * BrokerQuotas.descriptorsPerFile
     }
 
     // MARK: Inputs
@@ -109,8 +109,10 @@ public struct BrokerCore: Sendable {
         deferredAttaches.removeAll { $0.peer == peer }
         guard let client = record.client else { return [] }
         peerOfClient[client] = nil
-        let owned = registry.segments.values.filter { $0.owner == client }.sorted { $0.id < $1.id }
-        let holders = owned.map { ($0.id, registry.grantHolders(of: $0.id)) }
+        // From the client's own list, not a scan of every segment: a node's broker holds many.
+        let owned = (registry.clients[client]?.segments ?? []).sorted().compactMap { registry.segments[$0] }
+        let holdersOf = registry.grantHolders(ofEach: Set(owned.map(\.id)))
+        let holders = owned.map { ($0.id, holdersOf[$0.id] ?? []) }
         let departure = registry.disconnect(client)
         var effects: [BrokerEffect] = []
         for record in owned {

@@ -1,6 +1,6 @@
 /// What one uid may hold, and how many descriptors the broker may spend on clients at all. Without
-/// these, one local user could exhaust the broker's descriptors (connections, or segments that each
-/// keep two memfd descriptors) and lock every other user out.
+/// these, one local user could exhaust the broker's descriptors (connections, or segments whose files
+/// each keep two memfd descriptors) and lock every other user out.
 ///
 /// Administrators — root and the uid the broker runs as — are exempt from the per-uid quotas and may
 /// use `administratorReserve`, the part of the descriptor budget kept for them, so that they can still
@@ -18,10 +18,10 @@ public struct BrokerQuotas: Equatable, Sendable {
 
     public init() {}
 
-    /// Descriptors the broker holds per connection (socket, pidfd, event socket) and per segment
-    /// (its memfd read-write and read-only).
+    /// Descriptors the broker holds per connection (socket, pidfd, event socket) and per file a segment
+    /// has (its memfd read-write and read-only; a client's windows of one address-space file share them).
     public static let descriptorsPerConnection = 3
-    public static let descriptorsPerSegment = 2
+    public static let descriptorsPerFile = 2
 
     func isAdministrator(_ credentials: Credentials) -> Bool {
         credentials.isSuperuser || credentials.uid == brokerUID

@@ -55,13 +55,13 @@ public struct HeldFiles: Equatable, Sendable {
             count -= 1
             return
         }
-        let key = Key(client: client, file: file)
-        guard var live = windows[key], live.remove(segment) != nil else { return }
-        if live.isEmpty {
-            windows[key] = nil
+        // In place: a copy of the set out of the dictionary would make each removal cost every window
+        // of the file, and a client's departure with n windows cost n² on the broker's one thread.
+        guard let index = windows.index(forKey: Key(client: client, file: file)),
+              windows.values[index].remove(segment) != nil else { return }
+        if windows.values[index].isEmpty {
+            windows.remove(at: index)
             count -= 1
-        } else {
-            windows[key] = live
         }
     }
 }

@@ -329,6 +329,16 @@ extension Registry {
         Set(grants.values.filter { $0.segment == segment }.map(\.client)).sorted { $0.rawValue < $1.rawValue }
     }
 
+    /// `grantHolders(of:)` for several segments in one pass over the grants (a departing client's
+    /// segments: one pass per segment would cost every grant of the node per segment).
+    public func grantHolders(ofEach segments: Set<SegmentID>) -> [SegmentID: [ClientID]] {
+        var holders: [SegmentID: Set<ClientID>] = [:]
+        for grant in grants.values where segments.contains(grant.segment) {
+            holders[grant.segment, default: []].insert(grant.client)
+        }
+        return holders.mapValues { $0.sorted { $0.rawValue < $1.rawValue } }
+    }
+
     /// Takes away `client`'s grants on `segment` and the attachments made through them (an importer
     /// that missed an invalidation deadline). Returns how many grants went.
     @discardableResult

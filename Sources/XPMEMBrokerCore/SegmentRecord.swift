@@ -34,8 +34,8 @@ public struct SegmentRecord: Equatable, Sendable {
         public var freePages = FreePageHints()
     }
 
-    /// Only ever mutated while uniquely referenced (the setter copies it first otherwise), so sharing
-    /// it between copies of the record, and threads, is safe.
+    /// Only ever mutated while uniquely referenced (the `_modify` accessor copies it first otherwise),
+    /// so sharing it between copies of the record, and threads, is safe.
     private final class Storage: @unchecked Sendable {
         var fields: Fields
         init(_ fields: Fields) { self.fields = fields }

@@ -50,7 +50,9 @@ final class BackingResponder: Sendable {
         while !stopping.load(ordering: .acquiring) {
             for ready in try poll.wait(timeoutMilliseconds: 20) {
                 guard let index = ready.token.map({ Int($0.rawValue) }), let events = clients[index].events else { continue }
-                let received = try UnixSocket.receive(events.socket, into: buffer, maximumDescriptors: 0)
+                // Without waiting: a readiness that was not (or was taken) must not stop the responder.
+                guard let received = try UnixSocket.receiveIfPending(events.socket, into: buffer, maximumDescriptors: 0)
+                else { continue }
                 let frame = try Frame.decode(UnsafeRawBufferPointer(rebasing: buffer[..<received.byteCount]))
                 guard case .backRange(let segment, let sequence, let start, let length) = frame.message else { continue }
                 let answer = Message.rangeBacked(segment, sequence: sequence, failure: nil, text: "",

@@ -17,13 +17,13 @@ struct ScaleBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scale", abstract: "The broker under many clients and segments: attach storm, memory per client and segment.",
         discussion: """
-            Starts a private broker with room for every descriptor (2 per memfd segment, 2 per client and \
-            one address-space file per client with --windows): as root the limit is raised past the hard \
-            one; otherwise --clients and --segments must fit it.
+            Starts a private broker with room for every descriptor (2 per memfd segment, or 2 per client for \
+            its address-space file with --windows; 3 per client for its connection, 1 or 2 more on this \
+            side): as root the limit is raised past the hard one; otherwise --clients and --segments must fit it.
             """)
     @OptionGroup var options: BenchOptions
     @Option(help: "Clients, each its own connection.") var clients = 1000
-    @Option(help: "Segments each client exports (4 KiB memfds).") var segments = 100
+    @Option(help: "Segments each client exports (4 KiB memfds, or one-page windows with --windows).") var segments = 100
     @Option(help: "Attaches each client makes of its neighbour's segments.") var attaches = 20
     @Option(help: "Threads driving the clients during the attach storm.") var threads = 4
     @Flag(help: "Export windows of one address-space file per client (libxpmem's kind) instead of a memfd each.")

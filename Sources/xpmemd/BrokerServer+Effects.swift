@@ -18,12 +18,19 @@ extension BrokerServer {
                 if let sharing, let held = segmentFiles[sharing] {
                     segmentFiles[segment] = held
                 } else {
+                    if let sharing {
+                        // The core counts one file for both; holding two would spend descriptors it does not count.
+                        logger.error("no files held for \(sharing), whose file \(segment) shares; keeping its own")
+                    }
                     segmentFiles[segment] = incoming?.segmentFiles.take()
                 }
             case .dropPages(let segment, let ranges, let owner):
                 dropPages(of: segment, in: ranges, owner: owner)
             case .discardSegmentFiles(let segment):
-                if segmentFiles.removeValue(forKey: segment) != nil { resumeAcceptingIfPaused() }
+                // Descriptors close only with the last window of a shared file; only then is there room.
+                if var files = segmentFiles.removeValue(forKey: segment), isKnownUniquelyReferenced(&files) {
+                    resumeAcceptingIfPaused()
+                }
             case .adoptEventChannel(let peer):
                 adoptEventChannel(of: peer, incoming: incoming)
             case .watchProcess(let peer, let pid):

@@ -12,7 +12,8 @@ final class SegmentFiles {
     private(set) var pageSize = UInt64(XPMEMSystem.pageSize)
     /// Which file it is, for the core to see windows of one address-space file as one file.
     private(set) var identity = FileIdentity(device: 0, inode: 0)
-    /// Whether `/proc/self/fd` reopening works for this file (it stops at the first failure).
+    /// Whether `/proc/self/fd` reopening works for this file: it stops when the kernel refuses it
+    /// (another uid's 0600 memfd), not for a passing failure such as a full descriptor table.
     private var canReopen = true
 
     private init(readWrite: consuming OwnedDescriptor, readOnly: consuming OwnedDescriptor) {
@@ -123,6 +124,7 @@ final class SegmentFiles {
                 if access == .readWrite { return try MemoryFile.reopenReadWrite(readWrite) }
                 return try MemoryFile.reopenReadOnly(readOnly)
             } catch {
+                guard error == .permissionDenied || error == .notPermitted else { throw error }
                 canReopen = false
             }
         }

@@ -18,7 +18,7 @@ struct BrokerCoreClaimTests {
         let (exporter, _) = broker.join(People.owner)
         let expected = try #require(token.segmentID(ownerUID: People.owner.uid))
         #expect(broker.request(claim(nil, token), from: exporter) == .made(expected))
-        #expect(broker.heldFiles == [expected])
+        #expect(broker.segmentsWithFiles == [expected])
         #expect(broker.core.registry.segments[expected]?.ownerCredentials == People.owner)
         #expect(broker.effects.contains(.note(.segmentMade(expected, size: 4 * page, permit: Permit(rawValue: 0o644),
                                                             pid: People.owner.pid))))
@@ -83,7 +83,7 @@ struct BrokerCoreClaimTests {
         }
         #expect(own != id)
         #expect(broker.core.registry.segments[id] == nil)
-        #expect(broker.heldFiles == [own])
+        #expect(broker.segmentsWithFiles == [own])
         // Even root cannot take it: its uid derives another id too.
         let (root, _) = broker.join(People.superuser)
         guard case .failure(.permissionDenied, _) = broker.request(claim(id, token), from: root) else {
@@ -104,7 +104,7 @@ struct BrokerCoreClaimTests {
             Issue.record("a live segment's id was registered a second time")
             return
         }
-        #expect(broker.heldFiles == [id])
+        #expect(broker.segmentsWithFiles == [id])
         #expect(broker.core.registry.segments[id]?.owner == broker.core.client(of: exporter))
     }
 
@@ -149,7 +149,7 @@ struct BrokerCoreClaimTests {
             Issue.record("a claim with a set-uid bit in its permit was accepted")
             return
         }
-        #expect(other.heldFiles.isEmpty)
+        #expect(other.segmentsWithFiles.isEmpty)
     }
 
     @Test func anAddressSpaceWindowIsClaimedBackWithItsIdAndAttachesThroughTheExporterAgain() throws {
@@ -164,7 +164,7 @@ struct BrokerCoreClaimTests {
         #expect(first.request(claimWindow(nil), from: exporter) == .made(expected))
         #expect(first.core.registry.segments[expected]?.addressSpaceBase == window.base)
         #expect(first.core.registry.segments[expected]?.size == window.size)
-        #expect(first.heldFiles == [expected])
+        #expect(first.segmentsWithFiles == [expected])
         guard case .failure(.invalidArgument, _) = first.request(
             .claimAddressSpace(nil, token: ReclaimToken(high: 9, low: 9), base: window.base + 1, size: window.size,
                                permit: Permit(rawValue: 0o666), name: ""), from: exporter) else {

@@ -11,7 +11,7 @@ struct BrokerCoreHarness {
     /// Everything the core told the daemon to do, in order.
     private(set) var effects: [BrokerEffect] = []
     /// Segments whose files the daemon would hold.
-    private(set) var heldFiles: Set<SegmentID> = []
+    private(set) var segmentsWithFiles: Set<SegmentID> = []
     /// Peers the core asked the daemon to close.
     private(set) var closed: [PeerID] = []
 
@@ -103,8 +103,8 @@ struct BrokerCoreHarness {
         effects += produced
         for effect in produced {
             switch effect {
-            case .keepSegmentFiles(let segment, _): heldFiles.insert(segment)
-            case .discardSegmentFiles(let segment): heldFiles.remove(segment)
+            case .keepSegmentFiles(let segment, _): segmentsWithFiles.insert(segment)
+            case .discardSegmentFiles(let segment): segmentsWithFiles.remove(segment)
             case .close(let peer, _): closed.append(peer)
             default: break
             }

@@ -28,7 +28,7 @@ struct BrokerCoreHeldFilesTests {
         let connections = broker.core.descriptorsInUse
         let first = try #require(Self.window(&broker, by: exporter, base: 0, file: Self.addressSpaceFile))
         #expect(Self.kept(first, in: broker) == .some(nil))
-        #expect(broker.core.descriptorsInUse == connections + BrokerQuotas.descriptorsPerSegment)
+        #expect(broker.core.descriptorsInUse == connections + BrokerQuotas.descriptorsPerFile)
         var windows = [first]
         for index in 1..<100 {
             let id = try #require(Self.window(&broker, by: exporter, base: UInt64(index) * page, file: Self.addressSpaceFile))
@@ -39,7 +39,7 @@ struct BrokerCoreHeldFilesTests {
             windows.append(id)
         }
         #expect(broker.core.registry.heldFiles.count == 1)
-        #expect(broker.core.descriptorsInUse == connections + BrokerQuotas.descriptorsPerSegment)
+        #expect(broker.core.descriptorsInUse == connections + BrokerQuotas.descriptorsPerFile)
 
         // The first window goes; the file stays for the others, and a new window shares it with one of them.
         #expect(broker.request(.remove(first), from: exporter) == .done)
@@ -99,5 +99,34 @@ struct BrokerCoreHeldFilesTests {
             return
         }
         #expect(text.contains("descriptor budget"))
+    }
+
+    @Test func windowsClaimedBackAfterARestartShareTheirFileAndPassAFullBudget() throws {
+        // Room for one connection (3 descriptors) and one file (2): what a restarted broker sees first
+        // from an exporter claiming its windows back.
+        var broker = BrokerCoreHarness(quotas: BrokerCoreQuotaTests.quotas(segments: 1000, budget: 5, reserve: 0))
+        let (exporter, _) = broker.join(People.stranger, subscribe: false)
+        var claimed: [SegmentID] = []
+        for index in 0..<20 {
+            let token = ReclaimToken(high: 0x5eed, low: UInt64(index))
+            guard case .made(let id) = broker.request(
+                .claimAddressSpace(nil, token: token, base: UInt64(index) * page, size: page, permit: Permit(rawValue: 0o600),
+                                   name: "rank"), from: exporter, file: Self.addressSpaceFile)
+            else {
+                Issue.record("claim \(index) of a window of the held file was refused")
+                return
+            }
+            let sharing = try #require(Self.kept(id, in: broker))
+            #expect(index == 0 ? sharing == nil : sharing.map(claimed.contains) == true)
+            claimed.append(id)
+        }
+        #expect(broker.core.registry.heldFiles.count == 1)
+        guard case .failure(.resourceExhausted, _) = broker.request(
+            .claimAddressSpace(nil, token: ReclaimToken(high: 0x5eed, low: 99), base: 0, size: page,
+                               permit: Permit(rawValue: 0o600), name: "other file"), from: exporter, file: Self.otherFile)
+        else {
+            Issue.record("a claim of a window of a new file passed the descriptor budget")
+            return
+        }
     }
 }

@@ -26,11 +26,11 @@ struct BrokerCoreProtocolTests {
         let (exporter, _) = broker.join(People.owner)
         let (importer, _) = broker.join(People.stranger)
         let segment = broker.make(by: exporter)
-        #expect(broker.heldFiles == [segment])
+        #expect(broker.segmentsWithFiles == [segment])
         _ = broker.attach(segment, access: .readOnly, by: importer)
         let mark = broker.mark
         #expect(broker.request(.remove(segment), from: exporter) == .done)
-        #expect(broker.heldFiles.isEmpty)
+        #expect(broker.segmentsWithFiles.isEmpty)
         #expect(broker.sent(to: importer, on: .events, since: mark) == [.released(segment, reason: .removed)])
         // The importer's grant stays until released, but no new attach works.
         guard case .failure(.notFound, _) = broker.request(.get(segment, .readOnly), from: importer) else {
@@ -69,7 +69,7 @@ struct BrokerCoreProtocolTests {
         broker.depart(exporter)
         #expect(broker.sent(to: importer, on: .events, since: mark) == [.released(segment, reason: .exporterExited)])
         #expect(broker.sent(to: exporter, on: .main, since: mark).isEmpty)
-        #expect(broker.heldFiles.isEmpty)
+        #expect(broker.segmentsWithFiles.isEmpty)
         #expect(broker.core.registry.segments.isEmpty)
         #expect(broker.core.coordinator.inFlightCount == 0)
     }
@@ -195,7 +195,7 @@ struct BrokerCoreProtocolTests {
         let second = broker.make(by: exporter)
         _ = broker.attach(first, access: .readOnly, by: importer)
         broker.depart(exporter)
-        #expect(broker.heldFiles.isEmpty)
+        #expect(broker.segmentsWithFiles.isEmpty)
         #expect(broker.core.registry.clients[exporterClient] == nil)
         #expect(broker.core.registry.segments[first] == nil && broker.core.registry.segments[second] == nil)
         broker.depart(importer)
