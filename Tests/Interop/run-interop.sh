@@ -139,15 +139,20 @@ why="importers do not follow an exporter that frees and reuses memory (README, '
     mpi_check allreduce-reuse $((64 << 20)) openmpi allreduce --sizes 64M,64M --scale 0.05 --batches 2
 
 # The control: the same run with no broker must fail, or the passes above would not need libxpmem.
-XPMEM_SOCKET=$run_dir/nobody.sock timeout 120 "${mpirun_ucx_xpmem[@]}" "$run_dir/pingpong" --sizes 1M \
-    --scale 0.05 --batches 1 >"$run_dir/nobroker.out" 2>&1
-status=$?
-if [ $status -ne 0 ] && ! grep -q '^OK:' "$run_dir/nobroker.out"; then
-    pass "without a broker the same mpirun fails (status $status): the ranks had no other way to talk"
-else
-    fail "without a broker the same mpirun fails: it exited $status"
-    show "$run_dir/nobroker.out"
-fi
+no_broker_control() { # LOG_NAME LAUNCHER PROGRAM COMMAND   (LAUNCHER: the name of an mpirun array)
+    local log=$run_dir/$1.out launcher_name=$2 program=$3 command=$4 status
+    local -n launcher=$launcher_name
+    XPMEM_SOCKET=$run_dir/nobody.sock timeout 120 "${launcher[@]}" "$run_dir/$program" --sizes 1M \
+        --scale 0.05 --batches 1 >"$log" 2>&1
+    status=$?
+    if [ $status -ne 0 ] && ! grep -q '^OK:' "$log"; then
+        pass "without a broker the same $command fails (status $status): the ranks had no other way to talk"
+    else
+        fail "without a broker the same $command fails: it exited $status"
+        show "$log"
+    fi
+}
+no_broker_control nobroker mpirun_ucx_xpmem pingpong mpirun
 
 # --- MPICH (ch4:ucx) with only xpmem between the ranks -----------------------------------------------
 if ! command -v mpicc.mpich >/dev/null || ! command -v mpirun.mpich >/dev/null; then
@@ -158,16 +163,7 @@ elif ! compile_examples_mpich >"$run_dir/mpicc-mpich.out" 2>&1; then
 else
     mpi_check mpich-pingpong $((64 << 20)) mpich pingpong-mpich --sizes 8,4K,1M,4M,64M --scale 0.05 --batches 3
     mpi_check mpich-allreduce $((1 << 20)) mpich allreduce-mpich --sizes 1M,8M --scale 0.05 --batches 3
-    # The control, as for Open MPI: no broker, no way between the ranks.
-    XPMEM_SOCKET=$run_dir/nobody.sock timeout 120 "${mpirun_mpich_ucx_xpmem[@]}" "$run_dir/pingpong-mpich" --sizes 1M \
-        --scale 0.05 --batches 1 >"$run_dir/nobroker-mpich.out" 2>&1
-    status=$?
-    if [ $status -ne 0 ] && ! grep -q '^OK:' "$run_dir/nobroker-mpich.out"; then
-        pass "without a broker the same mpirun.mpich fails (status $status): the ranks had no other way to talk"
-    else
-        fail "without a broker the same mpirun.mpich fails: it exited $status"
-        show "$run_dir/nobroker-mpich.out"
-    fi
+    no_broker_control nobroker-mpich mpirun_mpich_ucx_xpmem pingpong-mpich mpirun.mpich
 fi
 
 exit $((failed > 0))
