@@ -144,10 +144,11 @@ final class AttachedRange: Sendable {
     func suspend(_ notice: InvalidationNotice) {
         state.withLock { state in
             guard state.isUsable else { return }
-            for uncut in state.windows.open(notice) {
-                let cut = cutAccess(offset: uncut.offset, length: uncut.length, in: &state)
-                state.windows.recordCut(offset: uncut.offset, length: uncut.length, cut: cut, sequence: notice.sequence)
-            }
+            // Taken out while the closure changes the rest of the state: moved, not copied, so nothing
+            // is copied on write.
+            var windows = state.windows.take()
+            windows.open(notice) { offset, length in cutAccess(offset: offset, length: length, in: &state) }
+            state.windows = windows
         }
     }
 
@@ -155,8 +156,10 @@ final class AttachedRange: Sendable {
     /// exactly what cut them. Returns the window as `suspend` was told it, if it was open.
     func resume(sequence: UInt64) -> InvalidationNotice? {
         state.withLock { state in
-            guard state.isUsable, let (notice, uncovered) = state.windows.close(sequence) else { return nil }
-            for part in uncovered { giveBack(part, in: &state) }
+            guard state.isUsable else { return nil }
+            var windows = state.windows.take()
+            let notice = windows.close(sequence) { part in giveBack(part, in: &state) }
+            state.windows = windows
             return notice
         }
     }

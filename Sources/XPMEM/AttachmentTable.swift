@@ -6,15 +6,28 @@ import XPMEMWire
 /// attachment numbers change when a reconnection re-registers them.
 final class AttachmentTable: Sendable {
     private struct State {
-        var ranges: [ObjectIdentifier: AttachedRange] = [:]
+        /// By segment, so that an event looks only at its segment's attachments: the event thread
+        /// serves every invalidation, and its work is what each importer adds to one.
+        var ranges: [SegmentID: [AttachedRange]] = [:]
         var inFlight = AttachesInFlight()
+
+        mutating func insert(_ range: AttachedRange) {
+            guard ranges[range.segment]?.contains(where: { $0 === range }) != true else { return }
+            ranges[range.segment, default: []].append(range)
+        }
     }
 
     private let state = ConditionLock(State())
 
-    func insert(_ range: AttachedRange) { state.withLock { $0.ranges[ObjectIdentifier(range)] = range } }
+    func insert(_ range: AttachedRange) { state.withLock { $0.insert(range) } }
 
-    func remove(_ range: AttachedRange) { state.withLock { _ = $0.ranges.removeValue(forKey: ObjectIdentifier(range)) } }
+    func remove(_ range: AttachedRange) {
+        state.withLock { state in
+            guard var ofSegment = state.ranges.removeValue(forKey: range.segment) else { return }
+            ofSegment.removeAll { $0 === range }
+            if !ofSegment.isEmpty { state.ranges[range.segment] = ofSegment }
+        }
+    }
 
     /// The attachments of `segment`, in attachment order.
     func ranges(of segment: SegmentID) -> [AttachedRange] {
@@ -52,7 +65,7 @@ final class AttachmentTable: Sendable {
     func finishAttach(_ ticket: UInt64, inserting range: AttachedRange?) -> Set<AttachesInFlight.Window>? {
         state.withLock { state in
             guard let windows = state.inFlight.finish(ticket) else {
-                if let range { state.ranges[ObjectIdentifier(range)] = range }
+                if let range { state.insert(range) }
                 return nil
             }
             return range == nil ? nil : windows
@@ -64,7 +77,10 @@ final class AttachmentTable: Sendable {
         state.wait { $0.inFlight.openWindows.isDisjoint(with: windows) }
     }
 
+    /// In attachment order: numbers change when a reconnection re-registers the mappings, so the
+    /// order is taken when asked.
     private static func ranges(of segment: SegmentID, in state: State) -> [AttachedRange] {
-        state.ranges.values.filter { $0.segment == segment }.sorted { $0.id.rawValue < $1.id.rawValue }
+        guard let ranges = state.ranges[segment] else { return [] }
+        return ranges.count < 2 ? ranges : ranges.sorted { $0.id.rawValue < $1.id.rawValue }
     }
 }

@@ -44,7 +44,7 @@ final class EventSubscription: Sendable {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: WireProtocol.maximumReplySize, alignment: 16)
         defer { buffer.deallocate() }
         // Attachments with an invalidation window open; only this thread touches it.
-        var suspended: [ObjectIdentifier: AttachedRange] = [:]
+        var suspended = SuspendedAttachments()
         while true {
             let received: ReceivedMessage
             do {
@@ -64,31 +64,35 @@ final class EventSubscription: Sendable {
         ended()
     }
 
-    private func handle(_ event: Message, file: consuming OwnedDescriptor?, suspended: inout [ObjectIdentifier: AttachedRange]) {
+    private func handle(_ event: Message, file: consuming OwnedDescriptor?, suspended: inout SuspendedAttachments) {
         switch event {
         case .invalidateBegin(let segment, let offset, let length, let sequence, let reason):
             let (end, overflowed) = offset.addingReportingOverflow(length)
             let ranges = table.rangesForEvent(of: segment, touching: offset..<(overflowed ? .max : end), window: sequence)
-            let notices = ranges.compactMap { range in
+            func notice(for range: AttachedRange) -> InvalidationNotice? {
                 range.overlap(segmentOffset: offset, length: length).map { overlap in
-                    (range, InvalidationNotice(segment: segment, attachment: range.id, sequence: sequence,
-                                               reason: reason, offset: overlap.offset, length: overlap.length))
+                    InvalidationNotice(segment: segment, attachment: range.id, sequence: sequence, reason: reason,
+                                       offset: overlap.offset, length: overlap.length)
                 }
             }
-            for (range, notice) in notices { range.handlers.willInvalidate?(notice) }
-            for (range, notice) in notices {
+            // Every callback runs before any access is cut: a callback may still read the old bytes.
+            // (Two passes over the ranges rather than a list of notices: nothing to allocate.)
+            for range in ranges {
+                if let willInvalidate = range.handlers.willInvalidate, let notice = notice(for: range) { willInvalidate(notice) }
+            }
+            for range in ranges {
+                guard let notice = notice(for: range) else { continue }
                 range.suspend(notice)
-                suspended[ObjectIdentifier(range)] = range
+                suspended.insert(range)
             }
             send(.acknowledge(segment, sequence: sequence))
         case .invalidateEnd(let segment, _, _, let sequence):
             table.windowEnded(of: segment, sequence: sequence)
             for range in table.ranges(of: segment) {
                 guard let notice = range.resume(sequence: sequence) else { continue }
+                suspended.windowEnded(on: range)
                 range.handlers.didInvalidate?(notice)
             }
-            // Also forgets attachments detached during their window.
-            suspended = suspended.filter { $0.value.hasOpenWindows }
         case .segmentFileReplaced(let segment, let access):
             guard let file else { break }
             // Each mapping gets its own descriptor of the file, opened as its access needs.
@@ -104,7 +108,7 @@ final class EventSubscription: Sendable {
             table.windowsEnded(of: segment)
             for range in table.rangesForEvent(of: segment, touching: nil) {
                 range.revoke()
-                suspended[ObjectIdentifier(range)] = nil
+                suspended.remove(range)
                 range.handlers.released?(segment, reason)
             }
         default:
@@ -115,8 +119,8 @@ final class EventSubscription: Sendable {
     /// No `end` will come for the windows still open: threads asleep in them would sleep for ever.
     /// Their access is given back with the segment's pages mapped again (the memfd keeps them; the
     /// exporter and this process still hold it), and the application is told.
-    private func endWindowsOfLostBroker(_ suspended: [ObjectIdentifier: AttachedRange]) {
-        for range in suspended.values.sorted(by: { $0.id.rawValue < $1.id.rawValue }) {
+    private func endWindowsOfLostBroker(_ suspended: SuspendedAttachments) {
+        for range in suspended.all {
             let interrupted = range.endAllWindows()
             guard !interrupted.isEmpty else { continue }
             range.handlers.brokerLost?(BrokerLossNotice(segment: range.segment, attachment: range.id,

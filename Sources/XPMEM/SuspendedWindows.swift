@@ -12,8 +12,8 @@ struct SuspendedWindows {
         var offset: Int
         var length: Int
         var cut: AccessCut
-        /// Access comes back when the last of these ends.
-        var sequences: Set<UInt64>
+        /// Access comes back when the last of these ends. Rarely more than one: an array, not a set.
+        var sequences: [UInt64]
         /// The segment moved to another file while this part was cut: giving it back maps the new file,
         /// whatever the cut.
         var mapsOldFile = false
@@ -28,46 +28,56 @@ struct SuspendedWindows {
 
     var isEmpty: Bool { notices.isEmpty }
 
-    /// Opens the window `notice` describes. Parts already cut join it; the returned ranges are not cut
-    /// yet: the caller cuts each and says how with `recordCut`. A window already open changes nothing.
-    mutating func open(_ notice: InvalidationNotice) -> [(offset: Int, length: Int)] {
-        guard notices[notice.sequence] == nil, notice.length > 0 else { return [] }
+    /// Opens the window `notice` describes. Parts already cut join it; `cut` cuts each range no window
+    /// cuts yet, in order, and says how. A window already open changes nothing. (A closure, not a
+    /// returned list: this runs in every importer on every invalidation, and allocates nothing for
+    /// the usual single window.)
+    mutating func open(_ notice: InvalidationNotice, cut: (_ offset: Int, _ length: Int) -> AccessCut) {
+        guard notices[notice.sequence] == nil, notice.length > 0 else { return }
         notices[notice.sequence] = notice
         let start = notice.offset, end = notice.offset + notice.length
         split(at: start)
         split(at: end)
-        var uncut: [(offset: Int, length: Int)] = []
+        // After the splits every part that meets the window lies inside it.
+        var index = parts.firstIndex { $0.end > start } ?? parts.endIndex
         var cursor = start
-        for index in parts.indices where parts[index].offset < end && parts[index].end > start {
-            if parts[index].offset > cursor { uncut.append((cursor, parts[index].offset - cursor)) }
-            parts[index].sequences.insert(notice.sequence)
-            cursor = parts[index].end
-        }
-        if cursor < end { uncut.append((cursor, end - cursor)) }
-        return uncut
-    }
-
-    /// Records that a range `open` returned for window `sequence` was cut with `cut`.
-    mutating func recordCut(offset: Int, length: Int, cut: AccessCut, sequence: UInt64) {
-        let part = Part(offset: offset, length: length, cut: cut, sequences: [sequence], mapsOldFile: false)
-        parts.insert(part, at: parts.firstIndex { $0.offset > offset } ?? parts.endIndex)
-    }
-
-    /// Ends window `sequence`: its notice, and the parts no other window covers any more, whose access
-    /// the caller gives back. Nil for a window that is not open.
-    mutating func close(_ sequence: UInt64) -> (notice: InvalidationNotice, uncovered: [Part])? {
-        guard let notice = notices.removeValue(forKey: sequence) else { return nil }
-        var uncovered: [Part] = []
-        parts = parts.compactMap { part in
-            var part = part
-            part.sequences.remove(sequence)
-            if part.sequences.isEmpty {
-                uncovered.append(part)
-                return nil
+        while cursor < end {
+            let next = index < parts.endIndex && parts[index].offset < end ? parts[index].offset : end
+            if next > cursor {
+                let part = Part(offset: cursor, length: next - cursor, cut: cut(cursor, next - cursor),
+                                sequences: [notice.sequence])
+                parts.insert(part, at: index)
+                index += 1
+                cursor = next
+                continue
             }
-            return part
+            if !parts[index].sequences.contains(notice.sequence) { parts[index].sequences.append(notice.sequence) }
+            cursor = parts[index].end
+            index += 1
         }
-        return (notice, uncovered)
+    }
+
+    /// Ends window `sequence`: `giveBack` is handed each part no other window covers any more, in
+    /// order, for the caller to give its access back. Returns the window's notice; nil for a window
+    /// that is not open.
+    mutating func close(_ sequence: UInt64, giveBack: (Part) -> Void) -> InvalidationNotice? {
+        guard let notice = notices.removeValue(forKey: sequence) else { return nil }
+        var uncoveredAny = false
+        for index in parts.indices {
+            parts[index].sequences.removeAll { $0 == sequence }
+            if parts[index].sequences.isEmpty {
+                giveBack(parts[index])
+                uncoveredAny = true
+            }
+        }
+        if uncoveredAny { parts.removeAll { $0.sequences.isEmpty } }
+        return notice
+    }
+
+    /// The windows, leaving none behind: to change them while a closure changes what holds them.
+    mutating func take() -> SuspendedWindows {
+        defer { self = SuspendedWindows() }
+        return self
     }
 
     /// Ends every window (the broker is gone, or the mapping is): their notices by sequence, and every

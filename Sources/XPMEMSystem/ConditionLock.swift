@@ -5,10 +5,10 @@ import Glibc
 public final class ConditionLock<Value: Sendable>: @unchecked Sendable {
     // Allocated, not stored inline: pthread objects must not move, and a class's stored
     // properties have no stable address to hand to C.
-    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    @usableFromInline let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    @usableFromInline let condition = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     // Read and written only with `mutex` held: that is what makes the class Sendable.
-    private var value: Value
+    @usableFromInline var value: Value
 
     public init(_ value: Value) {
         self.value = value
@@ -24,7 +24,9 @@ public final class ConditionLock<Value: Sendable>: @unchecked Sendable {
     }
 
     /// Reads or changes the value under the lock, then wakes every thread in `wait`, which looks at
-    /// the value again.
+    /// the value again. Inlinable so that callers in other modules get it specialized for their
+    /// value: an event thread takes locks on every event.
+    @inlinable
     public func withLock<Result>(_ body: (inout Value) throws -> Result) rethrows -> Result {
         pthread_mutex_lock(mutex)
         defer {
@@ -35,6 +37,7 @@ public final class ConditionLock<Value: Sendable>: @unchecked Sendable {
     }
 
     /// Sleeps until `isReady` holds for the value (checked under the lock, first at once).
+    @inlinable
     public func wait(until isReady: (Value) -> Bool) {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

@@ -11,19 +11,24 @@ import XPMEMSystem
 struct InvalidateBenchmark: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "invalidate", abstract: "invalidate fan-out vs raw round trips.")
     @OptionGroup var options: BenchOptions
+    @Option(parsing: .upToNextOption, help: "Importer counts to measure (to profile one of them alone).")
+    var importers: [Int] = standardImporterCounts
+
+    static let standardImporterCounts = [1, 8, 64]
 
     func run() throws {
         _ = MachineLoad.atStart
         let environment = try BenchEnvironment(socket: options.socket)
         defer { environment.stop() }
-        FigureGroup.emit([try Self.measure(environment, options)], json: options.json)
+        FigureGroup.emit([try Self.measure(environment, options, importerCounts: importers)], json: options.json)
     }
 
-    static func measure(_ environment: BenchEnvironment, _ options: BenchOptions) throws -> FigureGroup {
+    static func measure(_ environment: BenchEnvironment, _ options: BenchOptions,
+                        importerCounts: [Int] = standardImporterCounts) throws -> FigureGroup {
         let exporter = try environment.connect("bench exporter")
         var rows: [[String]] = []
         var spreads: [String: RatioFigure] = [:]
-        for importerCount in [1, 8, 64] {
+        for importerCount in importerCounts where importerCount > 0 {
             let batch = options.iterations(importerCount == 64 ? 8 : 30)
             let segment = try exporter.makeSegment(size: 1 << 20)
             var importers: [HelperProcess] = []

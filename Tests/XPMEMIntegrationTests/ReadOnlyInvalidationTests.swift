@@ -274,27 +274,45 @@ struct SuspendedWindowsTests {
                            reason: .reuse, offset: offset, length: length)
     }
 
+    /// Opens `notice`'s window, cutting what it asks to cut with `cut`; returns those ranges in order.
+    private func open(_ windows: inout SuspendedWindows, _ notice: InvalidationNotice, cut: AccessCut) -> [[Int]] {
+        var asked: [[Int]] = []
+        windows.open(notice) { offset, length in
+            asked.append([offset, length])
+            return cut
+        }
+        return asked
+    }
+
+    /// Closes window `sequence`; returns its notice and the parts handed back, or nil if it was not open.
+    private func close(_ windows: inout SuspendedWindows, _ sequence: UInt64)
+        -> (notice: InvalidationNotice, uncovered: [SuspendedWindows.Part])?
+    {
+        var uncovered: [SuspendedWindows.Part] = []
+        guard let notice = windows.close(sequence, giveBack: { uncovered.append($0) }) else {
+            #expect(uncovered.isEmpty, "a window that is not open gives nothing back")
+            return nil
+        }
+        return (notice, uncovered)
+    }
+
     @Test("A part is cut by the first window over it and given back when the last one ends")
     func overlappingWindowsCutOnceAndGiveBackOnce() {
         var windows = SuspendedWindows()
-        let first = windows.open(notice(1, 0, 64))
-        #expect(first.map(\.offset) == [0] && first.map(\.length) == [64])
-        windows.recordCut(offset: 0, length: 64, cut: .sleepOnPrivateView, sequence: 1)
+        #expect(open(&windows, notice(1, 0, 64), cut: .sleepOnPrivateView) == [[0, 64]])
 
         // The second window overlaps the first's upper half: only what lies beyond it is cut anew.
-        let second = windows.open(notice(3, 32, 64))
-        #expect(second.map(\.offset) == [64] && second.map(\.length) == [32])
-        windows.recordCut(offset: 64, length: 32, cut: .reservation, sequence: 3)
-        #expect(windows.open(notice(3, 32, 64)).isEmpty, "a repeated begin cuts nothing")
+        #expect(open(&windows, notice(3, 32, 64), cut: .reservation) == [[64, 32]])
+        #expect(open(&windows, notice(3, 32, 64), cut: .reservation).isEmpty, "a repeated begin cuts nothing")
 
-        let firstEnd = windows.close(1)
+        let firstEnd = close(&windows, 1)
         #expect(firstEnd?.notice == notice(1, 0, 64))
         #expect(firstEnd?.uncovered == [.init(offset: 0, length: 32, cut: .sleepOnPrivateView, sequences: [])],
                 "the half the second window still covers stays cut")
-        #expect(windows.close(1) == nil)
+        #expect(close(&windows, 1) == nil)
         #expect(!windows.isEmpty)
 
-        let secondEnd = windows.close(3)
+        let secondEnd = close(&windows, 3)
         #expect(secondEnd?.uncovered == [
             .init(offset: 32, length: 32, cut: .sleepOnPrivateView, sequences: []),
             .init(offset: 64, length: 32, cut: .reservation, sequences: []),
@@ -302,12 +320,25 @@ struct SuspendedWindowsTests {
         #expect(windows.isEmpty && windows.parts.isEmpty)
     }
 
+    @Test("A window across cut parts and gaps cuts only the gaps, in order")
+    func windowAcrossPartsAndGaps() {
+        var windows = SuspendedWindows()
+        #expect(open(&windows, notice(1, 32, 32), cut: .sleepOnSharedMapping) == [[32, 32]])
+        #expect(open(&windows, notice(2, 96, 32), cut: .sleepOnSharedMapping) == [[96, 32]])
+        // From 16 to 144: gaps 16..<32, 64..<96 and 128..<144, and two parts split at nothing.
+        #expect(open(&windows, notice(3, 16, 128), cut: .reservation) == [[16, 16], [64, 32], [128, 16]])
+        #expect(windows.parts.map(\.offset) == [16, 32, 64, 96, 128])
+        #expect(windows.parts.map { $0.sequences.count } == [1, 2, 1, 2, 1])
+        // Ending the wide window gives back the gaps it cut, not the parts the others still cover.
+        #expect(close(&windows, 3)?.uncovered.map(\.offset) == [16, 64, 128])
+        #expect(windows.parts.map(\.offset) == [32, 96])
+    }
+
     @Test("A window inside another cuts nothing, and closing all returns every window and part")
     func nestedWindowAndCloseAll() {
         var windows = SuspendedWindows()
-        _ = windows.open(notice(5, 0, 96))
-        windows.recordCut(offset: 0, length: 96, cut: .sleepOnSharedMapping, sequence: 5)
-        #expect(windows.open(notice(7, 32, 32)).isEmpty)
+        #expect(open(&windows, notice(5, 0, 96), cut: .sleepOnSharedMapping) == [[0, 96]])
+        #expect(open(&windows, notice(7, 32, 32), cut: .reservation).isEmpty)
         #expect(windows.parts.map(\.offset) == [0, 32, 64])
         let all = windows.closeAll()
         #expect(all.notices.map(\.sequence) == [5, 7])
@@ -320,15 +351,13 @@ struct SuspendedWindowsTests {
     func fileReplacedDuringAWindow() {
         var windows = SuspendedWindows()
         #expect(windows.uncutRanges(within: 96).map(\.offset) == [0])
-        _ = windows.open(notice(1, 32, 32))
-        windows.recordCut(offset: 32, length: 32, cut: .sleepOnSharedMapping, sequence: 1)
+        _ = open(&windows, notice(1, 32, 32), cut: .sleepOnSharedMapping)
         let uncut = windows.uncutRanges(within: 128)
         #expect(uncut.map(\.offset) == [0, 64] && uncut.map(\.length) == [32, 64])
         windows.markCutPartsMappingOldFile()
         // A part cut after the move maps the new file already.
-        _ = windows.open(notice(3, 96, 32))
-        windows.recordCut(offset: 96, length: 32, cut: .sleepOnSharedMapping, sequence: 3)
+        _ = open(&windows, notice(3, 96, 32), cut: .sleepOnSharedMapping)
         #expect(windows.parts.map(\.mapsOldFile) == [true, false])
-        #expect(windows.close(1)?.uncovered.map(\.mapsOldFile) == [true])
+        #expect(close(&windows, 1)?.uncovered.map(\.mapsOldFile) == [true])
     }
 }
