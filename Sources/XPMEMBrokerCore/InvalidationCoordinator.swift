@@ -142,12 +142,13 @@ public struct InvalidationCoordinator: Sendable {
     public mutating func acknowledge(
         _ segment: SegmentID, sequence: UInt64, from client: ClientID, now: UInt64
     ) -> [InvalidationEffect] {
-        guard var invalidation = active[segment], invalidation.sequence == sequence,
-              invalidation.pending.remove(client) != nil
+        // Changed in place: a copy taken out of `active` would copy its pending set and outcomes on
+        // the first change, for every acknowledgement (quadratic in the importers).
+        guard let index = active.index(forKey: segment), active.values[index].sequence == sequence,
+              active.values[index].pending.remove(client) != nil
         else { return [] }
-        invalidation.outcomes[client] = (.acknowledged, now - invalidation.start)
-        active[segment] = invalidation
-        return invalidation.pending.isEmpty ? acknowledgementsComplete(segment, now: now) : []
+        active.values[index].outcomes[client] = (.acknowledged, now - active.values[index].start)
+        return active.values[index].pending.isEmpty ? acknowledgementsComplete(segment, now: now) : []
     }
 
     /// The requester has made its change: importers may access the range again.

@@ -5,7 +5,8 @@ import XPMEMSystem
 import XPMEMWire
 
 extension BrokerServer {
-    /// Reads up to `framesPerWakeUp` frames from one of a peer's sockets and handles each.
+    /// Reads up to `framesPerWakeUp` frames from one of a peer's sockets (one from an event channel)
+    /// and handles each.
     func readFrames(from channel: Channel, of connection: PeerConnection) {
         for _ in 0..<Self.framesPerWakeUp {
             guard connections[connection.peer] != nil, connection.closing == nil,
@@ -41,6 +42,10 @@ extension BrokerServer {
             }
             if channel.kind == .events {
                 handleEvent(frame, descriptors: received.descriptors, from: connection)
+                // An event channel carries one acknowledgement per invalidation: looking for a second
+                // frame would cost every importer's acknowledgement a receive that finds nothing.
+                // Epoll (level-triggered) reports the channel again if more is there.
+                return
             } else {
                 handleRequest(frame, descriptors: received.descriptors, from: connection)
             }

@@ -29,7 +29,7 @@ extension BrokerServer {
                 message = .failure(.resourceExhausted, "cannot open segment \(handOver.segment) for this importer: \(error)")
             }
         }
-        let bytes = Frame(requestID: requestID, message: message).encoded()
+        let bytes = encodedFrames.bytes(of: message, requestID: requestID)
         if channel.outbound.isEmpty {
             do throws(Errno) {
                 // The kernel takes its own references to what it sends; `descriptors` closes ours.

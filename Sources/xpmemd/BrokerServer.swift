@@ -39,6 +39,7 @@ final class BrokerServer {
     let spinPolicy: SpinPolicy
     var acceptFailures = LogThrottle()
     var refusals = LogThrottle()
+    var encodedFrames = EncodedFrameCache()
     private var running = true
 
     /// Whether the listening socket came from a service manager, which then owns the socket file.
