@@ -64,10 +64,12 @@ struct AttachBenchmark: ParsableCommand {
         private let peer: RawListener
         private let spin: SpinPolicy
         private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+        let processesSpinningAfterBatch: Int
 
         init(_ environment: BenchEnvironment, polling: Bool) throws {
             peer = try RawListener(environment: environment, memfdSize: AttachBenchmark.size, peers: 1, polling: polling)
             spin = SpinPolicy(microseconds: polling ? 50 : 0)
+            processesSpinningAfterBatch = polling ? 1 : 0
         }
 
         /// `count` round trips, each followed by mmap and a touch of every page.

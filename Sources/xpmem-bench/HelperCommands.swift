@@ -82,7 +82,7 @@ struct RawPeerHelper: ParsableCommand {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
         defer { buffer.deallocate() }
         let reply: [UInt8] = Array(repeating: 1, count: 8)
-        let spin = SpinPolicy(microseconds: poll ? 1000 : 0)
+        let spin = SpinPolicy(microseconds: poll ? RawPeerSpin.microseconds : 0)
         while true {
             let received = try RawReceive.receive(socket, into: buffer, maximumDescriptors: 0, spin: spin)
             if received.isEndOfFile { return }

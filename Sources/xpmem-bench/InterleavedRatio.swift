@@ -1,3 +1,4 @@
+import Glibc
 import XPMEMSystem
 
 /// Ours and its reference measured alternately, a batch of each per pair (A B, then B A, …), so that
@@ -80,10 +81,30 @@ struct RatioFigure: Encodable {
 /// A raw reference process answering in one discipline (polling or blocking), measured a batch at a time.
 protocol RawBatches {
     func batch(_ count: Int) throws -> Samples
+    /// How many of its processes may go on spinning (for up to `RawPeerSpin.microseconds`) after a
+    /// batch ends: none for a blocking reference.
+    var processesSpinningAfterBatch: Int { get }
+}
+
+/// How long a polling raw peer or relay spins for its next message before it sleeps.
+enum RawPeerSpin {
+    static let microseconds = 1000
+
+    /// Waits until `processes` spinning peers have all gone to sleep: they share the machine's cores
+    /// with whatever runs next, and 64 of them spinning a millisecond each would slow the next batch
+    /// (ours or the other reference) by tens of milliseconds.
+    static func waitForQuiet(after processes: Int) {
+        guard processes > 0 else { return }
+        let cores = ThisProcess.onlineProcessors
+        let microseconds = (processes + cores - 1) / cores * microseconds + 2_000
+        usleep(useconds_t(microseconds))
+    }
 }
 
 /// The bare minimum of a raw reference is the faster of its two ways to wait: each pair's reference
-/// batch runs both, keeps their samples for the table, and counts the faster median.
+/// batch runs both, keeps their samples for the table, and counts the faster median. The polled one
+/// runs second and is followed by a pause until its peers stop spinning, so that neither the blocking
+/// batch nor ours runs beside them.
 struct FasterOfTwoWaits {
     private(set) var polled = Samples()
     private(set) var blocking = Samples()
@@ -91,7 +112,8 @@ struct FasterOfTwoWaits {
     mutating func batch(_ count: Int, polled polledPeer: some RawBatches, blocking blockingPeer: some RawBatches) throws
         -> Double
     {
-        let polledSamples = try polledPeer.batch(count), blockingSamples = try blockingPeer.batch(count)
+        let blockingSamples = try blockingPeer.batch(count), polledSamples = try polledPeer.batch(count)
+        RawPeerSpin.waitForQuiet(after: polledPeer.processesSpinningAfterBatch)
         polled.add(contentsOf: polledSamples)
         blocking.add(contentsOf: blockingSamples)
         return min(polledSamples.median, blockingSamples.median)
@@ -105,8 +127,9 @@ func measureAgainstFasterOfTwoWaits(
     batch: Int, warmUp: Int, ours oursBatch: (Int) throws -> Samples, polled: some RawBatches, blocking: some RawBatches
 ) throws -> (figure: RatioFigure, ours: Samples, raw: FasterOfTwoWaits) {
     _ = try oursBatch(warmUp)
-    _ = try polled.batch(warmUp)
     _ = try blocking.batch(warmUp)
+    _ = try polled.batch(warmUp)
+    RawPeerSpin.waitForQuiet(after: polled.processesSpinningAfterBatch)
     var ours = Samples(), raw = FasterOfTwoWaits()
     let figure = try InterleavedRatio().measure(
         ours: {

@@ -87,10 +87,12 @@ struct InvalidateBenchmark: ParsableCommand {
         private let peers: RawListener
         private let spin: SpinPolicy
         private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
+        let processesSpinningAfterBatch: Int
 
         init(_ environment: BenchEnvironment, peers count: Int, polling: Bool) throws {
             peers = try RawListener(environment: environment, memfdSize: 0, peers: count, polling: polling)
             spin = SpinPolicy(microseconds: polling ? 50 : 0)
+            processesSpinningAfterBatch = polling ? count : 0
         }
 
         /// `count` rounds of one message to every peer, then every answer.

@@ -17,6 +17,8 @@ final class RelayedFanOut: RawBatches {
     private let relay: OwnedDescriptor
     private var helpers: [HelperProcess] = []
     private let spin: SpinPolicy
+    /// The relay and every peer spin after a polled batch.
+    let processesSpinningAfterBatch: Int
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
 
     init(_ environment: BenchEnvironment, peers count: Int, polling: Bool) throws {
@@ -34,6 +36,7 @@ final class RelayedFanOut: RawBatches {
         }
         relay = try RawListener.acceptOne(on: listener)
         spin = SpinPolicy(microseconds: polling ? 50 : 0)
+        processesSpinningAfterBatch = polling ? count + 1 : 0
     }
 
     /// `count` invalidation-shaped rounds: begin, every answer, end.
@@ -93,7 +96,7 @@ struct RawRelayHelper: ParsableCommand {
         let answers = UnsafeMutableRawBufferPointer.allocate(byteCount: 256, alignment: 8)
         defer { answers.deallocate() }
         let reply: [UInt8] = Array(repeating: 1, count: 8)
-        let spin = SpinPolicy(microseconds: poll ? 1000 : 0)
+        let spin = SpinPolicy(microseconds: poll ? RawPeerSpin.microseconds : 0)
         while true {
             let received = try RawReceive.receive(bench, into: buffer, maximumDescriptors: 0, spin: spin)
             if received.isEndOfFile { return }
