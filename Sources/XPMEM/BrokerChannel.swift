@@ -202,7 +202,7 @@ final class BrokerChannel: Sendable {
             throw XPMEMError(.brokerUnavailable, "sending \(message.type) to the broker failed: \(error)", errno: error)
         }
         do {
-            return try receiveReply(socket, into: buffer)
+            return try receiveReply(socket, into: buffer, spinning: !message.waitsForOtherClients)
         } catch {
             throw XPMEMError(.brokerUnavailable, "receiving the broker's reply failed: \(error)", errno: error)
         }
@@ -243,14 +243,17 @@ final class BrokerChannel: Sendable {
     /// How long a request polls for its reply before sleeping (`XPMEM_SPIN_US`, microseconds).
     static let spinPolicy = SpinPolicy.fromEnvironment("XPMEM_SPIN_US", defaultMicroseconds: 50)
 
-    /// Polls for the reply for a few tens of microseconds (most replies come that fast), then blocks.
-    private static func receiveReply(_ socket: borrowing OwnedDescriptor, into buffer: UnsafeMutableRawBufferPointer)
-        throws(Errno) -> ReceivedMessage
-    {
-        let polled = try spinPolicy.spin { () throws(Errno) -> ReceivedMessage? in
-            try UnixSocket.receiveIfPending(socket, into: buffer, maximumDescriptors: 4)
+    /// Polls for the reply for a few tens of microseconds (most replies come that fast), then blocks;
+    /// only blocks when not `spinning`.
+    private static func receiveReply(
+        _ socket: borrowing OwnedDescriptor, into buffer: UnsafeMutableRawBufferPointer, spinning: Bool
+    ) throws(Errno) -> ReceivedMessage {
+        if spinning {
+            let polled = try spinPolicy.spin { () throws(Errno) -> ReceivedMessage? in
+                try UnixSocket.receiveIfPending(socket, into: buffer, maximumDescriptors: 4)
+            }
+            if let polled { return polled }
         }
-        if let polled { return polled }
         return try UnixSocket.receive(socket, into: buffer, maximumDescriptors: 4)
     }
 

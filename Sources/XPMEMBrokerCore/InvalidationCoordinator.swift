@@ -100,6 +100,11 @@ public struct InvalidationCoordinator: Sendable {
         active.values.filter { $0.phase == .awaitingAcknowledgements }.map(\.request.deadline).min()
     }
 
+    /// How many importers' acknowledgements the invalidations in flight wait for.
+    public var acknowledgementsAwaited: Int {
+        active.values.reduce(0) { $0 + ($1.phase == .awaitingAcknowledgements ? $1.pending.count : 0) }
+    }
+
     /// How many invalidations are in flight or queued.
     public var inFlightCount: Int { active.count + queued.values.reduce(0) { $0 + $1.count } }
 

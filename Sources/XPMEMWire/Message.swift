@@ -138,6 +138,14 @@ public enum Message: Equatable, Sendable {
         }
     }
 
+    /// Whether the broker answers this request only once other clients have acted (an invalidation
+    /// waits for every importer's acknowledgement): its sender sleeps at once instead of polling for
+    /// the reply, which would take a core from the very clients it waits for.
+    public var waitsForOtherClients: Bool {
+        if case .invalidate = self { return true }
+        return false
+    }
+
     /// Whether this is a request a client sends on its main connection.
     public var isRequest: Bool { type.rawValue < MessageType.firstClientEvent }
 

@@ -2,7 +2,9 @@
 # Open MPI + rebuilt UCX + libxpmem (pml ucx, UCX_TLS=xpmem,self) against Debian's Open MPI with
 # ob1/vader and CMA single copy, on Examples/mpi-c/pingpong.c. Runs are INTERLEAVED (ours,
 # reference, ours, reference, …) so that the machine's drift hits both alike; each pair gives one
-# ratio per figure, and the JSON reports their median and min–max. Measures, asserts nothing.
+# ratio per figure, and the JSON reports their median and min–max. Each pair also runs the same
+# Open MPI + UCX without libxpmem (UCX_TLS=posix,self): its 8-byte latency against ours says how
+# much of ours is UCX's own. Measures, asserts nothing.
 #   Tests/Interop/bench-interop.sh WORK_DIR XPMEMD [PAIRS]
 set -euo pipefail
 WORK=$(realpath "${1:?usage: bench-interop.sh WORK_DIR XPMEMD [PAIRS]}")
@@ -30,15 +32,17 @@ for pair in $(seq "$pairs"); do
     echo "bench-interop: pair $pair of $pairs" >&2
     measure "$run_dir/ours.$pair" "${mpirun_ucx_xpmem[@]}"
     measure "$run_dir/reference.$pair" "${mpirun_vader_cma[@]}"
+    measure "$run_dir/ucx-posix.$pair" "${mpirun_ucx_posix[@]}"
 done
 
 # Per pair: bandwidth ratios ours ÷ reference (above 1: ours is faster), latency ratio ours ÷
 # reference (below 1: ours is faster). Then each ratio's median (lower middle for an even count),
 # min and max over the pairs, and each side's median figure.
 for pair in $(seq "$pairs"); do
-    awk -v pair="$pair" 'FNR == NR { latency[$1] = $2; bandwidth[$1] = $3; next }
-        { printf "%s %s %.6f %.6f %.6f %.6f\n", pair, $1, latency[$1], $2, bandwidth[$1], $3 }' \
-        "$run_dir/ours.$pair" "$run_dir/reference.$pair"
+    awk -v pair="$pair" 'FILENAME ~ /\/ours\.[0-9]+$/ { latency[$1] = $2; bandwidth[$1] = $3; next }
+        FILENAME ~ /\/ucx-posix\.[0-9]+$/ { posix[$1] = $2; next }
+        { printf "%s %s %.6f %.6f %.6f %.6f %.6f\n", pair, $1, latency[$1], $2, bandwidth[$1], $3, posix[$1] }' \
+        "$run_dir/ours.$pair" "$run_dir/ucx-posix.$pair" "$run_dir/reference.$pair"
 done | awk -v pairs="$pairs" -v ucx="$(ucx_info -v | sed -n 's/^# Version //p')" \
     -v ompi="$(mpirun --version 2>/dev/null | sed -n '1s/.* //p')" '
     function median(list, count,    sorted, i, j, t) {
@@ -56,7 +60,8 @@ done | awk -v pairs="$pairs" -v ucx="$(ucx_info -v | sed -n 's/^# Version //p')"
         for (i = 1; i <= count; i++) each[n] = each[n] sprintf("%.3f%s", list[i], i < count ? ", " : "]")
     }
     { size = $2; p = $1
-      lat_ours[size, p] = $3; lat_ref[size, p] = $4; bw_ours[size, p] = $5; bw_ref[size, p] = $6 }
+      lat_ours[size, p] = $3; lat_ref[size, p] = $4; bw_ours[size, p] = $5; bw_ref[size, p] = $6
+      lat_posix[size, p] = $7 }
     END {
         split("1048576 4194304 67108864", sizes, " "); split("1MiB 4MiB 64MiB", names, " ")
         for (s = 1; s <= 3; s++) {
@@ -65,14 +70,19 @@ done | awk -v pairs="$pairs" -v ucx="$(ucx_info -v | sed -n 's/^# Version //p')"
         }
         for (p = 1; p <= pairs; p++) r[p] = lat_ours[8, p] / lat_ref[8, p]
         spread("ucx_xpmem_latency_8B_vs_vader", r, pairs)
-        printf "{\n  \"note\": \"Examples/mpi-c/pingpong, 2 ranks bound to cores, %d interleaved pairs. ours: Open MPI %s pml ucx + UCX %s (UCX_TLS=xpmem,self) + libxpmem; reference: Open MPI %s pml ob1, btl vader,self, single copy cma. bw ratios ours/reference (>1 ours faster), latency ratio ours/reference (<1 ours faster)\",\n", pairs, ompi, ucx, ompi
+        for (p = 1; p <= pairs; p++) r[p] = lat_posix[8, p] / lat_ref[8, p]
+        spread("ucx_posix_latency_8B_vs_vader", r, pairs)
+        for (p = 1; p <= pairs; p++) r[p] = lat_ours[8, p] / lat_posix[8, p]
+        spread("ucx_xpmem_latency_8B_vs_ucx_posix", r, pairs)
+        printf "{\n  \"note\": \"Examples/mpi-c/pingpong, 2 ranks bound to cores, %d interleaved pairs. ours: Open MPI %s pml ucx + UCX %s (UCX_TLS=xpmem,self) + libxpmem; reference: Open MPI %s pml ob1, btl vader,self, single copy cma; ucx_posix: ours without libxpmem (UCX_TLS=posix,self). bw ratios ours/reference (>1 ours faster), latency ratio ours/reference (<1 ours faster)\",\n", pairs, ompi, ucx, ompi
         printf "  \"medians\": {\n"
         for (s = 1; s <= 3; s++) {
             for (p = 1; p <= pairs; p++) { a[p] = bw_ours[sizes[s], p]; b[p] = bw_ref[sizes[s], p] }
             printf "    \"bw_%s_MBps\": {\"ours\": %.0f, \"vader_cma\": %.0f},\n", names[s], median(a, pairs), median(b, pairs)
         }
         for (p = 1; p <= pairs; p++) { a[p] = lat_ours[8, p]; b[p] = lat_ref[8, p] }
-        printf "    \"latency_8B_us\": {\"ours\": %.3f, \"vader\": %.3f}\n  },\n", median(a, pairs), median(b, pairs)
+        for (p = 1; p <= pairs; p++) c[p] = lat_posix[8, p]
+        printf "    \"latency_8B_us\": {\"ours\": %.3f, \"vader\": %.3f, \"ucx_posix\": %.3f}\n  },\n", median(a, pairs), median(b, pairs), median(c, pairs)
         printf "  \"ratios\": {\n"
         for (i = 1; i <= n; i++) printf "%s%s\n", ratios[i], i < n ? "," : ""
         printf "  },\n  \"ratio_min_max\": {\n"

@@ -52,6 +52,11 @@ mpirun_ucx_xpmem=(mpirun "${allow_root[@]}" -np 2 --bind-to core --mca pml ucx -
     --mca pml_ucx_devices any --mca btl self --mca osc ^ucx -x UCX_TLS=xpmem,self -x LD_LIBRARY_PATH
     -x XPMEM_SOCKET -x XPMEM_AUTOSTART -x XPMEM_DEBUG -x UCX_LOG_LEVEL)
 
+# The same Open MPI + rebuilt UCX without libxpmem: UCX's own shared-memory transport (posix),
+# to tell what UCX and pml ucx cost from what libxpmem adds (benchmark only).
+mpirun_ucx_posix=(mpirun "${allow_root[@]}" -np 2 --bind-to core --mca pml ucx --mca pml_ucx_tls any
+    --mca pml_ucx_devices any --mca btl self --mca osc ^ucx -x UCX_TLS=posix,self -x LD_LIBRARY_PATH)
+
 # The reference: Debian's Open MPI alone (no rebuilt UCX on its library path), ob1 over vader with
 # CMA single copy (process_vm_readv).
 mpirun_vader_cma=(env "LD_LIBRARY_PATH=$original_library_path" mpirun "${allow_root[@]}" -np 2 --bind-to core

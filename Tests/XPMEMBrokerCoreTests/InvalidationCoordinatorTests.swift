@@ -56,6 +56,19 @@ struct InvalidationCoordinatorTests {
         #expect(!coordinator.blocksAccess(to: segment, offset: 0, length: 4096))
     }
 
+    @Test func theAcknowledgementsAwaitedCountDownAndStopAtTheChange() {
+        var coordinator = InvalidationCoordinator()
+        #expect(coordinator.acknowledgementsAwaited == 0)
+        _ = coordinator.submit(request(), targets: targets(first, second), now: 0)
+        #expect(coordinator.acknowledgementsAwaited == 2)
+        _ = coordinator.acknowledge(segment, sequence: 1, from: first, now: 10)
+        _ = coordinator.acknowledge(segment, sequence: 1, from: first, now: 11)
+        #expect(coordinator.acknowledgementsAwaited == 1, "a repeated acknowledgement counts once")
+        _ = coordinator.acknowledge(segment, sequence: 1, from: second, now: 20)
+        // Held for the change: in flight, but no importer is waited for any more.
+        #expect(coordinator.inFlightCount == 1 && coordinator.acknowledgementsAwaited == 0)
+    }
+
     @Test func staleAndForeignAcknowledgementsAreIgnored() {
         var coordinator = InvalidationCoordinator()
         _ = coordinator.submit(request(), targets: targets(first), now: 0)
