@@ -90,6 +90,12 @@ protocol RawBatches {
 enum RawPeerSpin {
     static let microseconds = 1000
 
+    /// Whether a polled reference of `processes` spinning processes can be the faster one: with more
+    /// than two per core they mostly spin while the one with a message waits for a core (measured
+    /// here: 6.5 ms per round with 8 peers, 58 ms with 64, against 0.3 and 1.9 ms sleeping), so
+    /// it is not measured at all.
+    static func worthPolling(_ processes: Int) -> Bool { processes <= 2 * ThisProcess.onlineProcessors }
+
     /// Waits until `processes` spinning peers have all gone to sleep: they share the machine's cores
     /// with whatever runs next, and 64 of them spinning a millisecond each would slow the next batch
     /// (ours or the other reference) by tens of milliseconds.
@@ -104,18 +110,21 @@ enum RawPeerSpin {
 /// The bare minimum of a raw reference is the faster of its two ways to wait: each pair's reference
 /// batch runs both, keeps their samples for the table, and counts the faster median. The polled one
 /// runs second and is followed by a pause until its peers stop spinning, so that neither the blocking
-/// batch nor ours runs beside them.
+/// batch nor ours runs beside them. Without a polled variant (see `RawPeerSpin.worthPolling`) the
+/// blocking one is the reference.
 struct FasterOfTwoWaits {
     private(set) var polled = Samples()
     private(set) var blocking = Samples()
 
-    mutating func batch(_ count: Int, polled polledPeer: some RawBatches, blocking blockingPeer: some RawBatches) throws
+    mutating func batch(_ count: Int, polled polledPeer: (any RawBatches)?, blocking blockingPeer: some RawBatches) throws
         -> Double
     {
-        let blockingSamples = try blockingPeer.batch(count), polledSamples = try polledPeer.batch(count)
+        let blockingSamples = try blockingPeer.batch(count)
+        blocking.add(contentsOf: blockingSamples)
+        guard let polledPeer else { return blockingSamples.median }
+        let polledSamples = try polledPeer.batch(count)
         RawPeerSpin.waitForQuiet(after: polledPeer.processesSpinningAfterBatch)
         polled.add(contentsOf: polledSamples)
-        blocking.add(contentsOf: blockingSamples)
         return min(polledSamples.median, blockingSamples.median)
     }
 }
@@ -124,12 +133,15 @@ struct FasterOfTwoWaits {
 /// `warmUp` of each first (first connections, first faults of the code paths), then interleaved
 /// batches of `batch`. Returns the pair-by-pair figure and every sample of both sides.
 func measureAgainstFasterOfTwoWaits(
-    batch: Int, warmUp: Int, ours oursBatch: (Int) throws -> Samples, polled: some RawBatches, blocking: some RawBatches
+    batch: Int, warmUp: Int, ours oursBatch: (Int) throws -> Samples, polled: (any RawBatches)?,
+    blocking: some RawBatches
 ) throws -> (figure: RatioFigure, ours: Samples, raw: FasterOfTwoWaits) {
     _ = try oursBatch(warmUp)
     _ = try blocking.batch(warmUp)
-    _ = try polled.batch(warmUp)
-    RawPeerSpin.waitForQuiet(after: polled.processesSpinningAfterBatch)
+    if let polled {
+        _ = try polled.batch(warmUp)
+        RawPeerSpin.waitForQuiet(after: polled.processesSpinningAfterBatch)
+    }
     var ours = Samples(), raw = FasterOfTwoWaits()
     let figure = try InterleavedRatio().measure(
         ours: {
