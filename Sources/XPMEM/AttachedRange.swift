@@ -48,17 +48,35 @@ final class AttachedRange: Sendable {
         var blocks: Bool
 
         /// Mapped, with its file, and not revoked.
-        var isUsable: Bool { mutating get { !revoked && mapping?.length != nil } }
+        ///
+        /// The mapping is looked at with `!= nil` and `switch`, never with optional chaining: in a
+        /// debug build, Swift 6.3.1 reads a noncopyable optional that was `take()`n through `?.` as if
+        /// it still held its old value, so a detached range looked mapped, and `mapping?.…` would have
+        /// remapped addresses this process had given back.
+        var isUsable: Bool { !revoked && mapping != nil }
+
+        /// Makes part of the mapping an inaccessible reservation, if it is still mapped.
+        func reserve(offset: Int, length: Int) {
+            switch mapping {
+            case .some(let mapping): try? mapping.replaceWithReservation(offset: offset, length: length)
+            case .none: break
+            }
+        }
 
         /// Maps the file back over part of the mapping; returns whether it could.
         mutating func restore(fileOffset: Int, offset: Int, length: Int, protection: MemoryProtection) -> Bool {
             switch file {
             case .some(let descriptor):
-                do throws(Errno) {
-                    try mapping?.restoreFile(descriptor, fileOffset: fileOffset, offset: offset, length: length,
-                                             protection: protection)
-                    return true
-                } catch {
+                switch mapping {
+                case .some(let mapping):
+                    do throws(Errno) {
+                        try mapping.restoreFile(descriptor, fileOffset: fileOffset, offset: offset, length: length,
+                                                protection: protection)
+                        return true
+                    } catch {
+                        return false
+                    }
+                case .none:
                     return false
                 }
             case .none:
@@ -113,7 +131,7 @@ final class AttachedRange: Sendable {
     /// The policy in force: `.block` only while touches during a window really sleep.
     var policy: AccessPolicy { state.withLock { $0.blocks ? .block : .revoke } }
 
-    var isMapped: Bool { state.withLock { state in state.mapping?.length != nil } }
+    var isMapped: Bool { state.withLock { state in state.mapping != nil } }
 
     /// The part of the segment range `offset..<offset+length` this attachment maps, in attachment
     /// coordinates; nil when they do not overlap.
@@ -184,7 +202,7 @@ final class AttachedRange: Sendable {
         let suspended: [SuspendedWindows.Part] = state.withLock { state in
             guard state.isUsable else { return [] }
             state.revoked = true
-            try? state.mapping?.replaceWithReservation(offset: 0, length: length)
+            state.reserve(offset: 0, length: length)
             _ = state.file.take()
             return state.windows.closeAll().parts
         }
@@ -203,7 +221,7 @@ final class AttachedRange: Sendable {
             for uncut in state.windows.uncutRanges(within: length) {
                 if !state.restore(fileOffset: segmentOffset + uncut.offset, offset: uncut.offset, length: uncut.length,
                                   protection: protection) {
-                    try? state.mapping?.replaceWithReservation(offset: uncut.offset, length: uncut.length)
+                    state.reserve(offset: uncut.offset, length: uncut.length)
                 }
             }
             state.windows.markCutPartsMappingOldFile()
@@ -234,7 +252,7 @@ final class AttachedRange: Sendable {
                 state.blocks = false
             }
         }
-        try? state.mapping?.replaceWithReservation(offset: offset, length: count)
+        state.reserve(offset: offset, length: count)
         return .reservation
     }
 
@@ -270,7 +288,7 @@ final class AttachedRange: Sendable {
         if !state.restore(fileOffset: segmentOffset + part.offset, offset: part.offset, length: part.length,
                           protection: protection) {
             // Without the file mapped back, woken sleepers would only fall asleep again: make them fault.
-            try? state.mapping?.replaceWithReservation(offset: part.offset, length: part.length)
+            state.reserve(offset: part.offset, length: part.length)
         }
         try? gate?.descriptor.wake(at: address, length: part.length)
     }

@@ -10,13 +10,26 @@ struct SuspendedAttachments {
     private var sweepThreshold = Self.minimumSweepThreshold
     private static let minimumSweepThreshold = 16
 
-    mutating func insert(_ range: AttachedRange) { ranges[ObjectIdentifier(range)] = range }
+    /// Keeps `range` if a window is open on it (one detached meanwhile has none, and no `end` would
+    /// ever drop it).
+    mutating func insert(_ range: AttachedRange) {
+        guard range.hasOpenWindows else { return }
+        ranges[ObjectIdentifier(range)] = range
+        sweepIfDue()
+    }
 
     mutating func remove(_ range: AttachedRange) { ranges[ObjectIdentifier(range)] = nil }
 
     /// Drops `range` if its windows have all ended, and any detached attachment when it is time to look.
     mutating func windowEnded(on range: AttachedRange) {
         if !range.hasOpenWindows { remove(range) }
+        sweepIfDue()
+    }
+
+    /// Attachments detached during a window are found here, not by an `end`: looked for once more are
+    /// kept than windows are plausibly open on, on every insertion as on every `end`, so that they
+    /// cannot pile up on a connection whose other attachments see no `end`.
+    private mutating func sweepIfDue() {
         guard ranges.count > sweepThreshold else { return }
         ranges = ranges.filter { $0.value.hasOpenWindows }
         sweepThreshold = max(Self.minimumSweepThreshold, 2 * ranges.count)

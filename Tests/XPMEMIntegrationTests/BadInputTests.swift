@@ -18,7 +18,9 @@ struct BadInputTests {
         segment.withUnsafeMutableBytes { $0[0] = 99 }
         let attachment = try importer.get(segment.id).attach()
         #expect(attachment.withUnsafeMutableBytes { $0[0] } == 99, comment)
+        #expect(attachment.isAttached, comment)
         try attachment.detach()
+        #expect(!attachment.isAttached, comment)
         try segment.remove()
         importer.close()
         exporter.close()
