@@ -170,10 +170,10 @@ import XPMEMWire
         defer { cgroup.remove() }
         // The pressure made in the cgroup, as a rank in it would see it: its own v2 memory.pressure,
         // or, in cgroup v1, the machine's (v1 has no per-cgroup file).
-        let cache = ImportCache(
-            broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
-            pressure: MemoryPressureWatch(triggerPath: cgroup.isVersion2 ? cgroup.directory + "/memory.pressure"
-                                                                        : "/proc/pressure/memory"))
+        let watch = MemoryPressureWatch(triggerPath: cgroup.isVersion2 ? cgroup.directory + "/memory.pressure"
+                                                                      : "/proc/pressure/memory")
+        let cache = ImportCache(broker: fixture.importer, bounds: AttachCacheBounds(entries: 100, bytes: 1 << 40),
+                                pressure: watch)
         try useOnePerOperation(cache, Array(fixture.ids[0..<20]))
         cache.operationBoundary()
         let pinned = try cache.pin(fixture.ids[20])
@@ -181,11 +181,12 @@ import XPMEMWire
         #expect(cache.statistics.entries == 24 && cache.statistics.pressureEvictions == 0)
 
         // The pressure: as libxpmem's test makes it, a process keeping 56 MiB in an 80 MiB cgroup
-        // and reading a file several times the room left.
+        // while four threads read a sparse file many times the room left (see the probe).
         let file = "/var/tmp/xpmem-swift-pressure-\(getpid())"
         defer { unlink(file) }
-        try Self.writeFile(file, megabytes: 256)
-        let child = try PipedChild(path: FileSystem.executableDirectory() + "/xpmem-probe", ["memory-pressure", "--anonymous-mib", "56", "--file", file])
+        try Self.makeSparseFile(file, megabytes: 1024)
+        let child = try PipedChild(path: FileSystem.executableDirectory() + "/xpmem-probe",
+                                   ["memory-pressure", "--anonymous-mib", "56", "--file", file, "--readers", "4"])
         defer {
             child.signal(.kill)
             _ = child.wait(timeout: .seconds(30))
@@ -199,7 +200,7 @@ import XPMEMWire
             usleep(50_000)
         }
         let statistics = cache.statistics
-        #expect(statistics.pressureEvictions > 0, "no window was given back under pressure within 120 s")
+        #expect(statistics.pressureEvictions > 0, "no window was given back under pressure within 120 s (\(watch.events) pressure events)")
         #expect(statistics.entries == 24 - statistics.pressureEvictions)
         #expect(pinned.allSatisfy { $0 == 21 }, "the pinned window was taken away")
         for (index, bytes) in held.enumerated() {
@@ -211,19 +212,14 @@ import XPMEMWire
         cache.removeAll()
     }
 
-    /// A file of `megabytes` MiB, out of the page cache, so that reading it needs memory.
-    private static func writeFile(_ path: String, megabytes: Int) throws {
+    /// A sparse file of `megabytes` MiB: reading it fills the page cache with no disk read.
+    private static func makeSparseFile(_ path: String, megabytes: Int) throws {
         let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard descriptor >= 0 else { throw CgroupUnavailable("cannot create \(path)") }
         defer { close(descriptor) }
-        let chunk = [UInt8](repeating: 0x5A, count: 1 << 20)
-        for _ in 0..<megabytes {
-            guard chunk.withUnsafeBytes({ write(descriptor, $0.baseAddress, $0.count) }) == chunk.count else {
-                throw CgroupUnavailable("cannot write \(path)")
-            }
+        guard ftruncate(descriptor, off_t(megabytes) << 20) == 0 else {
+            throw CgroupUnavailable("cannot size \(path)")
         }
-        fsync(descriptor)
-        posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED)
     }
 
     @Test func theCountersReachTheBrokersClientListing() throws {

@@ -629,18 +629,40 @@ static void test_counters_in_xpmemctl_clients(const char *xpmemd)
  * Memory pressure in a memory cgroup. */
 
 /* The cgroup's limit, and the anonymous memory the importer keeps in it (no swap here: it cannot be
- * reclaimed), leaving 24 MiB for the page cache of a file several times that size. */
+ * reclaimed), leaving 24 MiB for the page cache of a file many times that size. The file is sparse:
+ * its holes come into the page cache as zeros with no disk read, so the pressure does not depend on
+ * the disk (a cold one made almost none). One reader stalls ~25 ms a second here, below the trigger's
+ * threshold; several competing to reclaim stall several hundred. */
 #define PRESSURE_LIMIT (80UL << 20)
 #define PRESSURE_ANONYMOUS (56UL << 20)
-#define PRESSURE_FILE_BYTES (256UL << 20)
+#define PRESSURE_FILE_BYTES (1UL << 30)
+#define PRESSURE_READERS 4
 #define PRESSURE_HELD 4
 #define PRESSURE_IDLE 48
 
+/* Reads the file at `argument` over and over, for as long as the process lives. */
+static void *read_forever(void *argument)
+{
+    const char *path = argument;
+    static char buffers[PRESSURE_READERS][1 << 20];
+    static atomic_int next;
+    char *buffer = buffers[atomic_fetch_add(&next, 1) % PRESSURE_READERS];
+    for (;;) {
+        int descriptor = open(path, O_RDONLY | O_CLOEXEC);
+        if (descriptor < 0)
+            return NULL;
+        while (read(descriptor, buffer, 1 << 20) > 0)
+            ;
+        close(descriptor);
+    }
+}
+
 /* In the cgroup: holds PRESSURE_HELD windows, leaves PRESSURE_IDLE idle in the cache, fills
- * PRESSURE_ANONYMOUS, then reads a file ten times the room left again and again (its page cache must
- * be reclaimed within the limit all the time: tasks stall on memory) until the library reports
- * pressure evictions, or a generous deadline passes. Then checks the held windows. Says "ok E I"
- * (pressure evictions, idle windows left) or what went wrong. */
+ * PRESSURE_ANONYMOUS, then reads a file many times the room left again and again on
+ * PRESSURE_READERS threads (its page cache must be reclaimed within the limit all the time: tasks
+ * stall on memory) until the library reports pressure evictions, or a generous deadline passes.
+ * Then checks the held windows. Says "ok E I" (pressure evictions, idle windows left) or what went
+ * wrong. */
 static int pressured_importer(int in, int out, void *argument)
 {
     const struct importer_setup *setup = argument;
@@ -670,6 +692,11 @@ static int pressured_importer(int in, int out, void *argument)
     uint8_t *anonymous = mmap(NULL, PRESSURE_ANONYMOUS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (anonymous != MAP_FAILED)
         memset(anonymous, 1, PRESSURE_ANONYMOUS);
+    for (int reader = 1; reader < PRESSURE_READERS; reader++) {
+        pthread_t thread;
+        if (pthread_create(&thread, NULL, read_forever, (void *)path) == 0)
+            pthread_detach(thread);
+    }
     char *buffer = malloc(1 << 20);
     double deadline = now_seconds() + 120;
     struct xpmem_attach_cache_stats during = before;
@@ -700,17 +727,12 @@ static int pressured_importer(int in, int out, void *argument)
     return 0;
 }
 
-static bool make_big_file(const char *path)
+static bool make_sparse_file(const char *path)
 {
     int descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (descriptor < 0)
         return false;
-    static uint8_t chunk[1 << 20];
-    memset(chunk, 0x42, sizeof chunk);
-    bool ok = true;
-    for (size_t written = 0; ok && written < PRESSURE_FILE_BYTES; written += sizeof chunk)
-        ok = write(descriptor, chunk, sizeof chunk) == (ssize_t)sizeof chunk;
-    ok = fsync(descriptor) == 0 && ok;
+    bool ok = ftruncate(descriptor, (off_t)PRESSURE_FILE_BYTES) == 0;
     close(descriptor);
     return ok;
 }
@@ -733,7 +755,7 @@ static void test_memory_pressure(xpmem_segid_t segid)
     int placeholder = mkstemp(path);
     if (placeholder >= 0)
         close(placeholder);
-    bool ready = placeholder >= 0 && memory_cgroup_set_limit(&cgroup, PRESSURE_LIMIT) && make_big_file(path);
+    bool ready = placeholder >= 0 && memory_cgroup_set_limit(&cgroup, PRESSURE_LIMIT) && make_sparse_file(path);
     if (!ready) {
         report(name, false, "setting up %s (limit %lu) or the %lu MiB file %s failed: %s", cgroup.directory, PRESSURE_LIMIT,
                PRESSURE_FILE_BYTES >> 20, path, strerror(errno));
@@ -741,11 +763,6 @@ static void test_memory_pressure(xpmem_segid_t segid)
         memory_cgroup_remove(&cgroup);
         return;
     }
-    /* The file's pages leave the page cache, so that the importer reads them in within its limit. */
-    int descriptor = open(path, O_RDONLY | O_CLOEXEC);
-    posix_fadvise(descriptor, 0, 0, POSIX_FADV_DONTNEED);
-    close(descriptor);
-
     struct importer_setup setup = {.segid = segid, .entries = NULL};
     struct child importing;
     child_start(&importing, pressured_importer, &setup);
