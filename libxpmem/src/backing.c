@@ -17,6 +17,7 @@
 #include "pages.h"
 #include "private_area.h"
 #include "proc_maps.h"
+#include "shmem_huge.h"
 #include "thread_stop.h"
 
 #ifndef MADV_POPULATE_READ
@@ -42,6 +43,10 @@ struct backing_pass {
     struct address_space_file file;
     int pagemap;
     bool populate;
+    /* The huge page size the exporter's huge pages are backed with, or 0 (shmem_huge.h); whether
+     * the piece being backed had any. */
+    uint64_t huge;
+    bool piece_had_huge;
     /* Survey only: note whether anything would need copying, change nothing. */
     bool surveying;
     bool needs_copy;
@@ -161,7 +166,8 @@ static bool map_file_over(struct backing_pass *pass, uint64_t address, uint64_t 
 }
 
 /* Anonymous memory, a pagemap chunk at a time: copy the runs of pages that exist, map the file
- * over the chunk, prefault the same runs. Untouched pages stay holes and still read as zero. */
+ * over the chunk, prefault the same runs. Untouched pages stay holes and still read as zero. Where
+ * shmem huge pages are allowed, fully present huge-page blocks go through back_huge_block instead. */
 
 /* The next run of pages the pagemap says are present (in memory or swapped) at or after *index:
  * [*first, *index) on return. False when no present page is left. */
@@ -177,13 +183,51 @@ static bool next_present_run(const uint64_t *entries, uint64_t pages, uint64_t *
     return true;
 }
 
+/* Writes the present runs of [start, start + pages pages), whose pagemap entries are `entries`. */
+static bool copy_present_runs(struct backing_pass *pass, uint64_t start, const uint64_t *entries, uint64_t pages)
+{
+    uint64_t index = 0, first;
+    while (next_present_run(entries, pages, &index, &first)) {
+        if (!copy_into_file(pass, start + first * page_size(), (index - first) * page_size()))
+            return false;
+    }
+    return true;
+}
+
+/* A block of pass->huge bytes at a multiple of it, which the exporter maps with a huge page, copied
+ * into the file through a mapping of its own, aligned alike and asking for huge pages: populating
+ * it allocates the file's huge page (and fails with an error, not SIGBUS, when memory is short).
+ * False when the kernel would not or could not: pwrite it instead. */
+static bool copy_huge_block(struct backing_pass *pass, uint64_t block)
+{
+    uint64_t huge = pass->huge;
+    uint8_t *reserved = mmap(NULL, 2 * huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reserved == MAP_FAILED)
+        return false;
+    uint8_t *aligned = (uint8_t *)(((uintptr_t)reserved + huge - 1) & ~(uintptr_t)(huge - 1));
+    void *mapped = mmap(aligned, huge, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pass->file.descriptor,
+                        (off_t)block);
+    bool copied = mapped != MAP_FAILED && madvise(aligned, huge, MADV_HUGEPAGE) == 0
+                  && madvise(aligned, huge, MADV_POPULATE_WRITE) == 0;
+    if (copied) {
+        memcpy(aligned, (const void *)(uintptr_t)block, huge);
+        pass->result->copied_bytes += huge;
+    }
+    munmap(reserved, 2 * huge);
+    return copied;
+}
+
 static bool back_anonymous(struct backing_pass *pass, uint64_t start, uint64_t end, const struct maps_entry *entry)
 {
     uint64_t page = page_size();
+    /* Chunks after the first start at multiples of their size, so that no huge-page block
+     * straddles two. */
+    uint64_t chunk_bytes = (uint64_t)PAGEMAP_CHUNK_PAGES * page;
     for (uint64_t chunk = start; chunk < end;) {
-        uint64_t pages = (end - chunk) / page;
-        if (pages > PAGEMAP_CHUNK_PAGES)
-            pages = PAGEMAP_CHUNK_PAGES;
+        uint64_t chunk_end = (chunk / chunk_bytes + 1) * chunk_bytes;
+        if (chunk_end > end)
+            chunk_end = end;
+        uint64_t pages = (chunk_end - chunk) / page;
         size_t bytes = (size_t)pages * sizeof(uint64_t);
         ssize_t got = pread(pass->pagemap, pass->area->pagemap, bytes, (off_t)(chunk / page * sizeof(uint64_t)));
         if (got != (ssize_t)bytes) {
@@ -191,17 +235,27 @@ static bool back_anonymous(struct backing_pass *pass, uint64_t start, uint64_t e
             return false;
         }
         const uint64_t *entries = pass->area->pagemap;
-        uint64_t index = 0, first;
-        while (next_present_run(entries, pages, &index, &first)) {
-            if (!copy_into_file(pass, chunk + first * page, (index - first) * page))
-                return false;
+        uint64_t cursor = chunk, huge = pass->huge;
+        struct huge_range ranges[4];
+        uint32_t count = huge == 0 ? 0 : huge_mapped_ranges(pass->pagemap, chunk, chunk_end, ranges, 4);
+        for (uint32_t range = 0; range < count; range++) {
+            for (uint64_t block = (ranges[range].start + huge - 1) & ~(huge - 1); block + huge <= ranges[range].end;
+                 block += huge) {
+                if (!copy_huge_block(pass, block))
+                    continue;
+                pass->piece_had_huge = true;
+                if (!copy_present_runs(pass, cursor, entries + (cursor - chunk) / page, (block - cursor) / page))
+                    return false;
+                cursor = block + huge;
+            }
         }
-        if (!map_file_over(pass, chunk, pages * page, entry))
+        if (!copy_present_runs(pass, cursor, entries + (cursor - chunk) / page, (chunk_end - cursor) / page)
+            || !map_file_over(pass, chunk, pages * page, entry))
             return false;
-        index = 0;
+        uint64_t index = 0, first;
         while (next_present_run(entries, pages, &index, &first))
             populate(pass, chunk + first * page, (index - first) * page, entry->writable);
-        chunk += pages * page;
+        chunk = chunk_end;
     }
     return true;
 }
@@ -230,7 +284,13 @@ static bool back_piece(struct backing_pass *pass, uint64_t start, uint64_t end, 
     /* Bytes an earlier mapping at these addresses left in the file must not show through the
      * new memory's untouched pages. */
     fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start));
+    pass->piece_had_huge = false;
     bool backed = entry->inode == 0 ? back_anonymous(pass, start, end, entry) : back_file_mapping(pass, start, end, entry);
+    /* Memory that had huge pages asks for them again, all of the piece alike, so that it stays
+     * one mapping (mremap of a whole buffer, as realloc does, needs that) and its later faults get
+     * huge pages, as its private memory's did. */
+    if (backed && pass->piece_had_huge)
+        madvise((void *)(uintptr_t)start, end - start, MADV_HUGEPAGE);
     if (backed)
         add_extent(pass, start, end);
     return backed;
@@ -451,7 +511,8 @@ static void fill_extents(const struct backing_pass *pass)
 static void back_range(uint64_t start, uint64_t length, bool fill, struct backing_result *result)
 {
     memset(result, 0, sizeof *result);
-    struct backing_pass pass = {.result = result, .pagemap = -1, .populate = populate_enabled()};
+    struct backing_pass pass = {.result = result, .pagemap = -1, .populate = populate_enabled(),
+                                .huge = shmem_huge_page_size()};
     pass.area = private_area_get();
     if (pass.area == NULL) {
         fail(&pass, WIRE_RESOURCE_EXHAUSTED, "the library's private area could not be mapped", errno, 0);

@@ -202,21 +202,23 @@ static int exporter(int in, int out, void *argument)
 }
 
 /* ---------------------------------------------------------------------------------------------
- * The importer: attaches BUFFER_SIZE at an address of the exporter read-write, and answers "check
- * SEED", "fill SEED" and "touch" (which signal reading the first and last page raises). */
+ * The importer: attaches BUFFER_SIZE (or `size`) at an address of the exporter read-write, and answers
+ * "check SEED", "fill SEED" and "touch" (which signal reading the first and last page raises). */
 
 struct import_request {
     xpmem_segid_t segid;
     uintptr_t address;
     bool read_only;
+    size_t size; /* 0: BUFFER_SIZE */
 };
 
 static int importer(int in, int out, void *argument)
 {
     const struct import_request *request = argument;
+    size_t size = request->size != 0 ? request->size : BUFFER_SIZE;
     xpmem_apid_t apid = xpmem_get(request->segid, request->read_only ? XPMEM_RDONLY : XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
     struct xpmem_addr where = {.apid = apid, .offset = (off_t)request->address};
-    volatile uint8_t *window = apid < 0 ? (void *)-1 : xpmem_attach(where, BUFFER_SIZE, NULL);
+    volatile uint8_t *window = apid < 0 ? (void *)-1 : xpmem_attach(where, size, NULL);
     if (window == (void *)-1) {
         say(out, "error attach %s", strerror(errno));
         return 2;
@@ -226,13 +228,13 @@ static int importer(int in, int out, void *argument)
     unsigned seed;
     while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0) {
         if (sscanf(line, "check %u", &seed) == 1) {
-            long bad = pattern_check(window, BUFFER_SIZE, seed);
+            long bad = pattern_check(window, size, seed);
             say(out, bad < 0 ? "ok" : "bad at %ld", bad);
         } else if (sscanf(line, "fill %u", &seed) == 1) {
-            pattern_fill(window, BUFFER_SIZE, seed);
+            pattern_fill(window, size, seed);
             say(out, "ok");
         } else if (strcmp(line, "touch") == 0) {
-            say(out, "signals %d %d", touch_and_catch(window, false), touch_and_catch(window + BUFFER_SIZE - 1, false));
+            say(out, "signals %d %d", touch_and_catch(window, false), touch_and_catch(window + size - 1, false));
         } else {
             say(out, "unknown command '%s'", line);
         }
@@ -273,6 +275,7 @@ static bool scene_start(struct scene *scene, const char *name)
     scene->request.segid = segid;
     scene->request.address = address;
     scene->request.read_only = false;
+    scene->request.size = 0;
     return true;
 }
 
@@ -734,6 +737,10 @@ static int hinting_child(int in, int out, void *argument)
     uint8_t *region = new_buffer(NULL, HINT_REGION);
     if (region == NULL)
         return 2;
+    /* 4 KiB pages, whatever the machine's THP policy: a write into a hinted huge page keeps all of
+     * it, so with THP `always` the every-16th-page writes below would keep everything (the kernel's
+     * MADV_FREE, not the library's doing) and the cgroup would kill the child. */
+    madvise(region, HINT_REGION, MADV_NOHUGEPAGE);
     pattern_fill(region, HINT_REGION, 7);
     int64_t taken = xpmem_hint_free(region, HINT_FREED);
     /* Every 16th hinted page is written after the hint: those must survive. */
@@ -742,6 +749,7 @@ static int hinting_child(int in, int out, void *argument)
     uint8_t *more = new_buffer(NULL, HINT_MORE);
     if (more == NULL)
         return 2;
+    madvise(more, HINT_MORE, MADV_NOHUGEPAGE);
     memset(more, 1, HINT_MORE);
     size_t zero_pages = 0, intact_pages = 0, damaged_pages = 0, lost_writes = 0;
     for (size_t offset = 0; offset < HINT_FREED; offset += page) {
@@ -803,6 +811,212 @@ static void test_hint_free_under_pressure(void)
                (unsigned long long)(HINT_FREED / (uint64_t)sysconf(_SC_PAGESIZE) * 15 / 16), intact);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Huge pages. Where shmem huge pages are allowed, the exporter's transparent huge pages stay huge
+ * once shared (shmem_huge.h); memory with 4 KiB pages stays so. */
+
+#define HUGE_REGION (UINT64_C(4) << 20)
+#define HUGE_ALIGNMENT (UINT64_C(2) << 20)
+#define THP_SETTINGS "/sys/kernel/mm/transparent_hugepage/"
+
+static uint8_t *aligned_region(size_t size, size_t alignment)
+{
+    uint8_t *reserved = mmap(NULL, size + alignment, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (reserved == MAP_FAILED)
+        return NULL;
+    uint8_t *aligned = (uint8_t *)(((uintptr_t)reserved + alignment - 1) & ~(uintptr_t)(alignment - 1));
+    if (aligned > reserved)
+        munmap(reserved, (size_t)(aligned - reserved));
+    munmap(aligned + size, (size_t)(reserved + size + alignment - (aligned + size)));
+    return aligned;
+}
+
+/* The kB figure `field` ("AnonHugePages:", "ShmemPmdMapped:") of the mapping holding `address` in
+ * /proc/self/smaps; -1 when there is none. */
+static long long smaps_kib(const void *address, const char *field)
+{
+    FILE *smaps = fopen("/proc/self/smaps", "r");
+    if (smaps == NULL)
+        return -1;
+    char line[512];
+    bool inside = false;
+    long long found = -1;
+    while (fgets(line, sizeof line, smaps) != NULL) {
+        unsigned long start, end;
+        char dash;
+        if (sscanf(line, "%lx%c%lx ", &start, &dash, &end) == 3 && dash == '-') {
+            inside = (uintptr_t)address >= start && (uintptr_t)address < end;
+            continue;
+        }
+        long long value;
+        if (inside && strncmp(line, field, strlen(field)) == 0 && sscanf(line + strlen(field), "%lld", &value) == 1) {
+            found = value;
+            break;
+        }
+    }
+    fclose(smaps);
+    return found;
+}
+
+/* Two 2 MiB-aligned regions: `huge` asks for transparent huge pages, `small` refuses them. Answers
+ * "check huge|small SEED", "fill huge SEED", "pages" (after reading every page: "pmd huge K small K",
+ * the kB each maps with huge shared pages) and "move huge SEED" (mremap of the whole region). */
+static int huge_exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    uint8_t *huge = aligned_region(HUGE_REGION, HUGE_ALIGNMENT);
+    uint8_t *small = aligned_region(HUGE_REGION, HUGE_ALIGNMENT);
+    if (huge == NULL || small == NULL || madvise(huge, HUGE_REGION, MADV_HUGEPAGE) != 0
+        || madvise(small, HUGE_REGION, MADV_NOHUGEPAGE) != 0) {
+        say(out, "error setting up: %s", strerror(errno));
+        return 2;
+    }
+    pattern_fill(huge, HUGE_REGION, 1);
+    pattern_fill(small, HUGE_REGION, 1);
+    long long private_huge = smaps_kib(huge, "AnonHugePages:");
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    if (private_huge < (long long)(HUGE_REGION >> 10))
+        say(out, "no-thp %lld kB of %llu", private_huge, (unsigned long long)(HUGE_REGION >> 10));
+    else if (segid < 0)
+        say(out, "error make %s", strerror(errno));
+    else
+        say(out, "ready %lld %lu %lu", (long long)segid, (unsigned long)(uintptr_t)huge, (unsigned long)(uintptr_t)small);
+    char line[LINE], which[16];
+    unsigned seed;
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0) {
+        if (sscanf(line, "check %15s %u", which, &seed) == 2) {
+            long bad = pattern_check(strcmp(which, "huge") == 0 ? huge : small, HUGE_REGION, seed);
+            say(out, bad < 0 ? "ok" : "bad at %ld", bad);
+        } else if (sscanf(line, "fill huge %u", &seed) == 1) {
+            pattern_fill(huge, HUGE_REGION, seed);
+            say(out, "ok");
+        } else if (strcmp(line, "pages") == 0) {
+            unsigned sum = 0;
+            for (size_t offset = 0; offset < HUGE_REGION; offset += 4096)
+                sum += huge[offset] + small[offset];
+            say(out, "pmd huge %lld small %lld (%u)", smaps_kib(huge, "ShmemPmdMapped:"),
+                smaps_kib(small, "ShmemPmdMapped:"), sum & 1);
+        } else if (sscanf(line, "move huge %u", &seed) == 1) {
+            void *target = mmap(NULL, HUGE_REGION, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            uint8_t *moved = target == MAP_FAILED ? MAP_FAILED
+                                                  : mremap(huge, HUGE_REGION, HUGE_REGION, MREMAP_MAYMOVE | MREMAP_FIXED, target);
+            if (moved == MAP_FAILED) {
+                say(out, "error mremap %s", strerror(errno));
+                continue;
+            }
+            huge = moved;
+            say(out, pattern_check(huge, HUGE_REGION, seed) < 0 ? "moved intact" : "moved damaged");
+        } else {
+            say(out, "unknown command '%s'", line);
+        }
+    }
+    return 0;
+}
+
+/* The selected word of a THP setting file ("never" for "always [never]"), or "" when unreadable. */
+static void thp_setting(const char *file, char *word, size_t capacity)
+{
+    char path[256], text[256] = "";
+    snprintf(path, sizeof path, THP_SETTINGS "%s", file);
+    word[0] = '\0';
+    FILE *setting = fopen(path, "r");
+    if (setting == NULL)
+        return;
+    bool read_any = fgets(text, sizeof text, setting) != NULL;
+    fclose(setting);
+    char *open_bracket = read_any ? strchr(text, '[') : NULL;
+    char *close_bracket = open_bracket != NULL ? strchr(open_bracket, ']') : NULL;
+    if (close_bracket != NULL && (size_t)(close_bracket - open_bracket) <= capacity) {
+        memcpy(word, open_bracket + 1, (size_t)(close_bracket - open_bracket - 1));
+        word[close_bracket - open_bracket - 1] = '\0';
+    }
+}
+
+static void check_huge_pages_stay_huge(const char *name)
+{
+    struct child exporting, huge_importing, small_importing;
+    char answer[LINE] = "";
+    long long segid;
+    unsigned long huge, small;
+    if (child_start(&exporting, huge_exporter, NULL) < 0 || !child_read_line(&exporting, answer, sizeof answer, STEP_TIMEOUT_MS)) {
+        report(name, false, "the exporter did not start: '%s'", answer);
+        child_kill(&exporting);
+        return;
+    }
+    if (strncmp(answer, "no-thp", 6) == 0) {
+        printf("skip %s: the kernel gave the exporter's private buffer no huge pages (%s)\n", name, answer);
+        quit(&exporting);
+        return;
+    }
+    if (sscanf(answer, "ready %lld %lu %lu", &segid, &huge, &small) != 3) {
+        report(name, false, "exporter said '%s'", answer);
+        quit(&exporting);
+        return;
+    }
+    struct import_request huge_request = {.segid = segid, .address = huge, .size = HUGE_REGION};
+    struct import_request small_request = {.segid = segid, .address = small, .size = HUGE_REGION};
+    const char *failed_at = NULL;
+    bool huge_started = false, small_started = false;
+    long long huge_pmd = -1, small_pmd = -1;
+    if (!(huge_started = start_importer(&huge_importing, &huge_request, answer, sizeof answer)))
+        failed_at = "an importer attaches the huge-page region";
+    else if (!(small_started = start_importer(&small_importing, &small_request, answer, sizeof answer)))
+        failed_at = "an importer attaches the 4 KiB region";
+    else if (!step(&huge_importing, "check 1", "ok", answer, sizeof answer)
+             || !step(&small_importing, "check 1", "ok", answer, sizeof answer))
+        failed_at = "importers read the exporter's bytes";
+    else if (!step(&huge_importing, "fill 2", "ok", answer, sizeof answer)
+             || !step(&exporting, "check huge 2", "ok", answer, sizeof answer))
+        failed_at = "the exporter sees an importer's writes";
+    else if (!step(&exporting, "fill huge 3", "ok", answer, sizeof answer)
+             || !step(&huge_importing, "check 3", "ok", answer, sizeof answer))
+        failed_at = "the importer sees the exporter's later writes";
+    else if (!step(&exporting, "pages", "pmd ", answer, sizeof answer)
+             || sscanf(answer, "pmd huge %lld small %lld", &huge_pmd, &small_pmd) != 2
+             || huge_pmd < (long long)(HUGE_REGION >> 10) || small_pmd != 0)
+        failed_at = "the exporter maps the huge-page region with huge shared pages, and the other with none";
+    else if (!step(&exporting, "move huge 3", "moved intact", answer, sizeof answer))
+        failed_at = "mremap of the whole region, as realloc does, keeps the bytes";
+    if (huge_started)
+        quit(&huge_importing);
+    if (small_started)
+        quit(&small_importing);
+    int exporter_status = quit(&exporting);
+    report(name, failed_at == NULL && exporter_status == 0, "%s: '%s' (exporter exit %d)", failed_at ? failed_at : "exit",
+           answer, exporter_status);
+}
+
+static void test_huge_pages_stay_huge(void)
+{
+    const char *name = "where shmem huge pages are allowed (advise), an exporter's transparent huge pages stay huge once "
+                       "shared, its 4 KiB pages stay 4 KiB, importers and the exporter see each other's writes, and "
+                       "a whole-region mremap keeps the bytes";
+    char shmem[32], anonymous[32];
+    thp_setting("shmem_enabled", shmem, sizeof shmem);
+    thp_setting("enabled", anonymous, sizeof anonymous);
+    const char *switched = getenv("XPMEM_SHMEM_HUGE");
+    if (switched != NULL && strcmp(switched, "0") == 0) {
+        printf("skip %s: XPMEM_SHMEM_HUGE=0 turns it off\n", name);
+        return;
+    }
+    if (geteuid() != 0 || access(THP_SETTINGS "shmem_enabled", W_OK) != 0) {
+        printf("skip %s: setting %sshmem_enabled needs root\n", name, THP_SETTINGS);
+        return;
+    }
+    if (shmem[0] == '\0' || strcmp(anonymous, "never") == 0 || anonymous[0] == '\0') {
+        printf("skip %s: no transparent huge pages here (enabled '%s', shmem_enabled '%s')\n", name, anonymous, shmem);
+        return;
+    }
+    /* Set before the exporter starts: the library reads it once per process. */
+    if (!write_file(THP_SETTINGS "shmem_enabled", "advise")) {
+        report(name, false, "cannot write advise to %sshmem_enabled: %s", THP_SETTINGS, strerror(errno));
+        return;
+    }
+    check_huge_pages_stay_huge(name);
+    if (!write_file(THP_SETTINGS "shmem_enabled", shmem))
+        printf("   (could not put shmem_enabled back to '%s': %s)\n", shmem, strerror(errno));
+}
+
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
@@ -817,6 +1031,7 @@ int main(void)
     test_fork_while_threads_free_and_move();
     test_hint_free_where_it_is_taken();
     test_hint_free_under_pressure();
+    test_huge_pages_stay_huge();
     /* Last: it kills the broker. */
     test_unmap_after_broker_loss();
     broker_stop(&broker);
