@@ -61,6 +61,15 @@ struct CAPIBenchmark: ParsableCommand {
                 var hit_64KiB_us, hit_alone_64KiB_us, detach_64KiB_us, detach_alone_64KiB_us: Double
             }
             var attach_cache_crowded: Crowded
+            struct HugePages: Decodable {
+                var private_huge_kib: Int
+                var first_attach_us, first_attach_4k_us, cma_us: Double
+                var touch_after_attach_us, touch_after_attach_4k_us: Double
+                var exporter_pass_after_us, exporter_pass_after_4k_us: Double
+            }
+            /// Where shmem huge pages are allowed; else why not.
+            var huge_pages_64MiB: HugePages?
+            var huge_pages_64MiB_not_measured: String?
             var spread: [String: Spread]
         }
         let report = try JSONDecoder().decode(Report.self, from: data)
@@ -78,6 +87,23 @@ struct CAPIBenchmark: ParsableCommand {
             let attaches = max(run.hits + run.misses, 1)
             return "\(run.max_entries_held) (\(run.operations) attaches over \(run.windows) windows of "
                 + "\(run.window_bytes / 1024) KiB: \(run.hits * 100 / attaches)% hits, \(run.capacity_evictions) evicted)"
+        }
+        var hugePageRows: [[String]] = []
+        if let huge = report.huge_pages_64MiB {
+            hugePageRows = [
+                ["first attach of 64 MiB with huge pages (\(huge.private_huge_kib / 1024) MiB huge) vs process_vm_readv",
+                 Format.micros(huge.first_attach_us), Format.micros(huge.cma_us), summary("first_attach_64MiB_thp_vs_cma")],
+                ["the same, backed with huge pages vs with 4 KiB pages (XPMEM_SHMEM_HUGE=0)",
+                 Format.micros(huge.first_attach_us), Format.micros(huge.first_attach_4k_us),
+                 summary("first_attach_64MiB_thp_huge_vs_4k")],
+                ["importer's first touch of the 64 MiB, huge vs 4 KiB", Format.micros(huge.touch_after_attach_us),
+                 Format.micros(huge.touch_after_attach_4k_us), summary("touch_after_attach_64MiB_thp_huge_vs_4k")],
+                ["exporter's first read of its 64 MiB after the attach, huge vs 4 KiB",
+                 Format.micros(huge.exporter_pass_after_us), Format.micros(huge.exporter_pass_after_4k_us),
+                 summary("exporter_pass_after_attach_64MiB_thp_huge_vs_4k")],
+            ]
+        } else if let why = report.huge_pages_64MiB_not_measured {
+            hugePageRows = [["memory with huge pages: not measured, \(why)", "", "", ""]]
         }
         return FigureGroup(
             name: "capi",
@@ -104,7 +130,7 @@ struct CAPIBenchmark: ParsableCommand {
                  String(format: "%.3f", report.attach_cache_crowded.detach_64KiB_us),
                  String(format: "%.3f", report.attach_cache_crowded.detach_alone_64KiB_us),
                  summary("detach_crowded_vs_alone")],
-            ],
+            ] + hugePageRows,
             ratios: [:],
             targets: ["warm_attach_vs_mmap <= 2", "first_attach_1MiB_vs_cma <= 1.5", "first_attach_64MiB_vs_cma <= 1.5"],
             spreads: spreads)

@@ -5,7 +5,8 @@
  * over a long run against its bound. Ours and the reference are measured alternately, and each
  * ratio is the median of the pairs' ratios, with their minimum and maximum under "spread". A hit and a
  * detach are also timed among thousands of idle cached windows against among none, for what finding
- * a window in a crowded attachment table costs. Runs its
+ * a window in a crowded attachment table costs. Where shmem huge pages are allowed, memory with
+ * transparent huge pages is measured backed with huge pages and with 4 KiB ones. Runs its
  * own broker (XPMEM_BROKER names xpmemd). The figures before the attachment cache's are taken with
  * it off (XPMEM_ATTACH_CACHE_ENTRIES=0), so that each attach + detach maps and unmaps as before. */
 #include <errno.h>
@@ -23,9 +24,35 @@
 
 #define PAGE 4096UL
 
+/* The kB of transparent huge pages in the mapping holding `address` (/proc/self/smaps), or -1. */
+static long long anon_huge_kib(uintptr_t address)
+{
+    FILE *smaps = fopen("/proc/self/smaps", "r");
+    if (smaps == NULL)
+        return -1;
+    char line[512];
+    bool inside = false;
+    long long found = -1;
+    while (found < 0 && fgets(line, sizeof line, smaps) != NULL) {
+        unsigned long start, end;
+        char dash;
+        if (sscanf(line, "%lx%c%lx ", &start, &dash, &end) == 3 && dash == '-')
+            inside = address >= start && address < end;
+        else if (inside && sscanf(line, "AnonHugePages: %lld", &found) != 1)
+            found = -1;
+    }
+    fclose(smaps);
+    return found;
+}
+
+/* Answers "alloc SIZE" (malloc), "alloc-thp SIZE" (2 MiB-aligned anonymous memory that asks for
+ * transparent huge pages: "at ADDRESS KB", KB of it huge), "pass ADDRESS SIZE" (reads it all:
+ * "took MICROSECONDS") and "free ADDRESS". With a non-NULL argument, backs with 4 KiB pages only
+ * (XPMEM_SHMEM_HUGE=0). */
 static int exporter(int in, int out, void *argument)
 {
-    (void)argument;
+    if (argument != NULL)
+        setenv("XPMEM_SHMEM_HUGE", "0", 1);
     xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
     say(out, "ready %lld", (long long)segid);
     char line[256];
@@ -36,6 +63,20 @@ static int exporter(int in, int out, void *argument)
             uint8_t *buffer = malloc(size);
             memset(buffer, 0x3C, size); /* every page present, as in a buffer about to be sent */
             say(out, "at %lu", (unsigned long)(uintptr_t)buffer);
+        } else if (sscanf(line, "alloc-thp %zu", &size) == 1) {
+            size_t alignment = 2UL << 20;
+            uint8_t *reserved = mmap(NULL, size + alignment, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            uint8_t *buffer = (uint8_t *)(((uintptr_t)reserved + alignment - 1) & ~(uintptr_t)(alignment - 1));
+            madvise(buffer, size, MADV_HUGEPAGE);
+            memset(buffer, 0x3C, size);
+            say(out, "at %lu %lld", (unsigned long)(uintptr_t)buffer, anon_huge_kib((uintptr_t)buffer));
+        } else if (sscanf(line, "pass %lu %zu", &address, &size) == 2) {
+            const volatile uint64_t *words = (const uint64_t *)(uintptr_t)address;
+            double began = now_seconds();
+            uint64_t sum = 0;
+            for (size_t index = 0; index < size / sizeof *words; index++)
+                sum += words[index];
+            say(out, "took %.1f %d", (now_seconds() - began) * 1e6, (int)(sum & 1));
         } else if (sscanf(line, "free %lu", &address) == 1) {
             free((void *)(uintptr_t)address);
             say(out, "ok");
@@ -128,6 +169,143 @@ static struct first_attach measure_first_attach(struct child *exporting, xpmem_a
     struct first_attach result = {median(attach, trials), median(touch, trials), median(cma, trials),
                                   spread_of(ratios, trials)};
     return result;
+}
+
+/* Memory with transparent huge pages, where shmem huge pages are allowed: two exporters, one backing
+ * huge pages as huge pages (the default), one with 4 KiB pages (XPMEM_SHMEM_HUGE=0), alternately,
+ * each trial a fresh 64 MiB: the first attach (and process_vm_readv of the same bytes), the
+ * importer's first touch of every page, and the exporter's first read of all of it after. */
+struct huge_figures {
+    bool measured;
+    char why_not[400];
+    double attach_us, attach_4k_us, cma_us, touch_us, touch_4k_us, pass_us, pass_4k_us;
+    long long private_huge_kib;
+    struct spread vs_cma, attach_vs_4k, touch_vs_4k, pass_vs_4k;
+};
+
+/* The selected word of shmem_enabled allows huge pages for a mapping that asks. */
+static bool shmem_allows_huge(char *selected, size_t capacity)
+{
+    FILE *setting = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
+    char text[128] = "";
+    bool read_any = setting != NULL && fgets(text, sizeof text, setting) != NULL;
+    if (setting != NULL)
+        fclose(setting);
+    char *open_bracket = read_any ? strchr(text, '[') : NULL;
+    char *close_bracket = open_bracket != NULL ? strchr(open_bracket, ']') : NULL;
+    snprintf(selected, capacity, "%.*s", close_bracket != NULL ? (int)(close_bracket - open_bracket - 1) : 0,
+             open_bracket != NULL ? open_bracket + 1 : "");
+    return strcmp(selected, "advise") == 0 || strcmp(selected, "always") == 0 || strcmp(selected, "within_size") == 0
+           || strcmp(selected, "force") == 0;
+}
+
+/* One trial on one exporter: false when a step failed (why in figures->why_not). */
+static bool huge_trial(struct child *exporting, xpmem_apid_t apid, size_t size, double *attach, double *cma,
+                       double *touch, double *pass, long long *huge_kib, struct huge_figures *figures)
+{
+    char line[256];
+    unsigned long address = 0;
+    child_send(exporting, "alloc-thp %zu", size);
+    if (!child_read_line(exporting, line, sizeof line, 30000) || sscanf(line, "at %lu %lld", &address, huge_kib) != 2) {
+        snprintf(figures->why_not, sizeof figures->why_not, "the exporter said '%s'", line);
+        return false;
+    }
+    uint8_t *destination = malloc(size);
+    memset(destination, 0, size);
+    struct iovec local = {.iov_base = destination, .iov_len = size};
+    struct iovec remote = {.iov_base = (void *)address, .iov_len = size};
+    double began = now_seconds();
+    ssize_t copied = process_vm_readv(exporting->pid, &local, 1, &remote, 1, 0);
+    *cma = (now_seconds() - began) * 1e6;
+    free(destination);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)address};
+    began = now_seconds();
+    volatile uint8_t *window = xpmem_attach(where, size, NULL);
+    *attach = (now_seconds() - began) * 1e6;
+    if (copied != (ssize_t)size || window == (void *)-1) {
+        snprintf(figures->why_not, sizeof figures->why_not, "process_vm_readv or attach failed: %s", strerror(errno));
+        return false;
+    }
+    began = now_seconds();
+    unsigned sum = 0;
+    for (size_t offset = 0; offset < size; offset += PAGE)
+        sum += window[offset];
+    *touch = (now_seconds() - began) * 1e6;
+    (void)sum;
+    xpmem_detach((void *)window);
+    child_send(exporting, "pass %lu %zu", address, size);
+    if (!child_read_line(exporting, line, sizeof line, 30000) || sscanf(line, "took %lf", pass) != 1) {
+        snprintf(figures->why_not, sizeof figures->why_not, "the exporter's pass said '%s'", line);
+        return false;
+    }
+    return true;
+}
+
+static void measure_huge_pages(struct huge_figures *figures)
+{
+    enum { TRIALS = 5 };
+    const size_t size = 64UL << 20;
+    char selected[32];
+    memset(figures, 0, sizeof *figures);
+    if (!shmem_allows_huge(selected, sizeof selected)) {
+        snprintf(figures->why_not, sizeof figures->why_not,
+                 "shmem_enabled is '%s': shared memory gets no huge pages here (an administrator can allow them with "
+                 "advise)", selected);
+        return;
+    }
+    struct child exporters[2];
+    xpmem_apid_t apids[2] = {-1, -1};
+    for (int index = 0; index < 2; index++) {
+        char line[256] = "";
+        long long segid = -1;
+        child_start(&exporters[index], exporter, index == 0 ? NULL : "4k");
+        if (child_read_line(&exporters[index], line, sizeof line, 15000) && sscanf(line, "ready %lld", &segid) == 1)
+            apids[index] = xpmem_get(segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    }
+    double attach[2][TRIALS], cma[2][TRIALS], touch[2][TRIALS], pass[2][TRIALS];
+    double vs_cma[TRIALS], attach_ratio[TRIALS], touch_ratio[TRIALS], pass_ratio[TRIALS];
+    bool ok = apids[0] >= 0 && apids[1] >= 0;
+    if (!ok)
+        snprintf(figures->why_not, sizeof figures->why_not, "the exporters did not start");
+    long long least_huge = -1;
+    for (int trial = 0; ok && trial < TRIALS; trial++) {
+        for (int turn = 0; ok && turn < 2; turn++) {
+            int which = (trial + turn) % 2; /* A B, then B A */
+            long long huge_kib = 0;
+            ok = huge_trial(&exporters[which], apids[which], size, &attach[which][trial], &cma[which][trial],
+                            &touch[which][trial], &pass[which][trial], &huge_kib, figures);
+            if (least_huge < 0 || huge_kib < least_huge)
+                least_huge = huge_kib;
+        }
+        if (ok) {
+            vs_cma[trial] = attach[0][trial] / cma[0][trial];
+            attach_ratio[trial] = attach[0][trial] / attach[1][trial];
+            touch_ratio[trial] = touch[0][trial] / touch[1][trial];
+            pass_ratio[trial] = pass[0][trial] / pass[1][trial];
+        }
+    }
+    for (int index = 0; index < 2; index++) {
+        child_send(&exporters[index], "quit");
+        child_wait(&exporters[index], 15000);
+    }
+    if (!ok)
+        return;
+    figures->measured = true;
+    figures->private_huge_kib = least_huge;
+    figures->attach_us = median(attach[0], TRIALS);
+    figures->attach_4k_us = median(attach[1], TRIALS);
+    double both_cma[2 * TRIALS];
+    memcpy(both_cma, cma[0], sizeof cma[0]);
+    memcpy(both_cma + TRIALS, cma[1], sizeof cma[1]);
+    figures->cma_us = median(both_cma, 2 * TRIALS);
+    figures->touch_us = median(touch[0], TRIALS);
+    figures->touch_4k_us = median(touch[1], TRIALS);
+    figures->pass_us = median(pass[0], TRIALS);
+    figures->pass_4k_us = median(pass[1], TRIALS);
+    figures->vs_cma = spread_of(vs_cma, TRIALS);
+    figures->attach_vs_4k = spread_of(attach_ratio, TRIALS);
+    figures->touch_vs_4k = spread_of(touch_ratio, TRIALS);
+    figures->pass_vs_4k = spread_of(pass_ratio, TRIALS);
 }
 
 /* Attach of a window already backed (no broker round trip) against a bare mmap of a memfd of the
@@ -448,6 +626,8 @@ int main(void)
 
     child_send(&exporting, "quit");
     child_wait(&exporting, 15000);
+    struct huge_figures huge;
+    measure_huge_pages(&huge);
     broker_stop(&broker);
 
     printf("{\n");
@@ -467,6 +647,14 @@ int main(void)
            "\"detach_64KiB_us\": %.3f, \"detach_alone_64KiB_us\": %.3f},\n",
            crowding.idle_windows, crowding.crowded_hit_us, crowding.alone_hit_us, crowding.crowded_detach_us,
            crowding.alone_detach_us);
+    if (huge.measured)
+        printf("  \"huge_pages_64MiB\": {\"private_huge_kib\": %lld, \"first_attach_us\": %.1f, \"first_attach_4k_us\": %.1f, "
+               "\"cma_us\": %.1f, \"touch_after_attach_us\": %.1f, \"touch_after_attach_4k_us\": %.1f, "
+               "\"exporter_pass_after_us\": %.1f, \"exporter_pass_after_4k_us\": %.1f},\n",
+               huge.private_huge_kib, huge.attach_us, huge.attach_4k_us, huge.cma_us, huge.touch_us, huge.touch_4k_us,
+               huge.pass_us, huge.pass_4k_us);
+    else
+        printf("  \"huge_pages_64MiB_not_measured\": \"%s\",\n", huge.why_not);
     printf("  \"ratios\": {\n");
     printf("    \"attach_cache_hit_vs_fresh_attach\": %.3f,\n", cache.ratio.median);
     printf("    \"attach_cache_hit_crowded_vs_alone\": %.3f,\n", crowding.hit_ratio.median);
@@ -480,7 +668,13 @@ int main(void)
     print_spread("detach_crowded_vs_alone", crowding.detach_ratio, false);
     print_spread("warm_attach_vs_mmap", warm_ratio, false);
     print_spread("first_attach_1MiB_vs_cma", one.ratio, false);
-    print_spread("first_attach_64MiB_vs_cma", sixty_four.ratio, true);
+    print_spread("first_attach_64MiB_vs_cma", sixty_four.ratio, !huge.measured);
+    if (huge.measured) {
+        print_spread("first_attach_64MiB_thp_vs_cma", huge.vs_cma, false);
+        print_spread("first_attach_64MiB_thp_huge_vs_4k", huge.attach_vs_4k, false);
+        print_spread("touch_after_attach_64MiB_thp_huge_vs_4k", huge.touch_vs_4k, false);
+        print_spread("exporter_pass_after_attach_64MiB_thp_huge_vs_4k", huge.pass_vs_4k, true);
+    }
     printf("  }\n}\n");
     return 0;
 }
