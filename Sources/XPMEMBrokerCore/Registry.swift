@@ -121,6 +121,11 @@ public struct Registry: Sendable {
         guard owner.segments.count < limits.segmentsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already exports \(owner.segments.count) segments")
         }
+        if addressSpaceBase != nil,
+           let refused = owner.addressSpaceRecipients.firstNotPermitted(by: permit, owner: owner.credentials) {
+            throw BrokerError(.permissionDenied,
+                "a window with mode \(permit) cannot be made: this address space's file was already handed \(refused.access) to uid \(refused.uid), which that mode does not allow, and the file reaches every window (a descriptor cannot be taken back); make the narrower window before others attach, or in a process of its own")
+        }
         let id: SegmentID
         if let chosen {
             if let live = segments[chosen] {
@@ -218,6 +223,7 @@ public struct Registry: Sendable {
             throw BrokerError(.permissionDenied,
                 "uid \(importer.credentials.uid) may not get segment \(segment) \(access): its mode is \(record.permit), owner uid \(record.ownerCredentials.uid)")
         }
+        try checkEveryWindowAllows(importer, access: access, toGet: record, by: client)
         guard importer.grants.count < limits.grantsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already holds \(importer.grants.count) grants")
         }
@@ -228,6 +234,23 @@ public struct Registry: Sendable {
         importer.grants.insert(grant.handle)
         clients[client] = importer
         return grant
+    }
+
+    /// A window's file reaches every window of the address space (`AddressSpaceRecipients`): only a
+    /// client that each of them permits `access` may get one. The owner has the memory anyway.
+    private func checkEveryWindowAllows(
+        _ importer: ClientRecord, access: AccessMode, toGet record: SegmentRecord, by client: ClientID
+    ) throws(BrokerError) {
+        guard record.addressSpaceBase != nil, record.owner != client, !importer.credentials.isSuperuser,
+              let owner = clients[record.owner] else { return }
+        for other in owner.segments where other != record.id {
+            guard let window = segments[other], window.addressSpaceBase != nil,
+                  !PermissionPolicy.allows(importer.credentials, access: access, owner: record.ownerCredentials,
+                                           permit: window.permit)
+            else { continue }
+            throw BrokerError(.permissionDenied,
+                "uid \(importer.credentials.uid) may not get segment \(record.id) \(access): it is a window of pid \(record.ownerCredentials.pid)'s address space, whose file reaches every window, and window \(window.id) (mode \(window.permit)) does not allow uid \(importer.credentials.uid) that")
+        }
     }
 
     /// Gives up a handle and every attachment made through it; returns the attachments dropped.
@@ -267,6 +290,9 @@ public struct Registry: Sendable {
         let record = AttachmentRecord(id: AttachmentID(rawValue: nextAttachment), client: client, handle: handle,
                                       segment: segment.id, offset: offset, length: length, access: grant.access)
         nextAttachment += 1
+        if segment.addressSpaceBase != nil, segment.owner != client {
+            clients[segment.owner]?.addressSpaceRecipients.record(importer.credentials, access: grant.access)
+        }
         attachments[record.id] = record
         clients[client]?.attachments.insert(record.id)
         return record

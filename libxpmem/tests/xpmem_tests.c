@@ -2,6 +2,7 @@
  * the library is forked from this runner before any library use, and driven over pipes; the runner
  * itself only talks to the broker for status. */
 #include <dirent.h>
+#include <grp.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -1286,6 +1287,137 @@ static void test_autostart(const char *xpmemd)
 
 /* --------------------------------------------------------------------------------------------- */
 
+/* ---------------------------------------------------------------------------------------------
+ * Windows of different modes, as a real other uid. Every window of a process is a range of its one
+ * address-space file, and a descriptor of the file reaches all of it: a window is refused to whom
+ * another window does not allow, and a narrower window to a process whose file already went to
+ * someone it would not allow. */
+
+#define OTHER_UID 65534
+#define OTHER_GID 65534
+
+/* Makes a public page (0666) and, unless told "late", a secret one (0600) right away; with "late"
+ * makes the secret one when told "secret" and says whether that was refused. */
+static int two_mode_exporter(int in, int out, void *argument)
+{
+    bool late = argument != NULL;
+    uint8_t *pages = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (pages == MAP_FAILED)
+        return 2;
+    memset(pages, 'p', PAGE);
+    memset(pages + PAGE, 's', PAGE);
+    xpmem_segid_t open = xpmem_make(pages, PAGE, XPMEM_PERMIT_MODE, (void *)0666);
+    xpmem_segid_t secret = late ? 0 : xpmem_make(pages + PAGE, PAGE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "ready %lld %lld %lu", (long long)open, (long long)secret, (unsigned long)(uintptr_t)pages);
+    char line[LINE];
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0) {
+        if (strcmp(line, "secret") == 0) {
+            errno = 0;
+            secret = xpmem_make(pages + PAGE, PAGE, XPMEM_PERMIT_MODE, (void *)0600);
+            say(out, "secret %lld errno %d", (long long)secret, secret < 0 ? errno : 0);
+        } else if (strcmp(line, "check") == 0) {
+            bool kept = true;
+            for (size_t index = 0; index < PAGE; index++)
+                kept = kept && pages[PAGE + index] == 's';
+            say(out, kept ? "secret kept" : "secret changed");
+        }
+    }
+    return 0;
+}
+
+struct other_uid_request {
+    xpmem_segid_t segid;
+    uintptr_t offset; /* in the segment */
+};
+
+/* As uid OTHER_UID: gets the segment read-write and attaches its page. Says "refused ERRNO",
+ * "attached BYTE" or what failed. Then waits for "quit". */
+static int other_uid_importer(int in, int out, void *argument)
+{
+    const struct other_uid_request *request = argument;
+    if (setgroups(0, NULL) != 0 || setresgid(OTHER_GID, OTHER_GID, OTHER_GID) != 0
+        || setresuid(OTHER_UID, OTHER_UID, OTHER_UID) != 0) {
+        say(out, "error dropping to uid %d: %s", OTHER_UID, strerror(errno));
+        return 2;
+    }
+    errno = 0;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    if (apid < 0) {
+        say(out, "refused %d", errno);
+    } else {
+        struct xpmem_addr where = {.apid = apid, .offset = (off_t)request->offset};
+        volatile uint8_t *window = xpmem_attach(where, PAGE, NULL);
+        if (window == (void *)-1)
+            say(out, "error attach %s", strerror(errno));
+        else
+            say(out, "attached %c", window[0]);
+    }
+    char line[LINE];
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0)
+        ;
+    return 0;
+}
+
+static void test_windows_of_different_modes(void)
+{
+    const char *name = "as another uid: a 0666 window is refused while the same process has a 0600 one (the file "
+                       "reaches both), and once another uid attached, a 0600 window cannot be made";
+    if (geteuid() != 0) {
+        printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
+        return;
+    }
+    /* The broker's socket, reachable by the other uid for this test. */
+    struct stat directory_before, socket_before;
+    if (stat(broker.directory, &directory_before) != 0 || stat(broker.socket, &socket_before) != 0
+        || chmod(broker.directory, 0711) != 0 || chmod(broker.socket, 0666) != 0) {
+        report(name, false, "cannot open %s to uid %d: %s", broker.socket, OTHER_UID, strerror(errno));
+        return;
+    }
+    const char *failed_at = NULL;
+    char line[LINE] = "", answer[LINE] = "";
+    long long open, secret;
+    unsigned long pages;
+
+    struct child both, late, importing;
+    child_start(&both, two_mode_exporter, NULL);
+    if (!child_read_line(&both, line, sizeof line, STEP_TIMEOUT_MS)
+        || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0 || secret <= 0) {
+        failed_at = "the exporter makes a 0666 and a 0600 window";
+    } else {
+        struct other_uid_request request = {.segid = open, .offset = 0};
+        child_start(&importing, other_uid_importer, &request);
+        if (!child_read_line(&importing, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "refused 13") != 0)
+            failed_at = "the other uid's get of the 0666 window is refused with EACCES";
+        child_send(&importing, "quit");
+        child_wait(&importing, STEP_TIMEOUT_MS);
+    }
+    child_send(&both, "quit");
+    child_wait(&both, STEP_TIMEOUT_MS);
+
+    if (failed_at == NULL) {
+        child_start(&late, two_mode_exporter, (void *)"late");
+        if (!child_read_line(&late, line, sizeof line, STEP_TIMEOUT_MS)
+            || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0) {
+            failed_at = "the exporter makes a 0666 window";
+        } else {
+            struct other_uid_request request = {.segid = open, .offset = 0};
+            child_start(&importing, other_uid_importer, &request);
+            if (!child_read_line(&importing, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "attached p") != 0)
+                failed_at = "the other uid attaches the 0666 window alone and reads it";
+            else if (child_send(&late, "secret") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
+                     || strcmp(answer, "secret -1 errno 13") != 0)
+                failed_at = "a 0600 window is then refused with EACCES";
+            child_send(&importing, "quit");
+            child_wait(&importing, STEP_TIMEOUT_MS);
+        }
+        child_send(&late, "quit");
+        child_wait(&late, STEP_TIMEOUT_MS);
+    }
+    chmod(broker.socket, socket_before.st_mode & 07777);
+    chmod(broker.directory, directory_before.st_mode & 07777);
+    report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
+}
+
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
@@ -1308,6 +1440,7 @@ int main(void)
     test_buffer_segment_and_threads();
     test_self_attach();
     test_windows_share_one_file();
+    test_windows_of_different_modes();
     test_many_peers();
     test_broker_restart(xpmemd);
     test_remove_and_release_edges(xpmemd);

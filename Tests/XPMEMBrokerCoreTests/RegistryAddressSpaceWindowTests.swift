@@ -1,0 +1,95 @@
+import Testing
+import XPMEMBrokerCore
+import XPMEMWire
+
+/// Windows of one address space share one file, and a descriptor of it reaches every window: the
+/// file goes only to clients every window allows, and no window is made narrower than what the file
+/// was already handed to.
+struct RegistryAddressSpaceWindowTests {
+    let wide = Permit(rawValue: 0o666)
+    let narrow = Permit(rawValue: 0o600)
+    let readableByAll = Permit(rawValue: 0o644)
+
+    @Test func aWindowIsRefusedToWhomAnotherWindowOfTheSameAddressSpaceDoesNotAllow() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
+        let secret = try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret")
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        let refusal = expectRefusal(.permissionDenied) { () throws(BrokerError) in try registry.get(open, access: .readOnly, by: stranger) }
+        #expect(refusal?.message.contains("window \(secret)") == true, "\(refusal?.message ?? "")")
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in try registry.get(secret, access: .readOnly, by: stranger) }
+        // Whom every window allows gets any of them: the owner's other processes, the superuser.
+        let sameUser = registry.connect(People.ownerElsewhere, name: "same user")
+        _ = try registry.get(open, access: .readWrite, by: sameUser)
+        let superuser = registry.connect(People.superuser, name: "root")
+        _ = try registry.get(open, access: .readWrite, by: superuser)
+    }
+
+    @Test func readOnlyIsEnoughWhereEveryWindowAllowsReading() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
+        _ = try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: readableByAll, name: "readable")
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        _ = try registry.get(open, access: .readOnly, by: stranger)
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in try registry.get(open, access: .readWrite, by: stranger) }
+    }
+
+    @Test func ordinarySegmentsAndOtherExportersDoNotNarrowAWindow() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
+        // A memfd segment of the same owner is a file of its own; another exporter's window, another file.
+        _ = try registry.make(by: owner, size: page, permit: narrow, name: "memfd")
+        let other = registry.connect(People.groupMember, name: "other exporter")
+        _ = try registry.makeAddressSpace(by: other, base: 0x10000, size: page, permit: narrow, name: "theirs")
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        _ = try registry.get(open, access: .readWrite, by: stranger)
+    }
+
+    @Test func noNarrowerWindowOnceTheFileWentToSomeoneItWouldNotAllow() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        let handle = try registry.get(open, access: .readWrite, by: stranger).handle
+        // A grant alone hands nothing over: a narrower window can still be made (and the stranger's
+        // next get is refused, as above).
+        let early = try registry.makeAddressSpace(by: owner, base: 0x30000, size: page, permit: readableByAll, name: "early")
+        try registry.remove(early, by: owner)
+        _ = try registry.attach(handle, offset: 0, length: page, by: stranger)
+        let refusal = expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret")
+        }
+        #expect(refusal?.message.contains("uid \(People.stranger.uid)") == true, "\(refusal?.message ?? "")")
+        // Read-only is too narrow for a read-write recipient; what allows it is fine.
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: readableByAll, name: "read")
+        }
+        _ = try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: Permit(rawValue: 0o606), name: "ok")
+        // Releasing the grant does not take the descriptor back.
+        try registry.release(handle, by: stranger)
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.makeAddressSpace(by: owner, base: 0x40000, size: page, permit: narrow, name: "still")
+        }
+        // The superuser and the owner's own attaches narrow nothing.
+        let superuser = registry.connect(People.superuser, name: "root")
+        let rootHandle = try registry.get(open, access: .readWrite, by: superuser).handle
+        _ = try registry.attach(rootHandle, offset: 0, length: page, by: superuser)
+        #expect(registry.clients[owner]?.addressSpaceRecipients.recipients.count == 1)
+    }
+
+    @Test func aReadOnlyRecipientAllowsWindowsThatLetItRead() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        let handle = try registry.get(open, access: .readOnly, by: stranger).handle
+        _ = try registry.attach(handle, offset: 0, length: page, by: stranger)
+        _ = try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: readableByAll, name: "readable")
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.makeAddressSpace(by: owner, base: 0x30000, size: page, permit: narrow, name: "secret")
+        }
+    }
+}
