@@ -508,6 +508,29 @@ static void fill_extents(const struct backing_pass *pass)
                   (off_t)pass->result->extents[index].length);
 }
 
+/* Whether every page of the surveyed extents already has a page in the file (mincore of the
+ * exporter's own mapping of them: a fill would change nothing). Read without stopping anyone: an
+ * unmap racing it is followed as if it came after the fill. Uses the pagemap buffer as mincore's
+ * vector (the survey does not read the pagemap). */
+static bool extents_fully_allocated(const struct backing_pass *pass)
+{
+    unsigned char *vector = (unsigned char *)pass->area->pagemap;
+    uint64_t chunk_bytes = (uint64_t)PAGEMAP_CHUNK_PAGES * sizeof(uint64_t) * page_size();
+    for (uint32_t index = 0; index < pass->result->count; index++) {
+        const struct wire_extent *extent = &pass->result->extents[index];
+        for (uint64_t at = extent->start; at < extent->start + extent->length; at += chunk_bytes) {
+            uint64_t length = extent->start + extent->length - at < chunk_bytes ? extent->start + extent->length - at
+                                                                                 : chunk_bytes;
+            if (mincore((void *)(uintptr_t)at, length, vector) != 0)
+                return false;
+            for (uint64_t page = 0; page < length / page_size(); page++)
+                if ((vector[page] & 1) == 0)
+                    return false;
+        }
+    }
+    return true;
+}
+
 static void back_range(uint64_t start, uint64_t length, bool fill, struct backing_result *result)
 {
     memset(result, 0, sizeof *result);
@@ -538,8 +561,10 @@ static void back_range(uint64_t start, uint64_t length, bool fill, struct backin
     back_listed_mappings(&pass, start, end);
     pass.surveying = false;
     result->survey_ns = monotonic_ns() - began;
-    /* A fill must happen with the threads stopped even when nothing needs copying. */
-    if ((!pass.needs_copy && !fill) || result->code != 0)
+    /* A fill must happen with the threads stopped even when nothing needs copying, unless there is
+     * nothing to fill: importers ask for fills at will (any fault of theirs), and each stop
+     * interrupts every thread's system calls. */
+    if ((!pass.needs_copy && (!fill || extents_fully_allocated(&pass))) || result->code != 0)
         goto check_count;
     pass.needs_copy = false;
 

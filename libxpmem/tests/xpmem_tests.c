@@ -3,6 +3,7 @@
  * itself only talks to the broker for status. */
 #include <dirent.h>
 #include <grp.h>
+#include <poll.h>
 #include <errno.h>
 #include <pthread.h>
 #include <setjmp.h>
@@ -17,8 +18,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "channel.h"
 #include "harness.h"
 #include "test_report.h"
+#include "wire.h"
 #include "xpmem.h"
 
 #define PAGE 4096UL
@@ -1418,6 +1421,122 @@ static void test_windows_of_different_modes(void)
     report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * Asking again and again for pages already backed (a raw client repeating resolveFault, as a hostile
+ * importer can) stops none of the exporter's threads: each stop interrupts their system calls. */
+
+#define ASKED_BYTES (16 * PAGE)
+#define ASKS 300
+
+static atomic_int interrupted_polls;
+static atomic_bool polling;
+
+static void *poll_forever(void *argument)
+{
+    (void)argument;
+    while (atomic_load(&polling))
+        if (poll(NULL, 0, 5) < 0 && errno == EINTR)
+            atomic_fetch_add(&interrupted_polls, 1);
+    return NULL;
+}
+
+/* Exports its whole address space and a written buffer; a thread polls meanwhile. Answers
+ * "interrupted" with how many of its polls a signal cut short. */
+static int polled_exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    uint8_t *buffer = mmap(NULL, ASKED_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buffer == MAP_FAILED)
+        return 2;
+    memset(buffer, 7, ASKED_BYTES);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    atomic_store(&polling, true);
+    pthread_t thread;
+    pthread_create(&thread, NULL, poll_forever, NULL);
+    say(out, "ready %lld %lu", (long long)segid, (unsigned long)(uintptr_t)buffer);
+    char line[LINE];
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0)
+        if (strcmp(line, "interrupted") == 0)
+            say(out, "interrupted %d", atomic_load(&interrupted_polls));
+    atomic_store(&polling, false);
+    pthread_join(thread, NULL);
+    return 0;
+}
+
+struct asking_request {
+    xpmem_segid_t segid;
+    uintptr_t address;
+};
+
+/* On a connection of its own, speaking the wire protocol: hello, get, one attach (which backs the
+ * range), then ASKS resolveFault requests for the same range. Says "asked N" or what failed. */
+static int raw_asker(int in, int out, void *argument)
+{
+    (void)in;
+    const struct asking_request *request = argument;
+    struct channel channel;
+    uint8_t frame[512], reply_buffer[8192];
+    struct wire_message reply;
+    if (channel_connect(&channel, getenv("XPMEM_SOCKET")) < 0) {
+        say(out, "error connect %s", strerror(errno));
+        return 2;
+    }
+    size_t length = wire_encode_hello(frame, sizeof frame, 0, "asker");
+    if (channel_call(&channel, frame, length, NULL, 0, WIRE_WELCOME, reply_buffer, sizeof reply_buffer, &reply, NULL) < 0) {
+        say(out, "error hello %s", strerror(errno));
+        return 2;
+    }
+    length = wire_encode_get(frame, sizeof frame, 0, (uint64_t)request->segid, WIRE_READ_WRITE);
+    if (channel_call(&channel, frame, length, NULL, 0, WIRE_GRANTED, reply_buffer, sizeof reply_buffer, &reply, NULL) < 0) {
+        say(out, "error get %s", strerror(errno));
+        return 2;
+    }
+    uint64_t handle = reply.as.granted.handle;
+    length = wire_encode_attach(frame, sizeof frame, 0, handle, request->address, ASKED_BYTES);
+    if (channel_call(&channel, frame, length, NULL, 0, 0, reply_buffer, sizeof reply_buffer, &reply, NULL) < 0) {
+        say(out, "error attach %s", strerror(errno));
+        return 2;
+    }
+    int asked = 0;
+    for (; asked < ASKS; asked++) {
+        length = wire_encode_resolve_fault(frame, sizeof frame, 0, handle, request->address, ASKED_BYTES);
+        if (channel_call(&channel, frame, length, NULL, 0, WIRE_FAULT_RESOLVED, reply_buffer, sizeof reply_buffer, &reply,
+                         NULL) < 0)
+            break;
+    }
+    say(out, "asked %d", asked);
+    channel_close(&channel);
+    return 0;
+}
+
+static void test_repeated_fault_requests_stop_nobody(void)
+{
+    const char *name = "300 resolveFault requests from a raw client for pages already backed interrupt none of the "
+                       "exporter's system calls (no thread stop)";
+    struct child exporting, asking;
+    char line[LINE] = "", answer[LINE] = "", counted[LINE] = "";
+    long long segid = -1;
+    unsigned long address = 0;
+    child_start(&exporting, polled_exporter, NULL);
+    int interrupted = -1, asked = -1;
+    if (child_read_line(&exporting, line, sizeof line, STEP_TIMEOUT_MS)
+        && sscanf(line, "ready %lld %lu", &segid, &address) == 2) {
+        struct asking_request request = {.segid = segid, .address = address};
+        child_start(&asking, raw_asker, &request);
+        if (child_read_line(&asking, answer, sizeof answer, 60000))
+            sscanf(answer, "asked %d", &asked);
+        child_wait(&asking, STEP_TIMEOUT_MS);
+        child_send(&exporting, "interrupted");
+        if (child_read_line(&exporting, counted, sizeof counted, STEP_TIMEOUT_MS))
+            sscanf(counted, "interrupted %d", &interrupted);
+    }
+    child_send(&exporting, "quit");
+    child_wait(&exporting, STEP_TIMEOUT_MS);
+    /* The first attach backs the range: one stop. Every later request finds it backed and whole. */
+    report(name, asked == ASKS && interrupted >= 0 && interrupted <= 2, "exporter '%s', asker '%s', then '%s'", line,
+           answer, counted);
+}
+
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
@@ -1441,6 +1560,7 @@ int main(void)
     test_self_attach();
     test_windows_share_one_file();
     test_windows_of_different_modes();
+    test_repeated_fault_requests_stop_nobody();
     test_many_peers();
     test_broker_restart(xpmemd);
     test_remove_and_release_edges(xpmemd);
