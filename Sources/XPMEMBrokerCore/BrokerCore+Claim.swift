@@ -47,7 +47,8 @@ extension BrokerCore {
             sharer = registry.heldFiles.sharer(for: file, of: client)
             try admitSegment(size: 0, by: credentials, bringsAFile: sharer == nil)
             id = try registry.makeAddressSpace(by: client, base: base, size: size, permit: permit, name: name,
-                                               pageSize: pageSize, file: file, id: derived)
+                                               pageSize: pageSize, file: file, id: derived,
+                                               reregistration: requested != nil)
             pinnedBytes = 0
         }
         // Grants left over from an earlier life of this id in this broker (its exporter's connection was

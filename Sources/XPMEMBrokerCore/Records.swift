@@ -42,8 +42,8 @@ public struct ClientRecord: Equatable, Sendable {
     public var attachments: Set<AttachmentID> = []
     /// What the client's attachment cache last reported, for `xpmemctl clients`; nil until it does.
     public var attachCache: AttachCacheCounters? = nil
-    /// Who was handed this client's address-space file, for its windows' permissions.
-    public var addressSpaceRecipients = AddressSpaceRecipients()
+    /// Whom this client's address-space file may have reached, for its windows' permissions.
+    public var addressSpaceReach = AddressSpaceFileReach()
 }
 
 /// Caps that keep one client from exhausting the broker's memory.

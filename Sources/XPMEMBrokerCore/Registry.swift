@@ -85,24 +85,29 @@ public struct Registry: Sendable {
     ///     nil for the base page size.
     ///   - file: the address-space file, when the daemon knows it: windows of one file share its
     ///     descriptors (`heldFiles`).
+    ///   - reregistration: the window existed in an earlier life of the broker (`claimAddressSpace`
+    ///     with the id it had): whom it allowed may hold the file already.
     public mutating func makeAddressSpace(
         by client: ClientID, base: UInt64, size: UInt64, permit: Permit, name: String, pageSize: UInt64? = nil,
-        file: FileIdentity? = nil, id chosen: SegmentID? = nil
+        file: FileIdentity? = nil, id chosen: SegmentID? = nil, reregistration: Bool = false
     ) throws(BrokerError) -> SegmentID {
         let (end, overflow) = base.addingReportingOverflow(size)
         guard base % limits.pageSize == 0, !overflow, end <= AddressSpace.maximumSize else {
             throw BrokerError(.invalidArgument,
                 "window \(base)+\(size) is not page-aligned inside the \(AddressSpace.maximumSize)-byte address space")
         }
-        return try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base,
-                            pageSize: pageSize, file: file, id: chosen)
+        let id = try register(by: client, size: size, permit: permit, name: name, addressSpaceBase: base,
+                              pageSize: pageSize, file: file, id: chosen, reregistration: reregistration)
+        if reregistration { clients[client]?.addressSpaceReach.windowReclaimed(permit) }
+        return id
     }
 
     /// Registers a segment under a fresh random id, or under `chosen` (a claim, checked by the caller
     /// to stand for the owner's token) when no live segment has it.
     mutating func register(
         by client: ClientID, size: UInt64, permit: Permit, name: String, addressSpaceBase: UInt64?,
-        pageSize requestedPageSize: UInt64? = nil, file: FileIdentity? = nil, id chosen: SegmentID? = nil
+        pageSize requestedPageSize: UInt64? = nil, file: FileIdentity? = nil, id chosen: SegmentID? = nil,
+        reregistration: Bool = false
     ) throws(BrokerError) -> SegmentID {
         guard var owner = clients[client] else { throw BrokerError(.notConnected, "say hello first") }
         let pageSize = requestedPageSize ?? limits.pageSize
@@ -121,10 +126,10 @@ public struct Registry: Sendable {
         guard owner.segments.count < limits.segmentsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already exports \(owner.segments.count) segments")
         }
-        if addressSpaceBase != nil,
-           let refused = owner.addressSpaceRecipients.firstNotPermitted(by: permit, owner: owner.credentials) {
+        if addressSpaceBase != nil, let why = owner.addressSpaceReach.refusal(
+            ofWindow: permit, owner: owner.credentials, reregistration: reregistration) {
             throw BrokerError(.permissionDenied,
-                "a window with mode \(permit) cannot be made: this address space's file was already handed \(refused.access) to uid \(refused.uid), which that mode does not allow, and the file reaches every window (a descriptor cannot be taken back); make the narrower window before others attach, or in a process of its own")
+                "a window with mode \(permit) cannot be made: \(why), and the file reaches every window (a descriptor cannot be taken back); make narrower windows before peers get any, or in a process of their own")
         }
         let id: SegmentID
         if let chosen {
@@ -207,6 +212,10 @@ public struct Registry: Sendable {
         segments[segment] = nil
         heldFiles.remove(segment, of: client, file: record.file)
         clients[client]?.segments.remove(segment)
+        if record.addressSpaceBase != nil {
+            let windowsLeft = clients[client]?.segments.count { segments[$0]?.addressSpaceBase != nil } ?? 0
+            clients[client]?.addressSpaceReach.windowRemoved(record.permit, windowsLeft: windowsLeft)
+        }
     }
 
     // MARK: Importing
@@ -243,13 +252,18 @@ public struct Registry: Sendable {
     ) throws(BrokerError) {
         guard record.addressSpaceBase != nil, record.owner != client, !importer.credentials.isSuperuser,
               let owner = clients[record.owner] else { return }
+        func allows(_ permit: Permit) -> Bool {
+            PermissionPolicy.allows(importer.credentials, access: access, owner: record.ownerCredentials, permit: permit)
+        }
+        let prefix = "uid \(importer.credentials.uid) may not use segment \(record.id) \(access): it is a window of pid \(record.ownerCredentials.pid)'s address space, whose file reaches every window, and"
         for other in owner.segments where other != record.id {
-            guard let window = segments[other], window.addressSpaceBase != nil,
-                  !PermissionPolicy.allows(importer.credentials, access: access, owner: record.ownerCredentials,
-                                           permit: window.permit)
-            else { continue }
+            guard let window = segments[other], window.addressSpaceBase != nil, !allows(window.permit) else { continue }
             throw BrokerError(.permissionDenied,
-                "uid \(importer.credentials.uid) may not get segment \(record.id) \(access): it is a window of pid \(record.ownerCredentials.pid)'s address space, whose file reaches every window, and window \(window.id) (mode \(window.permit)) does not allow uid \(importer.credentials.uid) that")
+                "\(prefix) window \(window.id) (mode \(window.permit)) does not allow uid \(importer.credentials.uid) that")
+        }
+        if let retired = owner.addressSpaceReach.retiredPermits.first(where: { !allows($0) }) {
+            throw BrokerError(.permissionDenied,
+                "\(prefix) a removed window (mode \(retired)), whose memory stays in the file while other windows live, does not allow uid \(importer.credentials.uid) that")
         }
     }
 
@@ -287,11 +301,13 @@ public struct Registry: Sendable {
         guard let importer = clients[client], importer.attachments.count < limits.attachmentsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already has too many attachments")
         }
+        // Windows made or removed since the grant count too: the attach is what hands the file over.
+        try checkEveryWindowAllows(importer, access: grant.access, toGet: segment, by: client)
         let record = AttachmentRecord(id: AttachmentID(rawValue: nextAttachment), client: client, handle: handle,
                                       segment: segment.id, offset: offset, length: length, access: grant.access)
         nextAttachment += 1
         if segment.addressSpaceBase != nil, segment.owner != client {
-            clients[segment.owner]?.addressSpaceRecipients.record(importer.credentials, access: grant.access)
+            clients[segment.owner]?.addressSpaceReach.handed(to: importer.credentials, access: grant.access)
         }
         attachments[record.id] = record
         clients[client]?.attachments.insert(record.id)

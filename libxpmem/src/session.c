@@ -204,6 +204,39 @@ static void drop_connection(void)
     connected = false;
 }
 
+/* While windows of different modes are registered again one by one, a peer the narrowest does not
+ * allow could get a wider one before the narrowest is back, and with it the file that reaches
+ * both. A window of one page at address 0 with the modes all windows share (their bitwise and),
+ * registered first and removed last, makes the broker refuse such a peer meanwhile. Returns its
+ * segment id, or 0 when the windows' modes are all alike (nothing to guard) or it was refused. */
+static uint64_t register_floor_window(const struct export *all, size_t count)
+{
+    uint32_t shared = count > 0 ? all[0].permit : 0;
+    bool mixed = false;
+    for (size_t index = 1; index < count; index++) {
+        mixed = mixed || all[index].permit != all[0].permit;
+        shared &= all[index].permit;
+    }
+    if (!mixed)
+        return 0;
+    struct export floor = {.base = 0, .length = (uint64_t)sysconf(_SC_PAGESIZE), .permit = shared};
+    if (exports_draw_token(floor.token) < 0 || export_claims_send(&channel, &floor) < 0) {
+        debug_log("no guard window while the windows are registered again (%m): a peer may get a wide one "
+                  "before a narrower one is back");
+        return 0;
+    }
+    return floor.segment;
+}
+
+static void remove_floor_window(uint64_t segment)
+{
+    uint8_t request[WIRE_MAX_REQUEST], reply_buffer[CHANNEL_SMALL_REPLY];
+    struct wire_message reply;
+    size_t length = wire_encode_remove(request, sizeof request, 0, segment);
+    if (channel_call(&channel, request, length, NULL, 0, WIRE_DONE, reply_buffer, sizeof reply_buffer, &reply, NULL) < 0)
+        debug_log("could not remove the guard window %llu: %m", (unsigned long long)segment);
+}
+
 /* Registers every segment this process exports with the new broker, under the ids it had. A
  * segment the broker refuses is gone (as if removed); a connection that fails meanwhile fails the
  * whole attempt, and the next one tries them all again. The exports lock is held alone (by
@@ -223,6 +256,7 @@ static int restore_exports(void)
             count = capacity;
     }
     int result = 0;
+    uint64_t floor = register_floor_window(all, count);
     for (size_t index = 0; index < count; index++) {
         if (export_claims_send(&channel, &all[index]) == 0) {
             debug_log("segment %llu registered again with the broker", (unsigned long long)all[index].segment);
@@ -241,6 +275,8 @@ static int restore_exports(void)
         if (exports_remove(all[index].segment) && session_segment_removed())
             exporter_watch_unback_all();
     }
+    if (floor != 0 && result == 0)
+        remove_floor_window(floor);
     if (all != listed)
         free(all);
     return result;

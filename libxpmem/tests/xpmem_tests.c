@@ -1537,6 +1537,72 @@ static void test_repeated_fault_requests_stop_nobody(void)
            answer, counted);
 }
 
+/* Kills the broker and starts it again, opens the new socket to the other uid, and waits until
+ * `segments` segments are registered again (the exporters come back by themselves). */
+static bool restart_broker_for_other_uid(const char *xpmemd, unsigned segments)
+{
+    kill(broker.pid, SIGKILL);
+    waitpid(broker.pid, NULL, 0);
+    broker.pid = 0;
+    if (broker_restart(&broker, xpmemd) != 0 || chmod(broker.socket, 0666) != 0)
+        return false;
+    struct broker_status status = {0};
+    for (int attempt = 0; attempt < 500 && (broker_query_status(broker.socket, &status) < 0 || status.segments != segments);
+         attempt++)
+        usleep(10000);
+    /* Settled: the guard window a mixed exporter registers first is gone again. */
+    usleep(100000);
+    return broker_query_status(broker.socket, &status) == 0 && status.segments == segments;
+}
+
+static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
+{
+    const char *name = "as another uid, across a broker restart: a window registered again keeps the floor it set (a "
+                       "0600 window is refused once uid 65534 held the file), and mixed windows come back without "
+                       "their guard window";
+    if (geteuid() != 0) {
+        printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
+        return;
+    }
+    struct stat directory_before;
+    if (stat(broker.directory, &directory_before) != 0 || chmod(broker.directory, 0711) != 0
+        || chmod(broker.socket, 0666) != 0) {
+        report(name, false, "cannot open %s to uid %d: %s", broker.socket, OTHER_UID, strerror(errno));
+        return;
+    }
+    const char *failed_at = NULL;
+    char line[LINE] = "", answer[LINE] = "";
+    long long open, secret;
+    unsigned long pages;
+    struct child late, both, importing;
+    child_start(&late, two_mode_exporter, (void *)"late");
+    child_start(&both, two_mode_exporter, NULL);
+    if (!child_read_line(&late, line, sizeof line, STEP_TIMEOUT_MS)
+        || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0
+        || !child_read_line(&both, answer, sizeof answer, STEP_TIMEOUT_MS) || strncmp(answer, "ready ", 6) != 0) {
+        failed_at = "the exporters make their windows";
+    } else {
+        struct other_uid_request request = {.segid = open, .offset = 0};
+        child_start(&importing, other_uid_importer, &request);
+        if (!child_read_line(&importing, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "attached p") != 0)
+            failed_at = "the other uid attaches the lone 0666 window";
+        else if (!restart_broker_for_other_uid(xpmemd, 3))
+            failed_at = "the broker restarts and the three windows come back (and only they)";
+        else if (child_send(&late, "secret") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
+                 || strcmp(answer, "secret -1 errno 13") != 0)
+            failed_at = "a 0600 window is refused with EACCES: the other uid may hold the file from before";
+        child_send(&importing, "quit");
+        child_wait(&importing, STEP_TIMEOUT_MS);
+    }
+    child_send(&late, "quit");
+    child_wait(&late, STEP_TIMEOUT_MS);
+    child_send(&both, "quit");
+    child_wait(&both, STEP_TIMEOUT_MS);
+    chmod(broker.socket, 0600);
+    chmod(broker.directory, directory_before.st_mode & 07777);
+    report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
+}
+
 int main(void)
 {
     const char *xpmemd = broker_start_for_tests(&broker, "XPMEMD");
@@ -1563,6 +1629,7 @@ int main(void)
     test_repeated_fault_requests_stop_nobody();
     test_many_peers();
     test_broker_restart(xpmemd);
+    test_windows_of_different_modes_across_a_restart(xpmemd);
     test_remove_and_release_edges(xpmemd);
     test_following_a_moved_segment(xpmemd);
     test_autostart(xpmemd);

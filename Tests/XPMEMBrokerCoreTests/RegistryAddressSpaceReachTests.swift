@@ -3,9 +3,9 @@ import XPMEMBrokerCore
 import XPMEMWire
 
 /// Windows of one address space share one file, and a descriptor of it reaches every window: the
-/// file goes only to clients every window allows, and no window is made narrower than what the file
-/// was already handed to.
-struct RegistryAddressSpaceWindowTests {
+/// file goes only to clients every window (and every removed one, while others live) allows, and no
+/// window is made narrower than whom the file may already have reached.
+struct RegistryAddressSpaceReachTests {
     let wide = Permit(rawValue: 0o666)
     let narrow = Permit(rawValue: 0o600)
     let readableByAll = Permit(rawValue: 0o644)
@@ -54,10 +54,6 @@ struct RegistryAddressSpaceWindowTests {
         let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
         let stranger = registry.connect(People.stranger, name: "stranger")
         let handle = try registry.get(open, access: .readWrite, by: stranger).handle
-        // A grant alone hands nothing over: a narrower window can still be made (and the stranger's
-        // next get is refused, as above).
-        let early = try registry.makeAddressSpace(by: owner, base: 0x30000, size: page, permit: readableByAll, name: "early")
-        try registry.remove(early, by: owner)
         _ = try registry.attach(handle, offset: 0, length: page, by: stranger)
         let refusal = expectRefusal(.permissionDenied) { () throws(BrokerError) in
             try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret")
@@ -73,11 +69,68 @@ struct RegistryAddressSpaceWindowTests {
         expectRefusal(.permissionDenied) { () throws(BrokerError) in
             try registry.makeAddressSpace(by: owner, base: 0x40000, size: page, permit: narrow, name: "still")
         }
-        // The superuser and the owner's own attaches narrow nothing.
+    }
+
+    @Test func aGrantFromBeforeANarrowerWindowDoesNotAttach() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        let handle = try registry.get(open, access: .readOnly, by: stranger).handle
+        // A grant hands nothing over: the narrower window can be made, and the attach is then refused.
+        _ = try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret")
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.attach(handle, offset: 0, length: page, by: stranger)
+        }
+        #expect(registry.clients[owner]?.addressSpaceReach.recipients.isEmpty == true)
+    }
+
+    @Test func aRemovedWindowStillCountsWhileOthersLive() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
+        let secret = try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret")
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in try registry.get(open, access: .readOnly, by: stranger) }
+        // The secret window's memory stays in the file after its removal, while `open` lives.
+        try registry.remove(secret, by: owner)
+        let refusal = expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.get(open, access: .readOnly, by: stranger)
+        }
+        #expect(refusal?.message.contains("removed window") == true, "\(refusal?.message ?? "")")
+        // Once the last window goes the library empties the file: a new window starts afresh.
+        try registry.remove(open, by: owner)
+        let again = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "again")
+        _ = try registry.get(again, access: .readWrite, by: stranger)
+    }
+
+    @Test func aWindowRegisteredAgainAfterARestartSetsAFloorForNewOnes() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        // Registered again under its old id: whom it allowed may hold the file from before.
+        _ = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open",
+                                          id: SegmentID(rawValue: 77), reregistration: true)
+        let refusal = expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret")
+        }
+        #expect(refusal?.message.contains("registered again") == true, "\(refusal?.message ?? "")")
+        // Windows of that earlier life come back in any order, whatever their modes.
+        _ = try registry.makeAddressSpace(by: owner, base: 0x30000, size: page, permit: narrow, name: "old secret",
+                                          id: SegmentID(rawValue: 78), reregistration: true)
+        _ = try registry.makeAddressSpace(by: owner, base: 0x40000, size: page, permit: wide, name: "wide again")
+    }
+
+    @Test func theSuperuserAndTheOwnersOwnAttachesNarrowNothing() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open")
         let superuser = registry.connect(People.superuser, name: "root")
         let rootHandle = try registry.get(open, access: .readWrite, by: superuser).handle
         _ = try registry.attach(rootHandle, offset: 0, length: page, by: superuser)
-        #expect(registry.clients[owner]?.addressSpaceRecipients.recipients.count == 1)
+        let ownHandle = try registry.get(open, access: .readWrite, by: owner).handle
+        _ = try registry.attach(ownHandle, offset: 0, length: page, by: owner)
+        #expect(registry.clients[owner]?.addressSpaceReach.recipients.isEmpty == true)
+        _ = try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret")
     }
 
     @Test func aReadOnlyRecipientAllowsWindowsThatLetItRead() throws {
