@@ -37,7 +37,10 @@ extension Probe {
             let buffer = UnsafeMutableRawPointer.allocate(byteCount: 1 << 20, alignment: 4096)
             while true {
                 let descriptor = open(file, O_RDONLY | O_CLOEXEC)
-                if descriptor < 0 { continue }
+                if descriptor < 0 {
+                    ThisProcess.sleep(microseconds: 10_000)  // removed under it: the test is ending
+                    continue
+                }
                 while read(descriptor, buffer, 1 << 20) > 0 {}
                 close(descriptor)
             }

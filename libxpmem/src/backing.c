@@ -43,10 +43,8 @@ struct backing_pass {
     struct address_space_file file;
     int pagemap;
     bool populate;
-    /* The huge page size the exporter's huge pages are backed with, or 0 (shmem_huge.h); whether
-     * the piece being backed had any. */
+    /* The huge page size the exporter's huge pages are backed with, or 0 (shmem_huge.h). */
     uint64_t huge;
-    bool piece_had_huge;
     /* Survey only: note whether anything would need copying, change nothing. */
     bool surveying;
     bool needs_copy;
@@ -196,8 +194,12 @@ static bool copy_present_runs(struct backing_pass *pass, uint64_t start, const u
 
 /* A block of pass->huge bytes at a multiple of it, which the exporter maps with a huge page, copied
  * into the file through a mapping of its own, aligned alike and asking for huge pages: populating
- * it allocates the file's huge page (and fails with an error, not SIGBUS, when memory is short).
- * False when the kernel would not or could not: pwrite it instead. */
+ * it allocates the file's huge page where the kernel has one to give (else 4 KiB pages, still the
+ * right bytes), and fails with an error, not SIGBUS, when memory is short. Only that mapping asks:
+ * the exporter's new mapping of the file is made as everywhere else, without the flag, so that the
+ * pieces of one buffer backed by different requests stay one mapping (a whole-buffer mremap, as
+ * realloc does, needs that); its faults still map a whole huge page at a time. False when the
+ * mapping could not be made or populated: pwrite the block instead. */
 static bool copy_huge_block(struct backing_pass *pass, uint64_t block)
 {
     uint64_t huge = pass->huge;
@@ -243,7 +245,6 @@ static bool back_anonymous(struct backing_pass *pass, uint64_t start, uint64_t e
                  block += huge) {
                 if (!copy_huge_block(pass, block))
                     continue;
-                pass->piece_had_huge = true;
                 if (!copy_present_runs(pass, cursor, entries + (cursor - chunk) / page, (block - cursor) / page))
                     return false;
                 cursor = block + huge;
@@ -284,13 +285,7 @@ static bool back_piece(struct backing_pass *pass, uint64_t start, uint64_t end, 
     /* Bytes an earlier mapping at these addresses left in the file must not show through the
      * new memory's untouched pages. */
     fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)start, (off_t)(end - start));
-    pass->piece_had_huge = false;
     bool backed = entry->inode == 0 ? back_anonymous(pass, start, end, entry) : back_file_mapping(pass, start, end, entry);
-    /* Memory that had huge pages asks for them again, all of the piece alike, so that it stays
-     * one mapping (mremap of a whole buffer, as realloc does, needs that) and its later faults get
-     * huge pages, as its private memory's did. */
-    if (backed && pass->piece_had_huge)
-        madvise((void *)(uintptr_t)start, end - start, MADV_HUGEPAGE);
     if (backed)
         add_extent(pass, start, end);
     return backed;

@@ -2,10 +2,13 @@
 
 #include <fcntl.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <unistd.h>
+
+#include "private_area.h"
 
 /* PAGEMAP_SCAN's interface (linux/fs.h of Linux 6.7; older headers lack it). */
 struct pagemap_scan_region {
@@ -34,22 +37,55 @@ static bool read_small_file(const char *path, char *text, size_t capacity)
     return true;
 }
 
-/* The bracketed (selected) word of shmem_enabled allows huge pages for a mapping that asks. */
-static bool shmem_allows_huge(void)
+/* The bracketed (selected) word of a THP setting file into `word`; false when unreadable. */
+static bool selected_word(const char *path, char *word, size_t capacity)
 {
     char text[128];
-    if (!read_small_file(THP_DIRECTORY "shmem_enabled", text, sizeof text))
+    if (!read_small_file(path, text, sizeof text))
         return false;
     const char *open_bracket = strchr(text, '[');
     const char *close_bracket = open_bracket != NULL ? strchr(open_bracket, ']') : NULL;
-    if (close_bracket == NULL)
+    size_t length = close_bracket != NULL ? (size_t)(close_bracket - open_bracket - 1) : 0;
+    if (close_bracket == NULL || length >= capacity)
         return false;
-    size_t length = (size_t)(close_bracket - open_bracket - 1);
-    static const char *const allowing[] = {"always", "within_size", "advise", "force"};
-    for (size_t index = 0; index < sizeof allowing / sizeof allowing[0]; index++)
-        if (strlen(allowing[index]) == length && strncmp(open_bracket + 1, allowing[index], length) == 0)
-            return true;
-    return false;
+    memcpy(word, open_bracket + 1, length);
+    word[length] = '\0';
+    return true;
+}
+
+static bool allows_huge(const char *word)
+{
+    return strcmp(word, "always") == 0 || strcmp(word, "within_size") == 0 || strcmp(word, "advise") == 0
+           || strcmp(word, "force") == 0;
+}
+
+/* Whether shmem may have huge pages of `size` bytes for a mapping that asks: the per-size setting
+ * (Linux 6.11+) decides unless it says `inherit` or is absent; then the global one. */
+static bool shmem_allows_huge(uint64_t size)
+{
+    char path[128], word[32];
+    snprintf(path, sizeof path, THP_DIRECTORY "hugepages-%llukB/shmem_enabled", (unsigned long long)(size >> 10));
+    if (selected_word(path, word, sizeof word) && strcmp(word, "inherit") != 0)
+        return allows_huge(word);
+    return selected_word(THP_DIRECTORY "shmem_enabled", word, sizeof word) && allows_huge(word);
+}
+
+/* Whether the kernel has PAGEMAP_SCAN (Linux 6.7+): a scan of one page of our own data answers. */
+static bool pagemap_scan_works(void)
+{
+    static uint8_t probe[1];
+    int pagemap = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (pagemap < 0)
+        return false;
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+    uint64_t start = (uint64_t)(uintptr_t)probe & ~(page - 1);
+    struct pagemap_scan_region regions[1];
+    struct pagemap_scan_arguments scan = {.size = sizeof scan, .start = start, .end = start + page,
+                                          .vec = (uint64_t)(uintptr_t)regions, .vec_len = 1,
+                                          .category_mask = PAGEMAP_PAGE_IS_HUGE, .return_mask = PAGEMAP_PAGE_IS_HUGE};
+    bool works = ioctl(pagemap, PAGEMAP_SCAN_REQUEST, &scan) >= 0;
+    close(pagemap);
+    return works;
 }
 
 static uint64_t decide(void)
@@ -57,15 +93,15 @@ static uint64_t decide(void)
     const char *switched = getenv("XPMEM_SHMEM_HUGE");
     if (switched != NULL && strcmp(switched, "0") == 0)
         return 0;
-    if (!shmem_allows_huge())
-        return 0;
     char text[32];
     if (!read_small_file(THP_DIRECTORY "hpage_pmd_size", text, sizeof text))
         return 0;
     uint64_t size = strtoull(text, NULL, 10);
     uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-    bool power_of_two = size != 0 && (size & (size - 1)) == 0;
-    return power_of_two && size > page ? size : 0;
+    /* Backing looks for huge pages one chunk at a time: a larger one (512 MiB with 64 KiB base
+     * pages) never fits. */
+    bool usable = size != 0 && (size & (size - 1)) == 0 && size > page && size <= PAGEMAP_CHUNK_PAGES * page;
+    return usable && shmem_allows_huge(size) && pagemap_scan_works() ? size : 0;
 }
 
 uint64_t shmem_huge_page_size(void)

@@ -629,7 +629,8 @@ static void test_counters_in_xpmemctl_clients(const char *xpmemd)
  * Memory pressure in a memory cgroup. */
 
 /* The cgroup's limit, and the anonymous memory the importer keeps in it (no swap here: it cannot be
- * reclaimed), leaving 24 MiB for the page cache of a file many times that size. The file is sparse:
+ * reclaimed), leaving about 20 MiB (after the readers' buffers) for the page cache of a file many
+ * times that size. The file is sparse:
  * its holes come into the page cache as zeros with no disk read, so the pressure does not depend on
  * the disk (a cold one made almost none). One reader stalls ~25 ms a second here, below the trigger's
  * threshold; several competing to reclaim stall several hundred. */

@@ -47,7 +47,7 @@ static long long anon_huge_kib(uintptr_t address)
 
 /* Answers "alloc SIZE" (malloc), "alloc-thp SIZE" (2 MiB-aligned anonymous memory that asks for
  * transparent huge pages: "at ADDRESS KB", KB of it huge), "pass ADDRESS SIZE" (reads it all:
- * "took MICROSECONDS") and "free ADDRESS". With a non-NULL argument, backs with 4 KiB pages only
+ * "took MICROSECONDS"), "unmap ADDRESS SIZE" and "free ADDRESS". With a non-NULL argument, backs with 4 KiB pages only
  * (XPMEM_SHMEM_HUGE=0). */
 static int exporter(int in, int out, void *argument)
 {
@@ -66,10 +66,19 @@ static int exporter(int in, int out, void *argument)
         } else if (sscanf(line, "alloc-thp %zu", &size) == 1) {
             size_t alignment = 2UL << 20;
             uint8_t *reserved = mmap(NULL, size + alignment, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (reserved == MAP_FAILED) {
+                say(out, "error mmap %s", strerror(errno));
+                continue;
+            }
             uint8_t *buffer = (uint8_t *)(((uintptr_t)reserved + alignment - 1) & ~(uintptr_t)(alignment - 1));
+            if (buffer > reserved)
+                munmap(reserved, (size_t)(buffer - reserved));
+            munmap(buffer + size, (size_t)(reserved + size + alignment - (buffer + size)));
             madvise(buffer, size, MADV_HUGEPAGE);
             memset(buffer, 0x3C, size);
             say(out, "at %lu %lld", (unsigned long)(uintptr_t)buffer, anon_huge_kib((uintptr_t)buffer));
+        } else if (sscanf(line, "unmap %lu %zu", &address, &size) == 2) {
+            say(out, munmap((void *)(uintptr_t)address, size) == 0 ? "ok" : "error munmap");
         } else if (sscanf(line, "pass %lu %zu", &address, &size) == 2) {
             const volatile uint64_t *words = (const uint64_t *)(uintptr_t)address;
             double began = now_seconds();
@@ -238,6 +247,9 @@ static bool huge_trial(struct child *exporting, xpmem_apid_t apid, size_t size, 
         snprintf(figures->why_not, sizeof figures->why_not, "the exporter's pass said '%s'", line);
         return false;
     }
+    /* Gone before the next trial: each starts from the same free memory. */
+    child_send(exporting, "unmap %lu %zu", address, size);
+    child_read_line(exporting, line, sizeof line, 30000);
     return true;
 }
 
@@ -290,6 +302,12 @@ static void measure_huge_pages(struct huge_figures *figures)
     }
     if (!ok)
         return;
+    if (least_huge < (long long)(size >> 10)) {
+        snprintf(figures->why_not, sizeof figures->why_not,
+                 "the exporter's memory got %lld of %zu kB in huge pages (THP enabled must allow madvise)", least_huge,
+                 size >> 10);
+        return;
+    }
     figures->measured = true;
     figures->private_huge_kib = least_huge;
     figures->attach_us = median(attach[0], TRIALS);
