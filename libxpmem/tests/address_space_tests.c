@@ -833,38 +833,6 @@ static uint8_t *aligned_region(size_t size, size_t alignment)
     return aligned;
 }
 
-/* The kB figure `field` ("AnonHugePages:", "ShmemPmdMapped:") of the mapping holding `address` in
- * /proc/self/smaps; -1 when there is none. With `range`, also that mapping's start and end. */
-static long long smaps_kib_of(const void *address, const char *field, unsigned long range[2])
-{
-    FILE *smaps = fopen("/proc/self/smaps", "r");
-    if (smaps == NULL)
-        return -1;
-    char line[512];
-    bool inside = false;
-    long long found = -1;
-    while (fgets(line, sizeof line, smaps) != NULL) {
-        unsigned long start, end;
-        char dash;
-        if (sscanf(line, "%lx%c%lx ", &start, &dash, &end) == 3 && dash == '-') {
-            inside = (uintptr_t)address >= start && (uintptr_t)address < end;
-            if (inside && range != NULL) {
-                range[0] = start;
-                range[1] = end;
-            }
-            continue;
-        }
-        long long value;
-        if (inside && strncmp(line, field, strlen(field)) == 0 && sscanf(line + strlen(field), "%lld", &value) == 1) {
-            found = value;
-            break;
-        }
-    }
-    fclose(smaps);
-    return found;
-}
-
-static long long smaps_kib(const void *address, const char *field) { return smaps_kib_of(address, field, NULL); }
 
 /* The kB of [address, +length) that the file mapped there holds in huge pages: the file is mapped
  * again elsewhere (through /proc/self/map_files, root only), aligned alike and asking for huge
@@ -874,7 +842,7 @@ static long long file_huge_kib(const uint8_t *address, size_t length)
 {
     unsigned long range[2] = {0, 0};
     char path[128];
-    if (smaps_kib_of(address, "Rss:", range) < 0)
+    if (smaps_kib(address, "Rss:", range) < 0)
         return -1;
     snprintf(path, sizeof path, "/proc/self/map_files/%lx-%lx", range[0], range[1]);
     int file = open(path, O_RDONLY | O_CLOEXEC);
@@ -889,7 +857,7 @@ static long long file_huge_kib(const uint8_t *address, size_t length)
     madvise(mapped, length, MADV_HUGEPAGE);
     for (size_t offset = 0; offset < length; offset += 4096)
         (void)((volatile uint8_t *)mapped)[offset];
-    long long huge = smaps_kib(mapped, "ShmemPmdMapped:");
+    long long huge = smaps_kib(mapped, "ShmemPmdMapped:", NULL);
     munmap(mapped, length);
     return huge;
 }
@@ -909,7 +877,7 @@ static int huge_exporter(int in, int out, void *argument)
     }
     pattern_fill(huge, HUGE_REGION, 1);
     pattern_fill(small, HUGE_REGION, 1);
-    long long private_huge = smaps_kib(huge, "AnonHugePages:");
+    long long private_huge = smaps_kib(huge, "AnonHugePages:", NULL);
     xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
     if (private_huge < (long long)(HUGE_REGION >> 10))
         say(out, "no-thp %lld kB of %llu", private_huge, (unsigned long long)(HUGE_REGION >> 10));

@@ -24,27 +24,6 @@
 
 #define PAGE 4096UL
 
-/* The kB of transparent huge pages in the mapping holding `address` (/proc/self/smaps), or -1. */
-static long long anon_huge_kib(uintptr_t address)
-{
-    FILE *smaps = fopen("/proc/self/smaps", "r");
-    if (smaps == NULL)
-        return -1;
-    char line[512];
-    bool inside = false;
-    long long found = -1;
-    while (found < 0 && fgets(line, sizeof line, smaps) != NULL) {
-        unsigned long start, end;
-        char dash;
-        if (sscanf(line, "%lx%c%lx ", &start, &dash, &end) == 3 && dash == '-')
-            inside = address >= start && address < end;
-        else if (inside && sscanf(line, "AnonHugePages: %lld", &found) != 1)
-            found = -1;
-    }
-    fclose(smaps);
-    return found;
-}
-
 /* Answers "alloc SIZE" (malloc), "alloc-thp SIZE" (2 MiB-aligned anonymous memory that asks for
  * transparent huge pages: "at ADDRESS KB", KB of it huge), "pass ADDRESS SIZE" (reads it all:
  * "took MICROSECONDS") and "free ADDRESS". With a non-NULL argument, backs with 4 KiB pages only
@@ -78,7 +57,7 @@ static int exporter(int in, int out, void *argument)
             memset(buffer, 0x3C, size);
             /* Never unmapped, as the heap buffers are not freed: a later buffer at the same address
              * would find the importer's knowledge of it backed, and its attach would measure nothing. */
-            say(out, "at %lu %lld", (unsigned long)(uintptr_t)buffer, anon_huge_kib((uintptr_t)buffer));
+            say(out, "at %lu %lld", (unsigned long)(uintptr_t)buffer, smaps_kib(buffer, "AnonHugePages:", NULL));
         } else if (sscanf(line, "pass %lu %zu", &address, &size) == 2) {
             const volatile uint64_t *words = (const uint64_t *)(uintptr_t)address;
             double began = now_seconds();

@@ -402,3 +402,32 @@ void memory_cgroup_remove(const struct memory_cgroup *cgroup)
     for (int attempt = 0; attempt < 200 && rmdir(cgroup->directory) != 0 && errno == EBUSY; attempt++)
         usleep(50 * 1000);
 }
+
+long long smaps_kib(const void *address, const char *field, unsigned long range[2])
+{
+    FILE *smaps = fopen("/proc/self/smaps", "r");
+    if (smaps == NULL)
+        return -1;
+    char line[512];
+    bool inside = false;
+    long long found = -1;
+    while (fgets(line, sizeof line, smaps) != NULL) {
+        unsigned long start, end;
+        char dash;
+        if (sscanf(line, "%lx%c%lx ", &start, &dash, &end) == 3 && dash == '-') {
+            inside = (uintptr_t)address >= start && (uintptr_t)address < end;
+            if (inside && range != NULL) {
+                range[0] = start;
+                range[1] = end;
+            }
+            continue;
+        }
+        long long value;
+        if (inside && strncmp(line, field, strlen(field)) == 0 && sscanf(line + strlen(field), "%lld", &value) == 1) {
+            found = value;
+            break;
+        }
+    }
+    fclose(smaps);
+    return found;
+}

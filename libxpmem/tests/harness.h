@@ -84,4 +84,9 @@ bool write_file(const char *path, const char *text);
 /* Reads (or writes 0x5A to) `address` and returns the signal that raised, SIGBUS or SIGSEGV, or 0. */
 int touch_and_catch(volatile uint8_t *address, bool write);
 
+/* The kB figure `field` ("AnonHugePages:", "ShmemPmdMapped:", "Rss:") of this process's mapping
+ * holding `address` in /proc/self/smaps; -1 when there is none. With `range`, also that mapping's
+ * start and end. */
+long long smaps_kib(const void *address, const char *field, unsigned long range[2]);
+
 #endif

@@ -1361,6 +1361,24 @@ static int other_uid_importer(int in, int out, void *argument)
     return 0;
 }
 
+/* Makes the broker's socket reachable by uid OTHER_UID for a test; false (reported) when it cannot.
+ * close_broker_to_other_uid puts the directory's mode back; the socket goes back to 0600. */
+static bool open_broker_to_other_uid(const char *name, struct stat *directory_before)
+{
+    if (stat(broker.directory, directory_before) != 0 || chmod(broker.directory, 0711) != 0
+        || chmod(broker.socket, 0666) != 0) {
+        report(name, false, "cannot open %s to uid %d: %s", broker.socket, OTHER_UID, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+static void close_broker_to_other_uid(const struct stat *directory_before)
+{
+    chmod(broker.socket, 0600);
+    chmod(broker.directory, directory_before->st_mode & 07777);
+}
+
 static void test_windows_of_different_modes(void)
 {
     const char *name = "as another uid: a 0666 window is refused while the same process has a 0600 one (the file "
@@ -1369,13 +1387,9 @@ static void test_windows_of_different_modes(void)
         printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
         return;
     }
-    /* The broker's socket, reachable by the other uid for this test. */
-    struct stat directory_before, socket_before;
-    if (stat(broker.directory, &directory_before) != 0 || stat(broker.socket, &socket_before) != 0
-        || chmod(broker.directory, 0711) != 0 || chmod(broker.socket, 0666) != 0) {
-        report(name, false, "cannot open %s to uid %d: %s", broker.socket, OTHER_UID, strerror(errno));
+    struct stat directory_before;
+    if (!open_broker_to_other_uid(name, &directory_before))
         return;
-    }
     const char *failed_at = NULL;
     char line[LINE] = "", answer[LINE] = "";
     long long open, secret;
@@ -1416,8 +1430,7 @@ static void test_windows_of_different_modes(void)
         child_send(&late, "quit");
         child_wait(&late, STEP_TIMEOUT_MS);
     }
-    chmod(broker.socket, socket_before.st_mode & 07777);
-    chmod(broker.directory, directory_before.st_mode & 07777);
+    close_broker_to_other_uid(&directory_before);
     report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
 }
 
@@ -1566,11 +1579,8 @@ static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
         return;
     }
     struct stat directory_before;
-    if (stat(broker.directory, &directory_before) != 0 || chmod(broker.directory, 0711) != 0
-        || chmod(broker.socket, 0666) != 0) {
-        report(name, false, "cannot open %s to uid %d: %s", broker.socket, OTHER_UID, strerror(errno));
+    if (!open_broker_to_other_uid(name, &directory_before))
         return;
-    }
     const char *failed_at = NULL;
     char line[LINE] = "", answer[LINE] = "";
     long long open, secret;
@@ -1599,8 +1609,7 @@ static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
     child_wait(&late, STEP_TIMEOUT_MS);
     child_send(&both, "quit");
     child_wait(&both, STEP_TIMEOUT_MS);
-    chmod(broker.socket, 0600);
-    chmod(broker.directory, directory_before.st_mode & 07777);
+    close_broker_to_other_uid(&directory_before);
     report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
 }
 
