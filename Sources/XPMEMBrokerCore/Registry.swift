@@ -232,7 +232,7 @@ public struct Registry: Sendable {
             throw BrokerError(.permissionDenied,
                 "uid \(importer.credentials.uid) may not get segment \(segment) \(access): its mode is \(record.permit), owner uid \(record.ownerCredentials.uid)")
         }
-        try checkEveryWindowAllows(importer, access: access, toGet: record, by: client)
+        try checkEveryWindowAllows(importer, access: access, toUse: record, by: client)
         guard importer.grants.count < limits.grantsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already holds \(importer.grants.count) grants")
         }
@@ -245,10 +245,11 @@ public struct Registry: Sendable {
         return grant
     }
 
-    /// A window's file reaches every window of the address space (`AddressSpaceRecipients`): only a
-    /// client that each of them permits `access` may get one. The owner has the memory anyway.
+    /// A window's file reaches every window of the address space (`AddressSpaceFileReach`): only a
+    /// client that each of them (and each removed while others live) allows `access` may get or attach
+    /// one. The owner has the memory anyway.
     private func checkEveryWindowAllows(
-        _ importer: ClientRecord, access: AccessMode, toGet record: SegmentRecord, by client: ClientID
+        _ importer: ClientRecord, access: AccessMode, toUse record: SegmentRecord, by client: ClientID
     ) throws(BrokerError) {
         guard record.addressSpaceBase != nil, record.owner != client, !importer.credentials.isSuperuser,
               let owner = clients[record.owner] else { return }
@@ -302,7 +303,7 @@ public struct Registry: Sendable {
             throw BrokerError(.resourceExhausted, "this client already has too many attachments")
         }
         // Windows made or removed since the grant count too: the attach is what hands the file over.
-        try checkEveryWindowAllows(importer, access: grant.access, toGet: segment, by: client)
+        try checkEveryWindowAllows(importer, access: grant.access, toUse: segment, by: client)
         let record = AttachmentRecord(id: AttachmentID(rawValue: nextAttachment), client: client, handle: handle,
                                       segment: segment.id, offset: offset, length: length, access: grant.access)
         nextAttachment += 1
