@@ -33,8 +33,19 @@ public struct AddressSpaceFileReach: Equatable, Sendable {
     public private(set) var retiredPermits: [Permit] = []
     /// The modes of windows registered again after a restart of the broker.
     public private(set) var reclaimedPermits: [Permit] = []
+    /// The file all this is about. The exporter's library starts a fresh one after its last window
+    /// goes (the old one emptied): nobody holds that one yet.
+    public private(set) var file: FileIdentity? = nil
 
     public init() {}
+
+    /// A window is being registered on `file` (nil: not told); a file other than the known one
+    /// starts afresh.
+    mutating func windowRegistered(on file: FileIdentity?) {
+        guard let file else { return }
+        if let known = self.file, known != file { self = AddressSpaceFileReach() }
+        self.file = file
+    }
 
     /// The file went to `credentials` with `access` (read-write covers read-only).
     mutating func handed(to credentials: Credentials, access: AccessMode) {

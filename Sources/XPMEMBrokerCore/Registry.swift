@@ -126,10 +126,14 @@ public struct Registry: Sendable {
         guard owner.segments.count < limits.segmentsPerClient else {
             throw BrokerError(.resourceExhausted, "this client already exports \(owner.segments.count) segments")
         }
-        if addressSpaceBase != nil, let why = owner.addressSpaceReach.refusal(
-            ofWindow: permit, owner: owner.credentials, reregistration: reregistration) {
-            throw BrokerError(.permissionDenied,
-                "a window with mode \(permit) cannot be made: \(why), and the file reaches every window (a descriptor cannot be taken back); make narrower windows before peers get any, or in a process of their own")
+        if addressSpaceBase != nil {
+            var reach = owner.addressSpaceReach
+            reach.windowRegistered(on: file)
+            if let why = reach.refusal(ofWindow: permit, owner: owner.credentials, reregistration: reregistration) {
+                throw BrokerError(.permissionDenied,
+                    "a window with mode \(permit) cannot be made: \(why), and the file reaches every window (a descriptor cannot be taken back); make narrower windows before peers get any, or in a process of their own")
+            }
+            owner.addressSpaceReach = reach
         }
         let id: SegmentID
         if let chosen {
@@ -256,16 +260,14 @@ public struct Registry: Sendable {
         func allows(_ permit: Permit) -> Bool {
             PermissionPolicy.allows(importer.credentials, access: access, owner: record.ownerCredentials, permit: permit)
         }
-        let prefix = "uid \(importer.credentials.uid) may not use segment \(record.id) \(access): it is a window of pid \(record.ownerCredentials.pid)'s address space, whose file reaches every window, and"
+        // Which window refuses is not said: its id and mode are not the importer's to learn.
+        let refusal = BrokerError(.permissionDenied,
+            "uid \(importer.credentials.uid) may not use segment \(record.id) \(access): it is a window of pid \(record.ownerCredentials.pid)'s address space, whose file reaches every window, and another window of it (or one removed while others live, whose memory stays in the file) does not allow uid \(importer.credentials.uid) that")
         for other in owner.segments where other != record.id {
             guard let window = segments[other], window.addressSpaceBase != nil, !allows(window.permit) else { continue }
-            throw BrokerError(.permissionDenied,
-                "\(prefix) window \(window.id) (mode \(window.permit)) does not allow uid \(importer.credentials.uid) that")
+            throw refusal
         }
-        if let retired = owner.addressSpaceReach.retiredPermits.first(where: { !allows($0) }) {
-            throw BrokerError(.permissionDenied,
-                "\(prefix) a removed window (mode \(retired)), whose memory stays in the file while other windows live, does not allow uid \(importer.credentials.uid) that")
-        }
+        if owner.addressSpaceReach.retiredPermits.contains(where: { !allows($0) }) { throw refusal }
     }
 
     /// Gives up a handle and every attachment made through it; returns the attachments dropped.

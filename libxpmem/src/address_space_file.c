@@ -55,3 +55,12 @@ void address_space_file_forget(void)
         close(current.descriptor);
     current.descriptor = -1;
 }
+
+void address_space_file_discard(void)
+{
+    pthread_mutex_lock(&file_lock);
+    int descriptor = __atomic_exchange_n(&current.descriptor, -1, __ATOMIC_ACQ_REL);
+    if (descriptor >= 0)
+        close(descriptor);
+    pthread_mutex_unlock(&file_lock);
+}

@@ -20,5 +20,9 @@ int address_space_file_open(struct address_space_file *file);
 struct address_space_file address_space_file_current(void);
 /* A fork child must not write into its parent's file: it gets its own on its next make. */
 void address_space_file_forget(void);
+/* Closes the file, emptied after the last window went: the next make starts a fresh one, so that a
+ * descriptor an importer kept reaches nothing backed later. The caller holds the exports lock for
+ * writing (no make in flight) and the backing lock (no backing uses the descriptor). */
+void address_space_file_discard(void);
 
 #endif

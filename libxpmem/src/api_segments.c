@@ -89,7 +89,9 @@ XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
         debug_log("the broker did not confirm the removal of segment %lld: %m", (long long)segid);
     /* The last segment gone: the memory backed for them becomes private again, so that descriptors
      * importers kept alias nothing live (as XPMEM's remove cuts their mappings). */
-    if (session_segment_removed())
+    if (session_segment_removed()) {
         exporter_watch_unback_all();
+        session_discard_address_space(false);
+    }
     return 0;
 }

@@ -1,5 +1,7 @@
 #include "exports.h"
 
+#include <string.h>
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -44,19 +46,39 @@ int exports_add(const struct export *export)
     return 0;
 }
 
+/* The modes of windows removed while others live, indexed by mode (nine bits): their memory stays
+ * in the address-space file until the last window goes. */
+static bool retired_permits[01000];
+
 bool exports_remove(uint64_t segment)
 {
     bool found = false;
     pthread_mutex_lock(&exports_lock);
     for (size_t index = 0; index < export_count; index++) {
         if (exports[index].segment == segment) {
+            uint32_t permit = exports[index].permit & 0777;
             exports[index] = exports[--export_count];
+            if (export_count > 0)
+                retired_permits[permit] = true;
+            else
+                memset(retired_permits, 0, sizeof retired_permits);
             found = true;
             break;
         }
     }
     pthread_mutex_unlock(&exports_lock);
     return found;
+}
+
+size_t exports_retired_permits(uint32_t *into, size_t capacity)
+{
+    size_t count = 0;
+    pthread_mutex_lock(&exports_lock);
+    for (uint32_t permit = 0; permit < 01000; permit++)
+        if (retired_permits[permit] && count < capacity)
+            into[count++] = permit;
+    pthread_mutex_unlock(&exports_lock);
+    return count;
 }
 
 bool exports_contains(uint64_t segment)
@@ -89,4 +111,5 @@ void exports_reset_after_fork(void)
     pthread_mutex_init(&exports_lock, NULL);
     pthread_rwlock_init(&changes_lock, NULL);
     export_count = 0;
+    memset(retired_permits, 0, sizeof retired_permits);
 }

@@ -21,6 +21,10 @@ int exports_draw_token(uint64_t token[2]);
 int exports_add(const struct export *export);
 bool exports_remove(uint64_t segment);
 bool exports_contains(uint64_t segment);
+/* The modes of windows removed while others live (their memory stays in the file until the last
+ * window goes), up to `capacity` of them into `into`; returns how many were written. After a
+ * restart of the broker, which forgets them, re-registration passes them on (session.c). */
+size_t exports_retired_permits(uint32_t *into, size_t capacity);
 /* Copies up to `capacity` exports into `into` and returns how many there are in all. */
 size_t exports_list(struct export *into, size_t capacity);
 

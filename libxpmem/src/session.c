@@ -16,6 +16,7 @@
 #include "attach_cache.h"
 #include "attachments.h"
 #include "autostart.h"
+#include "backing.h"
 #include "debug_log.h"
 #include "event_thread.h"
 #include "export_claims.h"
@@ -63,6 +64,19 @@ static long long monotonic_ns(void)
 
 void session_segment_made(void) { live_segments++; }
 bool session_segment_removed(void) { return --live_segments == 0; }
+
+void session_discard_address_space(bool holding_exports)
+{
+    if (!holding_exports)
+        exports_begin_restore();
+    if (exports_list(NULL, 0) == 0) {
+        backing_lock();
+        address_space_file_discard();
+        backing_unlock();
+    }
+    if (!holding_exports)
+        exports_end_restore();
+}
 
 static void after_fork_in_child(void)
 {
@@ -206,16 +220,26 @@ static void drop_connection(void)
 
 /* While windows of different modes are registered again one by one, a peer the narrowest does not
  * allow could get a wider one before the narrowest is back, and with it the file that reaches
- * both. A window of one page at address 0 with the modes all windows share (their bitwise and),
- * registered first and removed last, makes the broker refuse such a peer meanwhile. Returns its
- * segment id, or 0 when the windows' modes are all alike (nothing to guard) or it was refused. */
+ * both; and the new broker does not know the modes of windows removed while others lived, whose
+ * memory is still in the file. A window of one page at address 0 with the modes all of them share
+ * (their bitwise and), registered first and removed last, makes the broker refuse such a peer
+ * meanwhile, and its removal leaves that mode with the broker as a removed window's. Returns its
+ * segment id, or 0 when the modes are all alike (nothing to guard) or it was refused. */
 static uint64_t register_floor_window(const struct export *all, size_t count)
 {
-    uint32_t shared = count > 0 ? all[0].permit : 0;
+    if (count == 0)
+        return 0;
+    uint32_t retired[01000];
+    size_t retired_count = exports_retired_permits(retired, sizeof retired / sizeof retired[0]);
+    uint32_t shared = all[0].permit;
     bool mixed = false;
     for (size_t index = 1; index < count; index++) {
         mixed = mixed || all[index].permit != all[0].permit;
         shared &= all[index].permit;
+    }
+    for (size_t index = 0; index < retired_count; index++) {
+        mixed = mixed || retired[index] != all[0].permit;
+        shared &= retired[index];
     }
     if (!mixed)
         return 0;
@@ -272,8 +296,10 @@ static int restore_exports(void)
         }
         debug_log("the broker refused to register segment %llu again: %m; it is removed",
                   (unsigned long long)all[index].segment);
-        if (exports_remove(all[index].segment) && session_segment_removed())
+        if (exports_remove(all[index].segment) && session_segment_removed()) {
             exporter_watch_unback_all();
+            session_discard_address_space(true);
+        }
     }
     if (floor != 0 && result == 0)
         remove_floor_window(floor);

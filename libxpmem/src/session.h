@@ -18,6 +18,10 @@ struct channel *session_channel(void);
  * removal, whether it was the last. */
 void session_segment_made(void);
 bool session_segment_removed(void);
+/* After the last window went and its memory was made private again: unless a make came meanwhile,
+ * the emptied address-space file is closed and the next make starts a fresh one
+ * (address_space_file_discard). `holding_exports`: the caller holds the exports lock for writing. */
+void session_discard_address_space(bool holding_exports);
 
 /* The event channel ended without the session closing it: reconnect (see above). Called by the
  * event thread as it ends. */

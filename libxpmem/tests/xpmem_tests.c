@@ -1300,7 +1300,8 @@ static void test_autostart(const char *xpmemd)
 #define OTHER_GID 65534
 
 /* Makes a public page (0666) and, unless told "late", a secret one (0600) right away; with "late"
- * makes the secret one when told "secret" and says whether that was refused. */
+ * makes the secret one when told "secret" and says whether that was refused. "remove-secret" and
+ * "remove-open" remove one. */
 static int two_mode_exporter(int in, int out, void *argument)
 {
     bool late = argument != NULL;
@@ -1318,6 +1319,10 @@ static int two_mode_exporter(int in, int out, void *argument)
             errno = 0;
             secret = xpmem_make(pages + PAGE, PAGE, XPMEM_PERMIT_MODE, (void *)0600);
             say(out, "secret %lld errno %d", (long long)secret, secret < 0 ? errno : 0);
+        } else if (strcmp(line, "remove-secret") == 0) {
+            say(out, xpmem_remove(secret) == 0 ? "removed" : "error remove %s", strerror(errno));
+        } else if (strcmp(line, "remove-open") == 0) {
+            say(out, xpmem_remove(open) == 0 ? "removed" : "error remove %s", strerror(errno));
         } else if (strcmp(line, "check") == 0) {
             bool kept = true;
             for (size_t index = 0; index < PAGE; index++)
@@ -1572,8 +1577,8 @@ static bool restart_broker_for_other_uid(const char *xpmemd, unsigned segments)
 static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
 {
     const char *name = "as another uid, across a broker restart: a window registered again keeps the floor it set (a "
-                       "0600 window is refused once uid 65534 held the file), and mixed windows come back without "
-                       "their guard window";
+                       "0600 window is refused once uid 65534 held the file), a removed 0600 window still keeps uid "
+                       "65534 from the file, and the guard window is gone afterwards";
     if (geteuid() != 0) {
         printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
         return;
@@ -1588,20 +1593,36 @@ static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
     struct child late, both, importing;
     child_start(&late, two_mode_exporter, (void *)"late");
     child_start(&both, two_mode_exporter, NULL);
+    long long both_open = -1, both_secret = -1;
+    unsigned long both_pages = 0;
     if (!child_read_line(&late, line, sizeof line, STEP_TIMEOUT_MS)
         || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0
-        || !child_read_line(&both, answer, sizeof answer, STEP_TIMEOUT_MS) || strncmp(answer, "ready ", 6) != 0) {
+        || !child_read_line(&both, answer, sizeof answer, STEP_TIMEOUT_MS)
+        || sscanf(answer, "ready %lld %lld %lu", &both_open, &both_secret, &both_pages) != 3) {
         failed_at = "the exporters make their windows";
     } else {
         struct other_uid_request request = {.segid = open, .offset = 0};
+        struct other_uid_request request_both = {.segid = both_open, .offset = 0};
+        struct child refused;
         child_start(&importing, other_uid_importer, &request);
         if (!child_read_line(&importing, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "attached p") != 0)
             failed_at = "the other uid attaches the lone 0666 window";
-        else if (!restart_broker_for_other_uid(xpmemd, 3))
-            failed_at = "the broker restarts and the three windows come back (and only they)";
+        else if (child_send(&both, "remove-secret") < 0 || !child_read_line(&both, answer, sizeof answer, STEP_TIMEOUT_MS)
+                 || strcmp(answer, "removed") != 0)
+            failed_at = "the second exporter removes its 0600 window (its memory stays in the file)";
+        else if (!restart_broker_for_other_uid(xpmemd, 2))
+            failed_at = "the broker restarts and the two windows come back (and only they)";
         else if (child_send(&late, "secret") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
                  || strcmp(answer, "secret -1 errno 13") != 0)
             failed_at = "a 0600 window is refused with EACCES: the other uid may hold the file from before";
+        else {
+            child_start(&refused, other_uid_importer, &request_both);
+            if (!child_read_line(&refused, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "refused 13") != 0)
+                failed_at = "the other uid's get of the second exporter's 0666 window is refused: its removed 0600 "
+                            "window's memory is in the file, and the new broker was told";
+            child_send(&refused, "quit");
+            child_wait(&refused, STEP_TIMEOUT_MS);
+        }
         child_send(&importing, "quit");
         child_wait(&importing, STEP_TIMEOUT_MS);
     }
@@ -1609,6 +1630,116 @@ static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
     child_wait(&late, STEP_TIMEOUT_MS);
     child_send(&both, "quit");
     child_wait(&both, STEP_TIMEOUT_MS);
+    close_broker_to_other_uid(&directory_before);
+    report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
+}
+
+/* As uid OTHER_UID, on a raw connection: gets the segment read-only, attaches its first page and
+ * keeps the descriptor the broker hands over (as a hostile importer would). Says "held", then
+ * answers "read ADDRESS" with the byte the kept file holds at that offset ("byte N"). */
+static int other_uid_descriptor_keeper(int in, int out, void *argument)
+{
+    const struct other_uid_request *request = argument;
+    if (setgroups(0, NULL) != 0 || setresgid(OTHER_GID, OTHER_GID, OTHER_GID) != 0
+        || setresuid(OTHER_UID, OTHER_UID, OTHER_UID) != 0) {
+        say(out, "error dropping to uid %d: %s", OTHER_UID, strerror(errno));
+        return 2;
+    }
+    struct channel channel;
+    uint8_t frame[512], reply_buffer[8192];
+    struct wire_message reply;
+    int kept = -1;
+    size_t length;
+    if (channel_connect(&channel, getenv("XPMEM_SOCKET")) < 0
+        || (length = wire_encode_hello(frame, sizeof frame, 0, "keeper")) == 0
+        || channel_call(&channel, frame, length, NULL, 0, WIRE_WELCOME, reply_buffer, sizeof reply_buffer, &reply, NULL) < 0
+        || (length = wire_encode_get(frame, sizeof frame, 0, (uint64_t)request->segid, WIRE_READ_ONLY)) == 0
+        || channel_call(&channel, frame, length, NULL, 0, WIRE_GRANTED, reply_buffer, sizeof reply_buffer, &reply, NULL) < 0
+        || (length = wire_encode_attach(frame, sizeof frame, 0, reply.as.granted.handle, request->offset, PAGE)) == 0
+        || channel_call(&channel, frame, length, NULL, 0, 0, reply_buffer, sizeof reply_buffer, &reply, &kept) < 0
+        || kept < 0) {
+        say(out, "error %s", strerror(errno));
+        return 2;
+    }
+    say(out, "held");
+    char line[LINE];
+    unsigned long address;
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0) {
+        uint8_t byte = 0;
+        if (sscanf(line, "read %lu", &address) == 1 && pread(kept, &byte, 1, (off_t)address) == 1)
+            say(out, "byte %u", byte);
+        else
+            say(out, "error read %s", strerror(errno));
+    }
+    close(kept);
+    channel_close(&channel);
+    return 0;
+}
+
+/* As root: gets and attaches one page of the segment and says what it reads ("read BYTE"). */
+static int page_reader(int in, int out, void *argument)
+{
+    (void)in;
+    const struct other_uid_request *request = argument;
+    xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDONLY, XPMEM_PERMIT_MODE, NULL);
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)request->offset};
+    volatile uint8_t *window = apid < 0 ? (void *)-1 : xpmem_attach(where, PAGE, NULL);
+    if (window == (void *)-1)
+        say(out, "error %s", strerror(errno));
+    else
+        say(out, "read %c", window[0]);
+    return 0;
+}
+
+static void test_kept_descriptor_reaches_nothing_later(void)
+{
+    const char *name = "as another uid: a descriptor kept from before the process's last window went reaches nothing "
+                       "of a 0600 window made afterwards (the library starts a fresh file; the broker allows the "
+                       "window)";
+    if (geteuid() != 0) {
+        printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
+        return;
+    }
+    struct stat directory_before;
+    if (!open_broker_to_other_uid(name, &directory_before))
+        return;
+    const char *failed_at = NULL;
+    char line[LINE] = "", answer[LINE] = "";
+    long long open = -1, secret = -1;
+    unsigned long pages = 0;
+    struct child late, keeping, reading;
+    child_start(&late, two_mode_exporter, (void *)"late");
+    if (!child_read_line(&late, line, sizeof line, STEP_TIMEOUT_MS)
+        || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0) {
+        failed_at = "the exporter makes a 0666 window";
+    } else {
+        struct other_uid_request keep = {.segid = open, .offset = 0};
+        child_start(&keeping, other_uid_descriptor_keeper, &keep);
+        char read_command[64];
+        snprintf(read_command, sizeof read_command, "read %lu", pages + PAGE);
+        if (!child_read_line(&keeping, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "held") != 0)
+            failed_at = "the other uid attaches the 0666 window and keeps the descriptor";
+        else if (child_send(&late, "remove-open") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
+                 || strcmp(answer, "removed") != 0)
+            failed_at = "the exporter removes its last window";
+        else if (child_send(&late, "secret") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
+                 || sscanf(answer, "secret %lld", &secret) != 1 || secret <= 0)
+            failed_at = "a 0600 window is made afterwards";
+        else {
+            struct other_uid_request read_secret = {.segid = secret, .offset = 0};
+            child_start(&reading, page_reader, &read_secret);
+            if (!child_read_line(&reading, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "read s") != 0)
+                failed_at = "root reads the 0600 window (so its page is in the file)";
+            else if (child_send(&keeping, "%s", read_command) < 0
+                     || !child_read_line(&keeping, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "byte 0") != 0)
+                failed_at = "the kept descriptor reads a zero where the 0600 window's byte is";
+            child_wait(&reading, STEP_TIMEOUT_MS);
+        }
+        child_send(&keeping, "quit");
+        child_wait(&keeping, STEP_TIMEOUT_MS);
+    }
+    child_send(&late, "quit");
+    child_wait(&late, STEP_TIMEOUT_MS);
     close_broker_to_other_uid(&directory_before);
     report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
 }
@@ -1637,6 +1768,7 @@ int main(void)
     test_windows_share_one_file();
     test_windows_of_different_modes();
     test_repeated_fault_requests_stop_nobody();
+    test_kept_descriptor_reaches_nothing_later();
     test_many_peers();
     test_broker_restart(xpmemd);
     test_windows_of_different_modes_across_a_restart(xpmemd);
