@@ -39,11 +39,15 @@ public struct AddressSpaceFileReach: Equatable, Sendable {
 
     public init() {}
 
-    /// A window is being registered on `file` (nil: not told); a file other than the known one
-    /// starts afresh.
-    mutating func windowRegistered(on file: FileIdentity?) {
+    /// A window is being registered on `file` (nil: not told). A file other than the known one starts
+    /// afresh, unless windows on the known one still live (`knownFileInUse`): then what the known file
+    /// reached still counts, for both.
+    mutating func windowRegistered(on file: FileIdentity?, knownFileInUse: Bool) {
         guard let file else { return }
-        if let known = self.file, known != file { self = AddressSpaceFileReach() }
+        if let known = self.file, known != file {
+            if knownFileInUse { return }
+            self = AddressSpaceFileReach()
+        }
         self.file = file
     }
 

@@ -128,7 +128,11 @@ public struct Registry: Sendable {
         }
         if addressSpaceBase != nil {
             var reach = owner.addressSpaceReach
-            reach.windowRegistered(on: file)
+            let knownFileInUse = owner.segments.contains { id in
+                guard let window = segments[id] else { return false }
+                return window.addressSpaceBase != nil && window.file == reach.file
+            }
+            reach.windowRegistered(on: file, knownFileInUse: knownFileInUse)
             if let why = reach.refusal(ofWindow: permit, owner: owner.credentials, reregistration: reregistration) {
                 throw BrokerError(.permissionDenied,
                     "a window with mode \(permit) cannot be made: \(why), and the file reaches every window (a descriptor cannot be taken back); make narrower windows before peers get any, or in a process of their own")

@@ -168,4 +168,20 @@ struct RegistryAddressSpaceReachTests {
                                           file: FileIdentity(device: 1, inode: 11))
         #expect(registry.clients[owner]?.addressSpaceReach.recipients.isEmpty == true)
     }
+
+    @Test func anotherFileWhileWindowsOnTheKnownOneLiveForgetsNothing() throws {
+        var registry = makeRegistry()
+        let owner = registry.connect(People.owner, name: "exporter")
+        let first = FileIdentity(device: 1, inode: 10)
+        let open = try registry.makeAddressSpace(by: owner, base: 0x10000, size: page, permit: wide, name: "open",
+                                                 file: first)
+        let stranger = registry.connect(People.stranger, name: "stranger")
+        let handle = try registry.get(open, access: .readWrite, by: stranger).handle
+        _ = try registry.attach(handle, offset: 0, length: page, by: stranger)
+        // `open` still lives on the first file, which the stranger holds.
+        expectRefusal(.permissionDenied) { () throws(BrokerError) in
+            try registry.makeAddressSpace(by: owner, base: 0x20000, size: page, permit: narrow, name: "secret",
+                                          file: FileIdentity(device: 1, inode: 11))
+        }
+    }
 }

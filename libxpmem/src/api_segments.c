@@ -51,7 +51,10 @@ XPMEM_EXPORT xpmem_segid_t xpmem_make(void *vaddr, size_t size, int permit_type,
     int saved = errno;
     exports_end_change();
     if (result < 0) {
-        (void)session_segment_removed(); /* none was made: nothing to make private for it */
+        /* None was made; but a remove meanwhile of the last other window left its memory shared,
+         * counting on this one: it is the last now. */
+        if (session_segment_removed() && exporter_watch_unback_all())
+            session_discard_address_space(false);
         errno = saved;
         return -1;
     }
@@ -89,9 +92,7 @@ XPMEM_EXPORT int xpmem_remove(xpmem_segid_t segid)
         debug_log("the broker did not confirm the removal of segment %lld: %m", (long long)segid);
     /* The last segment gone: the memory backed for them becomes private again, so that descriptors
      * importers kept alias nothing live (as XPMEM's remove cuts their mappings). */
-    if (session_segment_removed()) {
-        exporter_watch_unback_all();
+    if (session_segment_removed() && exporter_watch_unback_all())
         session_discard_address_space(false);
-    }
     return 0;
 }

@@ -667,7 +667,9 @@ static void unback_all(struct backing_pass *pass)
             munmap(copy, length);
         }
     }
-    fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)ADDRESS_SPACE_LIMIT);
+    /* A mapping left shared (no memory for its copy) still needs its pages in the file. */
+    if (pass->result->code == 0)
+        fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, (off_t)ADDRESS_SPACE_LIMIT);
 }
 
 void backing_unback_all(struct backing_result *result)

@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include "backing.h"
 #include "channel.h"
 #include "debug_log.h"
+#include "exports.h"
 #include "session.h"
 #include "thread_stop.h"
 #include "import_cache.h"
@@ -31,7 +33,17 @@ static void serve_back_range(int socket, struct private_area *area, const struct
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
     struct backing_result result;
-    backing_back_range(event->as.back_range.start, event->as.back_range.length, fill, &result);
+    /* A request queued before its window was removed must not back anything: after the last window
+     * went, the file may be a fresh one that a wider window hands to others. Checked under the
+     * backing lock, which the file's replacement takes too. */
+    if (!exports_contains(event->as.back_range.segment)) {
+        memset(&result, 0, sizeof result);
+        result.code = WIRE_NOT_FOUND;
+        snprintf(result.text, sizeof result.text, "segment %llu is not exported any more",
+                 (unsigned long long)event->as.back_range.segment);
+    } else {
+        backing_back_range(event->as.back_range.start, event->as.back_range.length, fill, &result);
+    }
     if (result.code == 0)
         debug_log("backed [0x%llx, +0x%llx): %u extent(s), %llu bytes copied, %llu remapped, %.3f ms "
                   "(survey %.3f, stopping threads %.3f, copy and remap %.3f)",

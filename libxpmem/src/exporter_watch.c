@@ -25,6 +25,18 @@ static pthread_mutex_t job_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* The watch thread: acts on events as they come, for the life of the process (a thread unmapping
  * watched memory waits until its event is read, broker or no broker). */
+/* Whether the last unback_all made every backed mapping private (read after it is done). */
+static bool unback_succeeded;
+
+static void run_unback_all(void)
+{
+    struct backing_result result;
+    backing_unback_all(&result);
+    if (result.code != 0)
+        debug_log("making backed memory private again failed: %s", result.text);
+    __atomic_store_n(&unback_succeeded, result.code == 0, __ATOMIC_RELEASE);
+}
+
 static void *serve_watch(void *unused)
 {
     (void)unused;
@@ -45,9 +57,7 @@ static void *serve_watch(void *unused)
         }
         char job;
         if (watched[1].revents != 0 && read(job_pipe[0], &job, 1) == 1) {
-            backing_unback_all(&result);
-            if (result.code != 0)
-                debug_log("making backed memory private again failed: %s", result.text);
+            run_unback_all();
             (void)!write(done_pipe[1], &job, 1);
         }
     }
@@ -126,17 +136,10 @@ bool exporter_watch_prepare(void)
     return watch_descriptor >= 0;
 }
 
-static void run_unback_all(void)
-{
-    struct backing_result result;
-    backing_unback_all(&result);
-    if (result.code != 0)
-        debug_log("making backed memory private again failed: %s", result.text);
-}
-
-void exporter_watch_unback_all(void)
+bool exporter_watch_unback_all(void)
 {
     pthread_mutex_lock(&job_lock);
+    __atomic_store_n(&unback_succeeded, false, __ATOMIC_RELEASE);
     char job = 'u';
     if (watch_descriptor >= 0 && job_pipe[1] >= 0) {
         if (write(job_pipe[1], &job, 1) == 1)
@@ -148,7 +151,9 @@ void exporter_watch_unback_all(void)
         if (area != NULL)
             private_area_run_on_stack(area->watch_stack, area->watch_stack_size, run_unback_all);
     }
+    bool succeeded = __atomic_load_n(&unback_succeeded, __ATOMIC_ACQUIRE);
     pthread_mutex_unlock(&job_lock);
+    return succeeded;
 }
 
 void exporter_watch_forget(void)

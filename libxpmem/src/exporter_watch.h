@@ -31,8 +31,9 @@ bool exporter_watch_prepare(void);
 void exporter_watch_add(uint64_t start, uint64_t length);
 void exporter_watch_remove(uint64_t start, uint64_t length);
 /* Makes every backed mapping private memory again and empties the address-space file
- * (backing_unback_all), on the watch thread, or on its stack when there is none; returns when done. */
-void exporter_watch_unback_all(void);
+ * (backing_unback_all), on the watch thread, or on its stack when there is none; returns when done,
+ * with whether every mapping was made private (false: some stay shared, and the file is kept). */
+bool exporter_watch_unback_all(void);
 /* In a fork child: the parent's watch is not ours (the child's mappings are not registered with it). */
 void exporter_watch_forget(void);
 /* Reads every pending event into the area's queue without blocking. Only while other threads are

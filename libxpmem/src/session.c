@@ -224,7 +224,7 @@ static void drop_connection(void)
  * memory is still in the file. A window of one page at address 0 with the modes all of them share
  * (their bitwise and), registered first and removed last, makes the broker refuse such a peer
  * meanwhile, and its removal leaves that mode with the broker as a removed window's. Returns its
- * segment id, or 0 when the modes are all alike (nothing to guard) or it was refused. */
+ * segment id, 0 when the modes are all alike (nothing to guard), or UINT64_MAX when it was refused. */
 static uint64_t register_floor_window(const struct export *all, size_t count)
 {
     if (count == 0)
@@ -245,9 +245,10 @@ static uint64_t register_floor_window(const struct export *all, size_t count)
         return 0;
     struct export floor = {.base = 0, .length = (uint64_t)sysconf(_SC_PAGESIZE), .permit = shared};
     if (exports_draw_token(floor.token) < 0 || export_claims_send(&channel, &floor) < 0) {
-        debug_log("no guard window while the windows are registered again (%m): a peer may get a wide one "
-                  "before a narrower one is back");
-        return 0;
+        /* Without it the new broker could hand the file to whom a narrower window (or a removed one)
+         * does not allow: this attempt fails, and the next connection tries again. */
+        debug_log("the guard window for registering the windows again was refused: %m; trying again later");
+        return UINT64_MAX;
     }
     return floor.segment;
 }
@@ -281,6 +282,11 @@ static int restore_exports(void)
     }
     int result = 0;
     uint64_t floor = register_floor_window(all, count);
+    if (floor == UINT64_MAX) {
+        if (all != listed)
+            free(all);
+        return -1;
+    }
     for (size_t index = 0; index < count; index++) {
         if (export_claims_send(&channel, &all[index]) == 0) {
             debug_log("segment %llu registered again with the broker", (unsigned long long)all[index].segment);
@@ -296,10 +302,8 @@ static int restore_exports(void)
         }
         debug_log("the broker refused to register segment %llu again: %m; it is removed",
                   (unsigned long long)all[index].segment);
-        if (exports_remove(all[index].segment) && session_segment_removed()) {
-            exporter_watch_unback_all();
+        if (exports_remove(all[index].segment) && session_segment_removed() && exporter_watch_unback_all())
             session_discard_address_space(true);
-        }
     }
     if (floor != 0 && result == 0)
         remove_floor_window(floor);
