@@ -913,25 +913,6 @@ static int huge_exporter(int in, int out, void *argument)
     return 0;
 }
 
-/* The selected word of a THP setting file ("never" for "always [never]"), or "" when unreadable. */
-static void thp_setting(const char *file, char *word, size_t capacity)
-{
-    char path[256], text[256] = "";
-    snprintf(path, sizeof path, THP_SETTINGS "%s", file);
-    word[0] = '\0';
-    FILE *setting = fopen(path, "r");
-    if (setting == NULL)
-        return;
-    bool read_any = fgets(text, sizeof text, setting) != NULL;
-    fclose(setting);
-    char *open_bracket = read_any ? strchr(text, '[') : NULL;
-    char *close_bracket = open_bracket != NULL ? strchr(open_bracket, ']') : NULL;
-    if (close_bracket != NULL && (size_t)(close_bracket - open_bracket) <= capacity) {
-        memcpy(word, open_bracket + 1, (size_t)(close_bracket - open_bracket - 1));
-        word[close_bracket - open_bracket - 1] = '\0';
-    }
-}
-
 static void check_huge_pages_stay_huge(const char *name)
 {
     struct child exporting, huge_importing, small_importing;

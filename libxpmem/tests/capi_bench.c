@@ -174,15 +174,7 @@ struct huge_figures {
 /* The selected word of shmem_enabled allows huge pages for a mapping that asks. */
 static bool shmem_allows_huge(char *selected, size_t capacity)
 {
-    FILE *setting = fopen("/sys/kernel/mm/transparent_hugepage/shmem_enabled", "r");
-    char text[128] = "";
-    bool read_any = setting != NULL && fgets(text, sizeof text, setting) != NULL;
-    if (setting != NULL)
-        fclose(setting);
-    char *open_bracket = read_any ? strchr(text, '[') : NULL;
-    char *close_bracket = open_bracket != NULL ? strchr(open_bracket, ']') : NULL;
-    snprintf(selected, capacity, "%.*s", close_bracket != NULL ? (int)(close_bracket - open_bracket - 1) : 0,
-             open_bracket != NULL ? open_bracket + 1 : "");
+    thp_setting("shmem_enabled", selected, capacity);
     return strcmp(selected, "advise") == 0 || strcmp(selected, "always") == 0 || strcmp(selected, "within_size") == 0
            || strcmp(selected, "force") == 0;
 }

@@ -431,3 +431,21 @@ long long smaps_kib(const void *address, const char *field, unsigned long range[
     fclose(smaps);
     return found;
 }
+
+void thp_setting(const char *file, char *word, size_t capacity)
+{
+    char path[256], text[256] = "";
+    snprintf(path, sizeof path, "/sys/kernel/mm/transparent_hugepage/%s", file);
+    word[0] = '\0';
+    FILE *setting = fopen(path, "r");
+    if (setting == NULL)
+        return;
+    bool read_any = fgets(text, sizeof text, setting) != NULL;
+    fclose(setting);
+    char *open_bracket = read_any ? strchr(text, '[') : NULL;
+    char *close_bracket = open_bracket != NULL ? strchr(open_bracket, ']') : NULL;
+    if (close_bracket != NULL && (size_t)(close_bracket - open_bracket) <= capacity) {
+        memcpy(word, open_bracket + 1, (size_t)(close_bracket - open_bracket - 1));
+        word[close_bracket - open_bracket - 1] = '\0';
+    }
+}

@@ -89,4 +89,8 @@ int touch_and_catch(volatile uint8_t *address, bool write);
  * start and end. */
 long long smaps_kib(const void *address, const char *field, unsigned long range[2]);
 
+/* The selected word of a setting file under /sys/kernel/mm/transparent_hugepage/ (`file` such as
+ * "shmem_enabled"): "never" for "always [never]", "" when unreadable. */
+void thp_setting(const char *file, char *word, size_t capacity);
+
 #endif

@@ -1299,6 +1299,31 @@ static void test_autostart(const char *xpmemd)
 #define OTHER_UID 65534
 #define OTHER_GID 65534
 
+/* In a child: becomes uid OTHER_UID for good; false (said on `out`) when it cannot. */
+static bool drop_to_other_uid(int out)
+{
+    if (setgroups(0, NULL) == 0 && setresgid(OTHER_GID, OTHER_GID, OTHER_GID) == 0
+        && setresuid(OTHER_UID, OTHER_UID, OTHER_UID) == 0)
+        return true;
+    say(out, "error dropping to uid %d: %s", OTHER_UID, strerror(errno));
+    return false;
+}
+
+/* Sends `command` (none when NULL) and reads the answer into `answer`; true when it is `expected`. */
+static bool answers(struct child *child, const char *command, const char *expected, char *answer, size_t capacity)
+{
+    answer[0] = '\0';
+    if (command != NULL && child_send(child, "%s", command) < 0)
+        return false;
+    return child_read_line(child, answer, capacity, STEP_TIMEOUT_MS) && strcmp(answer, expected) == 0;
+}
+
+static void quit_child(struct child *child)
+{
+    child_send(child, "quit");
+    child_wait(child, STEP_TIMEOUT_MS);
+}
+
 /* Makes a public page (0666) and, unless told "late", a secret one (0600) right away; with "late"
  * makes the secret one when told "secret" and says whether that was refused. "remove-secret" and
  * "remove-open" remove one. */
@@ -1333,6 +1358,24 @@ static int two_mode_exporter(int in, int out, void *argument)
     return 0;
 }
 
+/* What a two_mode_exporter said it made. */
+struct two_mode_windows {
+    long long open, secret; /* segids; secret 0 when late */
+    unsigned long pages;
+};
+
+/* Starts a two_mode_exporter (`late`: without the secret window) and reads what it made into
+ * `windows`; its answer stays in `line`. */
+static bool start_two_mode_exporter(struct child *child, bool late, struct two_mode_windows *windows, char *line,
+                                    size_t capacity)
+{
+    line[0] = '\0';
+    child_start(child, two_mode_exporter, late ? (void *)"late" : NULL);
+    return child_read_line(child, line, capacity, STEP_TIMEOUT_MS)
+           && sscanf(line, "ready %lld %lld %lu", &windows->open, &windows->secret, &windows->pages) == 3
+           && windows->open > 0 && (late || windows->secret > 0);
+}
+
 struct other_uid_request {
     xpmem_segid_t segid;
     uintptr_t offset; /* in the segment */
@@ -1343,11 +1386,8 @@ struct other_uid_request {
 static int other_uid_importer(int in, int out, void *argument)
 {
     const struct other_uid_request *request = argument;
-    if (setgroups(0, NULL) != 0 || setresgid(OTHER_GID, OTHER_GID, OTHER_GID) != 0
-        || setresuid(OTHER_UID, OTHER_UID, OTHER_UID) != 0) {
-        say(out, "error dropping to uid %d: %s", OTHER_UID, strerror(errno));
+    if (!drop_to_other_uid(out))
         return 2;
-    }
     errno = 0;
     xpmem_apid_t apid = xpmem_get(request->segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
     if (apid < 0) {
@@ -1366,10 +1406,15 @@ static int other_uid_importer(int in, int out, void *argument)
     return 0;
 }
 
-/* Makes the broker's socket reachable by uid OTHER_UID for a test; false (reported) when it cannot.
- * close_broker_to_other_uid puts the directory's mode back; the socket goes back to 0600. */
+/* Makes the broker's socket reachable by uid OTHER_UID for a test; false (skipped when not root,
+ * else reported) when it cannot. close_broker_to_other_uid puts the directory's mode back; the
+ * socket goes back to 0600. */
 static bool open_broker_to_other_uid(const char *name, struct stat *directory_before)
 {
+    if (geteuid() != 0) {
+        printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
+        return false;
+    }
     if (stat(broker.directory, directory_before) != 0 || chmod(broker.directory, 0711) != 0
         || chmod(broker.socket, 0666) != 0) {
         report(name, false, "cannot open %s to uid %d: %s", broker.socket, OTHER_UID, strerror(errno));
@@ -1388,52 +1433,37 @@ static void test_windows_of_different_modes(void)
 {
     const char *name = "as another uid: a 0666 window is refused while the same process has a 0600 one (the file "
                        "reaches both), and once another uid attached, a 0600 window cannot be made";
-    if (geteuid() != 0) {
-        printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
-        return;
-    }
     struct stat directory_before;
     if (!open_broker_to_other_uid(name, &directory_before))
         return;
     const char *failed_at = NULL;
     char line[LINE] = "", answer[LINE] = "";
-    long long open, secret;
-    unsigned long pages;
-
+    struct two_mode_windows windows;
     struct child both, late, importing;
-    child_start(&both, two_mode_exporter, NULL);
-    if (!child_read_line(&both, line, sizeof line, STEP_TIMEOUT_MS)
-        || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0 || secret <= 0) {
+    if (!start_two_mode_exporter(&both, false, &windows, line, sizeof line)) {
         failed_at = "the exporter makes a 0666 and a 0600 window";
     } else {
-        struct other_uid_request request = {.segid = open, .offset = 0};
+        struct other_uid_request request = {.segid = windows.open, .offset = 0};
         child_start(&importing, other_uid_importer, &request);
-        if (!child_read_line(&importing, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "refused 13") != 0)
+        if (!answers(&importing, NULL, "refused 13", answer, sizeof answer))
             failed_at = "the other uid's get of the 0666 window is refused with EACCES";
-        child_send(&importing, "quit");
-        child_wait(&importing, STEP_TIMEOUT_MS);
+        quit_child(&importing);
     }
-    child_send(&both, "quit");
-    child_wait(&both, STEP_TIMEOUT_MS);
+    quit_child(&both);
 
     if (failed_at == NULL) {
-        child_start(&late, two_mode_exporter, (void *)"late");
-        if (!child_read_line(&late, line, sizeof line, STEP_TIMEOUT_MS)
-            || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0) {
+        if (!start_two_mode_exporter(&late, true, &windows, line, sizeof line)) {
             failed_at = "the exporter makes a 0666 window";
         } else {
-            struct other_uid_request request = {.segid = open, .offset = 0};
+            struct other_uid_request request = {.segid = windows.open, .offset = 0};
             child_start(&importing, other_uid_importer, &request);
-            if (!child_read_line(&importing, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "attached p") != 0)
+            if (!answers(&importing, NULL, "attached p", answer, sizeof answer))
                 failed_at = "the other uid attaches the 0666 window alone and reads it";
-            else if (child_send(&late, "secret") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
-                     || strcmp(answer, "secret -1 errno 13") != 0)
+            else if (!answers(&late, "secret", "secret -1 errno 13", answer, sizeof answer))
                 failed_at = "a 0600 window is then refused with EACCES";
-            child_send(&importing, "quit");
-            child_wait(&importing, STEP_TIMEOUT_MS);
+            quit_child(&importing);
         }
-        child_send(&late, "quit");
-        child_wait(&late, STEP_TIMEOUT_MS);
+        quit_child(&late);
     }
     close_broker_to_other_uid(&directory_before);
     report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
@@ -1579,57 +1609,39 @@ static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
     const char *name = "as another uid, across a broker restart: a window registered again keeps the floor it set (a "
                        "0600 window is refused once uid 65534 held the file), a removed 0600 window still keeps uid "
                        "65534 from the file, and the guard window is gone afterwards";
-    if (geteuid() != 0) {
-        printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
-        return;
-    }
     struct stat directory_before;
     if (!open_broker_to_other_uid(name, &directory_before))
         return;
     const char *failed_at = NULL;
     char line[LINE] = "", answer[LINE] = "";
-    long long open, secret;
-    unsigned long pages;
-    struct child late, both, importing;
-    child_start(&late, two_mode_exporter, (void *)"late");
-    child_start(&both, two_mode_exporter, NULL);
-    long long both_open = -1, both_secret = -1;
-    unsigned long both_pages = 0;
-    if (!child_read_line(&late, line, sizeof line, STEP_TIMEOUT_MS)
-        || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0
-        || !child_read_line(&both, answer, sizeof answer, STEP_TIMEOUT_MS)
-        || sscanf(answer, "ready %lld %lld %lu", &both_open, &both_secret, &both_pages) != 3) {
+    struct two_mode_windows late_windows, both_windows;
+    struct child late, both, importing, refused;
+    bool late_ready = start_two_mode_exporter(&late, true, &late_windows, line, sizeof line);
+    if (!start_two_mode_exporter(&both, false, &both_windows, answer, sizeof answer) || !late_ready) {
         failed_at = "the exporters make their windows";
     } else {
-        struct other_uid_request request = {.segid = open, .offset = 0};
-        struct other_uid_request request_both = {.segid = both_open, .offset = 0};
-        struct child refused;
+        struct other_uid_request request = {.segid = late_windows.open, .offset = 0};
+        struct other_uid_request request_both = {.segid = both_windows.open, .offset = 0};
         child_start(&importing, other_uid_importer, &request);
-        if (!child_read_line(&importing, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "attached p") != 0)
+        if (!answers(&importing, NULL, "attached p", answer, sizeof answer))
             failed_at = "the other uid attaches the lone 0666 window";
-        else if (child_send(&both, "remove-secret") < 0 || !child_read_line(&both, answer, sizeof answer, STEP_TIMEOUT_MS)
-                 || strcmp(answer, "removed") != 0)
+        else if (!answers(&both, "remove-secret", "removed", answer, sizeof answer))
             failed_at = "the second exporter removes its 0600 window (its memory stays in the file)";
         else if (!restart_broker_for_other_uid(xpmemd, 2))
             failed_at = "the broker restarts and the two windows come back (and only they)";
-        else if (child_send(&late, "secret") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
-                 || strcmp(answer, "secret -1 errno 13") != 0)
+        else if (!answers(&late, "secret", "secret -1 errno 13", answer, sizeof answer))
             failed_at = "a 0600 window is refused with EACCES: the other uid may hold the file from before";
         else {
             child_start(&refused, other_uid_importer, &request_both);
-            if (!child_read_line(&refused, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "refused 13") != 0)
+            if (!answers(&refused, NULL, "refused 13", answer, sizeof answer))
                 failed_at = "the other uid's get of the second exporter's 0666 window is refused: its removed 0600 "
                             "window's memory is in the file, and the new broker was told";
-            child_send(&refused, "quit");
-            child_wait(&refused, STEP_TIMEOUT_MS);
+            quit_child(&refused);
         }
-        child_send(&importing, "quit");
-        child_wait(&importing, STEP_TIMEOUT_MS);
+        quit_child(&importing);
     }
-    child_send(&late, "quit");
-    child_wait(&late, STEP_TIMEOUT_MS);
-    child_send(&both, "quit");
-    child_wait(&both, STEP_TIMEOUT_MS);
+    quit_child(&late);
+    quit_child(&both);
     close_broker_to_other_uid(&directory_before);
     report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
 }
@@ -1640,11 +1652,8 @@ static void test_windows_of_different_modes_across_a_restart(const char *xpmemd)
 static int other_uid_descriptor_keeper(int in, int out, void *argument)
 {
     const struct other_uid_request *request = argument;
-    if (setgroups(0, NULL) != 0 || setresgid(OTHER_GID, OTHER_GID, OTHER_GID) != 0
-        || setresuid(OTHER_UID, OTHER_UID, OTHER_UID) != 0) {
-        say(out, "error dropping to uid %d: %s", OTHER_UID, strerror(errno));
+    if (!drop_to_other_uid(out))
         return 2;
-    }
     struct channel channel;
     uint8_t frame[512], reply_buffer[8192];
     struct wire_message reply;
@@ -1696,31 +1705,24 @@ static void test_kept_descriptor_reaches_nothing_later(void)
     const char *name = "as another uid: a descriptor kept from before the process's last window went reaches nothing "
                        "of a 0600 window made afterwards (the library starts a fresh file; the broker allows the "
                        "window)";
-    if (geteuid() != 0) {
-        printf("skip %s: needs root to run an importer as uid %d\n", name, OTHER_UID);
-        return;
-    }
     struct stat directory_before;
     if (!open_broker_to_other_uid(name, &directory_before))
         return;
     const char *failed_at = NULL;
     char line[LINE] = "", answer[LINE] = "";
-    long long open = -1, secret = -1;
-    unsigned long pages = 0;
+    struct two_mode_windows windows;
+    long long secret = -1;
     struct child late, keeping, reading;
-    child_start(&late, two_mode_exporter, (void *)"late");
-    if (!child_read_line(&late, line, sizeof line, STEP_TIMEOUT_MS)
-        || sscanf(line, "ready %lld %lld %lu", &open, &secret, &pages) != 3 || open <= 0) {
+    if (!start_two_mode_exporter(&late, true, &windows, line, sizeof line)) {
         failed_at = "the exporter makes a 0666 window";
     } else {
-        struct other_uid_request keep = {.segid = open, .offset = 0};
+        struct other_uid_request keep = {.segid = windows.open, .offset = 0};
         child_start(&keeping, other_uid_descriptor_keeper, &keep);
         char read_command[64];
-        snprintf(read_command, sizeof read_command, "read %lu", pages + PAGE);
-        if (!child_read_line(&keeping, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "held") != 0)
+        snprintf(read_command, sizeof read_command, "read %lu", windows.pages + PAGE);
+        if (!answers(&keeping, NULL, "held", answer, sizeof answer))
             failed_at = "the other uid attaches the 0666 window and keeps the descriptor";
-        else if (child_send(&late, "remove-open") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
-                 || strcmp(answer, "removed") != 0)
+        else if (!answers(&late, "remove-open", "removed", answer, sizeof answer))
             failed_at = "the exporter removes its last window";
         else if (child_send(&late, "secret") < 0 || !child_read_line(&late, answer, sizeof answer, STEP_TIMEOUT_MS)
                  || sscanf(answer, "secret %lld", &secret) != 1 || secret <= 0)
@@ -1728,18 +1730,15 @@ static void test_kept_descriptor_reaches_nothing_later(void)
         else {
             struct other_uid_request read_secret = {.segid = secret, .offset = 0};
             child_start(&reading, page_reader, &read_secret);
-            if (!child_read_line(&reading, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "read s") != 0)
+            if (!answers(&reading, NULL, "read s", answer, sizeof answer))
                 failed_at = "root reads the 0600 window (so its page is in the file)";
-            else if (child_send(&keeping, "%s", read_command) < 0
-                     || !child_read_line(&keeping, answer, sizeof answer, STEP_TIMEOUT_MS) || strcmp(answer, "byte 0") != 0)
+            else if (!answers(&keeping, read_command, "byte 0", answer, sizeof answer))
                 failed_at = "the kept descriptor reads a zero where the 0600 window's byte is";
             child_wait(&reading, STEP_TIMEOUT_MS);
         }
-        child_send(&keeping, "quit");
-        child_wait(&keeping, STEP_TIMEOUT_MS);
+        quit_child(&keeping);
     }
-    child_send(&late, "quit");
-    child_wait(&late, STEP_TIMEOUT_MS);
+    quit_child(&late);
     close_broker_to_other_uid(&directory_before);
     report(name, failed_at == NULL, "%s: '%s' ('%s')", failed_at ? failed_at : "", answer, line);
 }
