@@ -584,6 +584,7 @@ static void back_range(uint64_t start, uint64_t length, bool fill, struct backin
      * changed since the survey. */
     uint64_t stopped = monotonic_ns();
     result->stop_ns = stopped - began;
+    thread_stop_last_counts(&result->threads_parked, &result->threads_left_running);
     follow_changes(&pass);
     back_listed_mappings(&pass, start, end);
     if (fill && result->code == 0)

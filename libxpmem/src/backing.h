@@ -28,6 +28,9 @@ struct backing_result {
     /* Where the time went, for XPMEM_DEBUG=1: listing the mappings without stopping anyone,
      * stopping the other threads, and copying and remapping while they were stopped. */
     uint64_t survey_ns, stop_ns, stopped_ns;
+    /* The stop's threads: parked, and left running because they block the stop signal (they must
+     * not write the range meanwhile: XPMEM_DEBUG=1 shows the count). */
+    unsigned threads_parked, threads_left_running;
 };
 
 /* Backs [start, start + length) (absolute addresses == file offsets); with `fill`, also gives every

@@ -46,10 +46,11 @@ static void serve_back_range(int socket, struct private_area *area, const struct
     }
     if (result.code == 0)
         debug_log("backed [0x%llx, +0x%llx): %u extent(s), %llu bytes copied, %llu remapped, %.3f ms "
-                  "(survey %.3f, stopping threads %.3f, copy and remap %.3f)",
+                  "(survey %.3f, stopping threads %.3f: %u parked, %u left running; copy and remap %.3f)",
                   (unsigned long long)event->as.back_range.start, (unsigned long long)event->as.back_range.length,
                   result.count, (unsigned long long)result.copied_bytes, (unsigned long long)result.remapped_bytes,
-                  elapsed_ms(&started), result.survey_ns / 1e6, result.stop_ns / 1e6, result.stopped_ns / 1e6);
+                  elapsed_ms(&started), result.survey_ns / 1e6, result.stop_ns / 1e6, result.threads_parked,
+                  result.threads_left_running, result.stopped_ns / 1e6);
     else
         debug_log("backing [0x%llx, +0x%llx) failed: %s", (unsigned long long)event->as.back_range.start,
                   (unsigned long long)event->as.back_range.length, result.text);
@@ -139,13 +140,10 @@ int event_thread_start(int socket, pthread_t *thread)
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setstack(&attributes, area->stack, area->stack_size);
-    /* The thread inherits a full mask: the application's signals go to its own threads, and the
-     * stop signal never lands on the thread doing the stopping. */
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    int error = pthread_create(thread, &attributes, serve_events, (void *)(intptr_t)socket);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    /* Every signal blocked: the application's signals go to its own threads, and the stop signal
+     * never lands on the thread doing the stopping. */
+    int error = thread_stop_start_exempt(THREAD_STOP_EVENT_THREAD, thread, &attributes, serve_events,
+                                         (void *)(intptr_t)socket);
     pthread_attr_destroy(&attributes);
     if (error != 0) {
         errno = error;

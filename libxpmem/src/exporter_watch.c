@@ -79,12 +79,8 @@ static bool start_watch_thread(void)
     pthread_attr_init(&attributes);
     pthread_attr_setstack(&attributes, area->watch_stack, area->watch_stack_size);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
     pthread_t thread;
-    int error = pthread_create(&thread, &attributes, serve_watch, NULL);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    int error = thread_stop_start_exempt(THREAD_STOP_WATCH_THREAD, &thread, &attributes, serve_watch, NULL);
     pthread_attr_destroy(&attributes);
     if (error != 0) {
         errno = error;

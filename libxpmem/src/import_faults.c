@@ -203,19 +203,7 @@ static bool ready(void)
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    /* The application's signals go to its own threads; only the exporter's thread stop
-     * (thread_stop.h) must be able to park this thread too. */
-    struct private_area *area = private_area_get();
-    int stop_signal = area != NULL ? thread_stop_prepare(area) : -1;
-    sigset_t all, previous;
-    sigfillset(&all);
-    sigdelset(&all, SIGBUS);
-    sigdelset(&all, SIGSEGV);
-    if (stop_signal > 0)
-        sigdelset(&all, stop_signal);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
-    int error = pthread_create(&thread, &attributes, serve_faults, NULL);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    int error = thread_stop_start_stoppable(&thread, &attributes, serve_faults, NULL);
     pthread_attr_destroy(&attributes);
     if (error != 0) {
         close(descriptor);

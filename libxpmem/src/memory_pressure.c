@@ -114,8 +114,6 @@ static double some_avg10(int descriptor)
 static void *watch(void *argument)
 {
     int descriptor = (int)(intptr_t)argument;
-    /* Born with every signal blocked: see thread_stop_allow_here. */
-    thread_stop_allow_here();
     for (;;) {
         struct pollfd wait = {.fd = descriptor, .events = POLLPRI};
         if (poll(&wait, 1, -1) < 0) {
@@ -159,14 +157,10 @@ void memory_pressure_watch(void (*on_pressure)(double some_avg10))
     pthread_attr_t attributes;
     pthread_attr_init(&attributes);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    sigset_t all, previous;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &previous);
     pthread_t thread;
     trigger_descriptor = descriptor;
     state = MEMORY_PRESSURE_WATCHING;
-    int error = pthread_create(&thread, &attributes, watch, (void *)(intptr_t)descriptor);
-    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    int error = thread_stop_start_stoppable(&thread, &attributes, watch, (void *)(intptr_t)descriptor);
     pthread_attr_destroy(&attributes);
     if (error != 0) {
         debug_log("memory pressure: cannot start the watch thread: %s; no pressure eviction", strerror(error));

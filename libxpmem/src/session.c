@@ -381,8 +381,6 @@ bool session_settling_within(long long nanoseconds)
 static void *reconnect(void *unused)
 {
     (void)unused;
-    /* Born of the event thread with every signal blocked: see thread_stop_allow_here. */
-    thread_stop_allow_here();
     bool connected_again;
     do {
         connected_again = false;
@@ -426,7 +424,7 @@ void session_broker_lost(void)
     pthread_attr_init(&attributes);
     pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
     pthread_t thread;
-    int error = pthread_create(&thread, &attributes, reconnect, NULL);
+    int error = thread_stop_start_stoppable(&thread, &attributes, reconnect, NULL);
     pthread_attr_destroy(&attributes);
     if (error != 0) {
         reconnecting = false;

@@ -262,8 +262,54 @@ void thread_stop_reset_after_fork(void)
 void thread_stop_exempt_self(int slot)
 {
     struct private_area *area = private_area_get();
-    if (area != NULL)
-        atomic_store(&area->stop->exempt[slot], (pid_t)syscall(SYS_gettid));
+    if (area == NULL)
+        return;
+    atomic_store(&area->stop->exempt[slot], (pid_t)syscall(SYS_gettid));
+    futex((_Atomic uint32_t *)&area->stop->exempt[slot], FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
+}
+
+/* pthread_create with `mask` as the new thread's signal mask (it inherits the creator's). */
+static int create_masked(pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *), void *argument,
+                         const sigset_t *mask)
+{
+    sigset_t previous;
+    pthread_sigmask(SIG_SETMASK, mask, &previous);
+    int error = pthread_create(thread, attributes, body, argument);
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    return error;
+}
+
+int thread_stop_start_exempt(int slot, pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *),
+                             void *argument)
+{
+    struct private_area *area = private_area_get();
+    _Atomic pid_t *exempt = area != NULL ? &area->stop->exempt[slot] : NULL;
+    if (exempt != NULL)
+        atomic_store(exempt, 0);
+    sigset_t all;
+    sigfillset(&all);
+    int error = create_masked(thread, attributes, body, argument, &all);
+    /* Until the thread has recorded itself, a stop would signal it, wait the 20 ms after which
+     * missing threads are examined, and find it blocking the signal: a creator pinned to one CPU
+     * (an MPI rank bound to a core) does not let it run before the stop that created it begins. */
+    while (error == 0 && exempt != NULL && atomic_load(exempt) == 0)
+        futex((_Atomic uint32_t *)exempt, FUTEX_WAIT_PRIVATE, 0, NULL);
+    return error;
+}
+
+int thread_stop_start_stoppable(pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *),
+                                void *argument)
+{
+    struct private_area *area = private_area_get();
+    int signal_number = area != NULL ? thread_stop_prepare(area) : -1;
+    sigset_t mask;
+    sigfillset(&mask);
+    /* Faults the thread itself causes must still reach it (or kill the process as usual). */
+    sigdelset(&mask, SIGBUS);
+    sigdelset(&mask, SIGSEGV);
+    if (signal_number > 0)
+        sigdelset(&mask, signal_number);
+    return create_masked(thread, attributes, body, argument, &mask);
 }
 
 /* Waits until every thread the last stop parked has left the handler, before signalling anyone
@@ -330,16 +376,4 @@ void thread_stop_last_counts(unsigned *parked, unsigned *left_running)
 {
     *parked = last_parked;
     *left_running = last_left_running;
-}
-
-void thread_stop_allow_here(void)
-{
-    struct private_area *area = private_area_get();
-    int stop_signal = area != NULL ? thread_stop_prepare(area) : -1;
-    if (stop_signal <= 0)
-        return;
-    sigset_t stoppable;
-    sigemptyset(&stoppable);
-    sigaddset(&stoppable, stop_signal);
-    pthread_sigmask(SIG_UNBLOCK, &stoppable, NULL);
 }

@@ -13,6 +13,7 @@
 #ifndef XPMEM_THREAD_STOP_H
 #define XPMEM_THREAD_STOP_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -34,15 +35,21 @@ struct thread_stop_control {
  * every signal: each records itself once so that stops skip it instead of waiting for it. */
 enum { THREAD_STOP_EVENT_THREAD = 0, THREAD_STOP_WATCH_THREAD = 1 };
 void thread_stop_exempt_self(int slot);
+/* Starts such a thread (`body` must call thread_stop_exempt_self(slot) first) with every signal
+ * blocked, and returns only once it has recorded itself; pthread_create's result. */
+int thread_stop_start_exempt(int slot, pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *),
+                             void *argument);
+/* Starts a library thread that must stop with the application's (its stack, or what it allocates,
+ * may lie in exported memory): born with every signal blocked but the stop signal, SIGBUS and
+ * SIGSEGV, so that the application's signals go to its own threads and no stop ever finds it
+ * blocking the signal. pthread_create's result. */
+int thread_stop_start_stoppable(pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *),
+                                void *argument);
 /* In a fork child: no library thread and no pending watch event. */
 void thread_stop_reset_after_fork(void);
 
 /* Installs the handler once; returns the signal used, or -1 with errno. */
 int thread_stop_prepare(struct private_area *area);
-/* For a thread of the library's own born with every signal blocked that must still stop when
- * backing stops every thread (its stack, or what it allocates, may lie in exported memory):
- * unblocks the stop signal in the calling thread. */
-void thread_stop_allow_here(void);
 /* Stops every other thread; returns 0 when all are parked (or cannot be), -1 with errno EBUSY
  * (all released again) when some did not arrive in time, or when a thread released by the last stop
  * has not left the handler within 5 s (a new stop waits for that: see thread_stop.c). */

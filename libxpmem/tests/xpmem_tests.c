@@ -5,7 +5,9 @@
 #include <grp.h>
 #include <poll.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -1586,6 +1588,95 @@ static void test_repeated_fault_requests_stop_nobody(void)
            answer, counted);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * An exporter pinned to one CPU, as an MPI rank bound to a core is: its first backing starts the
+ * library's watch thread and then stops every other thread at once. The new thread, born with every
+ * signal blocked, had not run yet on that CPU, so the stop waited 20 ms for it and left it running
+ * (as it must a thread that blocks the signal). Now the library waits for its threads to record
+ * themselves, and the stop parks every application thread and leaves none running. */
+
+/* Pinned to the CPU it runs on; XPMEM_DEBUG=1 into a pipe it reads back; one thread of its own
+ * sleeping in poll. Answers "report" with the first "backed" line's thread counts. */
+static int pinned_exporter(int in, int out, void *argument)
+{
+    (void)argument;
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    int diagnostics[2];
+    if (sched_setaffinity(0, sizeof one, &one) < 0 || pipe2(diagnostics, O_NONBLOCK) < 0)
+        return 2;
+    setenv("XPMEM_DEBUG", "1", 1);
+    dup2(diagnostics[1], STDERR_FILENO);
+    uint8_t *buffer = mmap(NULL, ASKED_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (buffer == MAP_FAILED)
+        return 2;
+    pattern_fill(buffer, ASKED_BYTES, 1);
+    atomic_store(&polling, true);
+    pthread_t thread;
+    pthread_create(&thread, NULL, poll_forever, NULL);
+    xpmem_segid_t segid = xpmem_make(0, XPMEM_MAXADDR_SIZE, XPMEM_PERMIT_MODE, (void *)0600);
+    say(out, "ready %lld %lu %lu", (long long)segid, (unsigned long)(uintptr_t)buffer, (unsigned long)ASKED_BYTES);
+    char line[LINE], text[16384];
+    while (hear(in, line, sizeof line) && strcmp(line, "quit") != 0) {
+        if (strcmp(line, "report") != 0)
+            continue;
+        ssize_t got = read(diagnostics[0], text, sizeof text - 1);
+        text[got > 0 ? got : 0] = '\0';
+        const char *backed = strstr(text, "]: backed [");
+        const char *counts = backed != NULL ? strstr(backed, "stopping threads ") : NULL;
+        unsigned parked = 0, left = 0;
+        double milliseconds = 0;
+        if (counts == NULL || sscanf(counts, "stopping threads %lf: %u parked, %u left running", &milliseconds,
+                                     &parked, &left) != 3)
+            say(out, "no backing line in the diagnostics");
+        else
+            say(out, "parked %u left running %u", parked, left);
+    }
+    atomic_store(&polling, false);
+    pthread_join(thread, NULL);
+    return 0;
+}
+
+/* Attaches the request's buffer read-only and checks the exporter's bytes: "attached", or why not. */
+static int attach_and_check(int in, int out, void *argument)
+{
+    (void)in;
+    const struct import_request *request = argument;
+    xpmem_apid_t apid;
+    uint8_t *window = attach_request(request, XPMEM_RDONLY, &apid);
+    if (window == NULL) {
+        say(out, "attach failed: %s", strerror(errno));
+        return 2;
+    }
+    long bad = pattern_check(window + (request->address - page_start(request->address)), request->size, 1);
+    say(out, bad < 0 ? "attached" : "bad byte at %ld", bad);
+    return 0;
+}
+
+static void test_pinned_exporter_stops_all(void)
+{
+    const char *name = "an exporter pinned to one CPU: its first backing parks its threads and leaves none running "
+                       "(the library's new watch thread is not mistaken for one that blocks the stop signal)";
+    struct child exporting, importing;
+    struct import_request request;
+    char line[LINE] = "", counts[LINE] = "";
+    child_start(&exporting, pinned_exporter, NULL);
+    if (!exporter_ready(&exporting, name, &request))
+        return;
+    child_start(&importing, attach_and_check, &request);
+    child_read_line(&importing, line, sizeof line, STEP_TIMEOUT_MS);
+    child_wait(&importing, STEP_TIMEOUT_MS);
+    child_send(&exporting, "report");
+    child_read_line(&exporting, counts, sizeof counts, STEP_TIMEOUT_MS);
+    quit_child(&exporting);
+    /* Parked: the main thread and the polling one at least. */
+    unsigned parked = 0, left = 99;
+    bool parsed = sscanf(counts, "parked %u left running %u", &parked, &left) == 2;
+    report(name, strcmp(line, "attached") == 0 && parsed && parked >= 2 && left == 0, "importer '%s'; exporter '%s'",
+           line, counts);
+}
+
 /* Kills the broker and starts it again, opens the new socket to the other uid, and waits until
  * `segments` segments are registered again (the exporters come back by themselves). */
 static bool restart_broker_for_other_uid(const char *xpmemd, unsigned segments)
@@ -1767,6 +1858,7 @@ int main(void)
     test_windows_share_one_file();
     test_windows_of_different_modes();
     test_repeated_fault_requests_stop_nobody();
+    test_pinned_exporter_stops_all();
     test_kept_descriptor_reaches_nothing_later();
     test_many_peers();
     test_broker_restart(xpmemd);
