@@ -30,15 +30,19 @@ stop_broker_and_clean() {
     rm -rf "$run_dir"
 }
 
-# The MPI twins of the examples, compiled with Debian's Open MPI (whose mpicc knows nothing of UCX).
+# The MPI twins of the examples, and memory_kinds.c beside this file, compiled with Debian's Open MPI
+# (whose mpicc knows nothing of UCX).
+MEMORY_KINDS=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/memory_kinds.c
 compile_examples() {
-    mpicc -O2 -o "$run_dir/pingpong" "$EXAMPLES/pingpong.c" && mpicc -O2 -o "$run_dir/allreduce" "$EXAMPLES/allreduce.c"
+    mpicc -O2 -o "$run_dir/pingpong" "$EXAMPLES/pingpong.c" && mpicc -O2 -o "$run_dir/allreduce" "$EXAMPLES/allreduce.c" \
+        && mpicc -O2 -o "$run_dir/memory-kinds" "$MEMORY_KINDS"
 }
 
-# The same examples compiled with Debian's MPICH (ch4:ucx), which loads libucp like Open MPI's pml ucx.
+# The same compiled with Debian's MPICH (ch4:ucx), which loads libucp like Open MPI's pml ucx.
 compile_examples_mpich() {
     mpicc.mpich -O2 -o "$run_dir/pingpong-mpich" "$EXAMPLES/pingpong.c" \
-        && mpicc.mpich -O2 -o "$run_dir/allreduce-mpich" "$EXAMPLES/allreduce.c"
+        && mpicc.mpich -O2 -o "$run_dir/allreduce-mpich" "$EXAMPLES/allreduce.c" \
+        && mpicc.mpich -O2 -o "$run_dir/memory-kinds-mpich" "$MEMORY_KINDS"
 }
 
 allow_root=()

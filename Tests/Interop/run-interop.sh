@@ -118,7 +118,7 @@ mpi_check() { # LOG_NAME MIN_BACKED_BYTES MPI PROGRAM ARGS...   (MPI: openmpi or
     xpmem_endpoints=$(grep -cE "UCX +INFO +ep_cfg\[[0-9]+\]: ${!lanes_name}\$" "$log")
     ranges=$(backed_ranges "$log")
     bytes=$(backed_bytes "$log")
-    local what="${!what_name} $program $*"
+    local what="${!what_name} $program${*:+ $*}"
     if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ "$xpmem_endpoints" -eq 2 ]; then
         pass "$what: ${verdict#OK: }; both ranks' endpoints to the other use xpmem alone; $ranges range(s)," \
              "$((bytes >> 20)) MiB of the ranks' memory shared for the peer's attaches"
@@ -137,6 +137,8 @@ mpi_check allreduce $((1 << 20)) openmpi allreduce --sizes 1M,8M --scale 0.05 --
 # exporter's page tables) and libxpmem's mapping still shows the first buffer's pages.
 why="importers do not follow an exporter that frees and reuses memory (README, 'Not yet')" \
     mpi_check allreduce-reuse $((64 << 20)) openmpi allreduce --sizes 64M,64M --scale 0.05 --batches 2
+# Stack, static data, heap and mmap sent each way, and a buffer freed and allocated again (memory_kinds.c).
+mpi_check memory-kinds $((64 << 20)) openmpi memory-kinds
 
 # The control: the same run with no broker must fail, or the passes above would not need libxpmem.
 no_broker_control() { # LOG_NAME LAUNCHER PROGRAM COMMAND   (LAUNCHER: the name of an mpirun array)
@@ -163,7 +165,67 @@ elif ! compile_examples_mpich >"$run_dir/mpicc-mpich.out" 2>&1; then
 else
     mpi_check mpich-pingpong $((64 << 20)) mpich pingpong-mpich --sizes 8,4K,1M,4M,64M --scale 0.05 --batches 3
     mpi_check mpich-allreduce $((1 << 20)) mpich allreduce-mpich --sizes 1M,8M --scale 0.05 --batches 3
+    mpi_check mpich-memory-kinds $((64 << 20)) mpich memory-kinds-mpich
     no_broker_control nobroker-mpich mpirun_mpich_ucx_xpmem pingpong-mpich mpirun.mpich
+fi
+
+# --- MPICH's own XPMEM module (ch4 shm ipc xpmem), unmodified, built by build-mpich.sh ----------------
+# Ranks on one node send point-to-point messages of 4 KiB and more through it: the receiver attaches
+# the sender's buffer (xpmem_make of the whole address space at MPI_Init, xpmem_get at the first
+# message, xpmem_attach of the page-aligned range around the buffer, kept in MPICH's own cache until
+# MPI_Finalize) and copies out of it. (Its allreduce of 2 ranks does not use the module.) Debian's
+# UCX (no xpmem transport) is the netmod here, so only MPICH's module can make the ranks' libraries
+# back anything.
+mpich_xpmem=$WORK/mpich
+if [ ! -x "$mpich_xpmem/bin/mpiexec" ]; then
+    fail "MPICH's own xpmem module runs on libxpmem: no MPICH built in $mpich_xpmem (Tests/Interop/build-mpich.sh;" \
+         "log: $WORK/mpich-build.log)"
+elif ! "$mpich_xpmem/bin/mpicc" -O2 -o "$run_dir/pingpong-mpich-xpmem" "$EXAMPLES/pingpong.c" >"$run_dir/mpicc-xpmem.out" 2>&1 \
+    || ! "$mpich_xpmem/bin/mpicc" -O2 -o "$run_dir/memory-kinds-mpich-xpmem" "$MEMORY_KINDS" >>"$run_dir/mpicc-xpmem.out" 2>&1; then
+    fail "MPICH's mpicc (built --with-xpmem) compiles Examples/mpi-c/pingpong.c and memory_kinds.c"
+    show "$run_dir/mpicc-xpmem.out"
+else
+    mpich_xpmem_run() { # LOG_NAME PROGRAM ARGS...   (extra environment from the caller)
+        local log=$run_dir/$1.out program=$2
+        shift 2
+        env LD_LIBRARY_PATH="$XPMEM_PREFIX/lib:$mpich_xpmem/lib${original_library_path:+:$original_library_path}" \
+            XPMEM_DEBUG=1 timeout 300 "$mpich_xpmem/bin/mpiexec" -n 2 -bind-to core \
+            "$run_dir/$program" "$@" >"$log" 2>&1
+    }
+    mpich_xpmem_check() { # LOG_NAME MIN_BACKED_BYTES PROGRAM ARGS...
+        local name=$1 log=$run_dir/$1.out min_bytes=$2 program=$3
+        shift 3
+        mpich_xpmem_run "$name" "$program" "$@"
+        local status=$? verdict ranges bytes
+        verdict=$(grep -m1 -E '^(OK|FAILED):' "$log")
+        ranges=$(backed_ranges "$log")
+        bytes=$(backed_bytes "$log")
+        local what="mpiexec -n 2 ${program%-mpich-xpmem}${*:+ $*} (MPICH 4.0.2's own xpmem module)"
+        if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ]; then
+            pass "$what: ${verdict#OK: }; $ranges range(s), $((bytes >> 20)) MiB of the ranks' memory" \
+                 "shared for the peer's attaches"
+        else
+            fail "$what: status $status, verdict '${verdict:-none}', $ranges range(s) and $bytes bytes" \
+                 "shared for the peer (at least $min_bytes expected)"
+            show "$log"
+        fi
+    }
+    mpich_xpmem_check mpich-xpmem-pingpong $((64 << 20)) pingpong-mpich-xpmem --sizes 8,4K,1M,4M,64M --scale 0.05 --batches 3
+    # Its buffer freed and allocated again at the same address: MPICH keeps its attachment of the
+    # first buffer and relies on it following the exporter, as kernel XPMEM's does.
+    mpich_xpmem_check mpich-xpmem-memory-kinds $((64 << 20)) memory-kinds-mpich-xpmem
+    # The control: with the module switched off the same run passes without a single attach, so
+    # the ranges counted above were the module's.
+    MPIR_CVAR_CH4_XPMEM_ENABLE=0 mpich_xpmem_run mpich-xpmem-off pingpong-mpich-xpmem --sizes 1M --scale 0.05 --batches 1
+    status=$?
+    if [ $status -eq 0 ] && grep -q '^OK:' "$run_dir/mpich-xpmem-off.out" \
+        && [ "$(backed_ranges "$run_dir/mpich-xpmem-off.out")" -eq 0 ]; then
+        pass "with MPIR_CVAR_CH4_XPMEM_ENABLE=0 the same MPICH passes with nothing backed: the ranges above were its xpmem module's"
+    else
+        fail "with MPIR_CVAR_CH4_XPMEM_ENABLE=0 MPICH passes with nothing backed: status $status," \
+             "$(backed_ranges "$run_dir/mpich-xpmem-off.out") range(s) backed"
+        show "$run_dir/mpich-xpmem-off.out"
+    fi
 fi
 
 exit $((failed > 0))
