@@ -330,3 +330,37 @@ int cxpmem_current_cpu(void) { return sched_getcpu(); }
 #define MADV_POPULATE_READ 22
 #endif
 int cxpmem_populate_read(void *address, size_t length) { return madvise(address, length, MADV_POPULATE_READ); }
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+// SSE2 streaming stores (every x86-64 has them; AVX2 ones measured no faster here): 64 bytes, one
+// cache line, per step, from a line-aligned destination; the unaligned head and tail go through
+// memcpy. The fence orders the streamed lines before whatever the caller publishes next.
+void cxpmem_copy_streaming(void *destination, const void *source, size_t length) {
+#if defined(__x86_64__)
+    unsigned char *to = destination;
+    const unsigned char *from = source;
+    size_t head = (64 - ((uintptr_t)to & 63)) & 63;
+    if (head > length) head = length;
+    memcpy(to, from, head);
+    to += head;
+    from += head;
+    length -= head;
+    size_t lines = length / 64;
+    for (size_t line = 0; line < lines; line++, to += 64, from += 64) {
+        __m128i a = _mm_loadu_si128((const __m128i *)from);
+        __m128i b = _mm_loadu_si128((const __m128i *)(from + 16));
+        __m128i c = _mm_loadu_si128((const __m128i *)(from + 32));
+        __m128i d = _mm_loadu_si128((const __m128i *)(from + 48));
+        _mm_stream_si128((__m128i *)to, a);
+        _mm_stream_si128((__m128i *)(to + 16), b);
+        _mm_stream_si128((__m128i *)(to + 32), c);
+        _mm_stream_si128((__m128i *)(to + 48), d);
+    }
+    _mm_sfence();
+    memcpy(to, from, length % 64);
+#else
+    memcpy(destination, source, length);
+#endif
+}

@@ -50,7 +50,8 @@ extension Communicator {
         for peer in 0..<size where peer != rank {
             let range = sliceBounds(of: peer, count: count)
             guard !range.isEmpty else { continue }
-            (outputs[rank] + range.lowerBound).update(from: outputs[peer] + range.lowerBound, count: range.count)
+            copier.copy(to: outputs[rank] + range.lowerBound, from: outputs[peer] + range.lowerBound,
+                        byteCount: range.count * MemoryLayout<Double>.stride, ofMessage: bytes)
         }
         try rankBarrier.wait()
     }

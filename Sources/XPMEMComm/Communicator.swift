@@ -33,6 +33,8 @@ public final class Communicator {
     let rankBarrier: Barrier
     private let rings: MessageRings
     private let singleCopy: SingleCopyTransfer
+    /// How message bytes are copied (streaming stores for messages larger than the cache holds).
+    let copier: MessageCopy
     let buffers: SharedBuffers
     private var finished = false
 
@@ -47,8 +49,13 @@ public final class Communicator {
     /// - Parameters:
     ///   - socketPath: the broker; nil means `$XPMEM_SOCKET`, else the per-user default.
     ///   - timeout: how long to wait for every peer to publish its control segment.
-    public init(environment: JobEnvironment? = nil, socketPath: String? = nil,
-                timeout: Duration = .seconds(60)) throws {
+    public convenience init(environment: JobEnvironment? = nil, socketPath: String? = nil,
+                            timeout: Duration = .seconds(60)) throws {
+        try self.init(environment: environment, socketPath: socketPath, timeout: timeout, copier: .fromEnvironment())
+    }
+
+    /// As above, with the copy strategy given (tests).
+    init(environment: JobEnvironment?, socketPath: String?, timeout: Duration, copier: MessageCopy) throws {
         let job = try environment ?? JobEnvironment.current()
         rank = job.rank
         size = job.size
@@ -67,8 +74,9 @@ public final class Communicator {
         // Splitting a copy between both ranks already wins at 64 KiB here (pingpong, README: 16–18
         // GB/s against 10–13 alone; 54 against 25 at 1 and 4 MiB); below, the handshake is most of it.
         let cooperativeThreshold = ThisProcess.environment("XPMEM_COMM_COOPERATIVE_COPY_BYTES").flatMap { Int($0) } ?? (64 << 10)
+        self.copier = copier
         singleCopy = SingleCopyTransfer(rank: rank, size: size, rings: rings, buffers: buffers,
-                                        cooperativeThreshold: cooperativeThreshold)
+                                        cooperativeThreshold: cooperativeThreshold, copier: copier)
         // Everyone has attached everyone once all arrive: the rendezvous files are no longer needed.
         try barrier()
         segments.withdrawFromRendezvous()

@@ -18,6 +18,7 @@ struct CooperativeCopy {
     /// Messages at least this long are split (`XPMEM_COMM_COOPERATIVE_COPY_BYTES`, 64 KiB by default;
     /// 0 turns it off).
     let threshold: Int
+    private let copier: MessageCopy
     private let rank: Int
     private let addresses: ControlAddresses
     private let buffers: SharedBuffers
@@ -30,7 +31,9 @@ struct CooperativeCopy {
 
     var messagesHelped: Int { Int(helped[0]) }
 
-    init(rank: Int, size: Int, addresses: ControlAddresses, buffers: SharedBuffers, waiter: PeerWaiter, threshold: Int) {
+    init(rank: Int, size: Int, addresses: ControlAddresses, buffers: SharedBuffers, waiter: PeerWaiter, threshold: Int,
+         copier: MessageCopy) {
+        self.copier = copier
         self.rank = rank
         self.addresses = addresses
         self.buffers = buffers
@@ -58,11 +61,11 @@ struct CooperativeCopy {
         request.storeBytes(of: UInt64(split), toByteOffset: 24, as: UInt64.self)
         request.storeBytes(of: UInt64(length - split), toByteOffset: 32, as: UInt64.self)
         SharedWord(request).store(sequence)
-        buffer.baseAddress!.copyMemory(from: source, byteCount: split)
+        copier.copy(to: buffer.baseAddress!, from: source, byteCount: split, ofMessage: length)
         let done = addresses.word(of: rank, at: addresses.layout.helpDoneOffset(of: sender))
         try waiter.wait(for: sender) { done.load() >> 1 >= sequence }
         if done.load() & 1 != 0 {
-            (buffer.baseAddress! + split).copyMemory(from: source + split, byteCount: length - split)
+            copier.copy(to: buffer.baseAddress! + split, from: source + split, byteCount: length - split, ofMessage: length)
         } else {
             helped[0] += 1
         }
@@ -84,7 +87,8 @@ struct CooperativeCopy {
         var declined: UInt64 = 1
         if start >= 0, count >= 0, start <= bytes.count - count, offset >= 0,
            let target = try? buffers.peerBytes(of: segment), offset <= target.count - start - count {
-            (target.baseAddress! + offset + start).copyMemory(from: bytes.baseAddress! + start, byteCount: count)
+            copier.copy(to: target.baseAddress! + offset + start, from: bytes.baseAddress! + start, byteCount: count,
+                        ofMessage: bytes.count)
             declined = 0
         }
         addresses.word(of: receiver, at: addresses.layout.helpDoneOffset(of: rank)).store(sequence << 1 | declined)

@@ -13,14 +13,16 @@ struct SingleCopyTransfer {
     private let sent = PeerCounters(peers: 1)
 
     let cooperation: CooperativeCopy
+    private let copier: MessageCopy
 
-    init(rank: Int, size: Int, rings: MessageRings, buffers: SharedBuffers, cooperativeThreshold: Int) {
+    init(rank: Int, size: Int, rings: MessageRings, buffers: SharedBuffers, cooperativeThreshold: Int, copier: MessageCopy) {
         self.rank = rank
         self.rings = rings
         self.buffers = buffers
+        self.copier = copier
         sentTo = PeerCounters(peers: size)
         cooperation = CooperativeCopy(rank: rank, size: size, addresses: rings.addresses, buffers: buffers,
-                                      waiter: rings.waiter, threshold: cooperativeThreshold)
+                                      waiter: rings.waiter, threshold: cooperativeThreshold, copier: copier)
     }
 
     var messagesSent: Int { Int(sent[0]) }
@@ -60,7 +62,7 @@ struct SingleCopyTransfer {
             throw .truncated(source: source, length: offset + length, capacity: mapped.count)
         }
         if length > 0, try !cooperation.receive(length, from: mapped.baseAddress! + offset, of: source, into: buffer) {
-            buffer.baseAddress!.copyMemory(from: mapped.baseAddress! + offset, byteCount: length)
+            copier.copy(to: buffer.baseAddress!, from: mapped.baseAddress! + offset, byteCount: length, ofMessage: length)
         }
         addresses.word(of: source, at: addresses.layout.acknowledgedOffset(of: rank)).add(1)
     }

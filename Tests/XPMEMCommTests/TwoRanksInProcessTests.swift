@@ -34,7 +34,7 @@ final class PrivateBroker: @unchecked Sendable {
 
 /// Runs `body` as ranks 0..<size of one job, each on its own thread with its own broker
 /// connection, and returns what each returned (or the error it threw).
-func runRanks<Result: Sendable>(_ size: Int, broker: PrivateBroker,
+func runRanks<Result: Sendable>(_ size: Int, broker: PrivateBroker, copier: MessageCopy = .fromEnvironment(),
                                 _ body: @escaping @Sendable (Communicator) throws -> Result) -> [Swift.Result<Result, any Error>] {
     let results = Mutex<[Int: Swift.Result<Result, any Error>]>([:])
     let done = DispatchGroup()
@@ -48,7 +48,7 @@ func runRanks<Result: Sendable>(_ size: Int, broker: PrivateBroker,
             let outcome = Swift.Result { () throws -> Result in
                 let comm = try Communicator(
                     environment: JobEnvironment(rank: rank, size: size, rendezvousDirectory: jobDirectory, launcher: "test"),
-                    socketPath: socketPath, timeout: .seconds(20))
+                    socketPath: socketPath, timeout: .seconds(20), copier: copier)
                 let value = try body(comm)
                 try comm.finish()
                 return value
@@ -95,12 +95,15 @@ func runRanks<Result: Sendable>(_ size: Int, broker: PrivateBroker,
         #expect(try results[1].get() == [0, 8, 20_000, 100_000, 100_000])
     }
 
-    @Test func aLargeMessageIntoASharedBufferIsCopiedByBothRanksAndArrivesIntact() throws {
+    /// Also with every copy streamed (a threshold of one byte, as messages larger than the cache
+    /// are): both ranks' parts, and the receiver's copy alone.
+    @Test(arguments: [MessageCopy(streamingThreshold: 0), MessageCopy(streamingThreshold: 1)])
+    func aLargeMessageIntoASharedBufferIsCopiedByBothRanksAndArrivesIntact(copier: MessageCopy) throws {
         let broker = try PrivateBroker()
         // Odd lengths, so that the split falls inside a page; into a shared buffer at an offset (split),
         // then into plain memory (the sender cannot reach it: the receiver copies it all).
         let length = (3 << 20) + 37
-        let results = runRanks(2, broker: broker) { comm -> [Int] in
+        let results = runRanks(2, broker: broker, copier: copier) { comm -> [Int] in
             let shared = try comm.allocate(byteCount: length + 8192)
             var plain = [UInt8](repeating: 0, count: length)
             if comm.rank == 0 {
@@ -176,9 +179,10 @@ func runRanks<Result: Sendable>(_ size: Int, broker: PrivateBroker,
         #expect(statistics.invalidated == 3)
     }
 
-    @Test func allreduceOfThreeRanksSumsInRankOrder() throws {
+    @Test(arguments: [MessageCopy(streamingThreshold: 0), MessageCopy(streamingThreshold: 1)])
+    func allreduceOfThreeRanksSumsInRankOrder(copier: MessageCopy) throws {
         let broker = try PrivateBroker()
-        let results = runRanks(3, broker: broker) { comm -> Bool in
+        let results = runRanks(3, broker: broker, copier: copier) { comm -> Bool in
             let count = 1001  // not a multiple of the 8-element slice granularity
             let input = try comm.allocate(byteCount: count * 8), output = try comm.allocate(byteCount: count * 8)
             let values = input.elements(Double.self, count: count)

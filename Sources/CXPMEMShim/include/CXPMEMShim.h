@@ -106,6 +106,9 @@ uint64_t cxpmem_volatile_load64(const void *address);
 void cxpmem_volatile_store64(void *address, uint64_t value);
 /// CLOCK_MONOTONIC in nanoseconds: comparable across processes on this machine.
 uint64_t cxpmem_monotonic_nanoseconds(void);
+/// memcpy of non-overlapping buffers with non-temporal stores (x86-64; a plain memcpy elsewhere):
+/// the destination's lines are written without first being read into the cache.
+void cxpmem_copy_streaming(void *destination, const void *source, size_t length);
 
 // Threads: starts a detached pthread running `body(context)`.
 int cxpmem_start_detached_thread(void (*body)(void *), void *context);
