@@ -29,7 +29,10 @@ public final class PrivateBroker {
             throw XPMEMError.system("creating a directory for a private broker", error)
         }
         socketPath = directory + "/xpmemd.sock"
-        self.arguments = ["--socket", socketPath] + (openToEveryUID ? ["--mode", "0666"] : []) + arguments
+        // It goes when this process goes, however that happens (a launcher killed by SIGKILL, or by
+        // SIGPIPE in `xprun … | head`), instead of serving a socket nobody will use again.
+        self.arguments = ["--socket", socketPath, "--exit-with", "\(ThisProcess.processID)"]
+            + (openToEveryUID ? ["--mode", "0666"] : []) + arguments
         do {
             try start()
         } catch {

@@ -25,6 +25,9 @@ final class BrokerServer {
     private let signals: OwnedDescriptor
     /// Polls `.priority` while the machine stalls on memory; nil where the kernel has no PSI.
     private let memoryPressure: OwnedDescriptor?
+    /// A pidfd of the process this broker stops with (`--exit-with`), and that process's id.
+    private let owner: OwnedDescriptor?
+    private let ownerPID: Int32?
     /// Closed to make room when `accept` fails for lack of descriptors (see `acceptPending`).
     private var spareDescriptor: OwnedDescriptor?
     private var listenerWatched = true
@@ -49,8 +52,9 @@ final class BrokerServer {
     /// Takes the lock beside the socket (refusing if another broker holds it) and listens: on the
     /// socket a service manager passed (socket activation), else on a new one at `socketPath` with
     /// `mode` and optionally `group`.
+    /// With `exitWith`, the broker stops, as on SIGTERM, once that process has exited.
     init(socketPath requestedPath: String, mode: UInt32, group: UInt32?, quotas: BrokerQuotas, stallSeconds: Int,
-         spinPolicy: SpinPolicy, logger: Logger) throws {
+         spinPolicy: SpinPolicy, exitWith: Int32? = nil, logger: Logger) throws {
         self.spinPolicy = spinPolicy
         self.logger = logger
         stallLimit = UInt64(stallSeconds) * 1_000_000
@@ -77,6 +81,19 @@ final class BrokerServer {
         poll = try EventPoll()
         try poll.add(listener, events: .readable, token: .listener)
         try poll.add(signals, events: .readable, token: .signals)
+        if let exitWith {
+            let process: OwnedDescriptor
+            do {
+                process = try ProcessHandle.open(pid: exitWith)
+            } catch {
+                throw BrokerStartError("--exit-with \(exitWith): no such process to stop with (\(error))")
+            }
+            try poll.add(process, events: .readable, token: .owner)
+            owner = .some(process)
+        } else {
+            owner = nil
+        }
+        ownerPID = exitWith
         do {
             let trigger = try MemoryPressureTrigger.arm()
             try poll.add(trigger, events: .priority, token: .memoryPressure)
@@ -208,6 +225,9 @@ final class BrokerServer {
             }
         case .memoryPressure:
             apply(core.memoryPressure())
+        case .owner:
+            logger.notice("process \(ownerPID ?? 0) (--exit-with) exited: stopping")
+            running = false
         case .peer(let peer, let descriptor):
             guard let connection = connections[peer] else { return }
             switch descriptor {

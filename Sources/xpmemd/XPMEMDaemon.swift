@@ -43,6 +43,9 @@ struct XPMEMDaemon: ParsableCommand {
     @Option(name: .long, help: "Seconds a client may leave the broker's frames unread before it is dropped.")
     var stallSeconds: Int = 30
 
+    @Option(name: .long, help: "Stop, as on SIGTERM, when process PID exits (for a private broker a launcher starts: it goes even when the launcher is killed).")
+    var exitWith: Int32?
+
     func validate() throws {
         guard let value = UInt32(mode, radix: 8), value <= 0o777 else {
             throw ValidationError("--mode must be octal permission bits such as 0600 or 0666, not '\(mode)'")
@@ -101,7 +104,8 @@ struct XPMEMDaemon: ParsableCommand {
         do {
             let server = try BrokerServer(
                 socketPath: path, mode: UInt32(mode, radix: 8)!, group: group.flatMap(FileSystem.groupID(named:)),
-                quotas: quotas(), stallSeconds: stallSeconds, spinPolicy: SpinPolicy(microseconds: spinMicroseconds), logger: logger)
+                quotas: quotas(), stallSeconds: stallSeconds, spinPolicy: SpinPolicy(microseconds: spinMicroseconds),
+                exitWith: exitWith, logger: logger)
             try server.run()
         } catch let error as BrokerStartError {
             logger.critical("\(error.description)")

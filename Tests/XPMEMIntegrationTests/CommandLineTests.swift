@@ -103,4 +103,36 @@ struct CommandLineTests {
             }
         }
     }
+
+    /// xprun killed with SIGKILL (or by SIGPIPE in `xprun … 2>&1 | head`) runs no clean-up: its
+    /// private broker used to stay behind, serving a socket nobody would use again.
+    @Test("The private broker xprun started goes when xprun is killed")
+    func privateBrokerGoesWithKilledXprun() throws {
+        // No broker at XPMEM_SOCKET: xprun starts its own, and the rank prints where.
+        let run = try ChildProcess("xprun", ["-n", "1", "/bin/sh", "-c", #"echo "$$ $XPMEM_SOCKET"; exec sleep 60"#],
+                                   environment: ["XPMEM_SOCKET": "/nonexistent-xprun-test/xpmemd.sock"])
+        let line = run.readLine() ?? ""
+        let fields = line.split(separator: " ").map(String.init)
+        try #require(fields.count == 2 && fields[1].hasPrefix("/tmp/xprun-broker-"), "the rank said '\(line)'")
+        let rank = pid_t(fields[0]) ?? 0
+        defer { if rank > 0 { kill(rank, SIGKILL) } }
+        let socket = fields[1]
+        #expect((try? XPMEMBroker.connect(socketPath: socket, name: "probe", reconnect: .disabled)) != nil)
+        run.signal(SIGKILL)
+        _ = run.waitForExit()
+        var answered = true
+        for _ in 0..<1000 where answered {
+            answered = (try? XPMEMBroker.connect(socketPath: socket, name: "probe", reconnect: .disabled)) != nil
+            if answered { usleep(10_000) }
+        }
+        #expect(!answered, "a broker still answers at \(socket) after xprun was killed")
+        #expect(access(socket, F_OK) != 0, "the broker left its socket file behind")
+    }
+
+    @Test("xpmemd --exit-with refuses a process that does not exist, naming it")
+    func exitWithAMissingProcess() throws {
+        let run = try ChildProcess("xpmemd", ["--socket", "/tmp/xpmemd-exit-with-\(getpid()).sock", "--exit-with", "999999999"])
+        #expect(run.waitForExit() == 2)
+        #expect(run.standardError().contains("--exit-with 999999999: no such process"))
+    }
 }
