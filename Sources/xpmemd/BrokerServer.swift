@@ -58,6 +58,16 @@ final class BrokerServer {
         self.spinPolicy = spinPolicy
         self.logger = logger
         stallLimit = UInt64(stallSeconds) * 1_000_000
+        // Before the lock and the socket: a refused --exit-with must leave no file behind.
+        var ownerProcess: OwnedDescriptor? = nil
+        if let exitWith {
+            do {
+                ownerProcess = .some(try ProcessHandle.open(pid: exitWith))
+            } catch {
+                throw BrokerStartError("--exit-with \(exitWith): \(error == .noSuchProcess ? "no such process" : "\(error)") to stop with")
+            }
+        }
+        ownerPID = exitWith
         let activated: OwnedDescriptor?
         do {
             activated = try SocketActivation.listener()
@@ -81,19 +91,13 @@ final class BrokerServer {
         poll = try EventPoll()
         try poll.add(listener, events: .readable, token: .listener)
         try poll.add(signals, events: .readable, token: .signals)
-        if let exitWith {
-            let process: OwnedDescriptor
-            do {
-                process = try ProcessHandle.open(pid: exitWith)
-            } catch {
-                throw BrokerStartError("--exit-with \(exitWith): no such process to stop with (\(error))")
-            }
+        switch consume ownerProcess {
+        case .some(let process):
             try poll.add(process, events: .readable, token: .owner)
             owner = .some(process)
-        } else {
+        case .none:
             owner = nil
         }
-        ownerPID = exitWith
         do {
             let trigger = try MemoryPressureTrigger.arm()
             try poll.add(trigger, events: .priority, token: .memoryPressure)

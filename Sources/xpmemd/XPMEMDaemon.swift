@@ -59,6 +59,9 @@ struct XPMEMDaemon: ParsableCommand {
         guard maxConnectionsPerUid > 0, maxSegmentsPerUid > 0, stallSeconds > 0 else {
             throw ValidationError("--max-connections-per-uid, --max-segments-per-uid and --stall-seconds must be positive")
         }
+        if let exitWith, exitWith <= 0 {
+            throw ValidationError("--exit-with must be a process id (a positive number), not \(exitWith)")
+        }
         guard Self.byteCount(maxBytesPerUid) != nil else {
             throw ValidationError("--max-bytes-per-uid must be a byte count such as 1073741824, 64G or 4T, not '\(maxBytesPerUid)'")
         }

@@ -54,8 +54,9 @@ echo "build-mpich: building $(basename "$source_dir") with --with-xpmem=$xpmem (
     make install
 ) >"$log" 2>&1 || { tail -n 40 "$log" >&2; echo "build-mpich: the build failed; see $log" >&2; exit 1; }
 # configure drops the module quietly when it cannot use libxpmem: insist on it here.
+# (Without the module the install is removed: the checks and figures must not run on it.)
 grep -q 'xpmem_attach' <(nm -D "$mpich/lib/libmpi.so" 2>/dev/null) \
-    || { echo "build-mpich: MPICH was built without its xpmem module; see $log" >&2; exit 1; }
+    || { rm -rf "$mpich"; echo "build-mpich: MPICH was built without its xpmem module; see $log" >&2; exit 1; }
 rm -rf "$work/mpich-src"
 echo "$want" >"$stamp"
 echo "build-mpich: MPICH installed in $mpich"

@@ -26,6 +26,26 @@ backed_bytes() {
         awk '{ total += $1 } END { print total + 0 }'
 }
 
+# The kinds of memory memory_kinds.c sent from ("memory-kind NAME FIRST LAST", decimal) that no range
+# in the log's "backed [0xSTART, +0xLENGTH)" lines overlaps: every kind must have been attached (a
+# kind carried by an eager copy instead would prove nothing about libxpmem). Prints them, or nothing.
+kinds_not_backed() { # LOG
+    local -a starts=() ends=() missing=()
+    local start length name first last index found
+    while read -r start length; do
+        starts+=($((start)))
+        ends+=($((start + length - 1)))
+    done < <(sed -n 's/.*libxpmem\[[0-9]*\]: backed \[\(0x[0-9a-f]*\), +\(0x[0-9a-f]*\)).*/\1 \2/p' "$1")
+    while read -r name first last; do
+        found=0
+        for index in "${!starts[@]}"; do
+            if ((starts[index] <= last && ends[index] >= first)); then found=1; break; fi
+        done
+        ((found)) || missing+=("$name")
+    done < <(sed -n 's/^memory-kind \([^ ]*\) \([0-9]*\) \([0-9]*\)$/\1 \2 \3/p' "$1")
+    echo "${missing[*]}"
+}
+
 # --- UCX sees the transport only when libxpmem answers ---------------------------------------------
 if ! start_broker; then
     fail "a private broker starts at $XPMEM_SOCKET"
@@ -118,13 +138,20 @@ mpi_check() { # LOG_NAME MIN_BACKED_BYTES MPI PROGRAM ARGS...   (MPI: openmpi or
     xpmem_endpoints=$(grep -cE "UCX +INFO +ep_cfg\[[0-9]+\]: ${!lanes_name}\$" "$log")
     ranges=$(backed_ranges "$log")
     bytes=$(backed_bytes "$log")
+    local unattached= kinds_note=
+    if [[ $program == memory-kinds* ]]; then
+        unattached=$(kinds_not_backed "$log")
+        kinds_note="; each kind's buffer lies in a range its sender backed for the peer"
+    fi
     local what="${!what_name} $program${*:+ $*}"
-    if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ "$xpmem_endpoints" -eq 2 ]; then
+    if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ "$xpmem_endpoints" -eq 2 ] \
+        && [ -z "$unattached" ]; then
         pass "$what: ${verdict#OK: }; both ranks' endpoints to the other use xpmem alone; $ranges range(s)," \
-             "$((bytes >> 20)) MiB of the ranks' memory shared for the peer's attaches"
+             "$((bytes >> 20)) MiB of the ranks' memory shared for the peer's attaches$kinds_note"
     else
         fail "$what: status $status, verdict '${verdict:-none}', $xpmem_endpoints of 2 endpoints with xpmem alone," \
-             "$ranges range(s) and $bytes bytes shared for the peer (at least $min_bytes expected)${why:+; $why}"
+             "$ranges range(s) and $bytes bytes shared for the peer (at least $min_bytes expected)" \
+             "${unattached:+; never attached: $unattached}${why:+; $why}"
         show "$log"
     fi
 }
@@ -200,13 +227,18 @@ else
         verdict=$(grep -m1 -E '^(OK|FAILED):' "$log")
         ranges=$(backed_ranges "$log")
         bytes=$(backed_bytes "$log")
+        local unattached= kinds_note=
+        if [[ $program == memory-kinds* ]]; then
+            unattached=$(kinds_not_backed "$log")
+            kinds_note="; each kind's buffer lies in a range its sender backed for the peer"
+        fi
         local what="mpiexec -n 2 ${program%-mpich-xpmem}${*:+ $*} (MPICH 4.0.2's own xpmem module)"
-        if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ]; then
+        if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ -z "$unattached" ]; then
             pass "$what: ${verdict#OK: }; $ranges range(s), $((bytes >> 20)) MiB of the ranks' memory" \
-                 "shared for the peer's attaches"
+                 "shared for the peer's attaches$kinds_note"
         else
             fail "$what: status $status, verdict '${verdict:-none}', $ranges range(s) and $bytes bytes" \
-                 "shared for the peer (at least $min_bytes expected)"
+                 "shared for the peer (at least $min_bytes expected)${unattached:+; never attached: $unattached}"
             show "$log"
         fi
     }

@@ -129,10 +129,15 @@ struct CommandLineTests {
         #expect(access(socket, F_OK) != 0, "the broker left its socket file behind")
     }
 
-    @Test("xpmemd --exit-with refuses a process that does not exist, naming it")
+    @Test("xpmemd --exit-with refuses a process that does not exist, naming it, and leaves no file behind")
     func exitWithAMissingProcess() throws {
-        let run = try ChildProcess("xpmemd", ["--socket", "/tmp/xpmemd-exit-with-\(getpid()).sock", "--exit-with", "999999999"])
+        let socket = "/tmp/xpmemd-exit-with-\(getpid()).sock"
+        let run = try ChildProcess("xpmemd", ["--socket", socket, "--exit-with", "999999999"])
         #expect(run.waitForExit() == 2)
         #expect(run.standardError().contains("--exit-with 999999999: no such process"))
+        #expect(access(socket, F_OK) != 0 && access(socket + ".lock", F_OK) != 0, "the refused broker left files")
+        let zero = try ChildProcess("xpmemd", ["--socket", socket, "--exit-with", "0"])
+        #expect(zero.waitForExit() != 0)
+        #expect(zero.standardError().contains("--exit-with must be a process id"))
     }
 }
