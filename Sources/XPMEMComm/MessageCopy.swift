@@ -24,7 +24,7 @@ struct MessageCopy: Sendable {
     /// Copies `byteCount` bytes, part (or all) of a message `messageLength` bytes long.
     func copy(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, byteCount: Int,
               ofMessage messageLength: Int) {
-        if streamingThreshold > 0, messageLength >= streamingThreshold {
+        if streamingThreshold > 0, messageLength >= streamingThreshold, !StreamingCopy.memcpyStreams(byteCount) {
             StreamingCopy.copy(to: destination, from: source, byteCount: byteCount)
         } else {
             destination.copyMemory(from: source, byteCount: byteCount)

@@ -61,10 +61,11 @@ struct CopyBenchmark: ParsableCommand {
             let versusReadv = InterleavedRatio().measure(
                 ours: { let samples = attachedBatch(); attached.add(contentsOf: samples); return samples.median },
                 reference: { let samples = crossMemoryBatch(); crossMemory.add(contentsOf: samples); return samples.median })
-            if let failure = readFailure ?? copyFailure { throw XPMEMError(.systemCallFailed, failure) }
+            if let failure = readFailure { throw XPMEMError(.systemCallFailed, failure) }
             let versusMemcpy = InterleavedRatio().measure(
                 ours: { let samples = attachedBatch(); attached.add(contentsOf: samples); return samples.median },
                 reference: { let samples = localBatch(); local.add(contentsOf: samples); return samples.median })
+            if let copyFailure { throw XPMEMError(.systemCallFailed, copyFailure) }
             // The exporter's bytes are 0x5A too: clear the destination so that only copyBytes can put them there.
             destination.bytes.initializeMemory(as: UInt8.self, repeating: 1)
             try attachment.copyBytes(into: destination.bytes)

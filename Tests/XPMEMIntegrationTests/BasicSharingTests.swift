@@ -30,7 +30,6 @@ struct BasicSharingTests {
         for index in 0..<segment.bytes.count { segment.bytes[index] = UInt8(truncatingIfNeeded: index &* 7 &+ index >> 13) }
         let attachment = try broker.connect(name: "importer").get(segment.id, access: .readOnly).attach()
         for (offset, count) in [(0, 100), (5, 64 << 10), (4099, streamed)] {
-            #expect(StreamingCopy.pays(forCopyOf: count) == (count >= StreamingCopy.lastLevelCacheBytes / 2))
             let destination = UnsafeMutableRawBufferPointer.allocate(byteCount: count + 3, alignment: 64)
             defer { destination.deallocate() }
             let target = UnsafeMutableRawBufferPointer(rebasing: destination[3...])
