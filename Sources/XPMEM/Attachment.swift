@@ -41,8 +41,9 @@ public final class Attachment: Sendable {
     /// Copies `destination.count` bytes of the attachment, from `offset` on, into `destination` (which
     /// must not overlap the attachment), the fastest way for the size: with non-temporal stores once
     /// source and destination together fill the last-level cache (`StreamingCopy`), so that the
-    /// destination's lines are not read first only to be evicted; with memcpy below. For one large
-    /// read of an exporter's buffer this is the copy to use.
+    /// destination's lines are not read first only to be evicted; with memcpy below that, and above
+    /// the size from which memcpy streams by itself. For one large read of an exporter's buffer this
+    /// is the copy to use.
     public func copyBytes(from offset: Int = 0, into destination: UnsafeMutableRawBufferPointer) throws(XPMEMError) {
         guard offset >= 0, offset <= length, destination.count <= length - offset else {
             throw XPMEMError(.invalidArgument, "copying \(destination.count) bytes from offset \(offset) of a \(length)-byte attachment")

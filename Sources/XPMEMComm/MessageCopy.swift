@@ -21,7 +21,8 @@ struct MessageCopy: Sendable {
         return MessageCopy(streamingThreshold: configured ?? StreamingCopy.lastLevelCacheBytes)
     }
 
-    /// Copies `byteCount` bytes, part (or all) of a message `messageLength` bytes long.
+    /// Copies `byteCount` bytes, part (or all) of a message `messageLength` bytes long (with memcpy
+    /// where memcpy streams by itself: `StreamingCopy.memcpyStreams`).
     func copy(to destination: UnsafeMutableRawPointer, from source: UnsafeRawPointer, byteCount: Int,
               ofMessage messageLength: Int) {
         if streamingThreshold > 0, messageLength >= streamingThreshold, !StreamingCopy.memcpyStreams(byteCount) {
