@@ -18,7 +18,7 @@ public enum StreamingCopy {
 
     /// Whether copying `byteCount` bytes is better done streaming: when the source and the
     /// destination together fill the last-level cache, so that neither stays in it anyway, and
-    /// memcpy would not stream by itself (`memcpyStreamsFrom`). (`xpmem-bench copy`, 16 MiB into
+    /// memcpy would not stream by itself (`memcpyStreams`). (`xpmem-bench copy`, 16 MiB into
     /// the same buffer again and again, 32 MiB cache: 19–20 GB/s streamed against 11–15 with memcpy.)
     public static func pays(forCopyOf byteCount: Int) -> Bool {
         lastLevelCacheBytes > 0 && byteCount >= lastLevelCacheBytes / 2 && !memcpyStreams(byteCount)

@@ -18,14 +18,10 @@ trap stop_broker_and_clean EXIT
 start_broker
 compile_examples >&2
 arguments=(--sizes 8,1M,4M,64M --batches 5)
-mpich=$WORK/mpich
 with_mpich=false
-if [ -x "$mpich/bin/mpiexec" ]; then
+if mpich_xpmem_built; then
     with_mpich=true
-    mpich_library_path=$XPMEM_PREFIX/lib:$mpich/lib${original_library_path:+:$original_library_path}
-    LD_LIBRARY_PATH=$mpich_library_path "$mpich/bin/mpicc" -O2 -o "$run_dir/pingpong-mpich-xpmem" \
-        "$EXAMPLES/pingpong.c" >&2
-    mpiexec_mpich=(env "LD_LIBRARY_PATH=$mpich_library_path" "$mpich/bin/mpiexec" -n 2 -bind-to core)
+    compile_examples_mpich_xpmem >&2
 fi
 
 # One run of pingpong; its table rows "SIZE LATENCY_US BANDWIDTH_MBS" go to the file, and a run
@@ -45,8 +41,9 @@ for pair in $(seq "$pairs"); do
     measure "$run_dir/reference.$pair" pingpong "${mpirun_vader_cma[@]}"
     measure "$run_dir/ucx-posix.$pair" pingpong "${mpirun_ucx_posix[@]}"
     if $with_mpich; then
-        measure "$run_dir/mpich-xpmem.$pair" pingpong-mpich-xpmem "${mpiexec_mpich[@]}"
-        measure "$run_dir/mpich-cells.$pair" pingpong-mpich-xpmem env MPIR_CVAR_CH4_XPMEM_ENABLE=0 "${mpiexec_mpich[@]}"
+        measure "$run_dir/mpich-xpmem.$pair" pingpong-mpich-xpmem "${mpiexec_mpich_xpmem[@]}"
+        measure "$run_dir/mpich-cells.$pair" pingpong-mpich-xpmem env MPIR_CVAR_CH4_XPMEM_ENABLE=0 \
+            "${mpiexec_mpich_xpmem[@]}"
     else
         # No MPICH with its module: the columns repeat ours, and its ratios are left out below.
         cp "$run_dir/ours.$pair" "$run_dir/mpich-xpmem.$pair"

@@ -66,6 +66,20 @@ mpirun_ucx_posix=(mpirun "${allow_root[@]}" -np 2 --bind-to core --mca pml ucx -
 mpirun_vader_cma=(env "LD_LIBRARY_PATH=$original_library_path" mpirun "${allow_root[@]}" -np 2 --bind-to core
     --mca pml ob1 --mca btl vader,self --mca btl_vader_single_copy_mechanism cma)
 
+# MPICH 4.0.2 rebuilt with its own XPMEM module (build-mpich.sh), over Debian's UCX (no xpmem
+# transport): only the module can make the ranks' libraries back anything.
+MPICH_XPMEM=$WORK/mpich
+mpich_xpmem_library_path=$XPMEM_PREFIX/lib:$MPICH_XPMEM/lib${original_library_path:+:$original_library_path}
+mpiexec_mpich_xpmem=(env "LD_LIBRARY_PATH=$mpich_xpmem_library_path" "$MPICH_XPMEM/bin/mpiexec" -n 2 -bind-to core)
+mpich_xpmem_built() { [ -x "$MPICH_XPMEM/bin/mpiexec" ]; }
+# Its mpicc links -lxpmem without a -L: the linker finds libxpmem through LD_LIBRARY_PATH.
+compile_examples_mpich_xpmem() {
+    LD_LIBRARY_PATH=$mpich_xpmem_library_path "$MPICH_XPMEM/bin/mpicc" -O2 -o "$run_dir/pingpong-mpich-xpmem" \
+        "$EXAMPLES/pingpong.c" \
+        && LD_LIBRARY_PATH=$mpich_xpmem_library_path "$MPICH_XPMEM/bin/mpicc" -O2 \
+            -o "$run_dir/memory-kinds-mpich-xpmem" "$MEMORY_KINDS"
+}
+
 # Debian's MPICH 4.0 (device ch4:ucx) over the rebuilt UCX with UCX_TLS=xpmem,self. MPICH keeps
 # ranks on one node to its own shared-memory path; MPIR_CVAR_NOLOCAL=1 sends them through the netmod,
 # UCX, as it does ranks on other nodes. Hydra passes the environment to the ranks.

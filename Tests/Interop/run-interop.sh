@@ -46,6 +46,16 @@ kinds_not_backed() { # LOG
     echo "${missing[*]}"
 }
 
+# For a run of memory_kinds.c (PROGRAM memory-kinds*): sets the caller's `unattached` (the kinds
+# never attached) and `kinds_note` (what its PASS line adds); for other programs, both empty.
+check_memory_kinds() { # PROGRAM LOG
+    unattached=
+    kinds_note=
+    [[ $1 == memory-kinds* ]] || return 0
+    unattached=$(kinds_not_backed "$2")
+    kinds_note="; each kind's buffer lies in a range its sender backed for the peer"
+}
+
 # --- UCX sees the transport only when libxpmem answers ---------------------------------------------
 if ! start_broker; then
     fail "a private broker starts at $XPMEM_SOCKET"
@@ -138,11 +148,8 @@ mpi_check() { # LOG_NAME MIN_BACKED_BYTES MPI PROGRAM ARGS...   (MPI: openmpi or
     xpmem_endpoints=$(grep -cE "UCX +INFO +ep_cfg\[[0-9]+\]: ${!lanes_name}\$" "$log")
     ranges=$(backed_ranges "$log")
     bytes=$(backed_bytes "$log")
-    local unattached= kinds_note=
-    if [[ $program == memory-kinds* ]]; then
-        unattached=$(kinds_not_backed "$log")
-        kinds_note="; each kind's buffer lies in a range its sender backed for the peer"
-    fi
+    local unattached kinds_note
+    check_memory_kinds "$program" "$log"
     local what="${!what_name} $program${*:+ $*}"
     if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ "$xpmem_endpoints" -eq 2 ] \
         && [ -z "$unattached" ]; then
@@ -203,21 +210,17 @@ fi
 # MPI_Finalize) and copies out of it. (Its allreduce of 2 ranks does not use the module.) Debian's
 # UCX (no xpmem transport) is the netmod here, so only MPICH's module can make the ranks' libraries
 # back anything.
-mpich_xpmem=$WORK/mpich
-if [ ! -x "$mpich_xpmem/bin/mpiexec" ]; then
-    fail "MPICH's own xpmem module runs on libxpmem: no MPICH built in $mpich_xpmem (Tests/Interop/build-mpich.sh;" \
+if ! mpich_xpmem_built; then
+    fail "MPICH's own xpmem module runs on libxpmem: no MPICH built in $MPICH_XPMEM (Tests/Interop/build-mpich.sh;" \
          "log: $WORK/mpich-build.log)"
-elif ! "$mpich_xpmem/bin/mpicc" -O2 -o "$run_dir/pingpong-mpich-xpmem" "$EXAMPLES/pingpong.c" >"$run_dir/mpicc-xpmem.out" 2>&1 \
-    || ! "$mpich_xpmem/bin/mpicc" -O2 -o "$run_dir/memory-kinds-mpich-xpmem" "$MEMORY_KINDS" >>"$run_dir/mpicc-xpmem.out" 2>&1; then
+elif ! compile_examples_mpich_xpmem >"$run_dir/mpicc-xpmem.out" 2>&1; then
     fail "MPICH's mpicc (built --with-xpmem) compiles Examples/mpi-c/pingpong.c and memory_kinds.c"
     show "$run_dir/mpicc-xpmem.out"
 else
     mpich_xpmem_run() { # LOG_NAME PROGRAM ARGS...   (extra environment from the caller)
         local log=$run_dir/$1.out program=$2
         shift 2
-        env LD_LIBRARY_PATH="$XPMEM_PREFIX/lib:$mpich_xpmem/lib${original_library_path:+:$original_library_path}" \
-            XPMEM_DEBUG=1 timeout 300 "$mpich_xpmem/bin/mpiexec" -n 2 -bind-to core \
-            "$run_dir/$program" "$@" >"$log" 2>&1
+        XPMEM_DEBUG=1 timeout 300 "${mpiexec_mpich_xpmem[@]}" "$run_dir/$program" "$@" >"$log" 2>&1
     }
     mpich_xpmem_check() { # LOG_NAME MIN_BACKED_BYTES PROGRAM ARGS...
         local name=$1 log=$run_dir/$1.out min_bytes=$2 program=$3
@@ -227,11 +230,8 @@ else
         verdict=$(grep -m1 -E '^(OK|FAILED):' "$log")
         ranges=$(backed_ranges "$log")
         bytes=$(backed_bytes "$log")
-        local unattached= kinds_note=
-        if [[ $program == memory-kinds* ]]; then
-            unattached=$(kinds_not_backed "$log")
-            kinds_note="; each kind's buffer lies in a range its sender backed for the peer"
-        fi
+        local unattached kinds_note
+        check_memory_kinds "$program" "$log"
         local what="mpiexec -n 2 ${program%-mpich-xpmem}${*:+ $*} (MPICH 4.0.2's own xpmem module)"
         if [ $status -eq 0 ] && [[ $verdict == OK:* ]] && [ "$bytes" -ge "$min_bytes" ] && [ -z "$unattached" ]; then
             pass "$what: ${verdict#OK: }; $ranges range(s), $((bytes >> 20)) MiB of the ranks' memory" \

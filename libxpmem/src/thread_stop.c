@@ -291,8 +291,9 @@ int thread_stop_start_exempt(int slot, pthread_t *thread, const pthread_attr_t *
     int error = create_masked(thread, attributes, body, argument, &all);
     /* Until the thread has recorded itself, a stop would signal it, wait the 20 ms after which
      * missing threads are examined, and find it blocking the signal: a creator pinned to one CPU
-     * (an MPI rank bound to a core) does not let it run before the stop that created it begins. */
-    /* Bounded (1 s): a thread that never recorded itself would cost later stops 20 ms each, not hang us. */
+     * (an MPI rank bound to a core) does not let it run before the stop that created it begins.
+     * Bounded (1 s): a thread that never recorded itself would cost later stops 20 ms each, not
+     * hang its creator. */
     for (int wait = 0; error == 0 && exempt != NULL && atomic_load(exempt) == 0 && wait < 100; wait++) {
         struct timespec timeout = {0, 10000000};
         futex((_Atomic uint32_t *)exempt, FUTEX_WAIT_PRIVATE, 0, &timeout);

@@ -135,6 +135,16 @@ static uint8_t *attach_request(const struct import_request *request, int flags, 
     return window == (void *)-1 ? NULL : window;
 }
 
+/* attach_request read-only; when it fails, says "attach failed: …" on `out` and returns NULL. */
+static uint8_t *attach_read_only_or_say(const struct import_request *request, int out)
+{
+    xpmem_apid_t apid;
+    uint8_t *window = attach_request(request, XPMEM_RDONLY, &apid);
+    if (window == NULL)
+        say(out, "attach failed: %s", strerror(errno));
+    return window;
+}
+
 static int importer(int in, int out, void *argument)
 {
     const struct import_request *request = argument;
@@ -305,12 +315,9 @@ static int read_only_importer(int in, int out, void *argument)
 {
     (void)in;
     const struct import_request *request = argument;
-    xpmem_apid_t apid;
-    uint8_t *window = attach_request(request, XPMEM_RDONLY, &apid);
-    if (window == NULL) {
-        say(out, "attach failed: %s", strerror(errno));
+    uint8_t *window = attach_read_only_or_say(request, out);
+    if (window == NULL)
         return 2;
-    }
     size_t span = page_span(request->address, request->size);
     volatile uint8_t *view = window + (request->address - page_start(request->address));
     bool reads = pattern_check(view, request->size, 1) < 0;
@@ -1643,12 +1650,9 @@ static int attach_and_check(int in, int out, void *argument)
 {
     (void)in;
     const struct import_request *request = argument;
-    xpmem_apid_t apid;
-    uint8_t *window = attach_request(request, XPMEM_RDONLY, &apid);
-    if (window == NULL) {
-        say(out, "attach failed: %s", strerror(errno));
+    uint8_t *window = attach_read_only_or_say(request, out);
+    if (window == NULL)
         return 2;
-    }
     long bad = pattern_check(window + (request->address - page_start(request->address)), request->size, 1);
     say(out, bad < 0 ? "attached" : "bad byte at %ld", bad);
     return 0;
