@@ -4,6 +4,12 @@
 /// cross-core wake-up costs tens of microseconds while polling notices a message in well under one,
 /// so a short spin right after sending a request (or serving one) catches the answer (or the next
 /// request) at polling speed; past the budget the waiter sleeps and costs nothing.
+///
+/// Every poll that finds nothing yields the CPU. The process that must answer is often runnable on
+/// this very CPU (the kernel wakes a task near its waker; a node runs as many ranks as it has cores,
+/// and the broker shares one of them), and without the yield the scheduler lets the spinner run out
+/// its budget first: each request or reply then cost the whole budget on top of the wake-up. With
+/// nobody else runnable, the yield returns at once.
 public struct SpinPolicy: Sendable {
     /// Zero disables spinning.
     public var budgetNanoseconds: UInt64
@@ -26,6 +32,7 @@ public struct SpinPolicy: Sendable {
         let start = SharedMemoryAccess.monotonicNanoseconds()
         repeat {
             if let value = try attempt() { return value }
+            ThisProcess.yieldProcessor()
         } while SharedMemoryAccess.monotonicNanoseconds() - start < budgetNanoseconds
         return nil
     }
