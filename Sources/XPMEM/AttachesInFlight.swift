@@ -55,7 +55,11 @@ struct AttachesInFlight {
         }
     }
 
-    mutating func windowEnded(_ window: Window) { openWindows.remove(window) }
+    /// Checked for emptiness first: every invalidation's end comes here, almost never with an attach
+    /// in flight, and removing from an empty set still hashes.
+    mutating func windowEnded(_ window: Window) {
+        if !openWindows.isEmpty { openWindows.remove(window) }
+    }
 
     /// The segment was released (its exporter removed it, or died inside a window): no `end` will
     /// come for its windows.

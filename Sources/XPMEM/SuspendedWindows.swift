@@ -12,8 +12,8 @@ struct SuspendedWindows {
         var offset: Int
         var length: Int
         var cut: AccessCut
-        /// Access comes back when the last of these ends. Rarely more than one: an array, not a set.
-        var sequences: [UInt64]
+        /// Access comes back when the last of these ends.
+        var sequences: WindowSequences
         /// The segment moved to another file while this part was cut: giving it back maps the new file,
         /// whatever the cut.
         var mapsOldFile = false
@@ -23,8 +23,9 @@ struct SuspendedWindows {
 
     /// Sorted by offset, disjoint.
     private(set) var parts: [Part] = []
-    /// The open windows, as the application's `willInvalidate` saw them.
-    private var notices: [UInt64: InvalidationNotice] = [:]
+    /// The open windows, as the application's `willInvalidate` saw them. Rarely more than one: a
+    /// list searched in place, not a dictionary that hashes on every invalidation.
+    private var notices: [InvalidationNotice] = []
 
     var isEmpty: Bool { notices.isEmpty }
 
@@ -33,8 +34,8 @@ struct SuspendedWindows {
     /// returned list: this runs in every importer on every invalidation, and allocates nothing for
     /// the usual single window.)
     mutating func open(_ notice: InvalidationNotice, cut: (_ offset: Int, _ length: Int) -> AccessCut) {
-        guard notices[notice.sequence] == nil, notice.length > 0 else { return }
-        notices[notice.sequence] = notice
+        guard !notices.contains(where: { $0.sequence == notice.sequence }), notice.length > 0 else { return }
+        notices.append(notice)
         let start = notice.offset, end = notice.offset + notice.length
         split(at: start)
         split(at: end)
@@ -45,13 +46,13 @@ struct SuspendedWindows {
             let next = index < parts.endIndex && parts[index].offset < end ? parts[index].offset : end
             if next > cursor {
                 let part = Part(offset: cursor, length: next - cursor, cut: cut(cursor, next - cursor),
-                                sequences: [notice.sequence])
+                                sequences: WindowSequences(notice.sequence))
                 parts.insert(part, at: index)
                 index += 1
                 cursor = next
                 continue
             }
-            if !parts[index].sequences.contains(notice.sequence) { parts[index].sequences.append(notice.sequence) }
+            parts[index].sequences.insert(notice.sequence)
             cursor = parts[index].end
             index += 1
         }
@@ -61,16 +62,21 @@ struct SuspendedWindows {
     /// order, for the caller to give its access back. Returns the window's notice; nil for a window
     /// that is not open.
     mutating func close(_ sequence: UInt64, giveBack: (Part) -> Void) -> InvalidationNotice? {
-        guard let notice = notices.removeValue(forKey: sequence) else { return nil }
-        var uncoveredAny = false
+        guard let open = notices.firstIndex(where: { $0.sequence == sequence }) else { return nil }
+        let notice = notices.remove(at: open)
+        // The parts still covered slide down over those given back, in order: no part is copied
+        // into a new array, and the usual end, which gives back every part, frees nothing.
+        var kept = 0
         for index in parts.indices {
-            parts[index].sequences.removeAll { $0 == sequence }
+            parts[index].sequences.remove(sequence)
             if parts[index].sequences.isEmpty {
                 giveBack(parts[index])
-                uncoveredAny = true
+            } else {
+                if kept != index { parts[kept] = parts[index] }
+                kept += 1
             }
         }
-        if uncoveredAny { parts.removeAll { $0.sequences.isEmpty } }
+        parts.removeLast(parts.count - kept)
         return notice
     }
 
@@ -87,7 +93,7 @@ struct SuspendedWindows {
             notices.removeAll()
             parts.removeAll()
         }
-        return (notices.values.sorted { $0.sequence < $1.sequence }, parts)
+        return (notices.sorted { $0.sequence < $1.sequence }, parts)
     }
 
     /// The ranges of an attachment of `length` bytes that no window cuts, in order.
