@@ -7,6 +7,7 @@
 #include "export.h"
 #include "grant_handles.h"
 #include "grants.h"
+#include "raw_memory.h"
 #include "session.h"
 #include "xpmem.h"
 
@@ -60,7 +61,7 @@ XPMEM_EXPORT int xpmem_release(xpmem_apid_t apid)
      * records of them on release. */
     struct attachment attachment;
     while (attachments_take_by_apid((uint64_t)apid, &attachment))
-        munmap((void *)attachment.address, attachment.length);
+        raw_munmap((void *)attachment.address, attachment.length);
     /* A handle of 0 is one a restarted broker never issued. */
     return grant.handle == 0 ? 0 : release_handle(grant.handle, grant.generation);
 }

@@ -16,6 +16,7 @@
 #include "import_cache.h"
 #include "import_faults.h"
 #include "pages.h"
+#include "raw_memory.h"
 #include "session.h"
 #include "window_map.h"
 #include "xpmem.h"
@@ -125,7 +126,7 @@ static void *map_broker_window(const struct grant *grant, const struct wire_mess
     int descriptor = import_cache_adopt_descriptor(grant->segment, grant->read_write, received);
     if (reply->header.type == WIRE_ATTACHED) {
         /* An ordinary segment: one memfd, the window at `offset` in it. */
-        mapped = mmap(vaddr, length, protection, MAP_SHARED | (vaddr != NULL ? MAP_FIXED : 0), descriptor, (off_t)offset);
+        mapped = raw_mmap(vaddr, length, protection, MAP_SHARED | (vaddr != NULL ? MAP_FIXED : 0), descriptor, (off_t)offset);
         *file_offset_out = offset;
         *reusable = true;
     } else {

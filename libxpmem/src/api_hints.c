@@ -7,9 +7,11 @@
 
 #include "backing.h"
 #include "export.h"
+#include "hook_notices.h"
 #include "pages.h"
 #include "private_area.h"
 #include "proc_maps.h"
+#include "raw_memory.h"
 #include "xpmem.h"
 
 /* The library's own memory inside [*start, end) is never hinted: it writes there before it reads,
@@ -77,11 +79,16 @@ XPMEM_EXPORT int64_t xpmem_hint_free(void *vaddr, size_t size)
         while (piece < piece_end) {
             uint64_t resume;
             uint64_t cut = end_before_private_area(area, piece, piece_end, &resume);
-            if (cut > piece && madvise((void *)(uintptr_t)piece, cut - piece, MADV_FREE) == 0)
+            if (cut > piece && raw_madvise((void *)(uintptr_t)piece, cut - piece, MADV_FREE) == 0) {
                 taken += (int64_t)(cut - piece);
+                hook_notices_record(piece, cut - piece);
+            }
             piece = resume;
         }
     }
+    struct hook_notices_batch notices;
+    hook_notices_take(&notices);
     backing_unlock();
+    hook_notices_tell(&notices);
     return taken;
 }

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 
+#include "raw_memory.h"
 #include "session.h"
 
 void attachment_tell_broker_detached(uint64_t broker_attachment)
@@ -17,7 +18,7 @@ void attachment_tell_broker_detached(uint64_t broker_attachment)
 
 void attachment_unmap(const struct attachment *attachment)
 {
-    munmap((void *)attachment->address, attachment->length);
+    raw_munmap((void *)attachment->address, attachment->length);
     if (attachment->broker_attachment != 0)
         attachment_tell_broker_detached(attachment->broker_attachment);
 }

@@ -9,6 +9,7 @@
 #include "address_tree.h"
 #include "attachment_slots.h"
 #include "idle_list.h"
+#include "raw_memory.h"
 #include "window_hash.h"
 
 /* Guards the records and their indexes: the slots (attachment_slots.h), the hits' hash
@@ -321,7 +322,7 @@ void attachments_reset_after_fork(void)
     /* Idle cached windows were the parent's library's, not the application's: the child has no use
      * for them (held ones it may still touch, so they stay mapped, unrecorded, as before). */
     for (uint32_t slot = idle_list_coldest(); slot != NO_SLOT; slot = attachment_slot(slot)->warmer)
-        munmap((void *)record_at(slot)->address, record_at(slot)->length);
+        raw_munmap((void *)record_at(slot)->address, record_at(slot)->length);
     forget_all_locked();
     stale_published = stale_applied = 0;
     stale_overflowed = false;

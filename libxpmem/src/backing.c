@@ -14,9 +14,11 @@
 
 #include "address_space_file.h"
 #include "exporter_watch.h"
+#include "hook_notices.h"
 #include "pages.h"
 #include "private_area.h"
 #include "proc_maps.h"
+#include "raw_memory.h"
 #include "shmem_huge.h"
 #include "thread_stop.h"
 
@@ -145,13 +147,13 @@ static bool copy_into_file(struct backing_pass *pass, uint64_t address, uint64_t
 static void populate(struct backing_pass *pass, uint64_t address, uint64_t length, bool writable)
 {
     if (pass->populate && length > 0)
-        madvise((void *)(uintptr_t)address, length, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
+        raw_madvise((void *)(uintptr_t)address, length, writable ? MADV_POPULATE_WRITE : MADV_POPULATE_READ);
 }
 
 static bool map_file_over(struct backing_pass *pass, uint64_t address, uint64_t length, const struct maps_entry *entry)
 {
     int protection = PROT_READ | (entry->writable ? PROT_WRITE : 0);
-    void *mapped = mmap((void *)(uintptr_t)address, length, protection, MAP_SHARED | MAP_FIXED,
+    void *mapped = raw_mmap((void *)(uintptr_t)address, length, protection, MAP_SHARED | MAP_FIXED,
                         pass->file.descriptor, (off_t)address);
     if (mapped == MAP_FAILED) {
         fail(pass, errno == ENOMEM ? WIRE_RESOURCE_EXHAUSTED : WIRE_INTERNAL_ERROR,
@@ -159,6 +161,7 @@ static bool map_file_over(struct backing_pass *pass, uint64_t address, uint64_t 
         return false;
     }
     pass->result->remapped_bytes += length;
+    hook_notices_record(address, length);
     exporter_watch_add(address, length);
     return true;
 }
@@ -203,19 +206,19 @@ static bool copy_present_runs(struct backing_pass *pass, uint64_t start, const u
 static bool copy_huge_block(struct backing_pass *pass, uint64_t block)
 {
     uint64_t huge = pass->huge;
-    uint8_t *reserved = mmap(NULL, 2 * huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint8_t *reserved = raw_mmap(NULL, 2 * huge, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (reserved == MAP_FAILED)
         return false;
     uint8_t *aligned = (uint8_t *)(((uintptr_t)reserved + huge - 1) & ~(uintptr_t)(huge - 1));
-    void *mapped = mmap(aligned, huge, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pass->file.descriptor,
+    void *mapped = raw_mmap(aligned, huge, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pass->file.descriptor,
                         (off_t)block);
-    bool copied = mapped != MAP_FAILED && madvise(aligned, huge, MADV_HUGEPAGE) == 0
-                  && madvise(aligned, huge, MADV_POPULATE_WRITE) == 0;
+    bool copied = mapped != MAP_FAILED && raw_madvise(aligned, huge, MADV_HUGEPAGE) == 0
+                  && raw_madvise(aligned, huge, MADV_POPULATE_WRITE) == 0;
     if (copied) {
         memcpy(aligned, (const void *)(uintptr_t)block, huge);
         pass->result->copied_bytes += huge;
     }
-    munmap(reserved, 2 * huge);
+    raw_munmap(reserved, 2 * huge);
     return copied;
 }
 
@@ -605,7 +608,10 @@ void backing_follow_changes(struct backing_result *result)
 {
     backing_lock();
     follow_all_changes(result);
+    struct hook_notices_batch notices;
+    hook_notices_take(&notices);
     backing_unlock();
+    hook_notices_tell(&notices);
 }
 
 static void follow_all_changes(struct backing_result *result)
@@ -642,7 +648,7 @@ static void unback_all(struct backing_pass *pass)
         if (!is_our_file(pass, &entry) || entry.offset != entry.start)
             continue;
         uint64_t length = entry.end - entry.start;
-        uint8_t *copy = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        uint8_t *copy = raw_mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (copy == MAP_FAILED) {
             fail(pass, WIRE_RESOURCE_EXHAUSTED, "no memory for a private copy", errno, entry.start);
             continue;
@@ -663,9 +669,11 @@ static void unback_all(struct backing_pass *pass)
         mprotect(copy, length, (entry.readable ? PROT_READ : 0) | (entry.writable ? PROT_WRITE : 0));
         /* Replacing a watched mapping would wait for its own unmap event: stop watching it first. */
         exporter_watch_remove(entry.start, length);
-        if (mremap(copy, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(uintptr_t)entry.start) == MAP_FAILED) {
+        if (raw_mremap(copy, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(uintptr_t)entry.start) == MAP_FAILED) {
             fail(pass, WIRE_INTERNAL_ERROR, "cannot put a private copy in place", errno, entry.start);
-            munmap(copy, length);
+            raw_munmap(copy, length);
+        } else {
+            hook_notices_record(entry.start, length);
         }
     }
     /* A mapping left shared (no memory for its copy) still needs its pages in the file. */
@@ -690,5 +698,8 @@ void backing_unback_all(struct backing_result *result)
             thread_stop_release(pass.area);
         }
     }
+    struct hook_notices_batch notices;
+    hook_notices_take(&notices);
     backing_unlock();
+    hook_notices_tell(&notices);
 }

@@ -14,6 +14,7 @@
 #include "channel.h"
 #include "debug_log.h"
 #include "exports.h"
+#include "hook_notices.h"
 #include "session.h"
 #include "thread_stop.h"
 #include "import_cache.h"
@@ -127,7 +128,10 @@ static void *serve_events(void *argument)
         }
         backing_lock();
         serve(socket, area, &event, file);
+        struct hook_notices_batch notices;
+        hook_notices_take(&notices);
         backing_unlock();
+        hook_notices_tell(&notices);
     }
     return NULL; /* the session closes the socket after joining */
 }

@@ -13,6 +13,7 @@
 #include "debug_log.h"
 #include "private_area.h"
 #include "proc_maps.h"
+#include "raw_memory.h"
 
 /* How long the parent waits for the child to copy before going on without it. */
 #define CHILD_COPY_TIMEOUT_MS 30000
@@ -33,7 +34,7 @@ static bool maps_our_file(const struct maps_entry *entry, const struct address_s
 static void make_private(const struct maps_entry *entry, int file_descriptor)
 {
     uint64_t length = entry->end - entry->start;
-    uint8_t *copy = mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *copy = raw_mmap(NULL, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (copy == MAP_FAILED) {
         debug_log("fork: cannot copy backed memory at 0x%llx: %s; the child shares it with the parent",
                   (unsigned long long)entry->start, strerror(errno));
@@ -56,9 +57,9 @@ static void make_private(const struct maps_entry *entry, int file_descriptor)
     }
     int protection = (entry->readable ? PROT_READ : 0) | (entry->writable ? PROT_WRITE : 0);
     mprotect(copy, length, protection);
-    if (mremap(copy, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(uintptr_t)entry->start) == MAP_FAILED) {
+    if (raw_mremap(copy, length, length, MREMAP_MAYMOVE | MREMAP_FIXED, (void *)(uintptr_t)entry->start) == MAP_FAILED) {
         debug_log("fork: cannot put the copy of 0x%llx in place: %s", (unsigned long long)entry->start, strerror(errno));
-        munmap(copy, length);
+        raw_munmap(copy, length);
     }
 }
 

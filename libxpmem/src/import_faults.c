@@ -20,6 +20,7 @@
 #include "grants.h"
 #include "pages.h"
 #include "private_area.h"
+#include "raw_memory.h"
 #include "session.h"
 #include "thread_stop.h"
 #include "uffd.h"
@@ -67,7 +68,7 @@ void import_faults_broker_back(void)
         /* Only if a read-only window is still there: anything else at that address is not ours to drop. */
         if (attachments_find_containing((uintptr_t)zero_filled[index], &attachment)
             && grants_find(attachment.apid, &grant) && !grant.read_write)
-            madvise((void *)(uintptr_t)zero_filled[index], page_size(), MADV_DONTNEED);
+            raw_madvise((void *)(uintptr_t)zero_filled[index], page_size(), MADV_DONTNEED);
     }
     zero_filled_count = 0;
     pthread_mutex_unlock(&faults_lock);

@@ -6,6 +6,7 @@
 #include <ucontext.h>
 
 #include "pages.h"
+#include "raw_memory.h"
 #include "thread_stop.h"
 
 static struct private_area area;
@@ -24,7 +25,7 @@ static void make_area(void)
     size_t frames = round_up(WIRE_MAX_REPLY) + round_up(WIRE_MAX_REQUEST);
     size_t buffers = round_up(DIRECTORY_BUFFER_SIZE) + round_up(4096);
     size_t size = guard + PRIVATE_STACK_SIZE + guard + WATCH_STACK_SIZE + stop + watch + extents + pagemap + frames + buffers;
-    uint8_t *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    uint8_t *base = raw_mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (base == MAP_FAILED) {
         area_error = errno;
         return;
@@ -59,7 +60,7 @@ static void make_area(void)
     area.size = size;
     if (private_area_grow_maps(&area, 256 * 1024) < 0) {
         area_error = errno;
-        munmap(base, size);
+        raw_munmap(base, size);
         area.base = NULL;
     }
 }
@@ -77,11 +78,11 @@ struct private_area *private_area_get(void)
 int private_area_grow_maps(struct private_area *target, size_t capacity)
 {
     capacity = round_up(capacity);
-    char *text = mmap(NULL, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    char *text = raw_mmap(NULL, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (text == MAP_FAILED)
         return -1;
     if (target->maps_text != NULL)
-        munmap(target->maps_text, target->maps_capacity);
+        raw_munmap(target->maps_text, target->maps_capacity);
     target->maps_text = text;
     target->maps_capacity = capacity;
     return 0;

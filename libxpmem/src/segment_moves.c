@@ -7,6 +7,7 @@
 #include "debug_log.h"
 #include "grants.h"
 #include "import_cache.h"
+#include "raw_memory.h"
 
 struct move {
     uint64_t segment;
@@ -24,10 +25,10 @@ static void remap(const struct attachment *attachment, void *context)
     int protection = PROT_READ | (move->read_write ? PROT_WRITE : 0);
     /* MAP_FIXED replaces the old file's pages at once, for every thread; the window's bytes are the
      * same in both files at this moment (the exporter copied them inside its invalidation window). */
-    if (mmap((void *)attachment->address, attachment->length, protection, MAP_SHARED | MAP_FIXED, move->file,
+    if (raw_mmap((void *)attachment->address, attachment->length, protection, MAP_SHARED | MAP_FIXED, move->file,
              (off_t)attachment->file_offset) == MAP_FAILED) {
         /* Showing the old file's stale bytes would be worse than faulting. */
-        mmap((void *)attachment->address, attachment->length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        raw_mmap((void *)attachment->address, attachment->length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
         move->failed++;
         return;
     }

@@ -8,6 +8,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "raw_memory.h"
+
 static pthread_once_t hole_once = PTHREAD_ONCE_INIT;
 /* [0] read-only, [1] read-write: a read-only window's holes must refuse PROT_WRITE like its data. */
 static int hole_files[2] = {-1, -1};
@@ -56,21 +58,21 @@ void *window_map(void *address, size_t length, int protection, int descriptor, u
 {
     int fixed = address != NULL ? MAP_FIXED : 0;
     if (count == 1 && extents[0].start == window_offset && extents[0].length == length)
-        return mmap(address, length, protection, file_sharing(protection) | fixed, descriptor, (off_t)window_offset);
+        return raw_mmap(address, length, protection, file_sharing(protection) | fixed, descriptor, (off_t)window_offset);
 
     /* Holes first, over the whole window: that also reserves it in one step. */
     int holes = hole_descriptor((protection & PROT_WRITE) != 0);
     if (holes < 0)
         return MAP_FAILED;
-    uint8_t *window = mmap(address, length, protection, file_sharing(protection) | fixed, holes, 0);
+    uint8_t *window = raw_mmap(address, length, protection, file_sharing(protection) | fixed, holes, 0);
     if (window == MAP_FAILED)
         return MAP_FAILED;
     for (uint32_t index = 0; index < count; index++) {
         uint8_t *at = window + (extents[index].start - window_offset);
-        if (mmap(at, extents[index].length, protection, file_sharing(protection) | MAP_FIXED, descriptor,
+        if (raw_mmap(at, extents[index].length, protection, file_sharing(protection) | MAP_FIXED, descriptor,
                  (off_t)extents[index].start) == MAP_FAILED) {
             int saved = errno;
-            munmap(window, length);
+            raw_munmap(window, length);
             errno = saved;
             return MAP_FAILED;
         }

@@ -5,6 +5,7 @@
  * attachment raises SIGBUS. fork() gives the child a private copy: neither side's later writes reach
  * the other, and the child that uses the API is a client of its own. Real processes and a real
  * broker, driven over pipes. */
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -156,6 +157,10 @@ static void serve_command(struct exporter_state *state, const char *line, int ou
             say(out, "error hint %s", strerror(errno));
         else
             say(out, "hinted %lld", (long long)taken);
+    } else if (strcmp(line, "told") == 0) {
+        /* What tests/memory_hooks.c, when preloaded, was told of this buffer's pages. */
+        bool (*told)(uintptr_t, size_t) = (bool (*)(uintptr_t, size_t))dlsym(RTLD_DEFAULT, "memory_hooks_told");
+        say(out, told == NULL ? "no hooks" : told((uintptr_t)state->buffer, state->size) ? "told" : "not told");
     } else if (strcmp(line, "remove") == 0) {
         say(out, xpmem_remove(state->segid) == 0 ? "ok" : "error %s", strerror(errno));
     } else if (strcmp(line, "call") == 0) {
@@ -636,6 +641,38 @@ static void test_fork_while_threads_free_and_move(void)
 }
 
 /* Runs last: it kills the test's broker. */
+/* Sharing replaces the exporter's pages (its bytes stay): a registration cache that pinned the old
+ * ones (UCX's, for a network card) must hear of it, through UCX's ucm_vm_munmap, as it would hear
+ * of an munmap. Only under tests/memory_hooks.c, which stands in for UCX. */
+static void test_memory_hooks_told_of_replaced_pages(void)
+{
+    const char *name = "where UCX's memory hooks are loaded, they are told of the pages a first attach replaced, "
+                       "after the exporter's threads run again";
+    struct scene scene;
+    if (!scene_start(&scene, name))
+        return;
+    char answer[LINE];
+    if (step(&scene.exporting, "told", "no hooks", answer, sizeof answer)) {
+        quit(&scene.exporting);
+        printf("skip %s: needs tests/memory_hooks.c preloaded (run-tests.sh runs these tests again with it)\n", name);
+        return;
+    }
+    if (strcmp(answer, "not told") != 0) {
+        quit(&scene.exporting);
+        report(name, false, "before any attach the hooks were told of the buffer: '%s'", answer);
+        return;
+    }
+    struct child importing;
+    const char *failed_at = NULL;
+    if (!start_importer(&importing, &scene.request, answer, sizeof answer))
+        failed_at = "attach";
+    else if (!step(&importing, "check 1", "ok", answer, sizeof answer))
+        failed_at = "importer reads the exporter's bytes";
+    else if (!step(&scene.exporting, "told", "told", answer, sizeof answer))
+        failed_at = "the hooks were told of the buffer's replaced pages";
+    finish(name, &scene, &importing, failed_at, answer);
+}
+
 static void test_unmap_after_broker_loss(void)
 {
     const char *name = "after the broker dies and a call has failed, an exporter unmapping memory an importer had "
@@ -1035,6 +1072,7 @@ int main(void)
     test_hint_free_where_it_is_taken();
     test_hint_free_under_pressure();
     test_huge_pages_stay_huge();
+    test_memory_hooks_told_of_replaced_pages();
     /* Last: it kills the broker. */
     test_unmap_after_broker_loss();
     broker_stop(&broker);

@@ -89,6 +89,12 @@ output=$(XPMEMD="$XPMEMD" timeout 120 "$build/tests/address-space-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 
+# Again with hooks like UCX's memory hooks preloaded (tests/memory_hooks.c): MPI stacks replace
+# mmap, munmap, mremap and madvise in every library, and libxpmem must not call them.
+output=$(LD_PRELOAD="$build/tests/libmemory-hooks.so" XPMEMD="$XPMEMD" timeout 120 "$build/tests/address-space-tests")
+printf '%s\n' "$output" | sed '$d' | sed -E 's/^(ok|FAILED) /\1 (memory hooks preloaded) /'
+count "$output"
+
 # The attachment cache; its memory pressure test makes a memory cgroup (root) or says why it skips.
 output=$(XPMEMD="$XPMEMD" timeout 300 "$build/tests/attach-cache-tests")
 printf '%s\n' "$output" | sed '$d'
