@@ -52,9 +52,13 @@ allow_root=()
 # (its active messages go through a FIFO the peer attaches with xpmem_attach, its large messages
 # through attached user buffers), so anything that arrives came through libxpmem.
 # pml_ucx_tls/devices=any: Open MPI 4.1 otherwise declines UCX when it offers no InfiniBand transport.
-mpirun_ucx_xpmem=(mpirun "${allow_root[@]}" -np 2 --bind-to core --mca pml ucx --mca pml_ucx_tls any
-    --mca pml_ucx_devices any --mca btl self --mca osc ^ucx -x UCX_TLS=xpmem,self -x LD_LIBRARY_PATH
-    -x XPMEM_SOCKET -x XPMEM_AUTOSTART -x XPMEM_DEBUG -x UCX_LOG_LEVEL)
+openmpi_ucx_xpmem_options=(--mca pml ucx --mca pml_ucx_tls any --mca pml_ucx_devices any --mca btl self
+    --mca osc ^ucx -x UCX_TLS=xpmem,self -x LD_LIBRARY_PATH -x XPMEM_SOCKET -x XPMEM_AUTOSTART -x XPMEM_DEBUG
+    -x UCX_LOG_LEVEL)
+mpirun_ucx_xpmem=(mpirun "${allow_root[@]}" -np 2 --bind-to core "${openmpi_ucx_xpmem_options[@]}")
+# Four ranks, each attaching three peers: more ranks than this machine's two cores, so not bound.
+mpirun_ucx_xpmem_4ranks=(mpirun "${allow_root[@]}" -np 4 --oversubscribe --bind-to none
+    "${openmpi_ucx_xpmem_options[@]}")
 
 # The same Open MPI + rebuilt UCX without libxpmem: UCX's own shared-memory transport (posix),
 # to tell what UCX and pml ucx cost from what libxpmem adds (benchmark only).
