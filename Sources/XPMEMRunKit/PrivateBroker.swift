@@ -30,8 +30,9 @@ public final class PrivateBroker {
         }
         socketPath = directory + "/xpmemd.sock"
         // It goes when this process goes, however that happens (a launcher killed by SIGKILL, or by
-        // SIGPIPE in `xprun … | head`), instead of serving a socket nobody will use again.
-        self.arguments = ["--socket", socketPath, "--exit-with", "\(ThisProcess.processID)"]
+        // SIGPIPE in `xprun … | head`), instead of serving a socket nobody will use again, and takes
+        // the directory with it, which this process can no longer remove.
+        self.arguments = ["--socket", socketPath, "--exit-with", "\(ThisProcess.processID)", "--private-directory"]
             + (openToEveryUID ? ["--mode", "0666"] : []) + arguments
         do {
             try start()

@@ -28,6 +28,9 @@ final class BrokerServer {
     /// A pidfd of the process this broker stops with (`--exit-with`), and that process's id.
     private let owner: OwnedDescriptor?
     private let ownerPID: Int32?
+    /// `--private-directory`: the socket's directory goes when the owner does.
+    private let removesDirectoryWhenOwnerExits: Bool
+    private var ownerExited = false
     /// Closed to make room when `accept` fails for lack of descriptors (see `acceptPending`).
     private var spareDescriptor: OwnedDescriptor?
     private var listenerWatched = true
@@ -52,9 +55,12 @@ final class BrokerServer {
     /// Takes the lock beside the socket (refusing if another broker holds it) and listens: on the
     /// socket a service manager passed (socket activation), else on a new one at `socketPath` with
     /// `mode` and optionally `group`.
-    /// With `exitWith`, the broker stops, as on SIGTERM, once that process has exited.
+    /// With `exitWith`, the broker stops, as on SIGTERM, once that process has exited; then, with
+    /// `removesDirectoryWhenOwnerExits`, it also removes the socket's directory and the lock in it.
     init(socketPath requestedPath: String, mode: UInt32, group: UInt32?, quotas: BrokerQuotas, stallSeconds: Int,
-         spinPolicy: SpinPolicy, exitWith: Int32? = nil, logger: Logger) throws {
+         spinPolicy: SpinPolicy, exitWith: Int32? = nil, removesDirectoryWhenOwnerExits: Bool = false,
+         logger: Logger) throws {
+        self.removesDirectoryWhenOwnerExits = removesDirectoryWhenOwnerExits
         self.spinPolicy = spinPolicy
         self.logger = logger
         stallLimit = UInt64(stallSeconds) * 1_000_000
@@ -148,6 +154,14 @@ final class BrokerServer {
         for peer in Array(connections.keys) { drop(peer, reason: "broker stopping") }
         // An activated socket belongs to the service manager, which keeps it for the next start.
         if !socketActivated { try? FileSystem.unlinkIfPresent(socketPath) }
+        // The launcher that made the directory is gone and cannot remove it, and no broker will start
+        // in it again: the lock file can go while held. Only an empty directory is removed.
+        if ownerExited && removesDirectoryWhenOwnerExits && !socketActivated {
+            try? FileSystem.unlinkIfPresent(socketPath + ".lock")
+            if let slash = socketPath.lastIndex(of: "/"), slash != socketPath.startIndex {
+                _ = FileSystem.removeEmptyDirectory(String(socketPath[..<slash]))
+            }
+        }
     }
 
     /// The lock beside the socket. The lock, not the socket file, says which broker owns the path: two
@@ -231,6 +245,7 @@ final class BrokerServer {
             apply(core.memoryPressure())
         case .owner:
             logger.notice("process \(ownerPID ?? 0) (--exit-with) exited: stopping")
+            ownerExited = true
             running = false
         case .peer(let peer, let descriptor):
             guard let connection = connections[peer] else { return }

@@ -46,6 +46,9 @@ struct XPMEMDaemon: ParsableCommand {
     @Option(name: .long, help: "Stop, as on SIGTERM, when process PID exits (for a private broker a launcher starts: it goes even when the launcher is killed).")
     var exitWith: Int32?
 
+    @Flag(name: .long, help: "The socket's directory was made for this broker alone (a launcher's temporary one): when the --exit-with process exits, remove it, lock file included.")
+    var privateDirectory = false
+
     func validate() throws {
         guard let value = UInt32(mode, radix: 8), value <= 0o777 else {
             throw ValidationError("--mode must be octal permission bits such as 0600 or 0666, not '\(mode)'")
@@ -61,6 +64,9 @@ struct XPMEMDaemon: ParsableCommand {
         }
         if let exitWith, exitWith <= 0 {
             throw ValidationError("--exit-with must be a process id (a positive number), not \(exitWith)")
+        }
+        if privateDirectory && exitWith == nil {
+            throw ValidationError("--private-directory needs --exit-with: the directory goes when that process has gone")
         }
         guard Self.byteCount(maxBytesPerUid) != nil else {
             throw ValidationError("--max-bytes-per-uid must be a byte count such as 1073741824, 64G or 4T, not '\(maxBytesPerUid)'")
@@ -108,7 +114,8 @@ struct XPMEMDaemon: ParsableCommand {
             let server = try BrokerServer(
                 socketPath: path, mode: UInt32(mode, radix: 8)!, group: group.flatMap(FileSystem.groupID(named:)),
                 quotas: quotas(), stallSeconds: stallSeconds, spinPolicy: SpinPolicy(microseconds: spinMicroseconds),
-                exitWith: exitWith, logger: logger)
+                exitWith: exitWith,
+                removesDirectoryWhenOwnerExits: privateDirectory, logger: logger)
             try server.run()
         } catch let error as BrokerStartError {
             logger.critical("\(error.description)")

@@ -106,7 +106,7 @@ struct CommandLineTests {
 
     /// xprun killed with SIGKILL (or by SIGPIPE in `xprun … 2>&1 | head`) runs no clean-up: its
     /// private broker used to stay behind, serving a socket nobody would use again.
-    @Test("The private broker xprun started goes when xprun is killed")
+    @Test("The private broker xprun started goes when xprun is killed, and its directory with it")
     func privateBrokerGoesWithKilledXprun() throws {
         // No broker at XPMEM_SOCKET: xprun starts its own, and the rank prints where.
         let run = try ChildProcess("xprun", ["-n", "1", "/bin/sh", "-c", #"echo "$$ $XPMEM_SOCKET"; exec sleep 60"#],
@@ -127,9 +127,16 @@ struct CommandLineTests {
         }
         #expect(!answered, "a broker still answers at \(socket) after xprun was killed")
         #expect(access(socket, F_OK) != 0, "the broker left its socket file behind")
+        let directory = String(socket[..<socket.lastIndex(of: "/")!])
+        var directoryLeft = true
+        for _ in 0..<500 where directoryLeft {
+            directoryLeft = access(directory, F_OK) == 0
+            if directoryLeft { usleep(10_000) }
+        }
+        #expect(!directoryLeft, "xprun's private broker left its directory \(directory) behind")
     }
 
-    @Test("xpmemd --exit-with refuses a process that does not exist, naming it, and leaves no file behind")
+    @Test("xpmemd --exit-with refuses a process that does not exist, naming it, and leaves no file behind; --private-directory needs it")
     func exitWithAMissingProcess() throws {
         let socket = "/tmp/xpmemd-exit-with-\(getpid()).sock"
         let run = try ChildProcess("xpmemd", ["--socket", socket, "--exit-with", "999999999"])
@@ -139,5 +146,9 @@ struct CommandLineTests {
         let zero = try ChildProcess("xpmemd", ["--socket", socket, "--exit-with", "0"])
         #expect(zero.waitForExit() != 0)
         #expect(zero.standardError().contains("--exit-with must be a process id"))
+        let alone = try ChildProcess("xpmemd", ["--socket", socket, "--private-directory"])
+        #expect(alone.waitForExit() != 0)
+        #expect(alone.standardError().contains("--private-directory needs --exit-with"))
+        #expect(access(socket, F_OK) != 0, "the refused broker left its socket")
     }
 }
