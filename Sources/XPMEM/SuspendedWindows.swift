@@ -62,8 +62,8 @@ struct SuspendedWindows {
     /// order, for the caller to give its access back. Returns the window's notice; nil for a window
     /// that is not open.
     mutating func close(_ sequence: UInt64, giveBack: (Part) -> Void) -> InvalidationNotice? {
-        guard let open = notices.firstIndex(where: { $0.sequence == sequence }) else { return nil }
-        let notice = notices.remove(at: open)
+        guard let position = notices.firstIndex(where: { $0.sequence == sequence }) else { return nil }
+        let notice = notices.remove(at: position)
         // The parts still covered slide down over those given back, in order: no part is copied
         // into a new array, and the usual end, which gives back every part, frees nothing.
         var kept = 0

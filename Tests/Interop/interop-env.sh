@@ -56,7 +56,7 @@ openmpi_ucx_xpmem_options=(--mca pml ucx --mca pml_ucx_tls any --mca pml_ucx_dev
     --mca osc ^ucx -x UCX_TLS=xpmem,self -x LD_LIBRARY_PATH -x XPMEM_SOCKET -x XPMEM_AUTOSTART -x XPMEM_DEBUG
     -x UCX_LOG_LEVEL)
 mpirun_ucx_xpmem=(mpirun "${allow_root[@]}" -np 2 --bind-to core "${openmpi_ucx_xpmem_options[@]}")
-# Four ranks, each attaching three peers: more ranks than this machine's two cores, so not bound.
+# Four ranks: possibly more than the machine's cores (two on the development machine), so not bound.
 mpirun_ucx_xpmem_4ranks=(mpirun "${allow_root[@]}" -np 4 --oversubscribe --bind-to none
     "${openmpi_ucx_xpmem_options[@]}")
 

@@ -134,15 +134,15 @@ fi
 # "tag(xpmem/memory)"; MPICH for tags, remote memory access and active messages).
 openmpi_what="mpirun -np 2 --mca pml ucx -x UCX_TLS=xpmem,self"
 openmpi_peer_lanes='tag\(xpmem/memory\)'
-openmpi4_what="mpirun -np 4 --oversubscribe --mca pml ucx -x UCX_TLS=xpmem,self"
-openmpi4_peer_lanes=$openmpi_peer_lanes
+openmpi_4ranks_what="mpirun -np 4 --oversubscribe --mca pml ucx -x UCX_TLS=xpmem,self"
+openmpi_4ranks_peer_lanes=$openmpi_peer_lanes
 mpich_what="mpirun.mpich -n 2 (MPICH ch4:ucx, MPIR_CVAR_NOLOCAL=1, UCX_TLS=xpmem,self)"
 mpich_peer_lanes='tag\(xpmem/memory\) rma\(xpmem/memory\) am\(xpmem/memory\)'
-mpi_check() { # LOG_NAME MIN_BACKED_BYTES MPI PROGRAM ARGS...   (MPI: openmpi, openmpi4 (4 ranks) or mpich)
+mpi_check() { # LOG_NAME MIN_BACKED_BYTES MPI PROGRAM ARGS...   (MPI: openmpi, openmpi_4ranks or mpich)
     local log=$run_dir/$1.out min_bytes=$2 mpi=$3 program=$4 ranks=2
     shift 4
     local -n launcher=mpirun_ucx_xpmem
-    [ "$mpi" = openmpi4 ] && local -n launcher=mpirun_ucx_xpmem_4ranks && ranks=4
+    [ "$mpi" = openmpi_4ranks ] && local -n launcher=mpirun_ucx_xpmem_4ranks && ranks=4
     [ "$mpi" = mpich ] && local -n launcher=mpirun_mpich_ucx_xpmem
     local what_name=${mpi}_what lanes_name=${mpi}_peer_lanes
     XPMEM_DEBUG=1 UCX_LOG_LEVEL=info timeout 300 "${launcher[@]}" "$run_dir/$program" "$@" >"$log" 2>&1
@@ -176,9 +176,9 @@ why="importers do not follow an exporter that frees and reuses memory (README, '
     mpi_check allreduce-reuse $((64 << 20)) openmpi allreduce --sizes 64M,64M --scale 0.05 --batches 2
 # Stack, static data, heap and mmap sent each way, and a buffer freed and allocated again (memory_kinds.c).
 mpi_check memory-kinds $((64 << 20)) openmpi memory-kinds
-# Four ranks: each exports to three peers and attaches three; the allreduce's large steps go rank
-# to rank through attached buffers.
-mpi_check allreduce-4ranks $((64 << 20)) openmpi4 allreduce --sizes 1M,8M,64M --scale 0.05 --batches 2
+# Four ranks: the allreduce's large steps go from rank to rank through attached buffers, each rank
+# exporting to and attaching the partners Open MPI's algorithm pairs it with.
+mpi_check allreduce-4ranks $((64 << 20)) openmpi_4ranks allreduce --sizes 1M,8M,64M --scale 0.05 --batches 2
 
 # The control: the same run with no broker must fail, or the passes above would not need libxpmem.
 no_broker_control() { # LOG_NAME LAUNCHER PROGRAM COMMAND   (LAUNCHER: the name of an mpirun array)

@@ -86,9 +86,7 @@ XPMEM_EXPORT int64_t xpmem_hint_free(void *vaddr, size_t size)
             piece = resume;
         }
     }
-    struct hook_notices_batch notices;
-    hook_notices_take(&notices);
     backing_unlock();
-    hook_notices_tell(&notices);
+    hook_notices_send();
     return taken;
 }

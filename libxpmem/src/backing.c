@@ -154,7 +154,7 @@ static bool map_file_over(struct backing_pass *pass, uint64_t address, uint64_t 
 {
     int protection = PROT_READ | (entry->writable ? PROT_WRITE : 0);
     void *mapped = raw_mmap((void *)(uintptr_t)address, length, protection, MAP_SHARED | MAP_FIXED,
-                        pass->file.descriptor, (off_t)address);
+                            pass->file.descriptor, (off_t)address);
     if (mapped == MAP_FAILED) {
         fail(pass, errno == ENOMEM ? WIRE_RESOURCE_EXHAUSTED : WIRE_INTERNAL_ERROR,
              "cannot map the address-space file over the memory", errno, address);
@@ -211,7 +211,7 @@ static bool copy_huge_block(struct backing_pass *pass, uint64_t block)
         return false;
     uint8_t *aligned = (uint8_t *)(((uintptr_t)reserved + huge - 1) & ~(uintptr_t)(huge - 1));
     void *mapped = raw_mmap(aligned, huge, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, pass->file.descriptor,
-                        (off_t)block);
+                            (off_t)block);
     bool copied = mapped != MAP_FAILED && raw_madvise(aligned, huge, MADV_HUGEPAGE) == 0
                   && raw_madvise(aligned, huge, MADV_POPULATE_WRITE) == 0;
     if (copied) {
@@ -608,10 +608,8 @@ void backing_follow_changes(struct backing_result *result)
 {
     backing_lock();
     follow_all_changes(result);
-    struct hook_notices_batch notices;
-    hook_notices_take(&notices);
     backing_unlock();
-    hook_notices_tell(&notices);
+    hook_notices_send();
 }
 
 static void follow_all_changes(struct backing_result *result)
@@ -698,8 +696,6 @@ void backing_unback_all(struct backing_result *result)
             thread_stop_release(pass.area);
         }
     }
-    struct hook_notices_batch notices;
-    hook_notices_take(&notices);
     backing_unlock();
-    hook_notices_tell(&notices);
+    hook_notices_send();
 }

@@ -128,10 +128,8 @@ static void *serve_events(void *argument)
         }
         backing_lock();
         serve(socket, area, &event, file);
-        struct hook_notices_batch notices;
-        hook_notices_take(&notices);
         backing_unlock();
-        hook_notices_tell(&notices);
+        hook_notices_send();
     }
     return NULL; /* the session closes the socket after joining */
 }

@@ -11,6 +11,7 @@
 #include "address_space_file.h"
 #include "backing.h"
 #include "debug_log.h"
+#include "hook_notices.h"
 #include "private_area.h"
 #include "proc_maps.h"
 #include "raw_memory.h"
@@ -109,6 +110,7 @@ void fork_snapshot_parent(void)
 void fork_snapshot_child(void)
 {
     backing_lock_reset();
+    hook_notices_reset_after_fork();
     if (copied_pipe[0] < 0)
         return;
     close(copied_pipe[0]);

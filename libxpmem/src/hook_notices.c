@@ -1,57 +1,174 @@
 #include "hook_notices.h"
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
-#include "pages.h"
+#include "backing.h"
+#include "debug_log.h"
+#include "thread_stop.h"
 
-static struct hook_notices_batch recorded;
-/* More ranges than the list holds: tell everything. */
+/* One backing may leave up to WIRE_MAX_BACKED_EXTENTS (240) pieces. */
+#define NOTICE_ROOM 256
+
+struct notice_range {
+    uint64_t start, end;
+};
+
+/* Under the backing lock. */
+static struct notice_range recorded[NOTICE_ROOM];
+static uint32_t recorded_count;
+/* More ranges than the room: tell one span covering them all. */
 static bool overflowed;
+static struct notice_range overflow_span;
+
+static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
+static int wake_descriptor = -1;
+static bool start_failed;
+/* The process whose thread reads wake_descriptor. A fork child inherits the descriptor but not the
+ * thread, and the library's fork handler is installed only once the process has connected: a
+ * process that forked before that (after xpmem_hint_free, say) must not wake its parent's thread. */
+static pid_t started_by;
 
 void hook_notices_record(uint64_t start, uint64_t length)
 {
-    if (length == 0 || overflowed)
+    if (length == 0)
         return;
-    if (recorded.count > 0) {
-        uint64_t *last_length = &recorded.ranges[recorded.count - 1].length;
-        if (recorded.ranges[recorded.count - 1].start + *last_length == start) {
-            *last_length += length;
-            return;
-        }
-    }
-    if (recorded.count == sizeof recorded.ranges / sizeof recorded.ranges[0]) {
-        overflowed = true;
-        return;
-    }
-    recorded.ranges[recorded.count].start = start;
-    recorded.ranges[recorded.count].length = length;
-    recorded.count++;
-}
-
-void hook_notices_take(struct hook_notices_batch *batch)
-{
+    uint64_t end = start + length;
     if (overflowed) {
-        batch->count = 1;
-        batch->ranges[0].start = 0;
-        batch->ranges[0].length = ADDRESS_SPACE_LIMIT;
-    } else {
-        memcpy(batch, &recorded, sizeof *batch);
+        overflow_span.start = start < overflow_span.start ? start : overflow_span.start;
+        overflow_span.end = end > overflow_span.end ? end : overflow_span.end;
+        return;
     }
-    recorded.count = 0;
-    overflowed = false;
+    if (recorded_count > 0 && recorded[recorded_count - 1].end == start) {
+        recorded[recorded_count - 1].end = end;
+        return;
+    }
+    if (recorded_count == NOTICE_ROOM) {
+        overflowed = true;
+        overflow_span = (struct notice_range){start, end};
+        for (uint32_t index = 0; index < recorded_count; index++)
+            hook_notices_record(recorded[index].start, recorded[index].end - recorded[index].start);
+        recorded_count = 0;
+        return;
+    }
+    recorded[recorded_count++] = (struct notice_range){start, end};
 }
 
-void hook_notices_tell(const struct hook_notices_batch *batch)
+/* UCX's function for memory changed behind its hooks, where UCX is loaded: found globally, or in a
+ * libucm that Open MPI's components loaded privately (RTLD_LOCAL). Looked up each time: UCX is
+ * often loaded after this library, and by most programs not at all. */
+static void (*find_vm_munmap(void))(void *, size_t)
 {
-    if (batch->count == 0)
-        return;
-    /* Looked up each time: UCX is often loaded after this library (Open MPI opens its components
-     * with dlopen), and not at all by most programs. */
-    void (*vm_munmap)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "ucm_vm_munmap");
+    void (*found)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "ucm_vm_munmap");
+    if (found != NULL)
+        return found;
+    void *library = dlopen("libucm.so.0", RTLD_LAZY | RTLD_NOLOAD);
+    if (library == NULL)
+        return NULL;
+    found = (void (*)(void *, size_t))dlsym(library, "ucm_vm_munmap");
+    dlclose(library); /* only the reference NOLOAD took: libucm stays loaded */
+    return found;
+}
+
+static void tell(const struct notice_range *ranges, uint32_t count)
+{
+    void (*vm_munmap)(void *, size_t) = find_vm_munmap();
     if (vm_munmap == NULL)
         return;
-    for (uint32_t index = 0; index < batch->count; index++)
-        vm_munmap((void *)(uintptr_t)batch->ranges[index].start, (size_t)batch->ranges[index].length);
+    static bool said;
+    if (!said) {
+        said = true;
+        debug_log("telling UCX's memory hooks (ucm_vm_munmap) of the pages backing and unbacking replace");
+    }
+    for (uint32_t index = 0; index < count; index++)
+        vm_munmap((void *)(uintptr_t)ranges[index].start, (size_t)(ranges[index].end - ranges[index].start));
+}
+
+static void *serve_notices(void *unused)
+{
+    (void)unused;
+    static struct notice_range taken[NOTICE_ROOM];
+    for (;;) {
+        uint64_t wakes;
+        if (read(wake_descriptor, &wakes, sizeof wakes) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        backing_lock();
+        uint32_t count = overflowed ? 1 : recorded_count;
+        if (overflowed)
+            taken[0] = overflow_span;
+        else
+            memcpy(taken, recorded, count * sizeof taken[0]);
+        recorded_count = 0;
+        overflowed = false;
+        backing_unlock();
+        tell(taken, count);
+    }
+    debug_log("the memory-hook notices thread stopped: %s", strerror(errno));
+    return NULL;
+}
+
+static bool start_notices_thread(void)
+{
+    int descriptor = eventfd(0, EFD_CLOEXEC);
+    if (descriptor < 0)
+        return false;
+    wake_descriptor = descriptor;
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int error = thread_stop_start_stoppable(&thread, &attributes, serve_notices, NULL);
+    pthread_attr_destroy(&attributes);
+    if (error != 0) {
+        close(descriptor);
+        wake_descriptor = -1;
+        errno = error;
+        return false;
+    }
+    pthread_setname_np(thread, "xpmem-notices");
+    started_by = getpid();
+    return true;
+}
+
+void hook_notices_send(void)
+{
+    backing_lock();
+    bool pending = recorded_count > 0 || overflowed;
+    backing_unlock();
+    if (!pending)
+        return;
+    pthread_mutex_lock(&start_lock);
+    if (wake_descriptor >= 0 && started_by != getpid()) {
+        close(wake_descriptor);
+        wake_descriptor = -1;
+        start_failed = false;
+    }
+    if (wake_descriptor < 0 && !start_failed && !start_notices_thread()) {
+        start_failed = true;
+        debug_log("cannot start the memory-hook notices thread (%s): UCX will not hear of replaced pages",
+                  strerror(errno));
+    }
+    int descriptor = wake_descriptor;
+    pthread_mutex_unlock(&start_lock);
+    if (descriptor >= 0)
+        (void)!eventfd_write(descriptor, 1);
+}
+
+void hook_notices_reset_after_fork(void)
+{
+    pthread_mutex_init(&start_lock, NULL);
+    if (wake_descriptor >= 0)
+        close(wake_descriptor);
+    wake_descriptor = -1;
+    start_failed = false;
+    recorded_count = 0;
+    overflowed = false;
 }

@@ -8,26 +8,25 @@
  * changes memory behind its hooks, through ucm_vm_munmap, which is what this calls where UCX is
  * loaded.
  *
- * Ranges are recorded while the other threads are stopped (a fixed list: no allocation, no lock
- * beyond the caller's backing lock) and told after they run again, outside the backing lock: the
- * hooks' callbacks take their own locks, which a stopped thread may hold. */
+ * Ranges are recorded under the backing lock, also while the other threads are stopped (a fixed
+ * list: no allocation, no lock of anyone else's). They are told on a thread of their own that stops
+ * like the application's threads: UCX's callbacks take UCX's locks and write UCX's memory, which
+ * neither the event thread nor the watch thread may do (stops leave them running, and a backing
+ * they run would copy memory that UCX was writing meanwhile, losing the write). */
 #ifndef XPMEM_HOOK_NOTICES_H
 #define XPMEM_HOOK_NOTICES_H
 
 #include <stdint.h>
 
-/* Under the backing lock. Adjacent ranges merge; past the list's room, the whole address space is
- * told. */
+/* Under the backing lock. Adjacent ranges merge; past the list's room, the span covering them all
+ * is told. */
 void hook_notices_record(uint64_t start, uint64_t length);
 
-/* Takes the recorded ranges (under the backing lock); then tells them (outside it). */
-struct hook_notices_batch {
-    uint32_t count;
-    struct {
-        uint64_t start, length;
-    } ranges[32];
-};
-void hook_notices_take(struct hook_notices_batch *batch);
-void hook_notices_tell(const struct hook_notices_batch *batch);
+/* After the backing lock is released: has what was recorded told (starting the notices thread the
+ * first time). */
+void hook_notices_send(void);
+
+/* In a fork child: the parent's thread and ranges are not the child's. */
+void hook_notices_reset_after_fork(void);
 
 #endif

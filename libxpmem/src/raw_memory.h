@@ -11,7 +11,7 @@
  *   MPI_Finalize.
  * - Much of our work runs while every other thread of the process is stopped. A hook takes locks and
  *   runs its callers' callbacks, and a stopped thread may hold one of those: a deadlock.
- * What our calls do to memory needs no telling: a backed range keeps its bytes at its addresses. */
+ * Where our calls replace pages, UCX is told separately, and safely (hook_notices.h). */
 #ifndef XPMEM_RAW_MEMORY_H
 #define XPMEM_RAW_MEMORY_H
 

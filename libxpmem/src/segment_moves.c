@@ -6,6 +6,7 @@
 #include "attachments.h"
 #include "debug_log.h"
 #include "grants.h"
+#include "hook_notices.h"
 #include "import_cache.h"
 #include "raw_memory.h"
 
@@ -25,10 +26,13 @@ static void remap(const struct attachment *attachment, void *context)
     int protection = PROT_READ | (move->read_write ? PROT_WRITE : 0);
     /* MAP_FIXED replaces the old file's pages at once, for every thread; the window's bytes are the
      * same in both files at this moment (the exporter copied them inside its invalidation window). */
+    /* Either way the window's pages change (under the backing lock: the event thread serves this). */
+    hook_notices_record(attachment->address, attachment->length);
     if (raw_mmap((void *)attachment->address, attachment->length, protection, MAP_SHARED | MAP_FIXED, move->file,
-             (off_t)attachment->file_offset) == MAP_FAILED) {
+                 (off_t)attachment->file_offset) == MAP_FAILED) {
         /* Showing the old file's stale bytes would be worse than faulting. */
-        raw_mmap((void *)attachment->address, attachment->length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+        raw_mmap((void *)attachment->address, attachment->length, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED,
+                 -1, 0);
         move->failed++;
         return;
     }

@@ -70,7 +70,7 @@ void *window_map(void *address, size_t length, int protection, int descriptor, u
     for (uint32_t index = 0; index < count; index++) {
         uint8_t *at = window + (extents[index].start - window_offset);
         if (raw_mmap(at, extents[index].length, protection, file_sharing(protection) | MAP_FIXED, descriptor,
-                 (off_t)extents[index].start) == MAP_FAILED) {
+                     (off_t)extents[index].start) == MAP_FAILED) {
             int saved = errno;
             raw_munmap(window, length);
             errno = saved;

@@ -640,14 +640,24 @@ static void test_fork_while_threads_free_and_move(void)
            heard ? answer : "", now_seconds() - began, last_progress, status, STEP_TIMEOUT_MS / 1000);
 }
 
-/* Runs last: it kills the test's broker. */
+/* The library tells the hooks on a thread of its own, after the attach has been answered: asked
+ * again until `timeout_ms` has passed. */
+static bool told_within(struct child *exporting, int timeout_ms, char *answer, size_t capacity)
+{
+    for (int waited = 0; waited < timeout_ms; waited += 10) {
+        if (step(exporting, "told", "told", answer, capacity))
+            return true;
+        usleep(10000);
+    }
+    return false;
+}
+
 /* Sharing replaces the exporter's pages (its bytes stay): a registration cache that pinned the old
  * ones (UCX's, for a network card) must hear of it, through UCX's ucm_vm_munmap, as it would hear
  * of an munmap. Only under tests/memory_hooks.c, which stands in for UCX. */
 static void test_memory_hooks_told_of_replaced_pages(void)
 {
-    const char *name = "where UCX's memory hooks are loaded, they are told of the pages a first attach replaced, "
-                       "after the exporter's threads run again";
+    const char *name = "where UCX's memory hooks are loaded, they are told of the pages a first attach replaced";
     struct scene scene;
     if (!scene_start(&scene, name))
         return;
@@ -668,11 +678,12 @@ static void test_memory_hooks_told_of_replaced_pages(void)
         failed_at = "attach";
     else if (!step(&importing, "check 1", "ok", answer, sizeof answer))
         failed_at = "importer reads the exporter's bytes";
-    else if (!step(&scene.exporting, "told", "told", answer, sizeof answer))
+    else if (!told_within(&scene.exporting, STEP_TIMEOUT_MS, answer, sizeof answer))
         failed_at = "the hooks were told of the buffer's replaced pages";
     finish(name, &scene, &importing, failed_at, answer);
 }
 
+/* Runs last: it kills the test's broker. */
 static void test_unmap_after_broker_loss(void)
 {
     const char *name = "after the broker dies and a call has failed, an exporter unmapping memory an importer had "

@@ -9,6 +9,7 @@
  * they cover a range. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -66,36 +67,37 @@ int madvise(void *address, size_t length, int advice)
 }
 
 /* The ranges told through ucm_vm_munmap; past the room, "everything" (as the library itself does). */
+static pthread_mutex_t told_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     uintptr_t start, length;
 } told[256];
-static _Atomic unsigned told_count;
-static _Atomic bool told_everything;
+static unsigned told_count;
+static bool told_everything;
 
 void ucm_vm_munmap(void *address, size_t length)
 {
-    unsigned index = told_count++;
-    if (index >= sizeof told / sizeof told[0]) {
+    pthread_mutex_lock(&told_lock);
+    if (told_count == sizeof told / sizeof told[0]) {
         told_everything = true;
-        return;
+    } else {
+        told[told_count].start = (uintptr_t)address;
+        told[told_count].length = length;
+        told_count++;
     }
-    told[index].start = (uintptr_t)address;
-    told[index].length = length;
+    pthread_mutex_unlock(&told_lock);
 }
 
 /* Whether every page of [start, start + length) lies in a range told so far. */
 bool memory_hooks_told(uintptr_t start, size_t length)
 {
-    if (told_everything)
-        return true;
-    unsigned count = told_count < sizeof told / sizeof told[0] ? told_count : sizeof told / sizeof told[0];
+    pthread_mutex_lock(&told_lock);
+    bool covered = true;
     long page = sysconf(_SC_PAGESIZE);
-    for (uintptr_t at = start; at < start + length; at += (uintptr_t)page) {
-        bool covered = false;
-        for (unsigned index = 0; index < count && !covered; index++)
+    for (uintptr_t at = start; covered && !told_everything && at < start + length; at += (uintptr_t)page) {
+        covered = false;
+        for (unsigned index = 0; index < told_count && !covered; index++)
             covered = at >= told[index].start && at - told[index].start < told[index].length;
-        if (!covered)
-            return false;
     }
-    return true;
+    pthread_mutex_unlock(&told_lock);
+    return covered;
 }
