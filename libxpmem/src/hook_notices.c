@@ -121,19 +121,13 @@ static bool start_notices_thread(void)
     if (descriptor < 0)
         return false;
     wake_descriptor = descriptor;
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    int error = thread_stop_start_stoppable(&thread, &attributes, serve_notices, NULL);
-    pthread_attr_destroy(&attributes);
+    int error = thread_stop_start_stoppable("xpmem-notices", serve_notices, NULL);
     if (error != 0) {
         close(descriptor);
         wake_descriptor = -1;
         errno = error;
         return false;
     }
-    pthread_setname_np(thread, "xpmem-notices");
     started_by = getpid();
     return true;
 }

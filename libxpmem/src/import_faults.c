@@ -200,12 +200,7 @@ static bool ready(void)
         return false;
     }
     faults_descriptor = descriptor;
-    pthread_t thread;
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    int error = thread_stop_start_stoppable(&thread, &attributes, serve_faults, NULL);
-    pthread_attr_destroy(&attributes);
+    int error = thread_stop_start_stoppable("xpmem-faults", serve_faults, NULL);
     if (error != 0) {
         close(descriptor);
         faults_descriptor = -1;
@@ -213,7 +208,6 @@ static bool ready(void)
         debug_log("cannot start the fault thread: %s", strerror(error));
         return false;
     }
-    pthread_setname_np(thread, "xpmem-faults");
     return true;
 }
 

@@ -154,14 +154,9 @@ void memory_pressure_watch(void (*on_pressure)(double some_avg10))
         state = MEMORY_PRESSURE_UNAVAILABLE;
         return;
     }
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
     trigger_descriptor = descriptor;
     state = MEMORY_PRESSURE_WATCHING;
-    int error = thread_stop_start_stoppable(&thread, &attributes, watch, (void *)(intptr_t)descriptor);
-    pthread_attr_destroy(&attributes);
+    int error = thread_stop_start_stoppable("xpmem-pressure", watch, (void *)(intptr_t)descriptor);
     if (error != 0) {
         debug_log("memory pressure: cannot start the watch thread: %s; no pressure eviction", strerror(error));
         trigger_descriptor = -1;
@@ -169,7 +164,6 @@ void memory_pressure_watch(void (*on_pressure)(double some_avg10))
         state = MEMORY_PRESSURE_UNAVAILABLE;
         return;
     }
-    pthread_setname_np(thread, "xpmem-pressure");
 }
 
 void memory_pressure_reset_after_fork(void)

@@ -420,16 +420,10 @@ void session_broker_lost(void)
     bool expected = false;
     if (!atomic_compare_exchange_strong(&reconnecting, &expected, true))
         return;
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
-    pthread_t thread;
-    int error = thread_stop_start_stoppable(&thread, &attributes, reconnect, NULL);
-    pthread_attr_destroy(&attributes);
+    int error = thread_stop_start_stoppable("xpmem-reconnect", reconnect, NULL);
     if (error != 0) {
         reconnecting = false;
         debug_log("cannot start reconnecting: %s; the next call connects", strerror(error));
         return;
     }
-    pthread_setname_np(thread, "xpmem-reconnect");
 }

@@ -301,8 +301,7 @@ int thread_stop_start_exempt(int slot, pthread_t *thread, const pthread_attr_t *
     return error;
 }
 
-int thread_stop_start_stoppable(pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *),
-                                void *argument)
+int thread_stop_start_stoppable(const char *name, void *(*body)(void *), void *argument)
 {
     struct private_area *area = private_area_get();
     int signal_number = area != NULL ? thread_stop_prepare(area) : -1;
@@ -313,7 +312,15 @@ int thread_stop_start_stoppable(pthread_t *thread, const pthread_attr_t *attribu
     sigdelset(&mask, SIGSEGV);
     if (signal_number > 0)
         sigdelset(&mask, signal_number);
-    return create_masked(thread, attributes, body, argument, &mask);
+    pthread_attr_t attributes;
+    pthread_attr_init(&attributes);
+    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    pthread_t thread;
+    int error = create_masked(&thread, &attributes, body, argument, &mask);
+    pthread_attr_destroy(&attributes);
+    if (error == 0)
+        pthread_setname_np(thread, name);
+    return error;
 }
 
 /* Waits until every thread the last stop parked has left the handler, before signalling anyone

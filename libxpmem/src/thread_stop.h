@@ -39,12 +39,11 @@ void thread_stop_exempt_self(int slot);
  * blocked, and returns only once it has recorded itself; pthread_create's result. */
 int thread_stop_start_exempt(int slot, pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *),
                              void *argument);
-/* Starts a library thread that must stop with the application's (its stack, or what it allocates,
- * may lie in exported memory): born with every signal blocked but the stop signal, SIGBUS and
- * SIGSEGV, so that the application's signals go to its own threads and no stop ever finds it
- * blocking the signal. pthread_create's result. */
-int thread_stop_start_stoppable(pthread_t *thread, const pthread_attr_t *attributes, void *(*body)(void *),
-                                void *argument);
+/* Starts a detached library thread named `name` that must stop with the application's (its stack, or
+ * what it allocates, may lie in exported memory): born with every signal blocked but the stop
+ * signal, SIGBUS and SIGSEGV, so that the application's signals go to its own threads and no stop
+ * ever finds it blocking the signal. pthread_create's result. */
+int thread_stop_start_stoppable(const char *name, void *(*body)(void *), void *argument);
 /* In a fork child: no library thread and no pending watch event. */
 void thread_stop_reset_after_fork(void);
 
