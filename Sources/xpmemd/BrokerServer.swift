@@ -70,7 +70,17 @@ final class BrokerServer {
             do {
                 ownerProcess = .some(try ProcessHandle.open(pid: exitWith))
             } catch {
+                // Gone before the broker looked: so is the directory's reason to be.
+                if removesDirectoryWhenOwnerExits { Self.removeSocketDirectory(of: requestedPath) }
                 throw BrokerStartError("--exit-with \(exitWith): \(error == .noSuchProcess ? "no such process" : "\(error)") to stop with")
+            }
+            // A launcher's private broker follows the launcher, its parent. Still its parent now, the
+            // pidfd opened above is that very process: a parent's pid cannot pass to another process
+            // while the child lives. Not its parent, the launcher has gone already (and the pid may be
+            // another process's by now): its directory goes, and so does the broker.
+            if removesDirectoryWhenOwnerExits && ThisProcess.parentID != Int(exitWith) {
+                Self.removeSocketDirectory(of: requestedPath)
+                throw BrokerStartError("--private-directory: process \(exitWith) is not this broker's parent (the launcher that started it has exited)")
             }
         }
         ownerPID = exitWith
@@ -158,9 +168,14 @@ final class BrokerServer {
         // in it again: the lock file can go while held. Only an empty directory is removed.
         if ownerExited && removesDirectoryWhenOwnerExits && !socketActivated {
             try? FileSystem.unlinkIfPresent(socketPath + ".lock")
-            if let slash = socketPath.lastIndex(of: "/"), slash != socketPath.startIndex {
-                _ = FileSystem.removeEmptyDirectory(String(socketPath[..<slash]))
-            }
+            Self.removeSocketDirectory(of: socketPath)
+        }
+    }
+
+    /// `--private-directory`'s: only an empty directory is removed.
+    private static func removeSocketDirectory(of socketPath: String) {
+        if let slash = socketPath.lastIndex(of: "/"), slash != socketPath.startIndex {
+            _ = FileSystem.removeEmptyDirectory(String(socketPath[..<slash]))
         }
     }
 

@@ -46,7 +46,7 @@ struct XPMEMDaemon: ParsableCommand {
     @Option(name: .long, help: "Stop, as on SIGTERM, when process PID exits (for a private broker a launcher starts: it goes even when the launcher is killed).")
     var exitWith: Int32?
 
-    @Flag(name: .long, help: "The socket's directory was made for this broker alone (a launcher's temporary one): when the --exit-with process exits, remove it, lock file included.")
+    @Flag(name: .long, help: "The socket's directory was made for this broker alone by the --exit-with process, its parent (a launcher's temporary one): when that process exits, remove it, lock file included.")
     var privateDirectory = false
 
     func validate() throws {

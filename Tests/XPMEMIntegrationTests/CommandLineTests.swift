@@ -2,6 +2,7 @@
 import Foundation
 import Testing
 import XPMEM
+import XPMEMSystem
 
 /// What a user meets first: where xpmemctl takes its options, what its JSON holds, and how xpmemctl
 /// and xprun word their refusals. Each runs the real programs.
@@ -150,5 +151,39 @@ struct CommandLineTests {
         #expect(alone.waitForExit() != 0)
         #expect(alone.standardError().contains("--private-directory needs --exit-with"))
         #expect(access(socket, F_OK) != 0, "the refused broker left its socket")
+    }
+
+    /// A launcher killed between starting its broker and the broker's pidfd_open: the broker, handed
+    /// to another parent by then, must not follow whatever process has the launcher's pid now.
+    @Test("xpmemd --private-directory follows only its parent: another process is refused, and the directory goes")
+    func privateDirectoryFollowsOnlyItsParent() throws {
+        let directory = try FileSystem.makeTemporaryDirectory("/tmp/xpmemd-private-XXXXXX")
+        defer { FileSystem.removeFlatDirectory(directory) }
+        // Process 1 lives, and is not this broker's parent (this test process is).
+        let run = try ChildProcess("xpmemd", ["--socket", directory + "/xpmemd.sock", "--exit-with", "1", "--private-directory"])
+        #expect(run.waitForExit() == 2)
+        #expect(run.standardError().contains("process 1 is not this broker's parent"))
+        #expect(access(directory, F_OK) != 0, "the refused broker left the directory it was told is its own")
+    }
+
+    @Test("A broker whose launcher exits at once goes, with the launcher's directory, whichever comes first")
+    func privateBrokerOfALauncherThatExitsAtOnce() throws {
+        let directory = try FileSystem.makeTemporaryDirectory("/tmp/xpmemd-launcher-XXXXXX")
+        defer { FileSystem.removeFlatDirectory(directory) }
+        // The shell starts the broker and exits: the broker either opens the shell's pidfd first and
+        // sees it exit, or finds itself reparented; either way it must not stay.
+        let broker = BuiltProducts.path("xpmemd")
+        let launcher = try ChildProcess(executable: "/bin/sh", ["-c",
+            #""$0" --socket "$1/xpmemd.sock" --exit-with $$ --private-directory --log-level error & echo $!"#,
+            broker, directory])
+        let pid = pid_t(launcher.readLine() ?? "") ?? 0
+        _ = launcher.waitForExit()
+        #expect(pid > 0, "the launcher did not say its broker's pid")
+        var left = true
+        for _ in 0..<500 where left {
+            left = kill(pid, 0) == 0 || access(directory, F_OK) == 0
+            if left { usleep(10_000) }
+        }
+        #expect(!left, "the broker (\(pid)) or its directory is still there after its launcher exited")
     }
 }
