@@ -60,33 +60,34 @@ void hook_notices_record(uint64_t start, uint64_t length)
 }
 
 /* UCX's function for memory changed behind its hooks, where UCX is loaded: found globally, or in a
- * libucm that Open MPI's components loaded privately (RTLD_LOCAL). Looked up each time: UCX is
- * often loaded after this library, and by most programs not at all. */
-static void (*find_vm_munmap(void))(void *, size_t)
+ * libucm that Open MPI's components loaded privately (RTLD_LOCAL), whose handle (*library) is held
+ * until the call is done, so that no dlclose elsewhere unloads it meanwhile. Looked up each time:
+ * UCX is often loaded after this library, and by most programs not at all. */
+static void (*find_vm_munmap(void **library))(void *, size_t)
 {
+    *library = NULL;
     void (*found)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "ucm_vm_munmap");
     if (found != NULL)
         return found;
-    void *library = dlopen("libucm.so.0", RTLD_LAZY | RTLD_NOLOAD);
-    if (library == NULL)
-        return NULL;
-    found = (void (*)(void *, size_t))dlsym(library, "ucm_vm_munmap");
-    dlclose(library); /* only the reference NOLOAD took: libucm stays loaded */
-    return found;
+    *library = dlopen("libucm.so.0", RTLD_LAZY | RTLD_NOLOAD);
+    return *library == NULL ? NULL : (void (*)(void *, size_t))dlsym(*library, "ucm_vm_munmap");
 }
 
 static void tell(const struct notice_range *ranges, uint32_t count)
 {
-    void (*vm_munmap)(void *, size_t) = find_vm_munmap();
-    if (vm_munmap == NULL)
-        return;
-    static bool said;
-    if (!said) {
-        said = true;
-        debug_log("telling UCX's memory hooks (ucm_vm_munmap) of the pages backing and unbacking replace");
+    void *library;
+    void (*vm_munmap)(void *, size_t) = find_vm_munmap(&library);
+    if (vm_munmap != NULL) {
+        static bool said;
+        if (!said) {
+            said = true;
+            debug_log("telling UCX's memory hooks (ucm_vm_munmap) of the pages backing and unbacking replace");
+        }
+        for (uint32_t index = 0; index < count; index++)
+            vm_munmap((void *)(uintptr_t)ranges[index].start, (size_t)(ranges[index].end - ranges[index].start));
     }
-    for (uint32_t index = 0; index < count; index++)
-        vm_munmap((void *)(uintptr_t)ranges[index].start, (size_t)(ranges[index].end - ranges[index].start));
+    if (library != NULL)
+        dlclose(library); /* the reference NOLOAD took */
 }
 
 static void *serve_notices(void *unused)
