@@ -71,7 +71,9 @@ final class BrokerServer {
                 ownerProcess = .some(try ProcessHandle.open(pid: exitWith))
             } catch {
                 // Gone before the broker looked: so is the directory's reason to be.
-                if removesDirectoryWhenOwnerExits { Self.removeSocketDirectory(of: requestedPath) }
+                if removesDirectoryWhenOwnerExits && error == .noSuchProcess {
+                    Self.removeSocketDirectory(of: requestedPath)
+                }
                 throw BrokerStartError("--exit-with \(exitWith): \(error == .noSuchProcess ? "no such process" : "\(error)") to stop with")
             }
             // A launcher's private broker follows the launcher, its parent. Still its parent now, the

@@ -65,8 +65,8 @@ struct XPMEMDaemon: ParsableCommand {
         if let exitWith, exitWith <= 0 {
             throw ValidationError("--exit-with must be a process id (a positive number), not \(exitWith)")
         }
-        if privateDirectory && exitWith == nil {
-            throw ValidationError("--private-directory needs --exit-with: the directory goes when that process has gone")
+        if privateDirectory && (exitWith == nil || socket == nil) {
+            throw ValidationError("--private-directory needs --exit-with and --socket: the directory of that socket goes when that process has gone")
         }
         guard Self.byteCount(maxBytesPerUid) != nil else {
             throw ValidationError("--max-bytes-per-uid must be a byte count such as 1073741824, 64G or 4T, not '\(maxBytesPerUid)'")

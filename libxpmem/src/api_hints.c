@@ -87,6 +87,7 @@ XPMEM_EXPORT int64_t xpmem_hint_free(void *vaddr, size_t size)
         }
     }
     backing_unlock();
-    hook_notices_send();
+    /* Before returning: the caller may reuse the memory at once. */
+    hook_notices_tell_now();
     return taken;
 }

@@ -7,6 +7,7 @@
 #include "export.h"
 #include "export_claims.h"
 #include "exports.h"
+#include "hook_notices.h"
 #include "pages.h"
 #include "session.h"
 #include "xpmem.h"
@@ -43,6 +44,8 @@ XPMEM_EXPORT xpmem_segid_t xpmem_make(void *vaddr, size_t size, int permit_type,
         return -1;
     if (exports_draw_token(export.token) < 0)
         return -1;
+    /* Here, on the application's thread, before any peer can make us back memory. */
+    hook_notices_start();
     /* Counted before asking, so that a concurrent remove of the last other segment does not make the
      * memory private again under this one. */
     session_segment_made();

@@ -2,6 +2,7 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <string.h>
@@ -28,7 +29,6 @@ static struct notice_range overflow_span;
 
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static int wake_descriptor = -1;
-static bool start_failed;
 /* The process whose thread reads wake_descriptor. A fork child inherits the descriptor but not the
  * thread, and the library's fork handler is installed only once the process has connected: a
  * process that forked before that (after xpmem_hint_free, say) must not wake its parent's thread. */
@@ -60,21 +60,28 @@ void hook_notices_record(uint64_t start, uint64_t length)
 }
 
 /* UCX's function for memory changed behind its hooks, where UCX is loaded: found globally, or in a
- * libucm that Open MPI's components loaded privately (RTLD_LOCAL), whose handle (*library) is held
- * until the call is done, so that no dlclose elsewhere unloads it meanwhile. Looked up each time:
- * UCX is often loaded after this library, and by most programs not at all. */
+ * libucm that Open MPI's components loaded privately (RTLD_LOCAL). A reference to the library that
+ * holds it (*library) is taken until the call is done, so that no dlclose elsewhere unloads it
+ * meanwhile. Looked up each time: UCX is often loaded after this library, and by most programs not
+ * at all. */
 static void (*find_vm_munmap(void **library))(void *, size_t)
 {
-    *library = NULL;
     void (*found)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "ucm_vm_munmap");
-    if (found != NULL)
+    Dl_info where;
+    if (found != NULL) {
+        *library = dladdr((void *)found, &where) != 0 && where.dli_fname != NULL
+                       ? dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD)
+                       : NULL;
         return found;
+    }
     *library = dlopen("libucm.so.0", RTLD_LAZY | RTLD_NOLOAD);
     return *library == NULL ? NULL : (void (*)(void *, size_t))dlsym(*library, "ucm_vm_munmap");
 }
 
 static void tell(const struct notice_range *ranges, uint32_t count)
 {
+    if (count == 0)
+        return;
     void *library;
     void (*vm_munmap)(void *, size_t) = find_vm_munmap(&library);
     if (vm_munmap != NULL) {
@@ -90,80 +97,101 @@ static void tell(const struct notice_range *ranges, uint32_t count)
         dlclose(library); /* the reference NOLOAD took */
 }
 
-static void *serve_notices(void *unused)
+/* Under the backing lock: moves what was recorded into `taken`; returns how many ranges. */
+static uint32_t take_recorded(struct notice_range *taken)
 {
-    (void)unused;
+    uint32_t count = overflowed ? 1 : recorded_count;
+    if (overflowed)
+        taken[0] = overflow_span;
+    else
+        memcpy(taken, recorded, count * sizeof taken[0]);
+    recorded_count = 0;
+    overflowed = false;
+    return count;
+}
+
+static void *serve_notices(void *argument)
+{
+    int descriptor = (int)(intptr_t)argument;
     static struct notice_range taken[NOTICE_ROOM];
     for (;;) {
         uint64_t wakes;
-        if (read(wake_descriptor, &wakes, sizeof wakes) < 0) {
+        if (read(descriptor, &wakes, sizeof wakes) < 0) {
             if (errno == EINTR)
                 continue;
             break;
         }
         backing_lock();
-        uint32_t count = overflowed ? 1 : recorded_count;
-        if (overflowed)
-            taken[0] = overflow_span;
-        else
-            memcpy(taken, recorded, count * sizeof taken[0]);
-        recorded_count = 0;
-        overflowed = false;
+        uint32_t count = take_recorded(taken);
         backing_unlock();
         tell(taken, count);
     }
-    debug_log("the memory-hook notices thread stopped: %s", strerror(errno));
+    int error = errno;
+    pthread_mutex_lock(&start_lock);
+    if (wake_descriptor == descriptor) {
+        wake_descriptor = -1; /* the next start makes another */
+        close(descriptor);
+    }
+    pthread_mutex_unlock(&start_lock);
+    debug_log("the memory-hook notices thread stopped: %s", strerror(error));
     return NULL;
 }
 
-static bool start_notices_thread(void)
+void hook_notices_start(void)
 {
-    int descriptor = eventfd(0, EFD_CLOEXEC);
-    if (descriptor < 0)
-        return false;
-    wake_descriptor = descriptor;
-    int error = thread_stop_start_stoppable("xpmem-notices", serve_notices, NULL);
-    if (error != 0) {
-        close(descriptor);
+    pthread_mutex_lock(&start_lock);
+    /* Inherited from a parent that forked before the library's fork handler was installed: that
+     * descriptor wakes the parent's thread. Forgotten, not closed: the number may be the
+     * application's by now. */
+    if (wake_descriptor >= 0 && started_by != getpid())
         wake_descriptor = -1;
-        errno = error;
-        return false;
+    if (wake_descriptor < 0) {
+        int descriptor = eventfd(0, EFD_CLOEXEC);
+        int error = descriptor < 0 ? errno
+                                   : thread_stop_start_stoppable("xpmem-notices", serve_notices,
+                                                                 (void *)(intptr_t)descriptor);
+        if (error == 0) {
+            wake_descriptor = descriptor;
+            started_by = getpid();
+        } else {
+            if (descriptor >= 0)
+                close(descriptor);
+            debug_log("cannot start the memory-hook notices thread (%s): UCX hears of replaced pages only when "
+                      "xpmem_hint_free tells it",
+                      strerror(error));
+        }
     }
-    started_by = getpid();
-    return true;
+    pthread_mutex_unlock(&start_lock);
 }
 
 void hook_notices_send(void)
 {
-    backing_lock();
-    bool pending = recorded_count > 0 || overflowed;
-    backing_unlock();
-    if (!pending)
-        return;
     pthread_mutex_lock(&start_lock);
-    if (wake_descriptor >= 0 && started_by != getpid()) {
-        close(wake_descriptor);
-        wake_descriptor = -1;
-        start_failed = false;
-    }
-    if (wake_descriptor < 0 && !start_failed && !start_notices_thread()) {
-        start_failed = true;
-        debug_log("cannot start the memory-hook notices thread (%s): UCX will not hear of replaced pages",
-                  strerror(errno));
-    }
-    int descriptor = wake_descriptor;
+    int descriptor = started_by == getpid() ? wake_descriptor : -1;
     pthread_mutex_unlock(&start_lock);
     if (descriptor >= 0)
         (void)!eventfd_write(descriptor, 1);
 }
 
+void hook_notices_tell_now(void)
+{
+    static struct notice_range taken[NOTICE_ROOM];
+    static pthread_mutex_t taken_lock = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&taken_lock);
+    backing_lock();
+    uint32_t count = take_recorded(taken);
+    backing_unlock();
+    tell(taken, count);
+    pthread_mutex_unlock(&taken_lock);
+}
+
 void hook_notices_reset_after_fork(void)
 {
     pthread_mutex_init(&start_lock, NULL);
+    /* The parent's thread is not here; its descriptor is closed, the child's own made on demand. */
     if (wake_descriptor >= 0)
         close(wake_descriptor);
     wake_descriptor = -1;
-    start_failed = false;
     recorded_count = 0;
     overflowed = false;
 }

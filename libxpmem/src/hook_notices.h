@@ -9,10 +9,17 @@
  * loaded.
  *
  * Ranges are recorded under the backing lock, also while the other threads are stopped (a fixed
- * list: no allocation, no lock of anyone else's). They are told on a thread of their own that stops
- * like the application's threads: UCX's callbacks take UCX's locks and write UCX's memory, which
- * neither the event thread nor the watch thread may do (stops leave them running, and a backing
- * they run would copy memory that UCX was writing meanwhile, losing the write). */
+ * list: no allocation, no lock of anyone else's). They are told on a thread that stops like the
+ * application's: UCX's callbacks take UCX's locks and write UCX's memory, which neither the event
+ * thread nor the watch thread may do (stops leave them running, and a backing they run would copy
+ * memory that UCX was writing meanwhile, losing the write). That is the notices thread, which an
+ * exporting process starts at xpmem_make, or the application's own thread in xpmem_hint_free. Between
+ * a page's replacement and the telling, UCX may still use a registration of the old page: as long as
+ * the notices thread waits for a CPU.
+ *
+ * Not told: a fork child's private copies (fork_snapshot.c; the parent's registrations are not the
+ * child's), and an importer's own mappings of its attachments, whose attach, detach and fault
+ * handling are the library's business as they are the kernel module's. */
 #ifndef XPMEM_HOOK_NOTICES_H
 #define XPMEM_HOOK_NOTICES_H
 
@@ -22,9 +29,19 @@
  * is told. */
 void hook_notices_record(uint64_t start, uint64_t length);
 
-/* After the backing lock is released: has what was recorded told (starting the notices thread the
- * first time). */
+/* On an application thread (one that stops), before anything is recorded: starts the notices thread
+ * if this process has none. Never on the event or watch thread: creating a thread allocates and
+ * takes glibc's locks, which an application thread may hold while it waits for the watch thread
+ * to read its unmap. */
+void hook_notices_start(void);
+
+/* After the backing lock is released, on any thread: wakes the notices thread to tell what was
+ * recorded. Without one (none started in this process), the ranges wait for the next telling. */
 void hook_notices_send(void);
+
+/* On an application thread, after the backing lock is released: tells what was recorded before
+ * returning, in this thread. */
+void hook_notices_tell_now(void);
 
 /* In a fork child: the parent's thread and ranges are not the child's. */
 void hook_notices_reset_after_fork(void);

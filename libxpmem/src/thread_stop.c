@@ -312,14 +312,13 @@ int thread_stop_start_stoppable(const char *name, void *(*body)(void *), void *a
     sigdelset(&mask, SIGSEGV);
     if (signal_number > 0)
         sigdelset(&mask, signal_number);
-    pthread_attr_t attributes;
-    pthread_attr_init(&attributes);
-    pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+    /* Joinable until named: a detached thread may have ended, and its handle gone, before the name. */
     pthread_t thread;
-    int error = create_masked(&thread, &attributes, body, argument, &mask);
-    pthread_attr_destroy(&attributes);
-    if (error == 0)
+    int error = create_masked(&thread, NULL, body, argument, &mask);
+    if (error == 0) {
         pthread_setname_np(thread, name);
+        pthread_detach(thread);
+    }
     return error;
 }
 

@@ -647,6 +647,8 @@ static bool told_within(struct child *exporting, int timeout_ms, char *answer, s
     for (int waited = 0; waited < timeout_ms; waited += 10) {
         if (step(exporting, "told", "told", answer, capacity))
             return true;
+        if (strcmp(answer, "not told") != 0)
+            return false; /* no answer, or another one: asking again would not help */
         usleep(10000);
     }
     return false;
