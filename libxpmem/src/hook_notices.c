@@ -173,21 +173,24 @@ void hook_notices_send(void)
         (void)!eventfd_write(descriptor, 1);
 }
 
+/* For hook_notices_tell_now's ranges, which may be told by several application threads at once. */
+static pthread_mutex_t tell_now_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void hook_notices_tell_now(void)
 {
     static struct notice_range taken[NOTICE_ROOM];
-    static pthread_mutex_t taken_lock = PTHREAD_MUTEX_INITIALIZER;
-    pthread_mutex_lock(&taken_lock);
+    pthread_mutex_lock(&tell_now_lock);
     backing_lock();
     uint32_t count = take_recorded(taken);
     backing_unlock();
     tell(taken, count);
-    pthread_mutex_unlock(&taken_lock);
+    pthread_mutex_unlock(&tell_now_lock);
 }
 
 void hook_notices_reset_after_fork(void)
 {
     pthread_mutex_init(&start_lock, NULL);
+    pthread_mutex_init(&tell_now_lock, NULL);
     /* The parent's thread is not here; its descriptor is closed, the child's own made on demand. */
     if (wake_descriptor >= 0)
         close(wake_descriptor);
