@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -26,6 +27,9 @@ static uint32_t recorded_count;
 /* More ranges than the room: tell one span covering them all. */
 static bool overflowed;
 static struct notice_range overflow_span;
+/* Whether anything is recorded: read without the backing lock by hook_notices_send, which every
+ * event the event thread serves ends with, so that only events that replaced pages wake anyone. */
+static _Atomic bool pending;
 
 static pthread_mutex_t start_lock = PTHREAD_MUTEX_INITIALIZER;
 static int wake_descriptor = -1;
@@ -38,6 +42,7 @@ void hook_notices_record(uint64_t start, uint64_t length)
 {
     if (length == 0)
         return;
+    atomic_store_explicit(&pending, true, memory_order_relaxed);
     uint64_t end = start + length;
     if (overflowed) {
         overflow_span.start = start < overflow_span.start ? start : overflow_span.start;
@@ -107,6 +112,7 @@ static uint32_t take_recorded(struct notice_range *taken)
         memcpy(taken, recorded, count * sizeof taken[0]);
     recorded_count = 0;
     overflowed = false;
+    atomic_store_explicit(&pending, false, memory_order_relaxed);
     return count;
 }
 
@@ -166,6 +172,9 @@ void hook_notices_start(void)
 
 void hook_notices_send(void)
 {
+    /* Recorded by this very thread before it released the backing lock, if by anyone it must tell. */
+    if (!atomic_load_explicit(&pending, memory_order_relaxed))
+        return;
     pthread_mutex_lock(&start_lock);
     int descriptor = started_by == getpid() ? wake_descriptor : -1;
     pthread_mutex_unlock(&start_lock);
@@ -197,4 +206,5 @@ void hook_notices_reset_after_fork(void)
     wake_descriptor = -1;
     recorded_count = 0;
     overflowed = false;
+    pending = false;
 }
