@@ -69,8 +69,13 @@ public enum FileSystem {
             bytes.withMemoryRebound(to: CChar.self) { readlink("/proc/self/exe", $0.baseAddress!, $0.count - 1) }
         }
         let path = count > 0 ? String(decoding: buffer[..<count], as: UTF8.self) : CommandLine.arguments[0]
-        guard let slash = path.lastIndex(of: "/") else { return "." }
-        return String(path[..<slash])
+        return directory(of: path) ?? "."
+    }
+
+    /// What `path` names its file in: everything before its last slash (empty for a file in `/`); nil
+    /// for a path with no slash.
+    public static func directory(of path: String) -> String? {
+        path.lastIndex(of: "/").map { String(path[..<$0]) }
     }
 
     /// Creates a fresh private directory from a `mkdtemp` template ending in XXXXXX.

@@ -176,8 +176,8 @@ final class BrokerServer {
 
     /// `--private-directory`'s: only an empty directory is removed.
     private static func removeSocketDirectory(of socketPath: String) {
-        if let slash = socketPath.lastIndex(of: "/"), slash != socketPath.startIndex {
-            _ = FileSystem.removeEmptyDirectory(String(socketPath[..<slash]))
+        if let directory = FileSystem.directory(of: socketPath), !directory.isEmpty {
+            FileSystem.removeEmptyDirectory(directory)
         }
     }
 

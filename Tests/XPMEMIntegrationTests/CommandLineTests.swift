@@ -128,7 +128,7 @@ struct CommandLineTests {
         }
         #expect(!answered, "a broker still answers at \(socket) after xprun was killed")
         #expect(access(socket, F_OK) != 0, "the broker left its socket file behind")
-        let directory = String(socket[..<socket.lastIndex(of: "/")!])
+        let directory = FileSystem.directory(of: socket) ?? socket
         var directoryLeft = true
         for _ in 0..<500 where directoryLeft {
             directoryLeft = access(directory, F_OK) == 0
