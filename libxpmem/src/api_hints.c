@@ -8,6 +8,7 @@
 #include "backing.h"
 #include "export.h"
 #include "hook_notices.h"
+#include "maps_walk.h"
 #include "pages.h"
 #include "private_area.h"
 #include "proc_maps.h"
@@ -58,24 +59,23 @@ XPMEM_EXPORT int64_t xpmem_hint_free(void *vaddr, size_t size)
      * madvise would then fail on the shared mapping, which is harmless, but the count would be
      * wrong); the private area's copy of the maps is the backing's, used under the same lock. */
     backing_lock();
-    ssize_t length = proc_maps_read(area);
-    if (length < 0) {
+    struct maps_walk walk;
+    if (!maps_walk_start(&walk, area, start)) {
         int saved = errno;
         backing_unlock();
         errno = saved;
         return -1;
     }
-    const char *cursor = area->maps_text, *maps_end = cursor + length;
     struct maps_entry entry;
-    while (proc_maps_next(&cursor, maps_end, &entry)) {
-        if (entry.end <= start)
-            continue;
+    uint64_t done = start; /* below this, every mapping has been seen */
+    while (maps_walk_next(&walk, &entry)) {
         if (entry.start >= end)
             break;
+        uint64_t piece = entry.start > done ? entry.start : done;
+        uint64_t piece_end = entry.end < end ? entry.end : end;
+        done = entry.end;
         if (!takes_hint(&entry))
             continue;
-        uint64_t piece = entry.start > start ? entry.start : start;
-        uint64_t piece_end = entry.end < end ? entry.end : end;
         while (piece < piece_end) {
             uint64_t resume;
             uint64_t cut = end_before_private_area(area, piece, piece_end, &resume);
@@ -86,8 +86,14 @@ XPMEM_EXPORT int64_t xpmem_hint_free(void *vaddr, size_t size)
             piece = resume;
         }
     }
+    int error = walk.error;
+    maps_walk_finish(&walk);
     backing_unlock();
     /* Before returning: the caller may reuse the memory at once. */
     hook_notices_tell_now();
+    if (error != 0) {
+        errno = error; /* the mappings could not all be listed: some pages may have been taken */
+        return -1;
+    }
     return taken;
 }

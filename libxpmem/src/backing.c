@@ -15,6 +15,7 @@
 #include "address_space_file.h"
 #include "exporter_watch.h"
 #include "hook_notices.h"
+#include "maps_walk.h"
 #include "pages.h"
 #include "private_area.h"
 #include "proc_maps.h"
@@ -371,28 +372,29 @@ static bool populate_enabled(void)
     return value != NULL && strcmp(value, "1") == 0;
 }
 
-/* One pass over /proc/self/maps for [start, end). */
+/* One walk over the mappings of [start, end). */
 static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint64_t end)
 {
     struct backing_result *result = pass->result;
     result->count = 0;
-    ssize_t maps_length = proc_maps_read(pass->area);
-    if (maps_length < 0) {
+    struct maps_walk walk;
+    if (!maps_walk_start(&walk, pass->area, start)) {
         fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/maps", errno, 0);
         return;
     }
-    const char *cursor = pass->area->maps_text;
-    const char *maps_end = cursor + maps_length;
     struct maps_entry entry;
-    while (result->code == 0 && !pass->needs_copy && proc_maps_next(&cursor, maps_end, &entry)) {
-        if (entry.end <= start)
-            continue;
+    uint64_t done = start; /* below this, every mapping has been seen */
+    while (result->code == 0 && !pass->needs_copy && maps_walk_next(&walk, &entry)) {
         if (entry.start >= end)
             break;
-        uint64_t piece_start = entry.start > start ? entry.start : start;
+        uint64_t piece_start = entry.start > done ? entry.start : done;
         uint64_t piece_end = entry.end < end ? entry.end : end;
+        done = entry.end;
         back_entry(pass, &entry, piece_start, piece_end);
     }
+    if (walk.error != 0 && result->code == 0)
+        fail(pass, WIRE_INTERNAL_ERROR, "cannot list the mappings (/proc/self/maps)", walk.error, done);
+    maps_walk_finish(&walk);
 }
 
 
@@ -403,23 +405,24 @@ static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint
  * into the range (mremap without a move raises no event) and written there. */
 static void punch_unmapped(struct backing_pass *pass, uint64_t start, uint64_t end)
 {
-    ssize_t maps_length = proc_maps_read(pass->area);
-    if (maps_length < 0)
+    struct maps_walk walk;
+    if (!maps_walk_start(&walk, pass->area, start))
         return; /* leaving the pages costs memory and staleness, never data */
-    const char *cursor = pass->area->maps_text, *maps_end = cursor + maps_length;
     struct maps_entry entry;
     uint64_t next = start;
-    while (next < end && proc_maps_next(&cursor, maps_end, &entry)) {
-        if (entry.end <= next || !is_our_file(pass, &entry) || entry.offset != entry.start)
-            continue;
+    while (next < end && maps_walk_next(&walk, &entry)) {
         if (entry.start >= end)
             break;
+        if (!is_our_file(pass, &entry) || entry.offset != entry.start)
+            continue;
         if (entry.start > next)
             fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)next,
                       (off_t)(entry.start - next));
         next = entry.end;
     }
-    if (next < end)
+    bool listed = walk.error == 0;
+    maps_walk_finish(&walk);
+    if (listed && next < end)
         fallocate(pass->file.descriptor, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)next, (off_t)(end - next));
 }
 

@@ -76,6 +76,11 @@ output=$("$build/tests/wire-tests")
 printf '%s\n' "$output" | sed '$d'
 count "$output"
 
+# The mapping walk: the kernel's PROCMAP_QUERY against the text of /proc/self/maps (no broker).
+output=$("$build/tests/maps-walk-tests")
+printf '%s\n' "$output" | sed '$d'
+count "$output"
+
 # The attachment table and its indexes, with thousands of windows at made-up addresses (no broker).
 output=$(timeout 120 "$build/tests/attachments-tests")
 printf '%s\n' "$output" | sed '$d'

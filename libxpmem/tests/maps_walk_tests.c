@@ -1,0 +1,180 @@
+/* Unit tests of the mapping walk (maps_walk.h), no broker: the kernel's PROCMAP_QUERY answers and the
+ * text of /proc/self/maps must list the same mappings, fields and names alike, from any address;
+ * and a walk resumes at the end of the entry it gave, whatever the caller changed inside it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include "maps_walk.h"
+#include "test_report.h"
+
+#define PAGE 4096UL
+#define MAX_ENTRIES 4096
+/* The vsyscall page is listed in the text only (it is no mapping of the process's own); nothing
+ * at or above the top of the user address space is compared. */
+#define USER_TOP (UINT64_C(1) << 47)
+
+struct listed {
+    struct maps_entry entry;
+    char path[256];
+};
+
+static struct listed query_list[MAX_ENTRIES], text_list[MAX_ENTRIES];
+
+/* Copies every entry of the walk below USER_TOP; the count, or -1 if the walk failed. */
+static int list_all(struct maps_walk *walk, struct listed *list)
+{
+    int count = 0;
+    struct maps_entry entry;
+    while (count < MAX_ENTRIES && maps_walk_next(walk, &entry) && entry.start < USER_TOP) {
+        list[count].entry = entry;
+        size_t length = entry.path_length < sizeof list[count].path - 1 ? entry.path_length : sizeof list[count].path - 1;
+        memcpy(list[count].path, entry.path, length);
+        list[count].path[length] = '\0';
+        list[count].entry.path = NULL;
+        count++;
+    }
+    int error = walk->error;
+    maps_walk_finish(walk);
+    return error == 0 ? count : -1;
+}
+
+static bool same_entry(const struct listed *a, const struct listed *b)
+{
+    return a->entry.start == b->entry.start && a->entry.end == b->entry.end && a->entry.readable == b->entry.readable
+           && a->entry.writable == b->entry.writable && a->entry.executable == b->entry.executable
+           && a->entry.shared == b->entry.shared && a->entry.offset == b->entry.offset
+           && a->entry.device_major == b->entry.device_major && a->entry.device_minor == b->entry.device_minor
+           && a->entry.inode == b->entry.inode && strcmp(a->path, b->path) == 0;
+}
+
+static void describe(char *text, size_t size, const struct listed *item)
+{
+    snprintf(text, size, "%llx-%llx %c%c%c%c %llx %x:%x %llu '%s'", (unsigned long long)item->entry.start,
+             (unsigned long long)item->entry.end, item->entry.readable ? 'r' : '-', item->entry.writable ? 'w' : '-',
+             item->entry.executable ? 'x' : '-', item->entry.shared ? 's' : 'p', (unsigned long long)item->entry.offset,
+             item->entry.device_major, item->entry.device_minor, (unsigned long long)item->entry.inode, item->path);
+}
+
+/* Both walks from `from`, compared entry by entry. */
+static void compare_walks(const char *name, struct private_area *area, uint64_t from)
+{
+    struct maps_walk walk;
+    if (!maps_walk_start(&walk, area, from)) {
+        report(name, false, "the walk did not start: %s", strerror(errno));
+        return;
+    }
+    int queried = list_all(&walk, query_list);
+    if (!maps_walk_start_text(&walk, area, from)) {
+        report(name, false, "the text walk did not start: %s", strerror(errno));
+        return;
+    }
+    int read = list_all(&walk, text_list);
+    if (queried < 0 || read < 0 || queried != read) {
+        report(name, false, "%d entries queried, %d read from the text", queried, read);
+        return;
+    }
+    for (int index = 0; index < queried; index++) {
+        if (!same_entry(&query_list[index], &text_list[index])) {
+            char one[400], other[400];
+            describe(one, sizeof one, &query_list[index]);
+            describe(other, sizeof other, &text_list[index]);
+            report(name, false, "entry %d: queried %s, text %s", index, one, other);
+            return;
+        }
+    }
+    bool first_covers = queried > 0 && query_list[0].entry.end > from;
+    report(name, queried > 0 && first_covers, "%d entries, the first ending at %llx", queried,
+           queried > 0 ? (unsigned long long)query_list[0].entry.end : 0ULL);
+}
+
+/* From uname: Linux 6.11 added PROCMAP_QUERY. */
+static bool kernel_has_procmap_query(void)
+{
+    struct utsname name;
+    unsigned major = 0, minor = 0;
+    if (uname(&name) != 0 || sscanf(name.release, "%u.%u", &major, &minor) != 2)
+        return false;
+    return major > 6 || (major == 6 && minor >= 11);
+}
+
+int main(void)
+{
+    struct private_area *area = private_area_get();
+    if (area == NULL)
+        return report_setup_failure("the private area could not be mapped");
+
+    /* Mappings of every kind the backing meets: anonymous memory split by protection, a shared
+     * memfd (named like the library's own files), a private file mapping at an offset, the heap. */
+    uint8_t *anonymous = mmap(NULL, 16 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    mprotect(anonymous + 4 * PAGE, 4 * PAGE, PROT_READ);
+    mprotect(anonymous + 12 * PAGE, 2 * PAGE, PROT_NONE);
+    int memfd = memfd_create("xpmem-walk-test", MFD_CLOEXEC);
+    void *shared = MAP_FAILED, *file_mapping = MAP_FAILED;
+    if (memfd >= 0 && ftruncate(memfd, 8 * PAGE) == 0)
+        shared = mmap(NULL, 8 * PAGE, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    int file = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (file >= 0)
+        file_mapping = mmap(NULL, PAGE, PROT_READ, MAP_PRIVATE, file, PAGE);
+    void *heap = malloc(1 << 16);
+    if (anonymous == MAP_FAILED || shared == MAP_FAILED || file_mapping == MAP_FAILED || heap == NULL)
+        return report_setup_failure("the test's mappings could not be made");
+
+    /* Whether the walk queries: it falls back to the text for good once a query is refused. */
+    struct maps_walk probe;
+    struct maps_entry first_entry;
+    bool queries = maps_walk_start(&probe, area, 0) && maps_walk_next(&probe, &first_entry) && probe.descriptor >= 0;
+    maps_walk_finish(&probe);
+    if (kernel_has_procmap_query())
+        report("on Linux 6.11 or later, the walk asks PROCMAP_QUERY (no fallback to the text)", queries,
+               "the kernel refused the query: is the ioctl's number or layout wrong?");
+    else
+        printf("skip PROCMAP_QUERY: this kernel predates it (Linux 6.11); both walks read the text\n");
+
+    compare_walks("from address 0, the queried walk lists what the text lists, names and all", area, 0);
+    compare_walks("from inside a mapping, both walks start with the mapping that covers the address", area,
+                  (uint64_t)(uintptr_t)(anonymous + 5 * PAGE) + 123);
+    compare_walks("from a heap address, both walks agree", area, (uint64_t)(uintptr_t)heap);
+
+    /* Changes inside the entry just given are not given again: the walk resumes at its end. */
+    struct maps_walk walk;
+    struct maps_entry entry;
+    uint64_t base = (uint64_t)(uintptr_t)anonymous;
+    bool started = maps_walk_start(&walk, area, base);
+    bool first = started && maps_walk_next(&walk, &entry) && entry.start == base && entry.end == base + 4 * PAGE;
+    mprotect(anonymous + PAGE, PAGE, PROT_READ); /* splits the entry it gave */
+    bool second = first && maps_walk_next(&walk, &entry);
+    report("a walk resumes at the end of the entry it gave, after the caller split that entry",
+           second && entry.start == base + 4 * PAGE && entry.end == base + 8 * PAGE,
+           "started %d, first %d, then %llx-%llx", started, first, (unsigned long long)entry.start,
+           (unsigned long long)entry.end);
+    maps_walk_finish(&walk);
+    mprotect(anonymous + PAGE, PAGE, PROT_READ | PROT_WRITE);
+
+    /* A mapping that grew across the walk's position (merged with the next) comes back from below it. */
+    if (queries) {
+        started = maps_walk_start(&walk, area, base);
+        first = started && maps_walk_next(&walk, &entry) && entry.end == base + 4 * PAGE;
+        mprotect(anonymous + 4 * PAGE, 4 * PAGE, PROT_READ | PROT_WRITE); /* [0, 12) pages now one mapping */
+        second = first && maps_walk_next(&walk, &entry);
+        report("a mapping merged across the walk's position since comes back, starting below it",
+               second && entry.start == base && entry.end == base + 12 * PAGE, "started %d, first %d, then %llx-%llx",
+               started, first, (unsigned long long)entry.start, (unsigned long long)entry.end);
+        maps_walk_finish(&walk);
+    }
+
+    /* Past the last mapping the walk ends without an error. */
+    bool ended = maps_walk_start(&walk, area, USER_TOP) && !maps_walk_next(&walk, &entry) && walk.error == 0;
+    maps_walk_finish(&walk);
+    if (queries)
+        report("above every mapping, the walk ends with no error", ended, "error %d", walk.error);
+
+    free(heap);
+    return report_totals();
+}
