@@ -5,7 +5,9 @@
  * over a long run against its bound. Ours and the reference are measured alternately, and each
  * ratio is the median of the pairs' ratios, with their minimum and maximum under "spread". A hit and a
  * detach are also timed among thousands of idle cached windows against among none, for what finding
- * a window in a crowded attachment table costs. Where shmem huge pages are allowed, memory with
+ * a window in a crowded attachment table costs; and a first attach from an exporter with a thousand
+ * more mappings against one without, for what finding one range's mappings costs in a process that
+ * has many, as MPI ranks do. Where shmem huge pages are allowed, memory with
  * transparent huge pages is measured backed with huge pages and with 4 KiB ones. Runs its
  * own broker (XPMEM_BROKER names xpmemd). The figures before the attachment cache's are taken with
  * it off (XPMEM_ATTACH_CACHE_ENTRIES=0), so that each attach + detach maps and unmaps as before. */
@@ -24,7 +26,7 @@
 
 #define PAGE 4096UL
 
-/* Answers "alloc SIZE" (malloc), "alloc-thp SIZE" (2 MiB-aligned anonymous memory that asks for
+/* Answers "alloc SIZE" (malloc), "crowd COUNT" (COUNT more mappings: "made COUNT"), "alloc-thp SIZE" (2 MiB-aligned anonymous memory that asks for
  * transparent huge pages: "at ADDRESS KB", KB of it huge), "pass ADDRESS SIZE" (reads it all:
  * "took MICROSECONDS") and "free ADDRESS". With a non-NULL argument, backs with 4 KiB pages only
  * (XPMEM_SHMEM_HUGE=0). */
@@ -65,6 +67,16 @@ static int exporter(int in, int out, void *argument)
             for (size_t index = 0; index < size / sizeof *words; index++)
                 sum += words[index];
             say(out, "took %.1f %d", (now_seconds() - began) * 1e6, (int)(sum & 1));
+        } else if (sscanf(line, "crowd %zu", &size) == 1) {
+            /* `size` separate mappings, as an MPI rank has hundreds (its libraries, UCX's pools):
+             * two pages each, the second read-only, so that neighbours do not merge. */
+            size_t made = 0;
+            for (; made < size; made++) {
+                uint8_t *pages = mmap(NULL, 2 * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (pages == MAP_FAILED || mprotect(pages + PAGE, PAGE, PROT_READ) != 0)
+                    break;
+            }
+            say(out, "made %zu", made);
         } else if (sscanf(line, "free %lu", &address) == 1) {
             free((void *)(uintptr_t)address);
             say(out, "ok");
@@ -157,6 +169,67 @@ static struct first_attach measure_first_attach(struct child *exporting, xpmem_a
     struct first_attach result = {median(attach, trials), median(touch, trials), median(cma, trials),
                                   spread_of(ratios, trials)};
     return result;
+}
+
+/* The first attach of 1 MiB from an exporter with CROWD_MAPPINGS more mappings than `alone` has,
+ * against the same from `alone`, alternately: what finding the mappings of one range costs when
+ * the process has many. */
+#define CROWD_MAPPINGS 1000
+struct crowded_exporter_figures {
+    double crowded_us, alone_us;
+    struct spread ratio;
+    char why_not[200];
+};
+
+static void measure_first_attach_crowded(struct child *alone, xpmem_apid_t alone_apid,
+                                         struct crowded_exporter_figures *figures)
+{
+    enum { TRIALS = 15 };
+    const size_t size = 1UL << 20;
+    memset(figures, 0, sizeof *figures);
+    struct child crowded;
+    child_start(&crowded, exporter, NULL);
+    char line[256] = "";
+    long long segid = -1;
+    size_t made = 0;
+    xpmem_apid_t apid = -1;
+    if (child_read_line(&crowded, line, sizeof line, 15000) && sscanf(line, "ready %lld", &segid) == 1)
+        apid = xpmem_get(segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+    child_send(&crowded, "crowd %d", CROWD_MAPPINGS);
+    if (apid < 0 || !child_read_line(&crowded, line, sizeof line, 30000) || sscanf(line, "made %zu", &made) != 1
+        || made != CROWD_MAPPINGS) {
+        snprintf(figures->why_not, sizeof figures->why_not, "the crowded exporter did not start (%s)", line);
+    } else {
+        double crowded_us[TRIALS], alone_us[TRIALS], ratios[TRIALS];
+        struct child *children[2] = {&crowded, alone};
+        xpmem_apid_t apids[2] = {apid, alone_apid};
+        for (int trial = 0; trial < TRIALS; trial++) {
+            for (int turn = 0; turn < 2; turn++) {
+                int which = (trial + turn) % 2; /* A B, then B A */
+                uintptr_t address = ask_alloc(children[which], size);
+                uintptr_t start = address & ~(PAGE - 1);
+                size_t span = ((address + size + PAGE - 1) & ~(PAGE - 1)) - start;
+                struct xpmem_addr where = {.apid = apids[which], .offset = (off_t)start};
+                double began = now_seconds();
+                void *window = xpmem_attach(where, span, NULL);
+                double took = (now_seconds() - began) * 1e6;
+                if (address == 0 || window == (void *)-1) {
+                    fprintf(stderr, "crowded first attach: %s\n", strerror(errno));
+                    exit(1);
+                }
+                xpmem_detach(window);
+                (which == 0 ? crowded_us : alone_us)[trial] = took;
+            }
+            ratios[trial] = crowded_us[trial] / alone_us[trial];
+        }
+        figures->ratio = spread_of(ratios, TRIALS);
+        figures->crowded_us = median(crowded_us, TRIALS);
+        figures->alone_us = median(alone_us, TRIALS);
+    }
+    if (apid >= 0)
+        xpmem_release(apid);
+    child_send(&crowded, "quit");
+    child_wait(&crowded, 15000);
 }
 
 /* Memory with transparent huge pages, where shmem huge pages are allowed: two exporters, one backing
@@ -602,6 +675,8 @@ int main(void)
     }
     struct first_attach one = measure_first_attach(&exporting, apid, 1UL << 20, 15);
     struct first_attach sixty_four = measure_first_attach(&exporting, apid, 64UL << 20, 5);
+    struct crowded_exporter_figures crowded_exporter;
+    measure_first_attach_crowded(&exporting, apid, &crowded_exporter);
     double warm_us, mmap_us, broker_us;
     struct spread warm_ratio;
     measure_warm(&exporting, apid, 1UL << 20, &warm_us, &mmap_us, &broker_us, &warm_ratio);
@@ -621,6 +696,12 @@ int main(void)
            one.attach_us, one.cma_us, one.touch_us);
     printf("  \"first_attach_64MiB_us\": %.1f,\n  \"cma_64MiB_us\": %.1f,\n  \"touch_after_attach_64MiB_us\": %.1f,\n",
            sixty_four.attach_us, sixty_four.cma_us, sixty_four.touch_us);
+    if (crowded_exporter.why_not[0] == '\0')
+        printf("  \"first_attach_1MiB_crowded_exporter\": {\"more_mappings\": %d, \"first_attach_us\": %.1f, "
+               "\"first_attach_alone_us\": %.1f},\n",
+               CROWD_MAPPINGS, crowded_exporter.crowded_us, crowded_exporter.alone_us);
+    else
+        printf("  \"first_attach_1MiB_crowded_exporter_not_measured\": \"%s\",\n", crowded_exporter.why_not);
     printf("  \"warm_attach_1MiB_us\": %.2f,\n  \"warm_attach_through_broker_1MiB_us\": %.2f,\n  \"bare_mmap_1MiB_us\": %.2f,\n",
            warm_us, broker_us, mmap_us);
     printf("  \"attach_cache_hit_1MiB_us\": %.3f,\n  \"fresh_attach_1MiB_us\": %.3f,\n", cache.hit_us, cache.fresh_us);
@@ -647,14 +728,19 @@ int main(void)
     printf("    \"detach_crowded_vs_alone\": %.3f,\n", crowding.detach_ratio.median);
     printf("    \"warm_attach_vs_mmap\": %.2f,\n", warm_ratio.median);
     printf("    \"first_attach_1MiB_vs_cma\": %.2f,\n", one.ratio.median);
-    printf("    \"first_attach_64MiB_vs_cma\": %.2f\n", sixty_four.ratio.median);
+    bool crowded_measured = crowded_exporter.why_not[0] == '\0';
+    printf("    \"first_attach_64MiB_vs_cma\": %.2f%s\n", sixty_four.ratio.median, crowded_measured ? "," : "");
+    if (crowded_measured)
+        printf("    \"first_attach_1MiB_crowded_vs_alone\": %.2f\n", crowded_exporter.ratio.median);
     printf("  },\n  \"spread\": {\n");
     print_spread("attach_cache_hit_vs_fresh_attach", cache.ratio, false);
     print_spread("attach_cache_hit_crowded_vs_alone", crowding.hit_ratio, false);
     print_spread("detach_crowded_vs_alone", crowding.detach_ratio, false);
     print_spread("warm_attach_vs_mmap", warm_ratio, false);
     print_spread("first_attach_1MiB_vs_cma", one.ratio, false);
-    print_spread("first_attach_64MiB_vs_cma", sixty_four.ratio, !huge.measured);
+    print_spread("first_attach_64MiB_vs_cma", sixty_four.ratio, !crowded_measured && !huge.measured);
+    if (crowded_measured)
+        print_spread("first_attach_1MiB_crowded_vs_alone", crowded_exporter.ratio, !huge.measured);
     if (huge.measured) {
         print_spread("first_attach_64MiB_thp_vs_cma", huge.vs_cma, false);
         print_spread("first_attach_64MiB_thp_huge_vs_4k", huge.attach_vs_4k, false);
