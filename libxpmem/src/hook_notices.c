@@ -64,42 +64,69 @@ void hook_notices_record(uint64_t start, uint64_t length)
     recorded[recorded_count++] = (struct notice_range){start, end};
 }
 
-/* UCX's function for memory changed behind its hooks, where UCX is loaded: found globally, or in a
- * libucm that Open MPI's components loaded privately (RTLD_LOCAL). A reference to the library that
- * holds it (*library) is taken until the call is done, so that no dlclose elsewhere unloads it
- * meanwhile. Looked up each time: UCX is often loaded after this library, and by most programs not
- * at all. */
-static void (*find_vm_munmap(void **library))(void *, size_t)
+/* A function through which an MPI stack's memory hooks hear of memory changed behind them. */
+struct hook_receiver {
+    const char *symbol;
+    /* Tried with RTLD_NOLOAD when the symbol is not global (a component loaded it RTLD_LOCAL), or NULL. */
+    const char *library;
+    const char *stack;
+    void (*call)(void *function, uint64_t start, uint64_t length);
+    _Atomic bool said; /* XPMEM_DEBUG said it was told, once (tellers may run at once) */
+};
+
+static void call_ucm_vm_munmap(void *function, uint64_t start, uint64_t length)
 {
-    void (*found)(void *, size_t) = (void (*)(void *, size_t))dlsym(RTLD_DEFAULT, "ucm_vm_munmap");
+    ((void (*)(void *, size_t))function)((void *)(uintptr_t)start, (size_t)length);
+}
+
+/* As Open MPI's own hooks call it for an munmap (from_alloc false): its registration caches outside
+ * UCX (grdma, for pml ob1 over a network card) drop what they registered there. Under pml ucx it also
+ * forwards to ucm_vm_munmap, so UCX may hear twice: dropping a registration twice is harmless. */
+static void call_opal_release_hook(void *function, uint64_t start, uint64_t length)
+{
+    ((void (*)(void *, size_t, bool))function)((void *)(uintptr_t)start, (size_t)length, false);
+}
+
+static struct hook_receiver receivers[] = {
+    {.symbol = "ucm_vm_munmap", .library = "libucm.so.0", .stack = "UCX", .call = call_ucm_vm_munmap},
+    {.symbol = "opal_mem_hooks_release_hook", .library = NULL, .stack = "Open MPI", .call = call_opal_release_hook},
+};
+
+/* The receiver's function, where its stack is loaded: found globally, or in its library loaded
+ * privately. A reference to the library that holds it (*library) is taken until the call is done,
+ * so that no dlclose elsewhere unloads it meanwhile. Looked up each time: MPI stacks are often
+ * loaded after this library, and by most programs not at all. */
+static void *find_receiver(const struct hook_receiver *receiver, void **library)
+{
+    void *found = dlsym(RTLD_DEFAULT, receiver->symbol);
     Dl_info where;
     if (found != NULL) {
-        *library = dladdr((void *)found, &where) != 0 && where.dli_fname != NULL
-                       ? dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD)
-                       : NULL;
+        *library = dladdr(found, &where) != 0 && where.dli_fname != NULL ? dlopen(where.dli_fname, RTLD_LAZY | RTLD_NOLOAD)
+                                                                         : NULL;
         return found;
     }
-    *library = dlopen("libucm.so.0", RTLD_LAZY | RTLD_NOLOAD);
-    return *library == NULL ? NULL : (void (*)(void *, size_t))dlsym(*library, "ucm_vm_munmap");
+    *library = receiver->library == NULL ? NULL : dlopen(receiver->library, RTLD_LAZY | RTLD_NOLOAD);
+    return *library == NULL ? NULL : dlsym(*library, receiver->symbol);
 }
 
 static void tell(const struct notice_range *ranges, uint32_t count)
 {
     if (count == 0)
         return;
-    void *library;
-    void (*vm_munmap)(void *, size_t) = find_vm_munmap(&library);
-    if (vm_munmap != NULL) {
-        static bool said;
-        if (!said) {
-            said = true;
-            debug_log("telling UCX's memory hooks (ucm_vm_munmap) of the pages backing and unbacking replace");
+    for (size_t which = 0; which < sizeof receivers / sizeof receivers[0]; which++) {
+        struct hook_receiver *receiver = &receivers[which];
+        void *library;
+        void *function = find_receiver(receiver, &library);
+        if (function != NULL) {
+            if (!atomic_exchange_explicit(&receiver->said, true, memory_order_relaxed))
+                debug_log("telling %s's memory hooks (%s) of the pages backing and unbacking replace", receiver->stack,
+                          receiver->symbol);
+            for (uint32_t index = 0; index < count; index++)
+                receiver->call(function, ranges[index].start, ranges[index].end - ranges[index].start);
         }
-        for (uint32_t index = 0; index < count; index++)
-            vm_munmap((void *)(uintptr_t)ranges[index].start, (size_t)(ranges[index].end - ranges[index].start));
+        if (library != NULL)
+            dlclose(library); /* the reference NOLOAD took */
     }
-    if (library != NULL)
-        dlclose(library); /* the reference NOLOAD took */
 }
 
 /* Under the backing lock: moves what was recorded into `taken`; returns how many ranges. */

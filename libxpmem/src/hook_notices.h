@@ -5,16 +5,17 @@
  * pinned the old pages for a network card (UCX's, for InfiniBand between hosts) must drop its
  * registrations of those ranges, or it would go on sending the old pages. Such caches hear of
  * changes through the hooks the library bypasses (raw_memory.h); UCX also takes them from whoever
- * changes memory behind its hooks, through ucm_vm_munmap, which is what this calls where UCX is
+ * changes memory behind its hooks, through ucm_vm_munmap, and Open MPI through
+ * opal_mem_hooks_release_hook (for its own caches, grdma's, under pml ob1): this calls each that is
  * loaded.
  *
  * Ranges are recorded under the backing lock, also while the other threads are stopped (a fixed
  * list: no allocation, no lock of anyone else's). They are told on a thread that stops like the
- * application's: UCX's callbacks take UCX's locks and write UCX's memory, which neither the event
+ * application's: the stacks' callbacks take their locks and write their memory, which neither the event
  * thread nor the watch thread may do (stops leave them running, and a backing they run would copy
  * memory that UCX was writing meanwhile, losing the write). That is the notices thread, which an
  * exporting process starts at xpmem_make, or the application's own thread in xpmem_hint_free. Between
- * a page's replacement and the telling, UCX may still use a registration of the old page: as long as
+ * a page's replacement and the telling, a stack may still use a registration of the old page: as long as
  * the notices thread waits for a CPU.
  *
  * Not told: a fork child's private copies (fork_snapshot.c; the parent's registrations are not the

@@ -4,9 +4,9 @@
  * library must not depend on those symbols (src/raw_memory.h): here a call to any of them from
  * libxpmem is reported on stderr and aborts the process; every other caller gets the real call.
  *
- * It also stands in for UCX's ucm_vm_munmap, through which the library tells UCX of pages it
- * replaced (src/hook_notices.h): the ranges told are kept, and memory_hooks_told answers whether
- * they cover a range. */
+ * It also stands in for UCX's ucm_vm_munmap and Open MPI's opal_mem_hooks_release_hook, through which
+ * the library tells those stacks of pages it replaced (src/hook_notices.h): the ranges told are kept,
+ * and memory_hooks_told and memory_hooks_told_open_mpi answer whether they cover a range. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
@@ -66,38 +66,54 @@ int madvise(void *address, size_t length, int advice)
     return (int)syscall(SYS_madvise, address, length, advice);
 }
 
-/* The ranges told through ucm_vm_munmap; past the room, "everything" (as the library itself does). */
-static pthread_mutex_t told_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    uintptr_t start, length;
-} told[256];
-static unsigned told_count;
-static bool told_everything;
+/* The ranges told through one receiver; past the room, "everything" (as the library itself does). */
+struct told_ranges {
+    pthread_mutex_t lock;
+    struct {
+        uintptr_t start, length;
+    } ranges[256];
+    unsigned count;
+    bool everything;
+};
 
-void ucm_vm_munmap(void *address, size_t length)
+static struct told_ranges told_ucx = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static struct told_ranges told_open_mpi = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static void keep(struct told_ranges *told, void *address, size_t length)
 {
-    pthread_mutex_lock(&told_lock);
-    if (told_count == sizeof told / sizeof told[0]) {
-        told_everything = true;
+    pthread_mutex_lock(&told->lock);
+    if (told->count == sizeof told->ranges / sizeof told->ranges[0]) {
+        told->everything = true;
     } else {
-        told[told_count].start = (uintptr_t)address;
-        told[told_count].length = length;
-        told_count++;
+        told->ranges[told->count].start = (uintptr_t)address;
+        told->ranges[told->count].length = length;
+        told->count++;
     }
-    pthread_mutex_unlock(&told_lock);
+    pthread_mutex_unlock(&told->lock);
+}
+
+void ucm_vm_munmap(void *address, size_t length) { keep(&told_ucx, address, length); }
+
+void opal_mem_hooks_release_hook(void *address, size_t length, bool from_alloc)
+{
+    if (!from_alloc) /* what Open MPI's own hooks pass for an munmap */
+        keep(&told_open_mpi, address, length);
 }
 
 /* Whether every page of [start, start + length) lies in a range told so far. */
-bool memory_hooks_told(uintptr_t start, size_t length)
+static bool covered(struct told_ranges *told, uintptr_t start, size_t length)
 {
-    pthread_mutex_lock(&told_lock);
+    pthread_mutex_lock(&told->lock);
     bool covered = true;
     long page = sysconf(_SC_PAGESIZE);
-    for (uintptr_t at = start; covered && !told_everything && at < start + length; at += (uintptr_t)page) {
+    for (uintptr_t at = start; covered && !told->everything && at < start + length; at += (uintptr_t)page) {
         covered = false;
-        for (unsigned index = 0; index < told_count && !covered; index++)
-            covered = at >= told[index].start && at - told[index].start < told[index].length;
+        for (unsigned index = 0; index < told->count && !covered; index++)
+            covered = at >= told->ranges[index].start && at - told->ranges[index].start < told->ranges[index].length;
     }
-    pthread_mutex_unlock(&told_lock);
+    pthread_mutex_unlock(&told->lock);
     return covered;
 }
+
+bool memory_hooks_told(uintptr_t start, size_t length) { return covered(&told_ucx, start, length); }
+bool memory_hooks_told_open_mpi(uintptr_t start, size_t length) { return covered(&told_open_mpi, start, length); }
