@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -71,6 +72,8 @@ struct hook_receiver {
     const char *library;
     const char *stack;
     void (*call)(void *function, uint64_t start, uint64_t length);
+    /* The environment variable that must be 1 for this receiver to be told, or NULL: told always. */
+    const char *opt_in;
     _Atomic bool said; /* XPMEM_DEBUG said it was told, once (tellers may run at once) */
 };
 
@@ -80,16 +83,23 @@ static void call_ucm_vm_munmap(void *function, uint64_t start, uint64_t length)
 }
 
 /* As Open MPI's own hooks call it for an munmap (from_alloc false): its registration caches outside
- * UCX (grdma, for pml ob1 over a network card) drop what they registered there. Under pml ucx it also
- * forwards to ucm_vm_munmap, so UCX may hear twice: dropping a registration twice is harmless. */
+ * UCX (grdma, for pml ob1 over a network card) drop what they registered there. Only when asked
+ * (XPMEM_TELL_OPEN_MPI=1): Open MPI takes the call for the application unmapping memory, and ends the
+ * process (_exit, "cannot deregister in-use memory") where a registration in the range is in use by a
+ * communication; and it may be called while MPI_Finalize tears those caches down, which its own hooks
+ * never race with a thread of ours. Where Open MPI forwards its hooks to UCX
+ * (opal_common_ucx_opal_mem_hooks, the default from 5.0), UCX hears twice: harmless. */
 static void call_opal_release_hook(void *function, uint64_t start, uint64_t length)
 {
     ((void (*)(void *, size_t, bool))function)((void *)(uintptr_t)start, (size_t)length, false);
 }
 
+/* Told in this order: once UCX has heard of a range, so has Open MPI if it is told at all (the
+ * tests rely on it). */
 static struct hook_receiver receivers[] = {
+    {.symbol = "opal_mem_hooks_release_hook", .library = NULL, .stack = "Open MPI", .call = call_opal_release_hook,
+     .opt_in = "XPMEM_TELL_OPEN_MPI"},
     {.symbol = "ucm_vm_munmap", .library = "libucm.so.0", .stack = "UCX", .call = call_ucm_vm_munmap},
-    {.symbol = "opal_mem_hooks_release_hook", .library = NULL, .stack = "Open MPI", .call = call_opal_release_hook},
 };
 
 /* The receiver's function, where its stack is loaded: found globally, or in its library loaded
@@ -109,12 +119,23 @@ static void *find_receiver(const struct hook_receiver *receiver, void **library)
     return *library == NULL ? NULL : dlsym(*library, receiver->symbol);
 }
 
+/* Read at each telling (rare), so that a fork child sees its own environment. */
+static bool opted_in(const struct hook_receiver *receiver)
+{
+    if (receiver->opt_in == NULL)
+        return true;
+    const char *value = getenv(receiver->opt_in);
+    return value != NULL && strcmp(value, "1") == 0;
+}
+
 static void tell(const struct notice_range *ranges, uint32_t count)
 {
     if (count == 0)
         return;
     for (size_t which = 0; which < sizeof receivers / sizeof receivers[0]; which++) {
         struct hook_receiver *receiver = &receivers[which];
+        if (!opted_in(receiver))
+            continue;
         void *library;
         void *function = find_receiver(receiver, &library);
         if (function != NULL) {

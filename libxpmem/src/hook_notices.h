@@ -5,9 +5,9 @@
  * pinned the old pages for a network card (UCX's, for InfiniBand between hosts) must drop its
  * registrations of those ranges, or it would go on sending the old pages. Such caches hear of
  * changes through the hooks the library bypasses (raw_memory.h); UCX also takes them from whoever
- * changes memory behind its hooks, through ucm_vm_munmap, and Open MPI through
- * opal_mem_hooks_release_hook (for its own caches, grdma's, under pml ob1): this calls each that is
- * loaded.
+ * changes memory behind its hooks, through ucm_vm_munmap, which this calls where UCX is loaded; and
+ * Open MPI through opal_mem_hooks_release_hook (for its own caches, grdma's, under pml ob1), which
+ * this calls only with XPMEM_TELL_OPEN_MPI=1 (hook_notices.c says why).
  *
  * Ranges are recorded under the backing lock, also while the other threads are stopped (a fixed
  * list: no allocation, no lock of anyone else's). They are told on a thread that stops like the

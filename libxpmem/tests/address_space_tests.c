@@ -652,12 +652,12 @@ static void test_fork_while_threads_free_and_move(void)
 
 /* The library tells the hooks on a thread of its own, after the attach has been answered: asked
  * again until `timeout_ms` has passed. */
-static bool told_within(struct child *exporting, int timeout_ms, char *answer, size_t capacity)
+static bool told_within(struct child *exporting, const char *expected, int timeout_ms, char *answer, size_t capacity)
 {
     for (int waited = 0; waited < timeout_ms; waited += 10) {
-        if (step(exporting, "told", "told", answer, capacity))
+        if (step(exporting, "told", expected, answer, capacity) && strcmp(answer, expected) == 0)
             return true;
-        if (strncmp(answer, "not told", strlen("not told")) != 0)
+        if (strcmp(answer, "not told") != 0)
             return false; /* no answer, or another one: asking again would not help */
         usleep(10000);
     }
@@ -665,15 +665,24 @@ static bool told_within(struct child *exporting, int timeout_ms, char *answer, s
 }
 
 /* Sharing replaces the exporter's pages (its bytes stay): a registration cache that pinned the old
- * ones (UCX's or Open MPI's, for a network card) must hear of it, through UCX's ucm_vm_munmap and Open
- * MPI's opal_mem_hooks_release_hook, as it would hear of an munmap. Only under tests/memory_hooks.c,
- * which stands in for both. */
-static void test_memory_hooks_told_of_replaced_pages(void)
+ * ones (UCX's or Open MPI's, for a network card) must hear of it, through UCX's ucm_vm_munmap, as it
+ * would hear of an munmap, and through Open MPI's opal_mem_hooks_release_hook where asked
+ * (XPMEM_TELL_OPEN_MPI=1). Only under tests/memory_hooks.c, which stands in for both. */
+static void test_memory_hooks_told_of_replaced_pages(bool tell_open_mpi)
 {
-    const char *name = "where UCX's and Open MPI's memory hooks are loaded, both are told of the pages a first attach "
-                       "replaced";
+    const char *name = tell_open_mpi ? "with XPMEM_TELL_OPEN_MPI=1, UCX's and Open MPI's memory hooks are both told of "
+                                       "the pages a first attach replaced"
+                                     : "where UCX's memory hooks are loaded, they are told of the pages a first attach "
+                                       "replaced (Open MPI's only when asked)";
+    /* The exporter is forked from this process and reads its environment when it tells. */
+    if (tell_open_mpi)
+        setenv("XPMEM_TELL_OPEN_MPI", "1", 1);
+    else
+        unsetenv("XPMEM_TELL_OPEN_MPI");
     struct scene scene;
-    if (!scene_start(&scene, name))
+    bool started = scene_start(&scene, name);
+    unsetenv("XPMEM_TELL_OPEN_MPI");
+    if (!started)
         return;
     char answer[LINE];
     if (step(&scene.exporting, "told", "no hooks", answer, sizeof answer)) {
@@ -686,14 +695,16 @@ static void test_memory_hooks_told_of_replaced_pages(void)
         report(name, false, "before any attach the hooks were told of the buffer: '%s'", answer);
         return;
     }
+    /* Open MPI is told before UCX: once UCX has been told, whether Open MPI was is settled. */
+    const char *expected = tell_open_mpi ? "told" : "not told (UCX only)";
     struct child importing;
     const char *failed_at = NULL;
     if (!start_importer(&importing, &scene.request, answer, sizeof answer))
         failed_at = "attach";
     else if (!step(&importing, "check 1", "ok", answer, sizeof answer))
         failed_at = "importer reads the exporter's bytes";
-    else if (!told_within(&scene.exporting, STEP_TIMEOUT_MS, answer, sizeof answer))
-        failed_at = "the hooks were told of the buffer's replaced pages";
+    else if (!told_within(&scene.exporting, expected, STEP_TIMEOUT_MS, answer, sizeof answer))
+        failed_at = tell_open_mpi ? "both were told of the buffer's replaced pages" : "UCX alone was told of them";
     finish(name, &scene, &importing, failed_at, answer);
 }
 
@@ -1097,7 +1108,8 @@ int main(void)
     test_hint_free_where_it_is_taken();
     test_hint_free_under_pressure();
     test_huge_pages_stay_huge();
-    test_memory_hooks_told_of_replaced_pages();
+    test_memory_hooks_told_of_replaced_pages(false);
+    test_memory_hooks_told_of_replaced_pages(true);
     /* Last: it kills the broker. */
     test_unmap_after_broker_loss();
     broker_stop(&broker);
