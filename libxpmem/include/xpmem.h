@@ -135,7 +135,8 @@ int xpmem_attach_cache_stats(struct xpmem_attach_cache_stats *stats);
  *
  * vaddr and size must be page-aligned; the range may span holes and mappings of every kind. Returns
  * the bytes the hint was taken for (0 when none), or -1 with errno EINVAL (NULL, unaligned, or a
- * range that wraps), or what reading /proc/self/maps failed with. */
+ * range that wraps), or what listing the process's mappings failed with (then the hint may have been
+ * taken for part of the range already). */
 int64_t xpmem_hint_free(void *vaddr, size_t size);
 
 #ifdef __cplusplus

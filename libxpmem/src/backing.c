@@ -379,7 +379,7 @@ static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint
     result->count = 0;
     struct maps_walk walk;
     if (!maps_walk_start(&walk, pass->area, start)) {
-        fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/maps", errno, 0);
+        fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/thread-self/maps", errno, 0);
         return;
     }
     struct maps_entry entry;
@@ -393,7 +393,7 @@ static void back_listed_mappings(struct backing_pass *pass, uint64_t start, uint
         back_entry(pass, &entry, piece_start, piece_end);
     }
     if (walk.error != 0 && result->code == 0)
-        fail(pass, WIRE_INTERNAL_ERROR, "cannot list the mappings (/proc/self/maps)", walk.error, done);
+        fail(pass, WIRE_INTERNAL_ERROR, "cannot list the mappings (/proc/thread-self/maps)", walk.error, done);
     maps_walk_finish(&walk);
 }
 
@@ -640,7 +640,7 @@ static void unback_all(struct backing_pass *pass)
 {
     ssize_t maps_length = proc_maps_read(pass->area);
     if (maps_length < 0) {
-        fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/self/maps", errno, 0);
+        fail(pass, WIRE_INTERNAL_ERROR, "cannot read /proc/thread-self/maps", errno, 0);
         return;
     }
     const char *cursor = pass->area->maps_text, *end = cursor + maps_length;

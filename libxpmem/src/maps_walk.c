@@ -34,14 +34,17 @@ _Static_assert(sizeof(struct procmap_query) == 104, "struct procmap_query is 104
 #define QUERY_VMA_SHARED 0x08
 #define QUERY_COVERING_OR_NEXT_VMA 0x10
 
-/* Set once a kernel has refused the query: every later walk reads the text. */
+/* Set once a query has failed: every later walk reads the text. Kernels before 6.11 refuse it
+ * (ENOTTY), and a sandbox's ioctl filter may too (EPERM, EACCES), for good. */
 static atomic_bool query_unsupported;
 
-static bool refuses_the_query(int error) { return error == ENOTTY || error == EINVAL || error == EOPNOTSUPP || error == ENOSYS; }
+/* This thread's view of the process's maps: /proc/self/maps of a process whose main thread has
+ * exited reads empty (and refuses the query), which would back nothing. */
+#define MAPS_PATH "/proc/thread-self/maps"
 
 bool maps_walk_start_text(struct maps_walk *walk, struct private_area *area, uint64_t from)
 {
-    *walk = (struct maps_walk){.area = area, .descriptor = -1, .next = from};
+    *walk = (struct maps_walk){.area = area, .descriptor = -1, .resume_at = from};
     ssize_t length = proc_maps_read(area);
     if (length < 0)
         return false;
@@ -54,15 +57,15 @@ bool maps_walk_start(struct maps_walk *walk, struct private_area *area, uint64_t
 {
     if (atomic_load_explicit(&query_unsupported, memory_order_relaxed))
         return maps_walk_start_text(walk, area, from);
-    *walk = (struct maps_walk){.area = area, .descriptor = open("/proc/self/maps", O_RDONLY | O_CLOEXEC), .next = from};
+    *walk = (struct maps_walk){.area = area, .descriptor = open(MAPS_PATH, O_RDONLY | O_CLOEXEC), .resume_at = from};
     return walk->descriptor >= 0;
 }
 
 static bool next_from_text(struct maps_walk *walk, struct maps_entry *entry)
 {
     while (proc_maps_next(&walk->cursor, walk->text_end, entry)) {
-        if (entry->end > walk->next) {
-            walk->next = entry->end;
+        if (entry->end > walk->resume_at) {
+            walk->resume_at = entry->end;
             return true;
         }
     }
@@ -75,19 +78,14 @@ bool maps_walk_next(struct maps_walk *walk, struct maps_entry *entry)
         return next_from_text(walk, entry);
     uint32_t name_room = walk->area->maps_capacity < UINT32_MAX ? (uint32_t)walk->area->maps_capacity : UINT32_MAX;
     struct procmap_query query = {.size = sizeof query, .query_flags = QUERY_COVERING_OR_NEXT_VMA,
-                                  .query_addr = walk->next, .vma_name_size = name_room,
+                                  .query_addr = walk->resume_at, .vma_name_size = name_room,
                                   .vma_name_addr = (uint64_t)(uintptr_t)walk->area->maps_text};
     if (ioctl(walk->descriptor, PROCMAP_QUERY_IOCTL, &query) < 0) {
-        int error = errno;
-        if (error == ENOENT)
+        if (errno == ENOENT)
             return false; /* no mapping at or above it */
-        if (!refuses_the_query(error)) {
-            walk->error = error;
-            return false;
-        }
         atomic_store_explicit(&query_unsupported, true, memory_order_relaxed);
         close(walk->descriptor);
-        if (!maps_walk_start_text(walk, walk->area, walk->next)) {
+        if (!maps_walk_start_text(walk, walk->area, walk->resume_at)) {
             walk->error = errno;
             return false;
         }
@@ -101,7 +99,7 @@ bool maps_walk_next(struct maps_walk *walk, struct maps_entry *entry)
         .path = walk->area->maps_text,
         /* The size counts the terminating NUL; 0 when the mapping has no name. */
         .path_length = query.vma_name_size > 0 ? query.vma_name_size - 1 : 0};
-    walk->next = query.vma_end;
+    walk->resume_at = query.vma_end;
     return true;
 }
 

@@ -18,13 +18,13 @@
 struct maps_walk {
     struct private_area *area;
     int descriptor;     /* /proc/self/maps, for queries; -1 when walking the text */
-    uint64_t next;      /* where the next entry ends above */
+    uint64_t resume_at; /* the next entry ends above this */
     const char *cursor; /* the text walk's position */
     const char *text_end;
     int error;          /* 0 when the walk ended because no mapping is left */
 };
 
-/* False with errno set if /proc/self/maps cannot be opened or read. */
+/* False with errno set if the process's maps cannot be opened or read. */
 bool maps_walk_start(struct maps_walk *walk, struct private_area *area, uint64_t from);
 /* The text walk, which kernels without PROCMAP_QUERY get; for tests that compare the two. */
 bool maps_walk_start_text(struct maps_walk *walk, struct private_area *area, uint64_t from);

@@ -3,12 +3,21 @@
  * and a walk resumes at the end of the entry it gave, whatever the caller changed inside it. */
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/utsname.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "maps_walk.h"
@@ -62,8 +71,8 @@ static void describe(char *text, size_t size, const struct listed *item)
              item->entry.device_major, item->entry.device_minor, (unsigned long long)item->entry.inode, item->path);
 }
 
-/* Both walks from `from`, compared entry by entry. */
-static void compare_walks(const char *name, struct private_area *area, uint64_t from)
+/* Both walks from `from`, compared entry by entry; `inside` when a mapping covers `from`. */
+static void compare_walks(const char *name, struct private_area *area, uint64_t from, bool inside)
 {
     struct maps_walk walk;
     if (!maps_walk_start(&walk, area, from)) {
@@ -89,9 +98,91 @@ static void compare_walks(const char *name, struct private_area *area, uint64_t 
             return;
         }
     }
-    bool first_covers = queried > 0 && query_list[0].entry.end > from;
-    report(name, queried > 0 && first_covers, "%d entries, the first ending at %llx", queried,
+    bool first_covers = queried > 0 && query_list[0].entry.start <= from && query_list[0].entry.end > from;
+    report(name, queried > 0 && first_covers == inside, "%d entries, the first %llx-%llx", queried,
+           queried > 0 ? (unsigned long long)query_list[0].entry.start : 0ULL,
            queried > 0 ? (unsigned long long)query_list[0].entry.end : 0ULL);
+}
+
+/* In a child whose seccomp filter fails the query with EPERM, as a sandbox's ioctl rules may: the
+ * walk must fall back to the text and list what the text lists. Exits 0 if it did, 2 if no filter
+ * could be installed, 1 otherwise. */
+#if defined(__x86_64__)
+#define THIS_AUDIT_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define THIS_AUDIT_ARCH AUDIT_ARCH_AARCH64
+#endif
+#define QUERY_REQUEST ((uint32_t)_IOWR('f', 17, struct { char bytes[104]; }))
+
+static int walk_with_the_query_refused(struct private_area *area)
+{
+#ifdef THIS_AUDIT_ARCH
+    struct sock_filter filter[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, THIS_AUDIT_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, 0, 3),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[1])), /* its low half */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, QUERY_REQUEST, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    struct sock_fprog program = {.len = sizeof filter / sizeof filter[0], .filter = filter};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0)
+        return 2;
+    struct maps_walk walk;
+    if (!maps_walk_start(&walk, area, 0))
+        return 1;
+    int queried = list_all(&walk, query_list);
+    if (!maps_walk_start_text(&walk, area, 0))
+        return 1;
+    int read = list_all(&walk, text_list);
+    if (queried <= 0 || queried != read)
+        return 1;
+    for (int index = 0; index < queried; index++)
+        if (!same_entry(&query_list[index], &text_list[index]))
+            return 1;
+    return 0;
+#else
+    (void)area;
+    return 2;
+#endif
+}
+
+/* Whether the main thread (the thread-group leader) has exited: a zombie in its task's stat. */
+static bool main_thread_exited(void)
+{
+    char path[64], text[512];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", (int)getpid());
+    int descriptor = open(path, O_RDONLY | O_CLOEXEC);
+    if (descriptor < 0)
+        return true;
+    ssize_t length = read(descriptor, text, sizeof text - 1);
+    close(descriptor);
+    if (length <= 0)
+        return true;
+    text[length] = '\0';
+    const char *after_name = strrchr(text, ')');
+    return after_name != NULL && (after_name[2] == 'Z' || after_name[2] == 'X');
+}
+
+/* An MPI runtime's progress thread may outlive main's: /proc/self/maps of such a process reads
+ * empty, and a walk of it would back nothing. */
+static void *after_main_thread_exits(void *argument)
+{
+    struct private_area *area = argument;
+    for (int waited = 0; !main_thread_exited() && waited < 10000; waited++)
+        usleep(1000);
+    if (!main_thread_exited()) {
+        report("after the main thread exits, the walks still list every mapping", false,
+               "the main thread did not exit within 10 s");
+    } else {
+        int stack_variable = 0;
+        compare_walks("after the main thread exits, the walks still list every mapping (this thread's stack among them)",
+                      area, (uint64_t)(uintptr_t)&stack_variable, true);
+    }
+    exit(report_totals());
 }
 
 /* From uname: Linux 6.11 added PROCMAP_QUERY. */
@@ -137,10 +228,10 @@ int main(void)
     else
         printf("skip PROCMAP_QUERY: this kernel predates it (Linux 6.11); both walks read the text\n");
 
-    compare_walks("from address 0, the queried walk lists what the text lists, names and all", area, 0);
+    compare_walks("from address 0, the queried walk lists what the text lists, names and all", area, 0, false);
     compare_walks("from inside a mapping, both walks start with the mapping that covers the address", area,
-                  (uint64_t)(uintptr_t)(anonymous + 5 * PAGE) + 123);
-    compare_walks("from a heap address, both walks agree", area, (uint64_t)(uintptr_t)heap);
+                  (uint64_t)(uintptr_t)(anonymous + 5 * PAGE) + 123, true);
+    compare_walks("from a heap address, both walks agree", area, (uint64_t)(uintptr_t)heap, true);
 
     /* Changes inside the entry just given are not given again: the walk resumes at its end. */
     struct maps_walk walk;
@@ -175,6 +266,22 @@ int main(void)
     if (queries)
         report("above every mapping, the walk ends with no error", ended, "error %d", walk.error);
 
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0)
+        _exit(walk_with_the_query_refused(area));
+    int status = 0;
+    bool waited = child > 0 && waitpid(child, &status, 0) == child && WIFEXITED(status);
+    const char *refused_name = "where a sandbox refuses the query (EPERM), the walk falls back to the text and lists the same";
+    if (waited && WEXITSTATUS(status) == 2)
+        printf("skip %s: no seccomp filter could be installed here\n", refused_name);
+    else
+        report(refused_name, waited && WEXITSTATUS(status) == 0, "child exit status %d", waited ? WEXITSTATUS(status) : -1);
+
     free(heap);
-    return report_totals();
+    /* The last checks run on another thread once this one has exited. */
+    pthread_t survivor;
+    if (pthread_create(&survivor, NULL, after_main_thread_exits, area) != 0)
+        return report_setup_failure("no thread for the checks after the main thread exits");
+    pthread_exit(NULL);
 }
