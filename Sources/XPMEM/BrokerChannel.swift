@@ -88,9 +88,20 @@ final class BrokerChannel: Sendable {
     /// returns) and waits for its reply.
     /// - Parameter generation: the generation the message's handles or attachments belong to; the
     ///   request fails with `brokerUnavailable` without being sent if the socket is of another one.
-    func request(_ message: Message, passing descriptors: [FileDescriptor] = [], generation: UInt64? = nil)
-        throws(XPMEMError) -> Reply
+    /// How a request waits for its reply.
+    enum ReplyWait {
+        /// Polls a few tens of microseconds (most replies come that fast), then sleeps.
+        case pollThenSleep
+        /// Sleeps at once: the reply waits for other clients, and polling would take a core from them.
+        case sleep
+
+        static func `default`(for message: Message) -> ReplyWait { message.waitsForOtherClients ? .sleep : .pollThenSleep }
+    }
+
+    func request(_ message: Message, passing descriptors: [FileDescriptor] = [], generation: UInt64? = nil,
+                 replyWait: ReplyWait? = nil) throws(XPMEMError) -> Reply
     {
+        let wait = replyWait ?? .default(for: message)
         var lost: (UInt64, String)? = nil
         let result: Result<Reply, XPMEMError> = state.withLock { state in
             if let generation, generation != state.generation {
@@ -98,7 +109,7 @@ final class BrokerChannel: Sendable {
                     "\(message.type) names what the broker before the last restart issued; it has not been obtained again from the new broker yet"))
             }
             do throws(XPMEMError) {
-                return .success(try self.exchange(message, descriptors, &state))
+                return .success(try self.exchange(message, descriptors, wait, &state))
             } catch {
                 if error.code == .brokerUnavailable, let socket = state.socket.take() {
                     // The broker is gone (or broke the connection): every later request fails fast
@@ -175,7 +186,7 @@ final class BrokerChannel: Sendable {
         }
     }
 
-    private func exchange(_ message: Message, _ descriptors: [FileDescriptor], _ state: inout State)
+    private func exchange(_ message: Message, _ descriptors: [FileDescriptor], _ wait: ReplyWait, _ state: inout State)
         throws(XPMEMError) -> Reply
     {
         let requestID = state.nextRequestID
@@ -183,7 +194,7 @@ final class BrokerChannel: Sendable {
         switch state.socket {
         case .some(let socket):
             let received = try Self.send(message, requestID: requestID, passing: descriptors, on: socket,
-                                    replyInto: state.buffer)
+                                    replyInto: state.buffer, wait: wait)
             return try Self.decodeReply(received, to: requestID, in: state.buffer)
         case .none:
             if state.closedByOwner { throw XPMEMError(.alreadyClosed, "the connection to the broker was closed") }
@@ -194,7 +205,7 @@ final class BrokerChannel: Sendable {
     /// Sends one request and receives the message that answers it.
     private static func send(
         _ message: Message, requestID: UInt32, passing descriptors: [FileDescriptor], on socket: borrowing OwnedDescriptor,
-        replyInto buffer: UnsafeMutableRawBufferPointer
+        replyInto buffer: UnsafeMutableRawBufferPointer, wait: ReplyWait
     ) throws(XPMEMError) -> ReceivedMessage {
         do {
             try UnixSocket.send(socket, bytes: Frame(requestID: requestID, message: message).encoded(), passing: descriptors)
@@ -202,7 +213,7 @@ final class BrokerChannel: Sendable {
             throw XPMEMError(.brokerUnavailable, "sending \(message.type) to the broker failed: \(error)", errno: error)
         }
         do {
-            return try receiveReply(socket, into: buffer, spinning: !message.waitsForOtherClients)
+            return try receiveReply(socket, into: buffer, spinning: wait == .pollThenSleep)
         } catch {
             throw XPMEMError(.brokerUnavailable, "receiving the broker's reply failed: \(error)", errno: error)
         }

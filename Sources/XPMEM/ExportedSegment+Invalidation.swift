@@ -1,4 +1,5 @@
 import Synchronization
+import XPMEMSystem
 import XPMEMWire
 
 extension ExportedSegment {
@@ -39,9 +40,16 @@ extension ExportedSegment {
         let message = Message.invalidate(
             id, offset: UInt64(max(offset, 0)), length: UInt64(max(length, 0)),
             deadlineMilliseconds: deadline.milliseconds, reason: reason, holdForChange: true)
-        let reply = try broker.channel.request(message)
+        let reply = try broker.channel.request(message, replyWait: replyWaitForInvalidation())
         guard case .invalidated(let report) = reply.message else { throw BrokerChannel.unexpected(reply.message, for: message) }
+        state.withLock { $0.lastInvalidationImporters = report.importers.count }
         return report
+    }
+
+    /// How the next invalidation of this segment waits for its reply.
+    func replyWaitForInvalidation() -> BrokerChannel.ReplyWait {
+        .forInvalidation(lastImporters: state.withLock { $0.lastInvalidationImporters },
+                         cores: ThisProcess.onlineProcessors)
     }
 
     /// The second half of `invalidate`: importers may access the range again.
@@ -111,5 +119,16 @@ extension Duration {
         let (seconds, attoseconds) = components
         guard seconds >= 0 else { return 0 }
         return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+    }
+}
+
+extension BrokerChannel.ReplyWait {
+    /// An invalidation's reply waits for every importer's acknowledgement. Polling for it would take a
+    /// core from importers as many as the cores; with fewer (as the last invalidation of the segment
+    /// found), polling saves the exporter a wake-up, as the broker, which polls only then too, saves
+    /// its own. Before the first, the count is unknown: sleep.
+    static func forInvalidation(lastImporters: Int?, cores: Int) -> Self {
+        guard let lastImporters, lastImporters < cores else { return .sleep }
+        return .pollThenSleep
     }
 }

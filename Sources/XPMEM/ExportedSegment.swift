@@ -38,6 +38,8 @@ public final class ExportedSegment: Sendable {
         var freePageTracker: FreePageTracker? = nil
         /// The segment is moving to a fresh file: no hint is taken meanwhile.
         var movingFile = false
+        /// How many importers the last invalidation of this segment reached (nil before the first).
+        var lastInvalidationImporters: Int? = nil
     }
 
     /// The segment's bytes in this process. Valid while this object lives (and, for `exportRange`, as

@@ -139,8 +139,8 @@ public enum Message: Equatable, Sendable {
     }
 
     /// Whether the broker answers this request only once other clients have acted (an invalidation
-    /// waits for every importer's acknowledgement): its sender sleeps at once instead of polling for
-    /// the reply, which would take a core from the very clients it waits for.
+    /// waits for every importer's acknowledgement): by default its sender sleeps at once instead of
+    /// polling for the reply, which would take a core from the very clients it waits for.
     public var waitsForOtherClients: Bool {
         if case .invalidate = self { return true }
         return false
