@@ -84,10 +84,6 @@ final class BrokerChannel: Sendable {
         lossHandler.withLock { $0 = handler }
     }
 
-    /// Sends `message` passing `descriptors` (borrowed: their owners keep them open until this
-    /// returns) and waits for its reply.
-    /// - Parameter generation: the generation the message's handles or attachments belong to; the
-    ///   request fails with `brokerUnavailable` without being sent if the socket is of another one.
     /// How a request waits for its reply.
     enum ReplyWait {
         /// Polls a few tens of microseconds (most replies come that fast), then sleeps.
@@ -98,6 +94,12 @@ final class BrokerChannel: Sendable {
         static func `default`(for message: Message) -> ReplyWait { message.waitsForOtherClients ? .sleep : .pollThenSleep }
     }
 
+    /// Sends `message` passing `descriptors` (borrowed: their owners keep them open until this
+    /// returns) and waits for its reply.
+    /// - Parameters:
+    ///   - generation: the generation the message's handles or attachments belong to; the request
+    ///     fails with `brokerUnavailable` without being sent if the socket is of another one.
+    ///   - replyWait: how to wait for the reply; by default as the message says (`ReplyWait.default`).
     func request(_ message: Message, passing descriptors: [FileDescriptor] = [], generation: UInt64? = nil,
                  replyWait: ReplyWait? = nil) throws(XPMEMError) -> Reply
     {
