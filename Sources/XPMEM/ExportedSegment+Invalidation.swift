@@ -48,8 +48,7 @@ extension ExportedSegment {
 
     /// How the next invalidation of this segment waits for its reply.
     func replyWaitForInvalidation() -> BrokerChannel.ReplyWait {
-        .forInvalidation(lastImporters: state.withLock { $0.lastInvalidationImporters },
-                         cores: ThisProcess.onlineProcessors)
+        .forInvalidation(lastImporters: state.withLock { $0.lastInvalidationImporters }, cores: SpinPolicy.onlineCores)
     }
 
     /// The second half of `invalidate`: importers may access the range again.
@@ -123,12 +122,11 @@ extension Duration {
 }
 
 extension BrokerChannel.ReplyWait {
-    /// An invalidation's reply waits for every importer's acknowledgement. Polling for it would take a
-    /// core from importers as many as the cores; with fewer (as the last invalidation of the segment
-    /// found), polling saves the exporter a wake-up, as the broker, which polls only then too, saves
-    /// its own. Before the first, the count is unknown: sleep.
+    /// An invalidation's reply waits for every importer's acknowledgement: the exporter polls for it
+    /// where polling pays with as many importers as the segment's last invalidation reached, as the
+    /// broker does (saving the wake-up); before the first, the count is unknown: sleep.
     static func forInvalidation(lastImporters: Int?, cores: Int) -> Self {
-        guard let lastImporters, lastImporters < cores else { return .sleep }
+        guard let lastImporters, SpinPolicy.pollingPays(whileWaitingFor: lastImporters, cores: cores) else { return .sleep }
         return .pollThenSleep
     }
 }

@@ -37,3 +37,13 @@ public struct SpinPolicy: Sendable {
         return nil
     }
 }
+
+extension SpinPolicy {
+    /// The cores online, read once: `sysconf` reads a sysfs file on every call.
+    public static let onlineCores = ThisProcess.onlineProcessors
+
+    /// Whether polling for an answer pays while `others` processes must run before it can come: only
+    /// while they leave a core free. As many as the cores or more, a poller takes a core the very
+    /// processes it waits for need.
+    public static func pollingPays(whileWaitingFor others: Int, cores: Int = onlineCores) -> Bool { others < cores }
+}

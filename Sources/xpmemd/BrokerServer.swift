@@ -15,7 +15,6 @@ final class BrokerServer {
     static let outboundDropThreshold = 1024
     /// Frames read from one peer per wake-up, so that one busy peer cannot starve the others.
     static let framesPerWakeUp = 32
-    static let onlineProcessors = ThisProcess.onlineProcessors
 
     let socketPath: String
     let logger: Logger
@@ -219,7 +218,7 @@ final class BrokerServer {
         // Polling pays for itself when a core is spare. While as many importers as there are cores
         // (or more) must run to acknowledge an invalidation, it would take a core from them and delay
         // the very acknowledgements awaited.
-        if core.coordinator.acknowledgementsAwaited < Self.onlineProcessors, let polled = spinPolicy.spin({ () -> [PollEvent<PollToken>]? in
+        if SpinPolicy.pollingPays(whileWaitingFor: core.coordinator.acknowledgementsAwaited), let polled = spinPolicy.spin({ () -> [PollEvent<PollToken>]? in
             let events = (try? poll.wait(timeoutMilliseconds: 0)) ?? []
             return events.isEmpty ? nil : events
         }) {
