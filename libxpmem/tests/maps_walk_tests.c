@@ -71,37 +71,50 @@ static void describe(char *text, size_t size, const struct listed *item)
              item->entry.device_major, item->entry.device_minor, (unsigned long long)item->entry.inode, item->path);
 }
 
-/* Both walks from `from`, compared entry by entry; `inside` when a mapping covers `from`. */
-static void compare_walks(const char *name, struct private_area *area, uint64_t from, bool inside)
+/* Both walks from `from`, compared entry by entry: how many entries they agree on, or -1 with the
+ * first difference in `why`. */
+static int compared_walks(struct private_area *area, uint64_t from, char *why, size_t size)
 {
     struct maps_walk walk;
     if (!maps_walk_start(&walk, area, from)) {
-        report(name, false, "the walk did not start: %s", strerror(errno));
-        return;
+        snprintf(why, size, "the walk did not start: %s", strerror(errno));
+        return -1;
     }
     int queried = list_all(&walk, query_list);
     if (!maps_walk_start_text(&walk, area, from)) {
-        report(name, false, "the text walk did not start: %s", strerror(errno));
-        return;
+        snprintf(why, size, "the text walk did not start: %s", strerror(errno));
+        return -1;
     }
     int read = list_all(&walk, text_list);
     if (queried < 0 || read < 0 || queried != read) {
-        report(name, false, "%d entries queried, %d read from the text", queried, read);
-        return;
+        snprintf(why, size, "%d entries queried, %d read from the text", queried, read);
+        return -1;
     }
     for (int index = 0; index < queried; index++) {
         if (!same_entry(&query_list[index], &text_list[index])) {
             char one[400], other[400];
             describe(one, sizeof one, &query_list[index]);
             describe(other, sizeof other, &text_list[index]);
-            report(name, false, "entry %d: queried %s, text %s", index, one, other);
-            return;
+            snprintf(why, size, "entry %d: queried %s, text %s", index, one, other);
+            return -1;
         }
     }
-    bool first_covers = queried > 0 && query_list[0].entry.start <= from && query_list[0].entry.end > from;
-    report(name, queried > 0 && first_covers == inside, "%d entries, the first %llx-%llx", queried,
-           queried > 0 ? (unsigned long long)query_list[0].entry.start : 0ULL,
-           queried > 0 ? (unsigned long long)query_list[0].entry.end : 0ULL);
+    return queried;
+}
+
+/* Both walks from `from` agree; `inside` when a mapping covers `from`. */
+static void compare_walks(const char *name, struct private_area *area, uint64_t from, bool inside)
+{
+    char why[1000];
+    int count = compared_walks(area, from, why, sizeof why);
+    if (count < 0) {
+        report(name, false, "%s", why);
+        return;
+    }
+    bool first_covers = count > 0 && query_list[0].entry.start <= from && query_list[0].entry.end > from;
+    report(name, count > 0 && first_covers == inside, "%d entries, the first %llx-%llx", count,
+           count > 0 ? (unsigned long long)query_list[0].entry.start : 0ULL,
+           count > 0 ? (unsigned long long)query_list[0].entry.end : 0ULL);
 }
 
 /* In a child whose seccomp filter fails the query with EPERM, as a sandbox's ioctl rules may: the
@@ -131,19 +144,8 @@ static int walk_with_the_query_refused(struct private_area *area)
     struct sock_fprog program = {.len = sizeof filter / sizeof filter[0], .filter = filter};
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program) != 0)
         return 2;
-    struct maps_walk walk;
-    if (!maps_walk_start(&walk, area, 0))
-        return 1;
-    int queried = list_all(&walk, query_list);
-    if (!maps_walk_start_text(&walk, area, 0))
-        return 1;
-    int read = list_all(&walk, text_list);
-    if (queried <= 0 || queried != read)
-        return 1;
-    for (int index = 0; index < queried; index++)
-        if (!same_entry(&query_list[index], &text_list[index]))
-            return 1;
-    return 0;
+    char why[1000];
+    return compared_walks(area, 0, why, sizeof why) > 0 ? 0 : 1;
 #else
     (void)area;
     return 2;
