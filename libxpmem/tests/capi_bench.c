@@ -128,6 +128,21 @@ struct first_attach {
     struct spread ratio;
 };
 
+/* Attaches [start, start + span) of the exporter's pages and says how long that took; a failure
+ * ends the benchmark. */
+static volatile uint8_t *attach_timed(xpmem_apid_t apid, uintptr_t start, size_t span, double *microseconds)
+{
+    struct xpmem_addr where = {.apid = apid, .offset = (off_t)start};
+    double began = now_seconds();
+    volatile uint8_t *window = xpmem_attach(where, span, NULL);
+    *microseconds = (now_seconds() - began) * 1e6;
+    if (window == (void *)-1) {
+        fprintf(stderr, "attach: %s\n", strerror(errno));
+        exit(1);
+    }
+    return window;
+}
+
 /* Medians over `trials` fresh buffers of `size` bytes. */
 static struct first_attach measure_first_attach(struct child *exporting, xpmem_apid_t apid, size_t size, int trials)
 {
@@ -147,14 +162,7 @@ static struct first_attach measure_first_attach(struct child *exporting, xpmem_a
         if (copied != (ssize_t)size)
             fprintf(stderr, "process_vm_readv: %s\n", strerror(errno));
 
-        struct xpmem_addr where = {.apid = apid, .offset = (off_t)start};
-        began = now_seconds();
-        volatile uint8_t *window = xpmem_attach(where, span, NULL);
-        attach[trial] = (now_seconds() - began) * 1e6;
-        if (window == (void *)-1) {
-            fprintf(stderr, "attach: %s\n", strerror(errno));
-            exit(1);
-        }
+        volatile uint8_t *window = attach_timed(apid, start, span, &attach[trial]);
         began = now_seconds();
         unsigned sum = 0;
         for (size_t offset = 0; offset < span; offset += PAGE)
@@ -208,18 +216,14 @@ static void measure_first_attach_crowded(struct child *alone, xpmem_apid_t alone
             for (int turn = 0; turn < 2; turn++) {
                 int which = (trial + turn) % 2; /* A B, then B A */
                 uintptr_t address = ask_alloc(children[which], size);
-                uintptr_t start = address & ~(PAGE - 1);
-                size_t span = ((address + size + PAGE - 1) & ~(PAGE - 1)) - start;
-                struct xpmem_addr where = {.apid = apids[which], .offset = (off_t)start};
-                double began = now_seconds();
-                void *window = xpmem_attach(where, span, NULL);
-                double took = (now_seconds() - began) * 1e6;
-                if (address == 0 || window == (void *)-1) {
-                    fprintf(stderr, "crowded first attach: %s\n", strerror(errno));
+                if (address == 0) {
+                    fprintf(stderr, "crowded first attach: the exporter allocated nothing\n");
                     exit(1);
                 }
-                xpmem_detach(window);
-                (which == 0 ? crowded_us : alone_us)[trial] = took;
+                uintptr_t start = address & ~(PAGE - 1);
+                size_t span = ((address + size + PAGE - 1) & ~(PAGE - 1)) - start;
+                double *took = which == 0 ? &crowded_us[trial] : &alone_us[trial];
+                xpmem_detach((void *)attach_timed(apids[which], start, span, took));
             }
             ratios[trial] = crowded_us[trial] / alone_us[trial];
         }
