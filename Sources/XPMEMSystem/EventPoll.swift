@@ -21,16 +21,22 @@ public struct PollEvent<Token: RawRepresentable>: Sendable where Token.RawValue 
     /// in the token's encoding can cause).
     public var token: Token?
     public var events: PollEvents
+
+    @inlinable
+    init(token: Token?, events: PollEvents) {
+        self.token = token
+        self.events = events
+    }
 }
 
 /// An epoll instance whose registrations are named by `Token`, a caller's type encoded in epoll's
 /// 64-bit user data through its raw value (so no caller shifts or masks bits). Registered descriptors
 /// are borrowed from their owners, who close them (and closing one removes it from the set).
 public struct EventPoll<Token: RawRepresentable>: ~Copyable where Token.RawValue == UInt64, Token: Sendable {
-    private let descriptor: OwnedDescriptor
+    @usableFromInline let descriptor: OwnedDescriptor
     /// Reused by every `wait`, which a busy loop calls often.
-    private let readyEvents: UnsafeMutableBufferPointer<UInt32>
-    private let readyTokens: UnsafeMutableBufferPointer<UInt64>
+    @usableFromInline let readyEvents: UnsafeMutableBufferPointer<UInt32>
+    @usableFromInline let readyTokens: UnsafeMutableBufferPointer<UInt64>
 
     /// The corresponding C function is `epoll_create1`.
     public init(capacity: Int = 64) throws(Errno) {
@@ -66,6 +72,10 @@ public struct EventPoll<Token: RawRepresentable>: ~Copyable where Token.RawValue
     /// Waits up to `timeoutMilliseconds` (-1: forever) for ready descriptors; an interrupted wait
     /// returns no events rather than retrying, so the caller can re-check its deadlines.
     /// The corresponding C function is `epoll_wait`.
+    ///
+    /// Inlinable so that it is specialized for the caller's `Token`: the broker's loop calls it for
+    /// every message, and the unspecialized generic code looked up type metadata on each call.
+    @inlinable
     public func wait(timeoutMilliseconds: Int32) throws(Errno) -> [PollEvent<Token>] {
         let count = cxpmem_epoll_wait(descriptor.rawValue, readyEvents.baseAddress, readyTokens.baseAddress,
                                       CInt(readyEvents.count), timeoutMilliseconds)
@@ -74,9 +84,11 @@ public struct EventPoll<Token: RawRepresentable>: ~Copyable where Token.RawValue
             if code == .interrupted { return [] }
             throw code
         }
-        if count == 0 { return [] }
-        return (0..<Int(count)).map {
-            PollEvent(token: Token(rawValue: readyTokens[$0]), events: PollEvents(rawValue: readyEvents[$0]))
+        var ready: [PollEvent<Token>] = []
+        ready.reserveCapacity(Int(count))
+        for index in 0..<Int(count) {
+            ready.append(PollEvent(token: Token(rawValue: readyTokens[index]), events: PollEvents(rawValue: readyEvents[index])))
         }
+        return ready
     }
 }

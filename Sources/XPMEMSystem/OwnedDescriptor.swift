@@ -6,7 +6,7 @@ import SystemPackage
 /// Being `~Copyable`, a descriptor cannot be closed twice or used after it was handed on. Code above
 /// this layer never sees the number: it borrows the owner, or `fileDescriptor` while the owner is alive.
 public struct OwnedDescriptor: ~Copyable, Sendable {
-    let rawValue: CInt
+    @usableFromInline let rawValue: CInt
 
     /// Takes ownership of `rawValue`, which must be an open descriptor nobody else will close.
     init(adopting rawValue: CInt) {
