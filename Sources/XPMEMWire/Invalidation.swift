@@ -90,7 +90,9 @@ public struct ImporterAcknowledgement: Equatable, Sendable, Codable {
 
 /// What an invalidation's begin phase achieved: who acknowledged, how long each took, who missed.
 public struct InvalidationReport: Equatable, Sendable, Codable {
-    public var segment: String
+    public var segmentID: SegmentID
+    /// The segment's id as printed (16 hex digits), as the JSON form carries it.
+    public var segment: String { segmentID.description }
     /// The segment's sequence number while the invalidation is in flight (odd).
     public var sequence: UInt64
     public var offset: UInt64
@@ -101,7 +103,7 @@ public struct InvalidationReport: Equatable, Sendable, Codable {
 
     public init(segment: SegmentID, sequence: UInt64, offset: UInt64, length: UInt64, elapsedMicroseconds: UInt64,
                 importers: [ImporterAcknowledgement]) {
-        self.segment = segment.description
+        self.segmentID = segment
         self.sequence = sequence
         self.offset = offset
         self.length = length
@@ -111,6 +113,36 @@ public struct InvalidationReport: Equatable, Sendable, Codable {
 
     /// Whether some importer failed to acknowledge in time.
     public var anyMissedDeadline: Bool { importers.contains { $0.outcome == .missedDeadline } }
+
+    // The id is kept typed (the broker builds a report per invalidation and the wire carries the
+    // number: printing it and parsing it back cost more than the rest of the encoding); JSON shows
+    // the printed form under "segment".
+    private enum CodingKeys: String, CodingKey {
+        case segment, sequence, offset, length, elapsedMicroseconds, importers
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        let text = try container.decode(String.self, forKey: .segment)
+        guard let id = SegmentID(text) else {
+            throw Swift.DecodingError.dataCorruptedError(forKey: .segment, in: container, debugDescription: "not a segment id: \(text)")
+        }
+        self.init(segment: id, sequence: try container.decode(UInt64.self, forKey: .sequence),
+                  offset: try container.decode(UInt64.self, forKey: .offset),
+                  length: try container.decode(UInt64.self, forKey: .length),
+                  elapsedMicroseconds: try container.decode(UInt64.self, forKey: .elapsedMicroseconds),
+                  importers: try container.decode([ImporterAcknowledgement].self, forKey: .importers))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(segment, forKey: .segment)
+        try container.encode(sequence, forKey: .sequence)
+        try container.encode(offset, forKey: .offset)
+        try container.encode(length, forKey: .length)
+        try container.encode(elapsedMicroseconds, forKey: .elapsedMicroseconds)
+        try container.encode(importers, forKey: .importers)
+    }
 }
 
 extension ImporterOutcome: Codable {

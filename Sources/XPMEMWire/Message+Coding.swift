@@ -317,7 +317,7 @@ extension WireReader {
 
 extension InvalidationReport {
     func encode(into writer: inout WireWriter) {
-        writer.write(SegmentID(segment)?.rawValue ?? 0)
+        writer.write(segmentID.rawValue)
         writer.write(sequence)
         writer.write(offset)
         writer.write(length)
