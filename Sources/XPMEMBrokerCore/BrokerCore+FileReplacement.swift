@@ -20,7 +20,7 @@ extension BrokerCore {
         registry.segmentFileReplaced(id)
         var told = Set<ClientID>()
         var events: [BrokerEffect] = []
-        let mappers = Set(registry.attachments.values.filter { $0.segment == id }.map { Mapper(client: $0.client, access: $0.access) })
+        let mappers = Set(registry.attachments(of: id).map { Mapper(client: $0.client, access: $0.access) })
         for mapper in mappers.sorted() {
             guard let peer = peerOfClient[mapper.client], peers[peer]?.subscribed == true else {
                 // No event channel to send the new file on: its mapping stays on the old file, which

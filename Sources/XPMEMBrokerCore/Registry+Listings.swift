@@ -18,7 +18,7 @@ extension Registry {
             guard let record = segments[id] else { return nil }
             let onSegment = grants.values.filter { $0.segment == id }
             let importers = Set(onSegment.map(\.client)).count
-            let mapped = attachments.values.filter { $0.segment == id }.count
+            let mapped = attachmentsOfSegment[id]?.count ?? 0
             return SegmentSummary(id: id, ownerPID: record.ownerCredentials.pid, ownerUID: record.ownerCredentials.uid,
                                   size: record.size, permit: record.permit, name: record.name,
                                   importers: UInt32(importers), attachments: UInt32(mapped),

@@ -8,6 +8,9 @@ public struct Registry: Sendable {
     public internal(set) var segments: [SegmentID: SegmentRecord] = [:]
     public private(set) var grants: [AccessHandle: GrantRecord] = [:]
     public private(set) var attachments: [AttachmentID: AttachmentRecord] = [:]
+    /// The attachments of each segment that has any: an invalidation asks for a segment's importers,
+    /// and a node holds many more attachments than any one segment has.
+    public private(set) var attachmentsOfSegment: [SegmentID: Set<AttachmentID>] = [:]
     /// The files whose descriptors the daemon keeps for the segments.
     public private(set) var heldFiles = HeldFiles()
     public let limits: RegistryLimits
@@ -49,7 +52,7 @@ public struct Registry: Sendable {
     public mutating func disconnect(_ client: ClientID) -> Departure {
         guard let record = clients.removeValue(forKey: client) else { return Departure() }
         var departure = Departure()
-        for attachment in record.attachments where attachments.removeValue(forKey: attachment) != nil {
+        for attachment in record.attachments where forgetAttachment(attachment) != nil {
             departure.detachedAttachments += 1
         }
         for handle in record.grants where grants.removeValue(forKey: handle) != nil {
@@ -203,7 +206,7 @@ public struct Registry: Sendable {
     /// Ties go to the lower node, so the answer is stable.
     public func importerNode(of segment: SegmentID) -> Int? {
         var bytesPerNode: [Int: UInt64] = [:]
-        for attachment in attachments.values where attachment.segment == segment {
+        for attachment in attachments(of: segment) {
             guard let node = clients[attachment.client]?.node else { continue }
             bytesPerNode[node, default: 0] += attachment.length
         }
@@ -280,9 +283,12 @@ public struct Registry: Sendable {
         guard let grant = grants[handle], grant.client == client else { throw Registry.handleNotFound(handle) }
         grants[handle] = nil
         clients[client]?.grants.remove(handle)
-        let dropped = attachments.values.filter { $0.handle == handle }.map(\.id)
+        // Only the client's own attachments can have been made through its handle.
+        let dropped = (clients[client]?.attachments ?? []).filter { attachments[$0]?.handle == handle }.sorted {
+            $0.rawValue < $1.rawValue
+        }
         for attachment in dropped {
-            attachments[attachment] = nil
+            forgetAttachment(attachment)
             clients[client]?.attachments.remove(attachment)
         }
         return dropped
@@ -317,6 +323,7 @@ public struct Registry: Sendable {
             clients[segment.owner]?.addressSpaceReach.handed(to: importer.credentials, access: grant.access)
         }
         attachments[record.id] = record
+        attachmentsOfSegment[record.segment, default: []].insert(record.id)
         clients[client]?.attachments.insert(record.id)
         return record
     }
@@ -326,8 +333,23 @@ public struct Registry: Sendable {
         guard let record = attachments[attachment], record.client == client else {
             throw BrokerError(.notFound, "no \(attachment) on this connection")
         }
-        attachments[attachment] = nil
+        forgetAttachment(attachment)
         clients[client]?.attachments.remove(attachment)
+    }
+
+    /// Removes an attachment's record and its entry in the segment's index; the client's set is the
+    /// caller's to update.
+    @discardableResult
+    private mutating func forgetAttachment(_ attachment: AttachmentID) -> AttachmentRecord? {
+        guard let record = attachments.removeValue(forKey: attachment) else { return nil }
+        attachmentsOfSegment[record.segment]?.remove(attachment)
+        if attachmentsOfSegment[record.segment]?.isEmpty == true { attachmentsOfSegment[record.segment] = nil }
+        return record
+    }
+
+    /// The attachments of `segment`, in no particular order.
+    public func attachments(of segment: SegmentID) -> [AttachmentRecord] {
+        (attachmentsOfSegment[segment] ?? []).compactMap { attachments[$0] }
     }
 
     // MARK: Errors
@@ -368,9 +390,10 @@ extension Registry {
 
     /// Clients with an attachment overlapping the range, in id order.
     public func importers(of segment: SegmentID, overlapping offset: UInt64, length: UInt64) -> [ClientID] {
-        let clients = attachments.values.filter { $0.segment == segment && $0.overlaps(offset: offset, length: length) }
-            .map(\.client)
-        return Set(clients).sorted { $0.rawValue < $1.rawValue }
+        var clients = attachments(of: segment).filter { $0.overlaps(offset: offset, length: length) }.map(\.client)
+        clients.sort { $0.rawValue < $1.rawValue }
+        // Sorted, so a client's several attachments are neighbours.
+        return clients.enumerated().compactMap { index, client in index > 0 && clients[index - 1] == client ? nil : client }
     }
 
     /// Clients holding a grant on the segment (who must hear that it is gone), in id order.

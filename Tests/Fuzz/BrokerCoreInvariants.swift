@@ -41,6 +41,9 @@ enum BrokerCoreInvariants {
         for grant in registry.grants.values {
             check(registry.clients[grant.client] != nil, "\(grant.handle) held by departed \(grant.client)")
         }
+        let bySegment = Dictionary(grouping: registry.attachments.values, by: \.segment).mapValues { Set($0.map(\.id)) }
+        check(registry.attachmentsOfSegment == bySegment,
+              "the attachments indexed by segment differ from the attachments of each segment")
         for segment in registry.segments.values {
             // A kernel file's pages: a power of two, at least the base page; an address space's are base pages.
             check(segment.pageSize >= registry.limits.pageSize && segment.pageSize & (segment.pageSize - 1) == 0
