@@ -5,8 +5,8 @@ import XPMEMSystem
 import XPMEMWire
 
 extension BrokerServer {
-    /// Reads up to `framesPerWakeUp` frames from one of a peer's sockets (one from an event channel)
-    /// and handles each.
+    /// Reads and handles one frame from one of a peer's sockets, past up to `framesPerWakeUp` frames
+    /// that were refused (malformed, or carrying descriptors the broker could not take).
     func readFrames(from channel: Channel, of connection: PeerConnection) {
         for _ in 0..<Self.framesPerWakeUp {
             guard connections[connection.peer] != nil, connection.closing == nil,
@@ -42,13 +42,14 @@ extension BrokerServer {
             }
             if channel.kind == .events {
                 handleEvent(frame, descriptors: received.descriptors, from: connection)
-                // An event channel carries one acknowledgement per invalidation: looking for a second
-                // frame would cost every importer's acknowledgement a receive that finds nothing.
-                // Epoll (level-triggered) reports the channel again if more is there.
-                return
             } else {
                 handleRequest(frame, descriptors: received.descriptors, from: connection)
             }
+            // One frame per readiness: a client waits for each reply before its next request, and an
+            // event channel carries one acknowledgement per invalidation, so looking for a second
+            // frame would cost nearly every message a receive that finds nothing. Epoll
+            // (level-triggered) reports the socket again if more is there.
+            return
         }
     }
 

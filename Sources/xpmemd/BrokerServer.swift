@@ -13,7 +13,8 @@ final class BrokerServer {
     /// Frames a channel may leave unread before the peer stops being read from, and before it is dropped.
     static let outboundPauseThreshold = 64
     static let outboundDropThreshold = 1024
-    /// Frames read from one peer per wake-up, so that one busy peer cannot starve the others.
+    /// Refused frames (malformed, or with descriptors the broker could not take) read from one peer
+    /// per wake-up before the others get their turn: one hostile peer cannot starve them.
     static let framesPerWakeUp = 32
 
     let socketPath: String
