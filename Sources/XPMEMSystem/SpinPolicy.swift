@@ -26,7 +26,9 @@ public struct SpinPolicy: Sendable {
 
     /// Calls `attempt` until it returns a value or the budget is spent; nil means: now block.
     /// `T` may be noncopyable (a received message that owns descriptors), and `attempt`'s error type
-    /// is kept, so a typed `throws(Errno)` stays typed.
+    /// is kept, so a typed `throws(Errno)` stays typed. Inlinable, so that it is specialized where it
+    /// is used (the broker's loop and every polled reply) instead of running as generic code.
+    @inlinable
     public func spin<T: ~Copyable, Failure: Error>(_ attempt: () throws(Failure) -> T?) throws(Failure) -> T? {
         guard budgetNanoseconds > 0 else { return nil }
         let start = SharedMemoryAccess.monotonicNanoseconds()
