@@ -51,6 +51,7 @@ struct CAPIBenchmark: ParsableCommand {
             var first_attach_1MiB_us, cma_1MiB_us, first_attach_64MiB_us, cma_64MiB_us: Double
             var warm_attach_1MiB_us, warm_attach_through_broker_1MiB_us, bare_mmap_1MiB_us: Double
             var attach_cache_hit_1MiB_us, fresh_attach_1MiB_us: Double
+            var get_us, release_us: Double
             struct LongRun: Decodable {
                 var windows, window_bytes, operations, bound_entries, max_entries_held, final_entries: Int
                 var hits, misses, capacity_evictions: Int
@@ -133,6 +134,8 @@ struct CAPIBenchmark: ParsableCommand {
                 ["warm attach of 1 MiB vs a bare mmap", String(format: "%.2f", report.warm_attach_1MiB_us),
                  String(format: "%.2f", report.bare_mmap_1MiB_us), summary("warm_attach_vs_mmap")],
                 ["attach of 1 MiB through the broker (no cache)", Format.micros(report.warm_attach_through_broker_1MiB_us), "", ""],
+                ["xpmem_get / xpmem_release (one broker round trip each)",
+                 "\(Format.micros(report.get_us)) / \(Format.micros(report.release_us))", "", ""],
                 ["attachment cache hit (1 MiB) vs a fresh attach of the backed window",
                  String(format: "%.3f", report.attach_cache_hit_1MiB_us), String(format: "%.3f", report.fresh_attach_1MiB_us),
                  summary("attach_cache_hit_vs_fresh_attach")],

@@ -657,6 +657,28 @@ static void measure_crowded_cache(struct child *exporting, xpmem_segid_t segid, 
     child_wait(&alone, 15000);
 }
 
+/* xpmem_get and xpmem_release: each one round trip to the broker, which answers alone (the reply
+ * is polled for), as UCX and MPICH do once per peer. Medians in microseconds. */
+static void measure_get_release(long long segid, double *get_us, double *release_us)
+{
+    enum { ROUNDS = 200 };
+    static double gets[ROUNDS], releases[ROUNDS];
+    for (int round = 0; round < ROUNDS; round++) {
+        double began = now_seconds();
+        xpmem_apid_t apid = xpmem_get(segid, XPMEM_RDWR, XPMEM_PERMIT_MODE, NULL);
+        double got = now_seconds();
+        if (apid < 0) {
+            perror("xpmem_get");
+            exit(1);
+        }
+        xpmem_release(apid);
+        gets[round] = (got - began) * 1e6;
+        releases[round] = (now_seconds() - got) * 1e6;
+    }
+    *get_us = median(gets, ROUNDS);
+    *release_us = median(releases, ROUNDS);
+}
+
 int main(void)
 {
     struct broker broker;
@@ -689,6 +711,8 @@ int main(void)
     measure_attach_cache(&exporting, segid, &cache);
     struct crowding_figures crowding;
     measure_crowded_cache(&exporting, segid, &crowding);
+    double get_us, release_us;
+    measure_get_release(segid, &get_us, &release_us);
 
     child_send(&exporting, "quit");
     child_wait(&exporting, 15000);
@@ -709,6 +733,7 @@ int main(void)
         printf("  \"first_attach_1MiB_crowded_exporter_not_measured\": \"%s\",\n", crowded_exporter.why_not);
     printf("  \"warm_attach_1MiB_us\": %.2f,\n  \"warm_attach_through_broker_1MiB_us\": %.2f,\n  \"bare_mmap_1MiB_us\": %.2f,\n",
            warm_us, broker_us, mmap_us);
+    printf("  \"get_us\": %.1f,\n  \"release_us\": %.1f,\n", get_us, release_us);
     printf("  \"attach_cache_hit_1MiB_us\": %.3f,\n  \"fresh_attach_1MiB_us\": %.3f,\n", cache.hit_us, cache.fresh_us);
     printf("  \"attach_cache_long_run\": {\"windows\": %lu, \"window_bytes\": 16384, \"operations\": %lu, "
            "\"bound_entries\": %llu, \"max_entries_held\": %llu, \"final_entries\": %llu, \"max_bytes_held\": %llu, "
